@@ -1,0 +1,3 @@
+"""torchslim: make PyTorch models smaller and faster, and measure it."""
+
+__version__ = "0.1.0"

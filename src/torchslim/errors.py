@@ -1,0 +1,30 @@
+"""Typed errors. Each says what failed, where, and what to do about it."""
+
+from __future__ import annotations
+
+
+class TorchslimError(Exception):
+    """Base class of every error torchslim raises on purpose."""
+
+
+class ConfigError(TorchslimError, ValueError):
+    """A config field is unknown, has the wrong type or an invalid value."""
+
+
+class DataNotFoundError(TorchslimError, FileNotFoundError):
+    """A dataset is not where torchslim looked for it."""
+
+
+class ModelNotFoundError(TorchslimError, KeyError):
+    """A model name is neither in torchslim's registry nor in torchvision."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingDivergedError(TorchslimError, RuntimeError):
+    """The loss became NaN or infinite; training stopped before the bad step was applied."""
+
+
+class CheckpointError(TorchslimError, RuntimeError):
+    """A checkpoint is missing, unreadable or does not match the run."""
