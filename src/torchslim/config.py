@@ -50,9 +50,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(
-                f"{where}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}"
-            )
+            hint = did_you_mean(str(value), map(str, args))
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{hint}")
         return value
     if origin in (tuple, list):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -108,8 +107,9 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | C | None, where: str = "")
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
+        got = type(data).__name__
         raise ConfigError(
-            f"{where or cls.__name__}: expected a {cls.__name__} or a dict, got {type(data).__name__}"
+            f"{where or cls.__name__}: expected a {cls.__name__} or a dict, got {got}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}

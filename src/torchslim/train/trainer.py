@@ -1,0 +1,532 @@
+"""The one trainer that fine-tuning, distillation and QAT all reuse."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from torchslim.config import from_dict, to_dict
+from torchslim.errors import CheckpointError, ConfigError, TrainingDivergedError
+from torchslim.train import checkpoint as ckpt_io
+from torchslim.train.config import RESUMABLE_CHANGES, Precision, TrainConfig
+from torchslim.train.distributed import EpochSampler, all_reduce_sum, init_distributed
+from torchslim.train.evaluate import correct_count, evaluate, split_batch
+from torchslim.train.schedules import build_optimizer, lr_factor
+
+log = logging.getLogger("torchslim.train")
+
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class StepContext:
+    """What an extra loss term sees at each training step."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    outputs: Any
+    epoch: int
+    step: int
+
+
+ExtraLoss = Callable[[StepContext], torch.Tensor | Mapping[str, torch.Tensor]]
+
+
+class Callback:
+    """Hooks into the training loop; subclass and override what you need.
+
+    Changes made in ``on_epoch_end`` (e.g. zeroing pruned filters) are in that epoch's checkpoint.
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Called once, after resuming and before the first step."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """Called before the first step of ``epoch`` (0-based)."""
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: Mapping[str, float]) -> None:
+        """Called after optimizer step number ``step`` (1-based, counted over the whole run)."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Called after ``epoch`` was trained and evaluated, before it is checkpointed."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """History of per-epoch metrics and where the run's files are."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    out_dir: Path | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    @property
+    def best_eval_acc(self) -> float | None:
+        accs = [h["eval_acc"] for h in self.history if "eval_acc" in h]
+        return max(accs) if accs else None
+
+
+def _as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
+    if isinstance(data, DataLoader):
+        return data.dataset, data.collate_fn
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise TypeError(
+            f"train/eval data must be a map-style Dataset or a DataLoader over one, got "
+            f"{type(data).__name__}; the trainer owns the data order so it can shard and resume"
+        )
+    return data, None
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use 'cpu'")
+    return device
+
+
+def _loss_name(fn: object, index: int) -> str:
+    name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{name}" if index == 0 else f"{name}_{index}"
+
+
+class Trainer:
+    """Train a classifier with everything in :class:`TrainConfig`; checkpoint, resume, DDP.
+
+    ``extra_losses`` are callables receiving a :class:`StepContext` and returning a tensor or a
+    dict of named tensors that are added to the task loss (distillation, sparsity penalties...).
+    Those that are ``nn.Module``s are trained too (their parameters join the optimizer) and
+    saved in the checkpoint.
+
+    Example:
+        >>> from torchslim.data import get_dataset, stratified_subset
+        >>> from torchslim.models import create
+        >>> train = stratified_subset(get_dataset("fashion-mnist", train=True), per_class=20)
+        >>> model = create("smallcnn", num_classes=10, in_channels=1)
+        >>> result = Trainer(model, {"epochs": 1, "batch_size": 32}, train).fit()
+        >>> len(result.history)
+        1
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | Mapping[str, Any] | None,
+        train_data: Dataset | DataLoader,
+        eval_data: Dataset | DataLoader | None = None,
+        *,
+        loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+        extra_losses: Sequence[ExtraLoss] = (),
+        callbacks: Sequence[Callback] = (),
+        out_dir: str | Path | None = None,
+        num_classes: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = cfg = from_dict(TrainConfig, config)
+        self.dist = init_distributed(cfg.device)
+        self.device = _resolve_device(cfg.device, self.dist.local_rank)
+        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.train_set, self.collate = _as_dataset(train_data)
+        self.eval_data = eval_data
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.extra_losses = list(extra_losses)
+        self.extra_modules = [m.to(self.device) for m in extra_losses if isinstance(m, nn.Module)]
+        self.callbacks = list(callbacks)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.metadata = dict(metadata or {})
+
+        per_rank = -(-len(self.train_set) // self.dist.world_size)
+        if per_rank == 0:
+            raise ConfigError("train_data is empty; nothing to train on")
+        self.drop_last = per_rank >= cfg.batch_size
+        steps = per_rank // cfg.batch_size if self.drop_last else 1
+        self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch or steps)
+
+        self.optimizer = build_optimizer(
+            [self.model, *self.extra_modules], cfg, self.dist.world_size
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.steps_per_epoch)
+        )
+        use_scaler = cfg.precision is Precision.AMP and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.mix = self._mix_transform(num_classes)
+
+        self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self._sums: dict[str, float] = {}
+        self._ddp: nn.Module | None = None
+
+    # -- set-up helpers -------------------------------------------------------------------
+    def _mix_transform(self, num_classes: int | None) -> Callable | None:
+        cfg = self.config
+        if cfg.mixup_alpha == 0 and cfg.cutmix_alpha == 0:
+            return None
+        from torchslim.data import mix_transform, targets_of
+
+        if num_classes is None:
+            num_classes = int(targets_of(self.train_set).max()) + 1
+        return mix_transform(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
+
+    def _autocast(self) -> AbstractContextManager:
+        precision = self.config.precision
+        if precision is Precision.FP32:
+            return nullcontext()
+        fp16 = precision is Precision.AMP and self.device.type == "cuda"
+        dtype = torch.float16 if fp16 else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, resume: bool | str | Path = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs; ``resume=True`` continues from ``out_dir/last.pt``.
+
+        Example:
+            >>> trainer = Trainer(model, {"epochs": 2}, data, out_dir="runs/a")  # doctest: +SKIP
+            >>> trainer.fit(resume=True)  # doctest: +SKIP
+        """
+        started = time.perf_counter()
+        cfg = self.config
+        if not self._maybe_restore(resume):
+            ckpt_io.seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
+            if cfg.zero_gamma:
+                from torchslim.models import zero_init_last_bn
+
+                if zero_init_last_bn(self.model) == 0:
+                    log.warning("zero_gamma: found no residual block to zero-initialise")
+        model = self._wrapped()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        while self.epoch < cfg.epochs:
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, self.epoch)
+            metrics = self._train_epoch(model)
+            self.epoch += 1
+            self.step_in_epoch, self._sums = 0, {}
+            if self.eval_data is not None and (
+                self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
+            ):
+                res = self.evaluate()
+                metrics.update(eval_loss=res.loss, eval_acc=res.accuracy)
+            metrics["time_s"] = round(time.perf_counter() - started, 3)
+            self.history.append(metrics)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, self.epoch - 1, metrics)
+            self._log_epoch(metrics)
+            self._write_metrics()
+            self.save_checkpoint()
+        return TrainResult(list(self.history), time.perf_counter() - started, self.out_dir)
+
+    def evaluate(self, data: Dataset | DataLoader | None = None) -> Any:
+        """Evaluate the model (default: on ``eval_data``); returns an ``EvalResult``."""
+        data = data if data is not None else self.eval_data
+        if data is None:
+            raise ConfigError("no eval data given to the trainer")
+        return evaluate(
+            self.model,
+            data,
+            batch_size=max(256, self.config.batch_size),
+            device=self.device,
+            loss_fn=self.loss_fn,
+            channels_last=self.config.channels_last,
+        )
+
+    def _wrapped(self) -> nn.Module:
+        if not self.dist.enabled:
+            return self.model
+        if self._ddp is None:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=ids)
+        return self._ddp
+
+    def _loader(self) -> DataLoader:
+        cfg = self.config
+        sampler = EpochSampler(
+            len(self.train_set),
+            seed=cfg.seed,
+            epoch=self.epoch,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            start=self.step_in_epoch * cfg.batch_size,
+        )
+        # Worker seeds derive from this generator, so augmentations repeat on a rerun.
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch * 31 + self.dist.rank)
+        kwargs = {"collate_fn": self.collate} if self.collate is not None else {}
+        return DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            drop_last=self.drop_last,
+            pin_memory=self.device.type == "cuda",
+            generator=gen,
+            **kwargs,
+        )
+
+    def _train_epoch(self, model: nn.Module) -> dict[str, float]:
+        cfg = self.config
+        model.train()
+        for m in self.extra_modules:
+            m.train()
+        show = cfg.progress and self.dist.is_main
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=None if show else True,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        try:
+            for batch in self._loader():
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    break
+                logs = self._train_step(model, *split_batch(batch))
+                bar.update(1)
+                if self.global_step % cfg.log_every == 0 or self.step_in_epoch == 1:
+                    bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.global_step, logs)
+                if (
+                    cfg.checkpoint_every_steps
+                    and self.global_step % cfg.checkpoint_every_steps == 0
+                ) and self.step_in_epoch < self.steps_per_epoch:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        self._average_buffers()
+        names = sorted(self._sums)
+        sums = dict(
+            zip(names, all_reduce_sum([self._sums[k] for k in names], self.device), strict=True)
+        )
+        n = max(sums.get("n", 0.0), 1.0)
+        metrics = {"epoch": self.epoch + 1, "step": self.global_step}
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics.update({k: v / n for k, v in sums.items() if k != "n"})
+        return metrics
+
+    def _average_buffers(self) -> None:
+        # Each rank's BatchNorm statistics saw only its shard; average them so every rank
+        # evaluates and saves the same model.
+        if not self.dist.enabled:
+            return
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf /= self.dist.world_size
+
+    def _compute_loss(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        with self._autocast():
+            outputs = model(inputs)
+            task = self.loss_fn(outputs, targets)
+            terms: dict[str, torch.Tensor] = {}
+            ctx = StepContext(self.model, inputs, targets, outputs, self.epoch, self.global_step)
+            for i, fn in enumerate(self.extra_losses):
+                out = fn(ctx)
+                if isinstance(out, Mapping):
+                    terms.update(out)
+                else:
+                    terms[_loss_name(fn, i)] = out
+            total = task + sum(terms.values()) if terms else task
+        return total, outputs, ({"task_loss": task, **terms} if terms else {})
+
+    def _train_step(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, float]:
+        cfg = self.config
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
+        if cfg.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if self.mix is not None:
+            inputs, targets = self.mix(inputs, targets)
+        total, outputs, terms = self._compute_loss(model, inputs, targets)
+        self._check_finite(total)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        self._sync_extra_grads()
+        if cfg.grad_clip_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+        batch = float(len(targets))
+        logs = {"loss": float(total.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
+        sums = self._sums
+        sums["n"] = sums.get("n", 0.0) + batch
+        sums["train_loss"] = sums.get("train_loss", 0.0) + logs["loss"] * batch
+        sums["train_acc"] = sums.get("train_acc", 0.0) + correct_count(outputs, targets)
+        for name, value in terms.items():
+            logs[name] = float(value.detach())
+            sums[name] = sums.get(name, 0.0) + logs[name] * batch
+        return logs
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.dist.enabled:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if ok.item() == 1.0:
+            return
+        where = self.checkpoint_path
+        kept = (
+            f"the last good checkpoint {where} is intact"
+            if where is not None and where.exists()
+            else "no checkpoint was written yet"
+        )
+        raise TrainingDivergedError(
+            f"loss became {float(loss)} at step {self.global_step + 1} "
+            f"(epoch {self.epoch + 1}, batch {self.step_in_epoch + 1}); the step was not applied "
+            f"and {kept}. Lower the learning rate, set grad_clip_norm, or train in fp32."
+        )
+
+    def _sync_extra_grads(self) -> None:
+        if not self.dist.enabled:
+            return
+        for module in self.extra_modules:
+            for p in module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.dist.world_size
+
+    # -- checkpoints and metrics ------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit (except the RNG, see save)."""
+        return {
+            "format": ckpt_io.FORMAT,
+            "model": self.model.state_dict(),
+            "extra_modules": [m.state_dict() for m in self.extra_modules],
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "epoch_sums": dict(self._sums),
+            "history": list(self.history),
+            "config": to_dict(self.config),
+            "world_size": self.dist.world_size,
+            "metadata": self.metadata,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Atomically write ``out_dir/last.pt`` (rank 0; all ranks' RNG states included)."""
+        path = self.checkpoint_path
+        if path is None:
+            return None
+        rngs = [ckpt_io.rng_state()]
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, ckpt_io.rng_state())
+        if self.dist.is_main:
+            ckpt_io.atomic_save({**self.state_dict(), "rng": rngs}, path)
+        if self.dist.enabled:
+            dist.barrier()
+        return path
+
+    def _maybe_restore(self, resume: bool | str | Path) -> bool:
+        if resume is False:
+            return False
+        path = self.checkpoint_path if resume is True else Path(resume)
+        if path is None:
+            raise ConfigError("resume=True needs out_dir (where last.pt lives)")
+        if resume is True and not path.exists():
+            log.info("no checkpoint at %s; starting a fresh run", path)
+            return False
+        ckpt = ckpt_io.load_checkpoint(path)
+        self._check_compatible(ckpt, path)
+        self.model.load_state_dict(ckpt["model"])
+        for module, state in zip(self.extra_modules, ckpt["extra_modules"], strict=True):
+            module.load_state_dict(state)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt["scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.global_step, self._sums = ckpt["global_step"], dict(ckpt["epoch_sums"])
+        self.history = list(ckpt["history"])
+        ckpt_io.set_rng_state(ckpt["rng"][self.dist.rank])
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch + 1, self.step_in_epoch)
+        return True
+
+    def _check_compatible(self, ckpt: Mapping[str, Any], path: Path) -> None:
+        saved, now = ckpt["config"], to_dict(self.config)
+        changed = sorted(k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES)
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+            raise CheckpointError(
+                f"{path} was written with a different config ({diffs}); resuming would not "
+                "reproduce the run. Use the original settings or a new output folder."
+            )
+        if ckpt["world_size"] != self.dist.world_size:
+            raise CheckpointError(
+                f"{path} was written by {ckpt['world_size']} processes, this run has "
+                f"{self.dist.world_size}; resume with the same --nproc_per_node"
+            )
+        if len(ckpt["extra_modules"]) != len(self.extra_modules):
+            raise CheckpointError(f"{path} holds a different number of trainable loss modules")
+
+    def _log_epoch(self, m: Mapping[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        text = f"epoch {int(m['epoch'])}/{self.config.epochs}: train loss {m['train_loss']:.4f}"
+        text += f" acc {100 * m['train_acc']:.2f}%"
+        if "eval_acc" in m:
+            text += f" | eval loss {m['eval_loss']:.4f} acc {100 * m['eval_acc']:.2f}%"
+        log.info("%s | lr %.4g | %.1fs", text, m["lr"], m["time_s"])
+
+    def _write_metrics(self) -> None:
+        if self.out_dir is None or not self.dist.is_main or not self.history:
+            return
+        lines = "".join(json.dumps(row) + "\n" for row in self.history)
+        ckpt_io.atomic_write_text(lines, self.out_dir / "metrics.jsonl")
+        columns = list(dict.fromkeys(k for row in self.history for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow(
+                {
+                    k: (v if not isinstance(v, float) or math.isfinite(v) else "")
+                    for k, v in row.items()
+                }
+            )
+        ckpt_io.atomic_write_text(buf.getvalue(), self.out_dir / "metrics.csv")
