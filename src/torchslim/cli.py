@@ -1,0 +1,318 @@
+"""The ``torchslim`` command line: train, eval, analyze."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError, TorchslimError
+
+log = logging.getLogger("torchslim")
+
+# One line of help per TrainConfig field; the CLI options are generated from the dataclass so
+# they cannot drift apart (a test checks that every field has its help).
+TRAIN_HELP: dict[str, str] = {
+    "epochs": "passes over the training data",
+    "batch_size": "samples per step on each process",
+    "optimizer": "sgd (momentum) or adamw",
+    "lr": "peak learning rate (before linear scaling, see --lr-base-batch-size)",
+    "lr_base_batch_size": "enable linear LR scaling: lr * batch_size * world_size / this",
+    "momentum": "SGD momentum",
+    "nesterov": "use Nesterov momentum with SGD",
+    "weight_decay": "decoupled (AdamW) or L2 (SGD) weight decay",
+    "no_bias_decay": "exclude biases and norm parameters from weight decay",
+    "schedule": "learning-rate decay after warm-up: cosine, step or constant",
+    "warmup_epochs": "linear warm-up length in epochs (fractions allowed)",
+    "milestones": "epochs at which the step schedule multiplies the lr by --gamma",
+    "gamma": "decay factor of the step schedule",
+    "min_lr_ratio": "floor of the schedule as a fraction of the peak lr",
+    "label_smoothing": "label smoothing of the cross-entropy, in [0, 1)",
+    "mixup_alpha": "mixup Beta(alpha, alpha) parameter; 0 disables",
+    "cutmix_alpha": "cutmix Beta(alpha, alpha) parameter; 0 disables",
+    "zero_gamma": "zero-initialise the last BatchNorm scale of every residual block",
+    "grad_clip_norm": "clip the global gradient norm to this value",
+    "precision": "fp32; amp (bf16 autocast on CPU, fp16 + GradScaler on CUDA); or bf16",
+    "seed": "seed of the weights, data order and augmentation",
+    "deterministic": "ask PyTorch for deterministic kernels (slower on GPU)",
+    "num_workers": "data-loading worker processes",
+    "eval_every": "evaluate every N epochs (and always after the last)",
+    "checkpoint_every_steps": "also checkpoint every N steps inside an epoch (0: epoch ends only)",
+    "max_steps_per_epoch": "cap the steps of each epoch (quick runs)",
+    "channels_last": "train in channels-last memory format (often faster for convolutions)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "progress": "show a progress bar",
+    "log_every": "refresh the progress-bar loss every N steps",
+}
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a shape like 1,3,224,224, got {text!r}"
+        ) from None
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1,3,224,224, got {text!r}")
+    return shape
+
+
+def _parse_kv(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _add_train_config_options(parser: argparse.ArgumentParser) -> None:
+    from torchslim.train import TrainConfig
+
+    group = parser.add_argument_group("training (fields of torchslim.train.TrainConfig)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default.value if hasattr(f.default, "value") else f.default
+        text = f"{TRAIN_HELP[f.name]} (default: {default})"
+        if hints[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "milestones":
+            group.add_argument(flag, type=int, nargs="+", default=None, help=text)
+        else:
+            group.add_argument(flag, type=yaml.safe_load, default=None, metavar="X", help=text)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from torchslim.train import TrainConfig
+
+    values = {}
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of TrainConfig fields")
+        values.update(loaded)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name)
+        if value is not None:
+            values[f.name] = value
+    return from_dict(TrainConfig, values)
+
+
+def _data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--data",
+        default="fashion-mnist" if not required else None,
+        required=required,
+        help="dataset: fashion-mnist (embedded), mnist, cifar10, or a folder / imagefolder:PATH",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="where the dataset lives (default: $TORCHSLIM_DATA or ~/.cache/torchslim/data)",
+    )
+
+
+def _model_from(name: str, info: Any, model_args: Sequence[tuple[str, Any]]) -> Any:
+    from torchslim.models import create
+
+    return create(
+        name, num_classes=info.num_classes, in_channels=info.in_channels, **dict(model_args)
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from torchslim.data import dataset_info, get_dataset, stratified_subset
+    from torchslim.train import Trainer, seed_everything
+
+    config = _train_config(args)
+    info = dataset_info(args.data)
+    seed_everything(config.seed)
+    model = _model_from(args.model, info, args.model_arg)
+    augment = args.augment.split(",") if args.augment else None
+    train = get_dataset(args.data, train=True, root=args.data_root, augment=augment)
+    test = get_dataset(args.data, train=False, root=args.data_root)
+    if args.subset:
+        train = stratified_subset(
+            train, per_class=args.subset // info.num_classes, seed=config.seed
+        )
+    out = Path(args.out or f"runs/{args.model}-{info.name}")
+    metadata = {
+        "model": args.model,
+        "model_args": dict(args.model_arg),
+        "data": args.data,
+        "num_classes": info.num_classes,
+        "in_channels": info.in_channels,
+    }
+    trainer = Trainer(model, config, train, test, out_dir=out, metadata=metadata)
+    log.info("training %s on %s: %d samples, %s", args.model, args.data, len(train), out)
+    result = trainer.fit(resume=args.resume)
+    if trainer.dist.is_main:
+        final = result.final
+        print(
+            f"done: {len(result.history)} epochs, test top-1 {100 * final.get('eval_acc', 0):.2f}%"
+            f", wall {result.wall_time_s:.0f}s (this process), checkpoint {trainer.checkpoint_path}"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchslim.data import dataset_info, get_dataset
+    from torchslim.train import evaluate, load_checkpoint
+
+    path = Path(args.checkpoint)
+    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    meta = ckpt.get("metadata", {})
+    if "model" not in meta:
+        raise ConfigError(f"{path}: the checkpoint does not record which model it holds")
+    data = args.data or meta.get("data", "fashion-mnist")
+    info = dataset_info(data)
+    model = _model_from(meta["model"], info, list(meta.get("model_args", {}).items()))
+    model.load_state_dict(ckpt["model"])
+    dataset = get_dataset(data, train=args.split == "train", root=args.data_root)
+    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    result = evaluate(model.to(device), dataset, batch_size=args.batch_size, progress=True)
+    print(f"{meta['model']} on {data} ({args.split}): {result}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchslim.analysis import analyze, measure_latency
+
+    in_channels = args.input[1] if len(args.input) > 1 else 3
+    from torchslim.models import create
+
+    model = create(
+        args.model, num_classes=args.num_classes, in_channels=in_channels, **dict(args.model_arg)
+    )
+    x = torch.randn(*args.input)
+    stats = analyze(model, x)
+    print(stats)
+    if args.bits:
+        for bits in args.bits:
+            print(f"weights at {bits} bits: {stats.bytes_at(bits) / 2**20:.2f} MiB")
+    if args.latency:
+        for backend in ("torch", "ort"):
+            print(measure_latency(model, x, backend=backend, threads=args.threads))
+    if args.json:
+        Path(args.json).write_text(json.dumps(stats.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``torchslim`` command (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="torchslim",
+        description="Make PyTorch models smaller and faster, and measure it.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from the zoo on a dataset")
+    p.description = "Train a zoo or torchvision model; checkpoints and metrics go to --out."
+    p.add_argument(
+        "--model", required=True, help="zoo name (resnet20, mobilenetv1...) or torchvision"
+    )
+    _data_options(p, required=False)
+    p.add_argument(
+        "--subset", type=int, default=0, help="train on a stratified subset of N samples"
+    )
+    p.add_argument(
+        "--augment", default=None, help="comma-separated augmentations (default: per dataset)"
+    )
+    p.add_argument(
+        "--model-arg",
+        type=_parse_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model constructor argument, e.g. width_mult=0.5 (repeatable)",
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file of TrainConfig fields (flags override it)"
+    )
+    p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-DATA)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    _add_train_config_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained checkpoint")
+    p.description = "Top-1 accuracy and loss of a checkpoint written by `torchslim train`."
+    p.add_argument("--checkpoint", required=True, help="a run folder or its last.pt")
+    _data_options(p, required=False)
+    p.set_defaults(data=None)
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which split")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("analyze", help="parameters, MACs and size per layer")
+    p.description = "Print a per-layer table (params, MACs, shapes) and totals for a model."
+    p.add_argument("--model", required=True, help="zoo or torchvision model name")
+    p.add_argument(
+        "--input",
+        type=_parse_shape,
+        default=(1, 3, 224, 224),
+        help="example input shape N,C,H,W (default: 1,3,224,224)",
+    )
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    p.add_argument(
+        "--model-arg",
+        type=_parse_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model constructor argument (repeatable)",
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also print weight bytes at these bit widths",
+    )
+    p.add_argument(
+        "--latency", action="store_true", help="also measure CPU latency (PyTorch and ONNX Runtime)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="threads for --latency")
+    p.add_argument("--json", default=None, help="write the statistics to this JSON file")
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``torchslim`` console script; returns the exit code.
+
+    Example:
+        >>> main(["analyze", "--model", "resnet20", "--input", "1,3,32,32"])  # doctest: +SKIP
+        0
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True
+    )
+    try:
+        return args.func(args)
+    except TorchslimError as exc:
+        print(f"torchslim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
