@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchslim.errors import ConfigError, ModelNotFoundError
+from torchslim.models import TINY_MODELS, create, list_models, register_model, zero_init_last_bn
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+@pytest.mark.parametrize(("in_channels", "size"), [(1, 28), (3, 32)])
+def test_zoo_forward_and_fx_trace(name: str, in_channels: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = create(name, num_classes=7, in_channels=in_channels, **TINY_MODELS[name]).eval()
+    kwargs = {"in_features": in_channels * size * size} if name == "mlp" else {}
+    if kwargs:
+        model = create(name, num_classes=7, in_channels=in_channels, **TINY_MODELS[name], **kwargs)
+        model.eval()
+    x = torch.randn(2, in_channels, size, size)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    traced = torch.fx.symbolic_trace(model)
+    torch.testing.assert_close(traced(x), out)
+
+
+def test_every_registered_model_is_in_the_tiny_list_or_a_resnet_depth() -> None:
+    for name in list_models():
+        assert name in TINY_MODELS or name.startswith("resnet"), name
+
+
+@pytest.mark.parametrize("depth", [14, 20, 32])
+def test_resnet_depths_trace(depth: int) -> None:
+    model = create(f"resnet{depth}", num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == depth - 1  # every layer but the classifier is a 3x3 conv
+
+
+def test_resnet20_parameter_count() -> None:
+    n = _params(create("resnet20", num_classes=10, in_channels=1))
+    assert 260_000 <= n <= 280_000
+
+
+@pytest.mark.parametrize(
+    ("options", "extra_convs"), [({"stem": "deep"}, 2), ({"downsample": "avgpool"}, 0)]
+)
+def test_resnet_c_and_d_variants(options: dict, extra_convs: int) -> None:
+    base = create("resnet8", num_classes=10)
+    model = create("resnet8", num_classes=10, **options)
+    count = lambda m: sum(isinstance(x, nn.Conv2d) for x in m.modules())  # noqa: E731
+    assert count(model) == count(base) + extra_convs
+    if options.get("downsample") == "avgpool":
+        assert any(isinstance(m, nn.AvgPool2d) for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("mobilenetv1", 4.23e6), ("mobilenetv2", 3.50e6)])
+def test_mobilenet_imagenet_parameter_counts(name: str, expected: float) -> None:
+    n = _params(create(name, num_classes=1000, small_input=False))
+    assert abs(n - expected) / expected < 0.03
+
+
+def test_mobilenetv2_matches_torchvision_size() -> None:
+    ours = create("mobilenetv2", num_classes=1000, small_input=False)
+    theirs = create("mobilenet_v2", num_classes=1000)
+    assert _params(ours) == _params(theirs)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv1", "mobilenetv2"])
+def test_small_input_keeps_spatial_resolution(name: str) -> None:
+    small = create(name, width_mult=0.25, small_input=True).features.eval()
+    large = create(name, width_mult=0.25, small_input=False).features.eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert small(x).shape[-1] == 4 and large(x).shape[-1] == 1
+
+
+def test_width_multiplier_shrinks() -> None:
+    assert _params(create("mobilenetv1", width_mult=0.5)) < _params(create("mobilenetv1"))
+
+
+def test_torchvision_pass_through_with_new_input_channels() -> None:
+    model = create("resnet18", num_classes=10, in_channels=1)
+    assert model.conv1.in_channels == 1
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+    small = create("mobilenet_v3_small", num_classes=5, in_channels=4)
+    assert small(torch.randn(1, 4, 64, 64)).shape == (1, 5)
+
+
+def test_unknown_model_suggests_a_name() -> None:
+    with pytest.raises(ModelNotFoundError, match="did you mean 'resnet20'"):
+        create("resnet_20")
+
+
+def test_unknown_option_names_model_and_option() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'resnet20' has no option 'widht' \(did you mean 'width'"
+    ):
+        create("resnet20", widht=8)
+
+
+def test_bad_option_values() -> None:
+    with pytest.raises(ConfigError, match="stem"):
+        create("resnet20", stem="fancy")
+    with pytest.raises(ConfigError, match="width_mult"):
+        create("mobilenetv2", width_mult=0)
+
+
+def test_register_model_adds_and_refuses_duplicates() -> None:
+    def tiny(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 4, num_classes))
+
+    register_model("test_tiny_registered", tiny)
+    assert create("test_tiny_registered", num_classes=3)(torch.randn(1, 3, 2, 2)).shape == (1, 3)
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("test_tiny_registered", tiny)
+
+
+def test_zero_init_last_bn_makes_blocks_start_as_shortcuts() -> None:
+    model = create("resnet8", num_classes=10).eval()
+    for m in model.modules():  # give BN non-trivial statistics and shifts of zero
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+    assert zero_init_last_bn(model) == 3
+    block = model.layer2[0]
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)))
+    assert zero_init_last_bn(create("mobilenetv2")) == 10  # residual inverted blocks only
+    assert zero_init_last_bn(create("resnet18")) == 8
+    assert zero_init_last_bn(create("smallcnn")) == 0
