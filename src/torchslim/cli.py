@@ -74,6 +74,24 @@ def _parse_kv(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+def _scalar_parser(annotation: Any) -> tuple[Any, str]:
+    """An argparse ``type`` for a config field: int, float, str, or optional ones ("none")."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args and typing.get_origin(annotation) is not None else annotation
+    optional = type(None) in typing.get_args(annotation)
+    kind = base if base in (int, float) else str
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+    return parse, {int: "N", float: "X"}.get(kind, "NAME")
+
+
 def _add_train_config_options(parser: argparse.ArgumentParser) -> None:
     from torchslim.train import TrainConfig
 
@@ -88,7 +106,8 @@ def _add_train_config_options(parser: argparse.ArgumentParser) -> None:
         elif f.name == "milestones":
             group.add_argument(flag, type=int, nargs="+", default=None, help=text)
         else:
-            group.add_argument(flag, type=yaml.safe_load, default=None, metavar="X", help=text)
+            parse, metavar = _scalar_parser(hints[f.name])
+            group.add_argument(flag, type=parse, default=None, metavar=metavar, help=text)
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchslim.errors import CheckpointError, ConfigError, TrainingDivergedError
-from torchslim.train import Callback, StepContext, Trainer, TrainConfig, evaluate
+from torchslim.train import Callback, StepContext, TrainConfig, Trainer, evaluate
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "tiny_run.py"
@@ -54,7 +54,9 @@ def test_learns_a_separable_problem() -> None:
 
 
 @pytest.mark.parametrize("ckpt_every", [0, 4])
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path, ckpt_every: int) -> None:
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
+    tmp_path: Path, ckpt_every: int
+) -> None:
     # 6 steps per epoch: step 9 is in the middle of the second epoch.
     full, killed = tmp_path / "full", tmp_path / "killed"
     common = ["--ckpt-every", str(ckpt_every)]
@@ -77,7 +79,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path, ckpt
 def test_torchrun_two_ranks_finish_with_identical_weights(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     proc = _run(
-        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out)
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(SCRIPT),
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = _weights(out / "final_rank0.pt"), _weights(out / "final_rank1.pt")
@@ -141,7 +149,9 @@ def test_metrics_files_and_callbacks(tmp_path: Path) -> None:
             seen.append(f"end{epoch}")
 
     cfg = {"epochs": 2, "batch_size": 32, "progress": False, "eval_every": 2}
-    Trainer(tiny_model(), cfg, tiny_data(), tiny_data(16), out_dir=tmp_path, callbacks=[Record()]).fit()
+    Trainer(
+        tiny_model(), cfg, tiny_data(), tiny_data(16), out_dir=tmp_path, callbacks=[Record()]
+    ).fit()
     assert seen == ["fit", "end0", "end1"]
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -203,9 +213,7 @@ def test_options_train_without_nan(changes: dict) -> None:
 
 def test_no_bias_decay_groups() -> None:
     trainer = Trainer(tiny_model(), {"progress": False, "weight_decay": 0.01}, tiny_data())
-    decays = {
-        id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]
-    }
+    decays = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
     model = trainer.model
     assert decays[id(model[0].weight)] == 0.01 and decays[id(model[-1].weight)] == 0.01
     for p in (model[0].bias, model[1].weight, model[1].bias, model[-1].bias):
@@ -216,8 +224,11 @@ def test_zero_gamma_option_uses_models_hook() -> None:
     from torchslim.models import create
 
     model = create("resnet8", num_classes=3, in_channels=1)
-    trainer = Trainer(model, {"epochs": 1, "zero_gamma": True, "max_steps_per_epoch": 1,
-                              "lr": 1e-9, "progress": False}, tiny_data())
+    trainer = Trainer(
+        model,
+        {"epochs": 1, "zero_gamma": True, "max_steps_per_epoch": 1, "lr": 1e-9, "progress": False},
+        tiny_data(),
+    )
     trainer.fit()
     last_bns = [m.bn2 for m in model.modules() if hasattr(m, "zero_init_last")]
     assert last_bns and all(bn.weight.abs().max() < 1e-6 for bn in last_bns)

@@ -67,7 +67,9 @@ def main(argv: list[str]) -> None:
         "progress": False,
     }
     callbacks = [KillAt(args.kill_at_step)] if args.kill_at_step else []
-    trainer = Trainer(model, config, tiny_data(), tiny_data(32), out_dir=args.out, callbacks=callbacks)
+    trainer = Trainer(
+        model, config, tiny_data(), tiny_data(32), out_dir=args.out, callbacks=callbacks
+    )
     trainer.fit(resume=args.resume)
     rank = trainer.dist.rank
     torch.save(model.state_dict(), os.path.join(args.out, f"final_rank{rank}.pt"))

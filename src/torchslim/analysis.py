@@ -1,0 +1,324 @@
+"""Measure a model: parameters, MACs per layer, bytes at a bit width, latency (PyTorch and ORT).
+
+Every later feature (pruning reports, quantization reports, the demo's table) measures through
+this module.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+Inputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def format_count(value: float, unit: str = "") -> str:
+    """Human units: ``format_count(1.82e9) == "1.82 G"``.
+
+    Example:
+        >>> format_count(11_689_512)
+        '11.69 M'
+    """
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}".rstrip() if float(value).is_integer() else f"{value:.2f} {unit}"
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One row of the per-layer table."""
+
+    name: str
+    type: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Totals and the per-layer table of one forward pass.
+
+    ``macs`` counts multiply-accumulates of convolutions, linear layers and matrix products
+    (attention included), the convention behind published figures such as ResNet-18's 1.82 G.
+    Norms and activations appear in the table with their parameters but add no MACs.
+    """
+
+    params: int
+    macs: int
+    size_bytes: int
+    buffer_bytes: int
+    layers: tuple[LayerStats, ...]
+
+    def bytes_at(self, bits: int) -> int:
+        """Model bytes if every parameter were stored at ``bits`` bits (buffers as they are).
+
+        Example:
+            >>> stats = analyze(nn.Linear(10, 10), torch.randn(1, 10))
+            >>> stats.bytes_at(32), stats.bytes_at(8)
+            (440, 110)
+        """
+        if bits <= 0:
+            raise ValueError(f"bits must be positive, got {bits}")
+        return math.ceil(self.params * bits / 8) + self.buffer_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON reports."""
+        return {**asdict(self), "layers": [asdict(row) for row in self.layers]}
+
+    def __str__(self) -> str:
+        header = ("layer", "type", "input", "output", "params", "MACs")
+        rows = [
+            (
+                r.name,
+                r.type,
+                "x".join(map(str, r.input_shape)),
+                "x".join(map(str, r.output_shape)),
+                format_count(r.params) if r.params else "-",
+                format_count(r.macs) if r.macs else "-",
+            )
+            for r in self.layers
+        ]
+        widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
+        lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
+        lines += [fmt.format(*row) for row in rows]
+        lines.append(
+            f"total: {format_count(self.params)} params ({self.params:,}), "
+            f"{format_count(self.macs)}MACs ({self.macs:,}), "
+            f"{self.size_bytes / 2**20:.2f} MiB"
+        )
+        return "\n".join(lines)
+
+
+def _as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+        return tuple(value[0].shape)
+    return ()
+
+
+def _storage_bytes(model: nn.Module) -> tuple[int, int]:
+    """Bytes of unique parameters and of persistent buffers, at their stored dtypes."""
+    params = {id(p): p for p in model.parameters()}
+    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    buffers: dict[int, torch.Tensor] = {}
+    for value in model.state_dict(keep_vars=True).values():
+        if isinstance(value, torch.Tensor) and id(value) not in params:
+            buffers[id(value)] = value
+    return param_bytes, sum(b.numel() * b.element_size() for b in buffers.values())
+
+
+def _own_macs(model: nn.Module, counts: dict[str, dict[Any, int]]) -> dict[str, int]:
+    """MACs each module ran itself (its total minus its children's), keyed by qualified name."""
+    root = type(model).__name__
+    total = {}
+    for key, ops in counts.items():
+        if key == root or key.startswith(root + "."):
+            total[key[len(root) + 1 :]] = sum(ops.values()) // 2
+    own = {}
+    for name, module in model.named_modules():
+        if name not in total:
+            continue
+        children = sum(
+            total.get(f"{name}.{c}" if name else c, 0) for c, _ in module.named_children()
+        )
+        own[name] = total[name] - children
+    return own
+
+
+def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
+    """Parameters, MACs, bytes and a per-layer table from one forward pass.
+
+    The model runs once in eval mode without gradients; its training flag is restored.
+
+    Example:
+        >>> import torchvision
+        >>> stats = analyze(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
+        >>> stats.params, round(stats.macs / 1e9, 2)
+        (11689512, 1.81)
+    """
+    inputs = _as_tuple(example_inputs)
+    seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        name = names.get(id(module))
+        if name and name not in seen:
+            seen[name] = (_shape(args[0] if args else None), _shape(output))
+
+    handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    own = _own_macs(model, counter.get_flop_counts())
+    layers = []
+    for name, module in model.named_modules():
+        if name not in seen:
+            continue
+        is_leaf = not any(True for _ in module.children())
+        if not is_leaf and own.get(name, 0) == 0:
+            continue
+        params = sum(p.numel() for p in module.parameters(recurse=is_leaf))
+        if not is_leaf:  # children that never ran (weights used functionally) count here
+            params += sum(
+                p.numel()
+                for c_name, child in module.named_children()
+                if f"{name}.{c_name}" not in seen
+                for p in child.parameters()
+            )
+        shapes = seen[name]
+        layers.append(
+            LayerStats(name, type(module).__name__, shapes[0], shapes[1], params, own.get(name, 0))
+        )
+    param_bytes, buffer_bytes = _storage_bytes(model)
+    unique_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return ModelStats(
+        params=unique_params,
+        macs=int(counter.get_total_flops()) // 2,
+        size_bytes=param_bytes + buffer_bytes,
+        buffer_bytes=buffer_bytes,
+        layers=tuple(layers),
+    )
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency of repeated forward passes (milliseconds)."""
+
+    backend: str
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    min_ms: float
+    repeats: int
+    threads: int
+    batch_size: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.backend}: median {self.median_ms:.3f} ms (p90 {self.p90_ms:.3f}, "
+            f"min {self.min_ms:.3f}) over {self.repeats} runs, batch {self.batch_size}, "
+            f"{self.threads} threads"
+        )
+
+
+def _summarise(
+    times: list[float], backend: str, threads: int, batch: int, repeats: int
+) -> LatencyResult:
+    ms = sorted(t * 1e3 for t in times)
+    p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
+    return LatencyResult(
+        backend, statistics.median(ms), statistics.fmean(ms), p90, ms[0], repeats, threads, batch
+    )
+
+
+def export_for_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """Export a float model to ONNX (opset 17) for latency measurement in ONNX Runtime."""
+    model = model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, inputs, str(path), opset_version=17, dynamo=False)
+    return path
+
+
+def measure_latency(
+    model_or_path: nn.Module | str | Path,
+    example_inputs: Inputs,
+    *,
+    backend: Literal["torch", "ort"] = "torch",
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> LatencyResult:
+    """Median latency of ``repeats`` forward passes after ``warmup`` ones, on the CPU.
+
+    ``backend="ort"`` runs an ONNX file in ONNX Runtime (a module is exported to a temporary
+    file first). ``threads`` sets intra-op threads (default: PyTorch's current setting).
+
+    Example:
+        >>> res = measure_latency(nn.Linear(8, 8), torch.randn(1, 8), repeats=5)
+        >>> res.repeats, res.median_ms > 0
+        (5, True)
+    """
+    if repeats <= 0 or warmup < 0:
+        raise ValueError("repeats must be > 0 and warmup >= 0")
+    inputs = _as_tuple(example_inputs)
+    threads = threads or torch.get_num_threads()
+    batch = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+    if backend == "torch":
+        if not isinstance(model_or_path, nn.Module):
+            raise TypeError("backend='torch' needs an nn.Module")
+        return _torch_latency(model_or_path, inputs, warmup, repeats, threads, batch)
+    if backend != "ort":
+        raise ValueError(f"backend must be 'torch' or 'ort', got {backend!r}")
+    if isinstance(model_or_path, nn.Module):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_for_latency(model_or_path, inputs, Path(tmp) / "model.onnx")
+            return _ort_latency(path, inputs, warmup, repeats, threads, batch)
+    return _ort_latency(Path(model_or_path), inputs, warmup, repeats, threads, batch)
+
+
+def _torch_latency(
+    model: nn.Module, inputs: tuple, warmup: int, repeats: int, threads: int, batch: int
+) -> LatencyResult:
+    previous = torch.get_num_threads()
+    was_training = model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+        model.train(was_training)
+    return _summarise(times, "torch", threads, batch, repeats)
+
+
+def _ort_latency(
+    path: Path, inputs: tuple, warmup: int, repeats: int, threads: int, batch: int
+) -> LatencyResult:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {
+        i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)
+    }
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return _summarise(times, "ort", threads, batch, repeats)

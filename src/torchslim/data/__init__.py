@@ -1,0 +1,24 @@
+"""Datasets (embedded Fashion-MNIST, MNIST, CIFAR-10, ImageFolder), augmentations, sampling."""
+
+from torchslim.data.datasets import (
+    DatasetInfo,
+    cache_dir,
+    dataset_info,
+    get_dataset,
+    targets_of,
+)
+from torchslim.data.sampling import calibration_loader, stratified_subset
+from torchslim.data.transforms import AUGMENTATIONS, build_transforms, mix_transform
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DatasetInfo",
+    "build_transforms",
+    "cache_dir",
+    "calibration_loader",
+    "dataset_info",
+    "get_dataset",
+    "mix_transform",
+    "stratified_subset",
+    "targets_of",
+]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from torchslim.cli import TRAIN_HELP, build_parser, main
+from torchslim.train import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHSLIM_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def test_every_train_config_field_has_help() -> None:
+    assert set(TRAIN_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "analyze"])
+def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    sub = next(
+        a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"
+    ).choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings} has no help"
+        for flag in action.option_strings:
+            assert flag in text
+
+
+def test_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--model", "smallcnn", "--data", "fashion-mnist", "--subset", "200"]
+    args += ["--epochs", "1", "--batch-size", "50", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "done: 1 epochs, test top-1" in printed
+    assert (out / "last.pt").exists() and (out / "metrics.csv").exists()
+    assert main(["eval", "--checkpoint", str(out)]) == 0
+    assert "smallcnn on fashion-mnist (test): top-1" in capsys.readouterr().out
+
+
+def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    js = tmp_path / "s.json"
+    assert (
+        main(
+            [
+                "analyze",
+                "--model",
+                "resnet20",
+                "--input",
+                "1,1,28,28",
+                "--num-classes",
+                "10",
+                "--bits",
+                "8",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "conv1" in text.lower() or "layer" in text.lower()
+    assert "weights at 8 bits" in text and js.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "resnet2"], "did you mean"),
+        (["train", "--model", "smallcnn", "--schedule", "cosin"], "did you mean 'cosine'"),
+        (["train", "--model", "smallcnn", "--data", "nosuchdata"], "nosuchdata"),
+        (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
