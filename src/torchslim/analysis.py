@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -144,6 +144,16 @@ def _own_macs(model: nn.Module, counts: dict[str, dict[Any, int]]) -> dict[str, 
     return own
 
 
+def _cpu_sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Attention kernels PyTorch's counter has no formula for (the CPU flash kernel of SDPA).
+_EXTRA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+}
+
+
 def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
     """Parameters, MACs, bytes and a per-layer table from one forward pass.
 
@@ -166,11 +176,18 @@ def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
 
     handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n]
     was_training = model.training
+    # The fused attention fast path (eval + no_grad) runs one native op the counter cannot see.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with (
+            torch.no_grad(),
+            FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter,
+        ):
             model(*inputs)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
         for h in handles:
             h.remove()

@@ -413,7 +413,7 @@ class Trainer:
             else "no checkpoint was written yet"
         )
         raise TrainingDivergedError(
-            f"loss became {float(loss)} at step {self.global_step + 1} "
+            f"loss became {float(loss.detach())} at step {self.global_step + 1} "
             f"(epoch {self.epoch + 1}, batch {self.step_in_epoch + 1}); the step was not applied "
             f"and {kept}. Lower the learning rate, set grad_clip_norm, or train in fp32."
         )

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from torchslim.analysis import analyze, format_count, measure_latency
+from torchslim.models import create
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "gmacs", "head"),
+    [
+        # Published: ResNet-18 11.69 M / 1.82 G (1.814 G conv+fc), MobileNetV2 3.50 M / 0.30 G.
+        ("resnet18", 11_689_512, 1.814, "fc"),
+        ("mobilenet_v2", 3_504_872, 0.301, "classifier.1"),
+    ],
+)
+def test_torchvision_counts_match_published(
+    name: str, params: int, gmacs: float, head: str
+) -> None:
+    model = getattr(torchvision.models, name)()
+    stats = analyze(model, torch.randn(1, 3, 224, 224))
+    assert stats.params == params
+    assert stats.macs / 1e9 == pytest.approx(gmacs, abs=0.005)
+    assert stats.size_bytes == pytest.approx(params * 4, rel=0.01)  # + BN buffers
+    # Per-layer MACs add up to the total, and the table names the layers.
+    assert sum(layer.macs for layer in stats.layers) == stats.macs
+    assert any(layer.name == head and layer.type == "Linear" for layer in stats.layers)
+
+
+def test_hand_counted_conv_and_linear() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 25, 4),
+    )
+    stats = analyze(model, torch.randn(1, 3, 5, 5))
+    conv_macs = 8 * 5 * 5 * 3 * 3 * 3
+    assert stats.macs == conv_macs + 8 * 25 * 4
+    assert stats.params == (8 * 27 + 8) + 16 + (200 * 4 + 4)
+    rows = {layer.name: layer for layer in stats.layers}
+    assert rows["0"].macs == conv_macs and rows["0"].output_shape == (1, 8, 5, 5)
+    assert rows["1"].params == 16 and rows["1"].macs == 0
+    # BN running stats (2 x 8 floats + the int64 counter) are buffers.
+    assert stats.buffer_bytes == 16 * 4 + 8
+    assert stats.bytes_at(8) == stats.params + stats.buffer_bytes
+    assert stats.bytes_at(4) == (stats.params + 1) // 2 + stats.buffer_bytes
+    with pytest.raises(ValueError):
+        stats.bytes_at(0)
+
+
+def test_attention_matmuls_counted_despite_fused_fast_path() -> None:
+    model = _SelfAttention(nn.MultiheadAttention(16, 2, batch_first=True))
+    for p in model.parameters():
+        p.requires_grad_(False)  # also frozen weights must not hide the attention MACs
+    stats = analyze(model, torch.randn(1, 10, 16))
+    projections = 10 * 16 * 16 * 4  # q, k, v, out
+    scores_and_mix = 2 * 10 * 10 * 16
+    assert stats.macs == projections + scores_and_mix
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_vit_macs_match_published() -> None:
+    # ViT-B/32 at 224: 4.41 GMACs (torchvision's model card: 4.41 GFLOPS, counted as MACs).
+    stats = analyze(torchvision.models.vit_b_32(), torch.randn(1, 3, 224, 224))
+    assert stats.params == 88_224_232
+    assert stats.macs / 1e9 == pytest.approx(4.41, abs=0.01)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, attn: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_shared_parameters_counted_once_and_training_flag_restored() -> None:
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(lin, nn.ReLU(), lin).train()
+    stats = analyze(model, torch.randn(2, 4))
+    assert stats.params == 20 and model.training
+    assert stats.macs == 2 * 2 * 16
+
+
+def test_table_prints_rows_and_totals() -> None:
+    stats = analyze(create("resnet8", num_classes=10, in_channels=1), torch.randn(1, 1, 28, 28))
+    text = str(stats)
+    assert "layer1.0.conv1" in text and "Conv2d" in text
+    assert text.splitlines()[-1].startswith("total:") and format_count(stats.params) in text
+    assert stats.to_dict()["layers"][0]["name"] == stats.layers[0].name
+
+
+def test_format_count() -> None:
+    assert format_count(1.82e9, "MACs") == "1.82 GMACs"
+    assert format_count(950) == "950"
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_latency_reports_positive_median(backend: str) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    res = measure_latency(model, torch.randn(3, 1, 8, 8), backend=backend, warmup=1, repeats=3)
+    assert res.backend == backend and res.repeats == 3 and res.batch_size == 3
+    assert 0 < res.min_ms <= res.median_ms <= res.p90_ms
+    assert "median" in str(res)
+
+
+def test_latency_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), backend="tvm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=0)
