@@ -28,3 +28,11 @@ class TrainingDivergedError(TorchslimError, RuntimeError):
 
 class CheckpointError(TorchslimError, RuntimeError):
     """A checkpoint is missing, unreadable or does not match the run."""
+
+
+class UnsupportedOpError(TorchslimError, RuntimeError):
+    """The dependency tracer met an op whose channel behaviour it does not know."""
+
+
+class PruningError(TorchslimError, RuntimeError):
+    """Pruning could not produce a working model; the original model was restored."""

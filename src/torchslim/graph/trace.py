@@ -1,0 +1,250 @@
+"""Trace a model once at the ATen level and find the channel groups that must be pruned together.
+
+The tracer runs one real forward pass under a ``TorchDispatchMode``: every ATen op the model
+executes is seen with its actual tensors, whatever Python control flow produced it, so models
+``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from torchslim.errors import UnsupportedOpError
+from torchslim.graph.ops import (
+    HANDLERS,
+    NO_CHANNELS,
+    OpContext,
+    T,
+    has_channels,
+    untracked_outputs,
+)
+from torchslim.graph.spaces import Layout, SpaceTable, untracked
+
+Inputs = torch.Tensor | Sequence[Any]
+
+# Modules whose forward derives a reshape size from the *input* width, so the projection's inner
+# width must equal the input width: (qkv weight attribute path, input-width weight dim source).
+ModuleRule = Callable[[nn.Module, str, "ChannelGraph"], None]
+MODULE_RULES: dict[str, ModuleRule] = {}
+
+
+def register_module_rule(type_name: str) -> Callable[[ModuleRule], ModuleRule]:
+    """Add constraints for a module type whose forward hides a coupling (see MHA below)."""
+
+    def deco(fn: ModuleRule) -> ModuleRule:
+        MODULE_RULES[type_name] = fn
+        return fn
+
+    return deco
+
+
+def _tie_packed_qkv(graph: ChannelGraph, weight: str) -> None:
+    # The forward reshapes the packed projection with (3, heads, width // heads) where width is
+    # the *input* width: the projection's inner width is the input width.
+    dims = graph.param_dims.get(weight)
+    if dims is None:
+        return
+    sp = graph.spaces
+    packed = sp.product([untracked(3), sp.resolve(dims[1])])
+    sp.unify(dims[0], packed, f"packed q/k/v projection {weight}")
+
+
+@register_module_rule("MultiheadAttention")
+def _mha_rule(module: nn.Module, name: str, graph: ChannelGraph) -> None:
+    if getattr(module, "_qkv_same_embed_dim", False):
+        _tie_packed_qkv(graph, f"{name}.in_proj_weight" if name else "in_proj_weight")
+
+
+@register_module_rule("ShiftedWindowAttention")
+@register_module_rule("ShiftedWindowAttentionV2")
+def _swin_rule(module: nn.Module, name: str, graph: ChannelGraph) -> None:
+    _tie_packed_qkv(graph, f"{name}.qkv.weight" if name else "qkv.weight")
+
+
+def matches(name: str, module: nn.Module, selector: str) -> bool:
+    """A selector is a qualified-name glob (``layer1.*``) or a module type name (``Linear``)."""
+    return fnmatch.fnmatchcase(name, selector) or type(module).__name__ == selector
+
+
+@dataclass
+class ChannelGraph:
+    """The traced model: a layout for every parameter/buffer dim, and the channel spaces."""
+
+    model: nn.Module
+    spaces: SpaceTable = field(default_factory=SpaceTable)
+    param_dims: dict[str, list[Layout]] = field(default_factory=dict)
+    views: list[tuple[str, list[tuple[int, Layout]]]] = field(default_factory=list)
+    groups: dict[str, Layout] = field(default_factory=dict)
+    active: set[int] = field(default_factory=set)  # spaces some activation runs along
+
+    def atoms(self) -> list[int]:
+        """Atomic spaces that some parameter and some activation run along (pruning groups)."""
+        live = set(self.spaces.atoms([(f,) for f in self.active]))
+        seen: dict[int, None] = {}
+        for dims in self.param_dims.values():
+            for layout in dims:
+                for a in self.spaces.atoms(layout):
+                    if a in live:
+                        seen.setdefault(a, None)
+        return list(seen)
+
+    def prunable(self, *, allow_inner: bool = False) -> list[int]:
+        """Atoms that are not frozen and (by default) not sub-channel factors like head_dim."""
+        out = []
+        for a in self.atoms():
+            space = self.spaces.spaces[a]
+            if space.frozen or space.size <= 1 or (space.inner and not allow_inner):
+                continue
+            out.append(a)
+        return out
+
+    def members(self, atom: int) -> list[tuple[str, int]]:
+        """(parameter name, dim) pairs that run along ``atom``."""
+        return [
+            (name, d)
+            for name, dims in self.param_dims.items()
+            for d, layout in enumerate(dims)
+            if atom in self.spaces.atoms(layout)
+        ]
+
+    def freeze_params(self, names: Sequence[str], why: str) -> None:
+        for n in names:
+            for layout in self.param_dims.get(n, []):
+                self.spaces.freeze_layout(layout, why)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, graph: ChannelGraph, ignored: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.ignored = ignored
+        self.layouts: dict[int, T] = {}
+        self.keep: list[torch.Tensor] = []  # keeps ids unique while tracing
+        self.stack: list[str] = [""]
+
+    def lookup(self, t: torch.Tensor) -> T:
+        found = self.layouts.get(id(t))
+        if found is not None and found.shape == tuple(t.shape):
+            return found
+        return T(tuple(t.shape), [untracked(s) for s in t.shape])
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func._overloadpacket.__name__
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if not outs:
+            return out
+        ctx = OpContext(
+            self.graph.spaces, self.stack[-1], name, outs, self.graph.views, self.graph.groups
+        )
+        t_args = tree_map(lambda a: self.lookup(a) if isinstance(a, torch.Tensor) else a, args)
+        t_kwargs = tree_map(lambda a: self.lookup(a) if isinstance(a, torch.Tensor) else a, kwargs)
+        handler = HANDLERS.get(name)
+        tensors = [a for a in tree_flatten((t_args, t_kwargs))[0] if isinstance(a, T)]
+        if handler is None:
+            if name in NO_CHANNELS or not has_channels(ctx, tensors):
+                result = untracked_outputs(ctx)
+            elif self.ignored(ctx.module):
+                for t in tensors:
+                    self.graph.spaces.freeze_layout(
+                        [s for d in t.dims for s in d], f"{name} in ignored {ctx.module}"
+                    )
+                result = untracked_outputs(ctx)
+            else:
+                where = ctx.module or type(self.graph.model).__name__
+                raise UnsupportedOpError(
+                    f"cannot tell how aten.{name} (in module {where!r}) moves channels; "
+                    f"exclude that module with ignore=[{where!r}] or register a handler with "
+                    "torchslim.graph.register_op"
+                )
+        else:
+            result = handler(ctx, *t_args, **t_kwargs)
+        for tensor, dims in zip(outs, result, strict=False):
+            self.layouts[id(tensor)] = T(tuple(tensor.shape), dims)
+            self.keep.append(tensor)
+            self.graph.active.update(f for layout in dims for seg in layout for f in seg if f >= 0)
+        return out
+
+
+@contextlib.contextmanager
+def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def pre(module: nn.Module, _args: Any) -> None:
+        recorder.stack.append(names.get(id(module), recorder.stack[-1]))
+
+    def post(module: nn.Module, _args: Any, _out: Any) -> None:
+        if len(recorder.stack) > 1:
+            recorder.stack.pop()
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post, always_call=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def trace(
+    model: nn.Module, example_inputs: Inputs, *, ignore: Callable[[str], bool] | None = None
+) -> ChannelGraph:
+    """Run ``model`` once and return its :class:`ChannelGraph`.
+
+    Channels that reach a model output are frozen (never pruned).
+
+    Example:
+        >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
+        >>> len(g.prunable())  # the 8 hidden channels
+        1
+    """
+    ignored = ignore or (lambda _name: False)
+    graph = ChannelGraph(model)
+    sp = graph.spaces
+    recorder = _Recorder(graph, ignored)
+    seen: dict[int, str] = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if id(tensor) in seen or not tensor.is_floating_point():
+            continue
+        seen[id(tensor)] = name
+        dims = [sp.fresh_layout(s, f"{name}[{d}]") for d, s in enumerate(tensor.shape)]
+        graph.param_dims[name] = dims
+        recorder.layouts[id(tensor)] = T(tuple(tensor.shape), dims, name)
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel hides the projections
+    model.eval()
+    try:
+        with torch.no_grad(), _module_stack(model, recorder), recorder:
+            output = model(*inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+    for out in tree_flatten(output)[0]:
+        if isinstance(out, torch.Tensor):
+            for layout in recorder.lookup(out).dims:
+                sp.freeze_layout(layout, "reaches a model output")
+    for name, module in model.named_modules():
+        rule = MODULE_RULES.get(type(module).__name__)
+        if rule is not None:
+            rule(module, name, graph)
+    for name, module in model.named_modules():
+        if ignored(name):
+            graph.freeze_params(
+                [f"{name}.{p}" if name else p for p, _ in module.named_parameters()],
+                f"module {name} is ignored",
+            )
+    return graph

@@ -1,0 +1,215 @@
+"""Physically remove channels: slice every parameter/buffer, then fix module attributes.
+
+Per-module-type shrinking is a registry (:func:`register_shrink`): a function that updates a
+module's attributes (``in_channels``, ``num_heads``...) after its tensors were sliced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from torchslim.graph.spaces import Layout, SpaceTable
+from torchslim.graph.trace import ChannelGraph
+
+Keep = dict[int, torch.Tensor]  # atom -> sorted kept channel indices
+
+
+def _segment_grid(sp: SpaceTable, seg: tuple[int, ...], keep: Keep) -> torch.Tensor:
+    """Flat positions (relative to the segment start) of the kept elements of a product."""
+    sizes = [sp.size(f) for f in seg]
+    strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
+    pos = torch.zeros(1, dtype=torch.long)
+    for f, size, stride in zip(seg, sizes, strides, strict=True):
+        idx = keep.get(sp.find(f), None) if f >= 0 else None
+        idx = torch.arange(size) if idx is None else idx
+        pos = (pos[:, None] + idx[None, :] * stride).reshape(-1)
+    return pos
+
+
+def kept_positions(sp: SpaceTable, layout: Layout, keep: Keep) -> torch.Tensor | None:
+    """Indices to keep along a dim with ``layout``; ``None`` when nothing is removed."""
+    resolved = sp.resolve(layout)
+    if not any(sp.find(f) in keep for seg in resolved for f in seg if f >= 0):
+        return None
+    parts, offset = [], 0
+    for seg in resolved:
+        parts.append(_segment_grid(sp, seg, keep) + offset)
+        offset += sp.seg_size(seg)
+    return torch.cat(parts)
+
+
+def channel_positions(sp: SpaceTable, layout: Layout, atom: int) -> torch.Tensor:
+    """``[size(atom), k]`` positions along a dim of every element belonging to each channel."""
+    resolved = sp.resolve(layout)
+    parts, offset = [], 0
+    for seg in resolved:
+        sizes = [sp.size(f) for f in seg]
+        total = math.prod(sizes)
+        roots = [sp.find(f) if f >= 0 else -1 for f in seg]
+        if atom in roots:
+            grid = torch.arange(total).reshape(sizes or [1]) + offset
+            axis = roots.index(atom)
+            parts.append(grid.movedim(axis, 0).reshape(sizes[axis], -1))
+        offset += total
+    return torch.cat(parts, dim=1)
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(module_name) if module_name else model), attr
+
+
+def slice_tensors(graph: ChannelGraph, keep: Keep) -> dict[str, tuple[int, ...]]:
+    """Slice every parameter and buffer in place; returns the old shape of each sliced one."""
+    sp = graph.spaces
+    model = graph.model
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(dict(model.named_buffers(remove_duplicate=False)))
+    by_id: dict[int, torch.Tensor] = {}
+    old_shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in graph.param_dims.items():
+        tensor = tensors[name]
+        new = tensor.detach()
+        for d, layout in enumerate(dims):
+            pos = kept_positions(sp, layout, keep)
+            if pos is not None:
+                new = new.index_select(d, pos.to(new.device))
+        if new.shape != tensor.shape:
+            old_shapes[name] = tuple(tensor.shape)
+            by_id[id(tensor)] = new.contiguous()
+    for name, tensor in tensors.items():
+        if id(tensor) not in by_id:
+            continue
+        owner, attr = _owner(model, name)
+        new = by_id[id(tensor)]
+        if isinstance(tensor, nn.Parameter):
+            owner._parameters[attr] = nn.Parameter(new, requires_grad=tensor.requires_grad)
+        else:
+            owner._buffers[attr] = new
+        old_shapes.setdefault(name, tuple(tensor.shape))
+    return old_shapes
+
+
+Shrink = Callable[[nn.Module, str, "ShrinkContext"], None]
+SHRINKERS: list[tuple[type, Shrink]] = []
+
+
+class ShrinkContext:
+    """What a shrinker may read: kept sizes of the graph's recorded group/head layouts."""
+
+    def __init__(self, graph: ChannelGraph, keep: Keep) -> None:
+        self.graph, self.keep = graph, keep
+
+    def kept(self, layout: Layout) -> int:
+        pos = kept_positions(self.graph.spaces, layout, self.keep)
+        return self.graph.spaces.layout_size(layout) if pos is None else len(pos)
+
+
+def register_shrink(module_type: type) -> Callable[[Shrink], Shrink]:
+    """Register the attribute fix-up of a module type after its tensors were sliced."""
+
+    def deco(fn: Shrink) -> Shrink:
+        SHRINKERS.append((module_type, fn))
+        return fn
+
+    return deco
+
+
+@register_shrink(nn.modules.conv._ConvNd)
+def _shrink_conv(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    if name in ctx.graph.groups:
+        m.groups = ctx.kept(ctx.graph.groups[name])
+    w = m.weight
+    if m.transposed:
+        m.in_channels, m.out_channels = w.shape[0], w.shape[1] * m.groups
+    else:
+        m.in_channels, m.out_channels = w.shape[1] * m.groups, w.shape[0]
+
+
+@register_shrink(nn.Linear)
+def _shrink_linear(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+@register_shrink(nn.modules.batchnorm._NormBase)
+def _shrink_bn(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    ref = m.weight if m.weight is not None else m.running_mean
+    if ref is not None:
+        m.num_features = ref.shape[0]
+
+
+@register_shrink(nn.LayerNorm)
+def _shrink_ln(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    if m.weight is not None:
+        m.normalized_shape = tuple(m.weight.shape)
+
+
+@register_shrink(nn.GroupNorm)
+def _shrink_gn(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    if name in ctx.graph.groups:
+        m.num_groups = ctx.kept(ctx.graph.groups[name])
+    if m.weight is not None:
+        m.num_channels = m.weight.shape[0]
+
+
+@register_shrink(nn.PReLU)
+def _shrink_prelu(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    m.num_parameters = m.weight.numel()
+
+
+@register_shrink(nn.Embedding)
+def _shrink_embedding(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
+@register_shrink(nn.MultiheadAttention)
+def _shrink_mha(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    if m.in_proj_weight is not None:
+        m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
+    m.head_dim = m.embed_dim // m.num_heads
+
+
+HEAD_ATTRS = ("num_heads", "n_heads", "heads", "num_attention_heads", "nhead")
+HEAD_DIM_ATTRS = ("head_dim", "dim_head", "head_size", "attention_head_size")
+WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "width", "embed_dims")
+
+
+def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
+    """Update ``num_heads``/``head_dim``-style attributes read by reshapes inside forwards."""
+    updates: dict[tuple[str, str], int] = {}
+    for module_name, dims in ctx.graph.views:
+        sizes = [(old, ctx.kept(layout)) for old, layout in dims]
+        if all(old == new for old, new in sizes):
+            continue
+        fixes = [(WIDTH_ATTRS, old, new) for old, new in sizes if old != new]
+        if len(sizes) > 1:  # a width split into (heads, head_dim)
+            outer = [(old, new) for old, new in sizes[:-1] if new != old]
+            fixes = [(HEAD_ATTRS, *outer[0])] if outer else []
+            if sizes[-1][0] != sizes[-1][1]:
+                fixes.append((HEAD_DIM_ATTRS, *sizes[-1]))
+        owner_names = [module_name]
+        while owner_names[-1]:
+            owner_names.append(owner_names[-1].rpartition(".")[0])
+        for owner_name in owner_names[:3]:
+            owner = model.get_submodule(owner_name) if owner_name else model
+            for attrs, old, new in fixes:
+                for attr in attrs:
+                    if getattr(owner, attr, None) == old:
+                        updates[(owner_name, attr)] = new
+    for (owner_name, attr), value in updates.items():
+        owner = model.get_submodule(owner_name) if owner_name else model
+        setattr(owner, attr, value)
+
+
+def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
+    """Run every registered shrinker on the modules whose tensors changed, then heads."""
+    ctx = ShrinkContext(graph, keep)
+    fix_head_attributes(model, ctx)
+    for name, module in model.named_modules():
+        for module_type, fn in SHRINKERS:
+            if isinstance(module, module_type):
+                fn(module, name, ctx)

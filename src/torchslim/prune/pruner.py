@@ -1,0 +1,368 @@
+"""Structured pruning: ``ts.prune(model, example_inputs, config)`` removes channels for real."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchslim.analysis import Inputs, analyze
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError, PruningError
+from torchslim.graph.trace import ChannelGraph, matches, trace
+from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
+from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
+from torchslim.prune.report import PruneReport, build_report
+
+log = logging.getLogger("torchslim.prune")
+
+
+class RatioMode(str, enum.Enum):
+    """How the ratio is spread: the same in every group, or one global importance threshold."""
+
+    UNIFORM = "uniform"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune and how much.
+
+    Example:
+        >>> PruneConfig(ratio=0.5, importance="fpgm").ratio
+        0.5
+    """
+
+    ratio: float = 0.5  # fraction of the channels of every prunable group to remove
+    importance: str = "l1"  # l1, l2, fpgm, bn_gamma, taylor, random (or a registered name)
+    mode: RatioMode = RatioMode.UNIFORM
+    ratios: dict[str, float] = field(default_factory=dict)  # per-layer: selector -> ratio
+    target_macs: float | None = None  # keep this fraction of the MACs (searches the ratio)
+    round_to: int = 1  # keep channel counts at multiples of this
+    ignore: tuple[str, ...] = ()  # module selectors (name globs or type names) to leave alone
+    max_ratio: float = 0.9  # never remove more than this fraction of a group
+    prune_head_dims: bool = False  # also shrink sub-channel factors (head_dim, group width)
+    taylor_batches: int = 4  # batches of data= used to accumulate gradients for taylor
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ratio < 1:
+            raise ConfigError(f"ratio: must be in [0, 1), got {self.ratio}")
+        if not 0 < self.max_ratio < 1:
+            raise ConfigError(f"max_ratio: must be in (0, 1), got {self.max_ratio}")
+        for sel, r in self.ratios.items():
+            if not 0 <= float(r) < 1:
+                raise ConfigError(f"ratios.{sel}: must be in [0, 1), got {r}")
+        if self.target_macs is not None and not 0 < self.target_macs < 1:
+            raise ConfigError(
+                f"target_macs: a fraction of the MACs in (0, 1), got {self.target_macs}"
+            )
+        if self.round_to < 1:
+            raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
+        if self.importance not in IMPORTANCE:
+            get_importance(self.importance)  # raises with a did-you-mean
+
+
+def _selector_check(model: nn.Module, selectors: Iterable[str], field_name: str) -> None:
+    modules = list(model.named_modules())
+    for sel in selectors:
+        if not any(matches(n, m, sel) for n, m in modules):
+            sample = ", ".join(n for n, _ in modules[1:6])
+            raise ConfigError(
+                f"{field_name}: selector {sel!r} matches no module (names look like: {sample}; "
+                "types like Conv2d also work)"
+            )
+
+
+def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
+    """One :class:`Group` per prunable channel space, with every parameter along it."""
+    model = graph.model
+    tensors = dict(model.named_parameters())
+    tensors.update(dict(model.named_buffers()))
+    by_atom: dict[int, list[tuple[str, int]]] = {}
+    sp = graph.spaces
+    prunable = set(graph.prunable(allow_inner=allow_inner))
+    for name, dims in graph.param_dims.items():
+        for d, layout in enumerate(dims):
+            for atom in sp.atoms(layout):
+                if atom in prunable:
+                    by_atom.setdefault(atom, []).append((name, d))
+    groups = []
+    for atom, pairs in by_atom.items():
+        members = []
+        for name, d in pairs:
+            module_name = name.rpartition(".")[0]
+            module = model.get_submodule(module_name) if module_name else model
+            pos = channel_positions(sp, graph.param_dims[name][d], atom)
+            members.append(Member(name, module, tensors[name], d, pos))
+        producer = next((m for m in members if m.is_producer), members[0])
+        groups.append(Group(atom, sp.spaces[atom].size, producer.name.rpartition(".")[0], members))
+    return groups
+
+
+def _group_ratio(group: Group, config: PruneConfig, scale: float) -> float:
+    ratio = config.ratio
+    for sel, r in config.ratios.items():
+        if any(matches(m.name.rpartition(".")[0], m.module, sel) for m in group.members):
+            ratio = float(r)
+            break
+    return min(ratio * scale, config.max_ratio)
+
+
+def _n_keep(size: int, ratio: float, round_to: int) -> int:
+    keep = max(1, size - int(size * ratio))
+    if round_to > 1 and size >= round_to:
+        keep = min(size, max(round_to, -(-keep // round_to) * round_to))
+    return keep
+
+
+def select_channels(
+    groups: list[Group], scores: Mapping[int, torch.Tensor], config: PruneConfig, scale: float
+) -> Keep:
+    """Kept channel indices per group for the configured ratio mode, times ``scale``."""
+    keep: Keep = {}
+    if config.mode == RatioMode.GLOBAL and not config.ratios:
+        normed = {g.id: scores[g.id] / (scores[g.id].mean() + 1e-12) for g in groups}
+        everything = torch.cat(list(normed.values()))
+        n_remove = int(len(everything) * min(config.ratio * scale, config.max_ratio))
+        threshold = everything.sort().values[n_remove - 1] if n_remove > 0 else -float("inf")
+        for g in groups:
+            removable = int((normed[g.id] <= threshold).sum())
+            ratio = min(removable / g.size, config.max_ratio)
+            keep[g.id] = _top(normed[g.id], _n_keep(g.size, ratio, config.round_to))
+        return keep
+    for g in groups:
+        keep[g.id] = _top(
+            scores[g.id], _n_keep(g.size, _group_ratio(g, config, scale), config.round_to)
+        )
+    return keep
+
+
+def _top(score: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.topk(score, k, largest=True, sorted=False).indices.sort().values
+
+
+def _accumulate_grads(
+    model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor], batches: int
+) -> None:
+    model.zero_grad(set_to_none=True)
+    was = model.training
+    model.train()
+    try:
+        for i, batch in enumerate(data):
+            if i >= batches:
+                break
+            inputs, targets = (
+                (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+            )
+            out = model(inputs)
+            loss = loss_fn(out, targets) if targets is not None else loss_fn(out)
+            loss.backward()
+    finally:
+        model.train(was)
+
+
+class _Snapshot:
+    """Tensors and attributes of every module, to undo a pruning that broke the forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.state = [
+            (m, dict(m._parameters), dict(m._buffers), dict(vars(m))) for m in model.modules()
+        ]
+
+    def restore(self) -> None:
+        for m, params, buffers, attrs in self.state:
+            m._parameters.clear()
+            m._parameters.update(params)
+            m._buffers.clear()
+            m._buffers.update(buffers)
+            vars(m).update({k: v for k, v in attrs.items() if not k.startswith("_")})
+
+
+def _outputs_shape(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (list, tuple)):
+        return type(out)(_outputs_shape(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _outputs_shape(v) for k, v in out.items()}
+    return None
+
+
+def _run(model: nn.Module, inputs: tuple) -> Any:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(*inputs)
+    finally:
+        model.train(was)
+
+
+def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> None:
+    """Slice tensors, fix attributes, and check the forward; undo everything if it fails."""
+    expected = _outputs_shape(_run(model, inputs))
+    snapshot = _Snapshot(model)
+    try:
+        slice_tensors(graph, keep)
+        shrink_modules(model, graph, keep)
+        got = _outputs_shape(_run(model, inputs))
+    except Exception as exc:
+        snapshot.restore()
+        raise PruningError(
+            f"the pruned model no longer runs ({type(exc).__name__}: {exc}); the model was "
+            "restored. A module probably hard-codes a channel count: exclude it with ignore=[...]"
+        ) from exc
+    if got != expected:
+        snapshot.restore()
+        raise PruningError(
+            f"pruning changed the output shape from {expected} to {got}; the model was restored"
+        )
+
+
+@dataclass
+class Pruner:
+    """One traced model, its groups and their scores; ``prune`` can be called repeatedly.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> Pruner(m, torch.randn(1, 4), {"ratio": 0.5}).prune().weight_shapes()["0.weight"]
+        (4, 4)
+    """
+
+    model: nn.Module
+    example_inputs: Inputs
+    config: PruneConfig | Mapping[str, Any] | None = None
+    data: Iterable[Any] | None = None
+    loss_fn: Callable[..., torch.Tensor] | None = None
+    report: PruneReport | None = None
+
+    def __post_init__(self) -> None:
+        self.config = from_dict(PruneConfig, self.config)
+        self.inputs = (
+            (self.example_inputs,)
+            if isinstance(self.example_inputs, torch.Tensor)
+            else tuple(self.example_inputs)
+        )
+        _selector_check(self.model, self.config.ignore, "ignore")
+        _selector_check(self.model, self.config.ratios, "ratios")
+
+    def _graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
+        cfg = self.config
+        ignored = [
+            n for n, m in self.model.named_modules() if any(matches(n, m, s) for s in cfg.ignore)
+        ]
+
+        def is_ignored(name: str) -> bool:
+            return any(name == n or name.startswith(n + ".") for n in ignored if n) or (
+                "" in ignored
+            )
+
+        graph = trace(self.model, self.inputs, ignore=is_ignored)
+        groups = build_groups(graph, cfg.prune_head_dims)
+        if cfg.importance == "taylor":
+            if self.data is None or self.loss_fn is None:
+                raise ConfigError("importance 'taylor' needs ts.prune(..., data=..., loss_fn=...)")
+            _accumulate_grads(self.model, self.data, self.loss_fn, cfg.taylor_batches)
+        torch.manual_seed(cfg.seed)
+        fn = get_importance(cfg.importance)
+        scores = {g.id: fn(g) for g in groups}
+        return graph, groups, scores
+
+    def prune(self) -> Pruner:
+        """Trace, score and remove channels; the model object is shrunk in place."""
+        start = time.perf_counter()
+        cfg = self.config
+        before = analyze(self.model, self.inputs)
+        graph, groups, scores = self._graph_and_scores()
+        scale = 1.0
+        if cfg.target_macs is not None:
+            scale = self._search_scale(graph, groups, scores, before.macs)
+        keep = select_channels(groups, scores, cfg, scale)
+        if groups:
+            apply_keep(self.model, graph, keep, self.inputs)
+        after = analyze(self.model, self.inputs)
+        self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
+        _REPORTS[self.model] = self.report
+        return self
+
+    def _search_scale(
+        self, graph: ChannelGraph, groups: list[Group], scores: dict, base_macs: int
+    ) -> float:
+        """Bisection on a multiplier of the ratios until MACs land within 1% of the target."""
+        cfg = self.config
+        goal = cfg.target_macs * base_macs
+        ratio = cfg.ratio if cfg.ratio > 0 else 0.5
+        lo, hi = 0.0, cfg.max_ratio / ratio
+        best, best_err = hi, float("inf")
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            macs = self._macs_after(graph, groups, scores, mid)
+            err = abs(macs - goal) / base_macs
+            if err < best_err:
+                best, best_err = mid, err
+            if err <= 0.002:
+                break
+            lo, hi = (mid, hi) if macs > goal else (lo, mid)
+        if best_err > 0.01:
+            log.warning(
+                "target_macs %.3f: closest reachable is %.3f of the MACs",
+                cfg.target_macs,
+                cfg.target_macs + best_err,
+            )
+        return best
+
+    def _macs_after(self, graph: ChannelGraph, groups: list[Group], scores: dict, s: float) -> int:
+        keep = select_channels(groups, scores, self.config, s)
+        clone = copy.deepcopy(self.model)
+        twin = copy.copy(graph)
+        twin.model = clone
+        slice_tensors(twin, keep)
+        shrink_modules(clone, twin, keep)
+        return analyze(clone, self.inputs).macs
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(p.shape) for n, p in self.model.named_parameters()}
+
+
+_REPORTS: weakref.WeakKeyDictionary[nn.Module, PruneReport] = weakref.WeakKeyDictionary()
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Inputs,
+    config: PruneConfig | Mapping[str, Any] | None = None,
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> nn.Module:
+    """Remove channels for real; returns the same model object, shrunk.
+
+    Coupled channels (residual adds, concatenations, depthwise convs, attention heads...) are
+    found by tracing one forward pass and removed together; channels reaching an output are
+    kept. The per-layer report is available from :func:`prune_report`.
+
+    Example:
+        >>> import torchvision, torch
+        >>> m = torchvision.models.resnet18()
+        >>> m = prune(m, torch.randn(1, 3, 224, 224), {"ratio": 0.5})
+        >>> m(torch.randn(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
+    """
+    Pruner(model, example_inputs, config, data, loss_fn).prune()
+    return model
+
+
+def prune_report(model: nn.Module) -> PruneReport:
+    """The report of the last :func:`prune` call on ``model``."""
+    if model not in _REPORTS:
+        raise KeyError("this model has not been pruned by torchslim.prune in this process")
+    return _REPORTS[model]

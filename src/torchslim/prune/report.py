@@ -1,0 +1,130 @@
+"""The per-layer pruning report: channels, parameters and MACs before and after."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from torchslim.analysis import ModelStats, format_count
+
+if TYPE_CHECKING:
+    from torchslim.graph.trace import ChannelGraph
+    from torchslim.prune.apply import Keep
+    from torchslim.prune.importance import Group
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    name: str
+    type: str
+    channels_before: int
+    channels_after: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """Totals, per-layer rows and why some channels were kept (frozen groups)."""
+
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    groups: int
+    channels_before: int
+    channels_after: int
+    frozen: dict[str, int]  # reason -> number of channel spaces kept for it
+    layers: tuple[LayerChange, ...]
+    seconds: float
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / max(1, self.macs_before)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / max(1, self.params_before)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "layers": [asdict(r) for r in self.layers]}
+
+    def __str__(self) -> str:
+        header = ("layer", "type", "channels", "params", "MACs")
+        rows = [
+            (
+                r.name,
+                r.type,
+                f"{r.channels_before} -> {r.channels_after}",
+                f"{format_count(r.params_before)} -> {format_count(r.params_after)}",
+                f"{format_count(r.macs_before)} -> {format_count(r.macs_after)}",
+            )
+            for r in self.layers
+        ]
+        widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(5)]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                 for row in [header, *rows]]  # fmt: skip
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(
+            f"total: params {format_count(self.params_before)} -> "
+            f"{format_count(self.params_after)} ({self.params_ratio:.1%}), MACs "
+            f"{format_count(self.macs_before)} -> {format_count(self.macs_after)} "
+            f"({self.macs_ratio:.1%}); {self.groups} groups, channels {self.channels_before} -> "
+            f"{self.channels_after}; {self.seconds:.2f} s"
+        )
+        if self.frozen:
+            kept = "; ".join(f"{n} x {why}" for why, n in self.frozen.most_common(5))
+            lines.append(f"kept whole: {kept}")
+        return "\n".join(lines)
+
+
+def _out_channels(stats_row: Any) -> int:
+    shape = stats_row.output_shape
+    return shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
+
+
+def build_report(
+    before: ModelStats,
+    after: ModelStats,
+    graph: ChannelGraph,
+    groups: list[Group],
+    keep: Keep,
+    seconds: float,
+) -> PruneReport:
+    after_rows = {r.name: r for r in after.layers}
+    layers = []
+    for r in before.layers:
+        a = after_rows.get(r.name)
+        if a is None or (r.params == 0 and r.macs == 0):
+            continue
+        layers.append(
+            LayerChange(
+                r.name,
+                r.type,
+                _out_channels(r),
+                _out_channels(a),
+                r.params,
+                a.params,
+                r.macs,
+                a.macs,
+            )
+        )
+    sp = graph.spaces
+    frozen = Counter(
+        sp.spaces[a].frozen.split(" (")[0] for a in graph.atoms() if sp.spaces[a].frozen
+    )
+    return PruneReport(
+        before.params,
+        after.params,
+        before.macs,
+        after.macs,
+        len(groups),
+        sum(g.size for g in groups),
+        sum(len(keep.get(g.id, range(g.size))) for g in groups),
+        frozen,
+        tuple(layers),
+        seconds,
+    )
