@@ -7,16 +7,19 @@ Example:
     True
 """
 
-from torchslim import data, losses, models, train
+from torchslim import data, graph, losses, models, prune, train
 from torchslim.analysis import LayerStats, ModelStats, analyze, measure_latency
 from torchslim.errors import (
     CheckpointError,
     ConfigError,
     DataNotFoundError,
     ModelNotFoundError,
+    PruningError,
     TorchslimError,
     TrainingDivergedError,
+    UnsupportedOpError,
 )
+from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
 
 __version__ = "0.1.0"
 
@@ -27,13 +30,21 @@ __all__ = [
     "LayerStats",
     "ModelNotFoundError",
     "ModelStats",
+    "PruneConfig",
+    "PruningError",
+    "SparsityConfig",
     "TorchslimError",
     "TrainingDivergedError",
+    "UnsupportedOpError",
     "__version__",
     "analyze",
     "data",
+    "graph",
     "losses",
     "measure_latency",
     "models",
+    "prune",
+    "prune_report",
+    "sparsify",
     "train",
 ]

@@ -1,5 +1,9 @@
 """Structured pruning (channels removed for real), importance criteria, sparsity."""
 
+import sys
+import types
+from typing import Any
+
 from torchslim.prune.importance import (
     IMPORTANCE,
     Group,
@@ -48,3 +52,13 @@ __all__ = [
     "sparsify",
     "sparsity_report",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    # ``ts.prune(model, x, config)`` is the public call and ``ts.prune.PruneConfig`` the
+    # namespace: the package itself forwards calls to :func:`prune`.
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return prune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

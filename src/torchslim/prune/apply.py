@@ -104,6 +104,16 @@ class ShrinkContext:
     def __init__(self, graph: ChannelGraph, keep: Keep) -> None:
         self.graph, self.keep = graph, keep
 
+    def atom_sizes(self, layout: Layout) -> list[tuple[int, int]]:
+        """(old, new) sizes of the channel spaces along a dim, if it holds exactly one."""
+        sp = self.graph.spaces
+        atoms = sp.atoms(layout)
+        if len(atoms) != 1:
+            return []
+        old = sp.spaces[atoms[0]].size
+        new = len(self.keep[atoms[0]]) if atoms[0] in self.keep else old
+        return [(old, new)] if new != old else []
+
     def kept(self, layout: Layout) -> int:
         pos = kept_positions(self.graph.spaces, layout, self.keep)
         return self.graph.spaces.layout_size(layout) if pos is None else len(pos)
@@ -185,12 +195,11 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
         sizes = [(old, ctx.kept(layout)) for old, layout in dims]
         if all(old == new for old, new in sizes):
             continue
-        fixes = [(WIDTH_ATTRS, old, new) for old, new in sizes if old != new]
-        if len(sizes) > 1:  # a width split into (heads, head_dim)
-            outer = [(old, new) for old, new in sizes[:-1] if new != old]
-            fixes = [(HEAD_ATTRS, *outer[0])] if outer else []
-            if sizes[-1][0] != sizes[-1][1]:
-                fixes.append((HEAD_DIM_ATTRS, *sizes[-1]))
+        if len(dims) == 1:
+            fixes = [(WIDTH_ATTRS, *sizes[0])]
+        else:  # a width split into (..., heads, head_dim): compare with the factors' own sizes
+            fixes = [(HEAD_ATTRS, *f) for _, layout in dims[:-1] for f in ctx.atom_sizes(layout)]
+            fixes += [(HEAD_DIM_ATTRS, *f) for f in ctx.atom_sizes(dims[-1][1])]
         owner_names = [module_name]
         while owner_names[-1]:
             owner_names.append(owner_names[-1].rpartition(".")[0])

@@ -110,8 +110,9 @@ def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
 
 def _group_ratio(group: Group, config: PruneConfig, scale: float) -> float:
     ratio = config.ratio
+    producers = [m for m in group.members if m.is_producer] or group.members
     for sel, r in config.ratios.items():
-        if any(matches(m.name.rpartition(".")[0], m.module, sel) for m in group.members):
+        if any(matches(m.name.rpartition(".")[0], m.module, sel) for m in producers):
             ratio = float(r)
             break
     return min(ratio * scale, config.max_ratio)

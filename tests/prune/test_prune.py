@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import torchslim as ts
+from torchslim.errors import ConfigError, PruningError, UnsupportedOpError
+from torchslim.prune import PruneConfig, Pruner, prune, prune_report
+
+# The fast subset of the torchvision sweep (the full list runs in benchmarks/prune_sweep.py).
+TORCHVISION = {
+    "resnet18": 64,
+    "mobilenet_v2": 64,
+    "mobilenet_v3_small": 64,
+    "efficientnet_b0": 64,
+    "densenet121": 64,
+    "shufflenet_v2_x0_5": 64,
+    "convnext_tiny": 64,
+    "regnet_y_400mf": 64,
+    "googlenet": 64,
+    "inception_v3": 96,
+    "squeezenet1_0": 64,
+    "vit_b_32": 224,
+    "swin_t": 64,
+}
+
+
+def _tv(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    kwargs = (
+        {"aux_logits": False, "init_weights": False}
+        if name in ("googlenet", "inception_v3")
+        else {}
+    )
+    return torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs).eval()
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_torchvision_half_channels_runs_with_same_output_shape(name: str) -> None:
+    model = _tv(name)
+    x = torch.randn(1, 3, TORCHVISION[name], TORCHVISION[name])
+    prune(model, x, {"ratio": 0.5})
+    report = prune_report(model)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+    assert report.params_ratio < 0.7 and report.macs_ratio < 0.5
+    assert report.channels_after <= 0.55 * report.channels_before
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121", "googlenet",
+                                  "shufflenet_v2_x0_5", "regnet_y_400mf"])  # fmt: skip
+def test_torchvision_dead_channels_removed_exactly(name: str) -> None:
+    from torchslim.graph import trace
+    from torchslim.prune.pruner import build_groups
+
+    model = _tv(name)
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for group in build_groups(trace(model, x), allow_inner=False):
+            dead = torch.randperm(group.size)[: group.size // 2]
+            for m in group.members:
+                m.param.data.movedim(m.dim, 0)[m.positions[dead].reshape(-1)] = 0
+        before = model(x)
+    prune(model, x, {"ratio": 0.5, "importance": "l1"})
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=1e-3, atol=1e-4)
+
+
+def _cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4),
+    )  # fmt: skip
+
+
+X = torch.randn(2, 3, 8, 8)
+
+
+def test_public_call_shape_and_report() -> None:
+    model = _cnn()
+    same = ts.prune(model, X, {"ratio": 0.5})
+    assert same is model
+    assert model[0].out_channels == 8 and model[3].in_channels == 8 and model[4].num_features == 16
+    assert model[8].in_features == 16
+    text = str(prune_report(model))
+    assert "16 -> 8" in text and "total: params" in text
+    assert prune_report(model).to_dict()["layers"][0]["channels_after"] == 8
+
+
+def test_round_to_and_max_ratio() -> None:
+    model = _cnn()
+    prune(model, X, {"ratio": 0.7, "round_to": 8})
+    assert model[0].out_channels == 8 and model[3].out_channels == 16
+
+
+def test_per_layer_ratios_by_selector() -> None:
+    model = _cnn()
+    prune(model, X, {"ratio": 0.0, "ratios": {"3": 0.75}})
+    assert model[0].out_channels == 16 and model[3].out_channels == 8
+
+
+def test_global_mode_prunes_the_weak_layer_more() -> None:
+    model = _cnn()
+    with torch.no_grad():
+        model[3].weight.mul_(0.01)  # layer 3's filters are all tiny
+    prune(model, X, {"ratio": 0.4, "mode": "global"})
+    assert model[3].out_channels < 32 * 0.6 and model[0].out_channels > 16 * 0.6
+
+
+def test_target_macs_lands_within_one_percent() -> None:
+    model = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    base = ts.analyze(model, x).macs
+    prune(model, x, {"target_macs": 0.5})
+    assert abs(ts.analyze(model, x).macs / base - 0.5) <= 0.01
+
+
+def test_ignore_keeps_a_module_whole_and_unknown_selector_fails() -> None:
+    model = _cnn()
+    prune(model, X, {"ratio": 0.5, "ignore": ["0"]})
+    assert model[0].out_channels == 16 and model[3].out_channels == 16
+    with pytest.raises(ConfigError, match="matches no module"):
+        prune(_cnn(), X, {"ignore": ["conv_that_is_not_there"]})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"ratoi": 0.5}, "did you mean 'ratio'"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"importance": "fpmg"}, "did you mean .fpgm."),
+        ({"target_macs": 2}, "target_macs"),
+        ({"ratios": {"nothing*": 0.5}}, "matches no module"),
+    ],
+)
+def test_bad_config_is_a_clear_error(config: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        prune(_cnn(), X, config)
+
+
+def test_fpgm_drops_the_filter_nearest_the_median() -> None:
+    lin = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]))
+        lin[0].bias.zero_()
+        lin[2].weight.fill_(1.0)
+    prune(lin, torch.randn(1, 2), {"ratio": 0.34, "importance": "fpgm"})
+    torch.testing.assert_close(lin[0].weight, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_bn_gamma_uses_the_norm_scale() -> None:
+    model = _cnn()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.arange(16.0))
+    prune(model, X, {"ratio": 0.5, "importance": "bn_gamma"})
+    torch.testing.assert_close(model[1].weight, torch.arange(8.0, 16.0))
+
+
+def test_taylor_needs_data_and_uses_gradients() -> None:
+    with pytest.raises(ConfigError, match="data="):
+        prune(_cnn(), X, {"importance": "taylor"})
+    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))) for _ in range(2)]
+    model = prune(
+        _cnn(), X, {"importance": "taylor"}, data=data, loss_fn=nn.functional.cross_entropy
+    )
+    assert model[0].out_channels == 8
+
+
+def test_unsupported_op_names_op_and_module() -> None:
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.fft.fft(self.conv(x), dim=1).real
+            return self.fc(y.mean((2, 3)))
+
+    with pytest.raises(UnsupportedOpError, match=r"aten\._fft.*module 'Odd'|aten\..*fft"):
+        prune(Odd(), X, {"ratio": 0.5})
+
+
+def test_hard_coded_width_restores_the_model() -> None:
+    class Hard(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x).mean((2, 3))
+            return self.fc(y.reshape(-1, 8))  # 8 is a constant of the code
+
+    model = Hard()
+    with pytest.raises(PruningError, match="restored"):
+        prune(model, X, {"ratio": 0.5})
+    assert model.conv.weight.shape == (8, 3, 1, 1) and model(X).shape == (2, 2)
+
+
+def test_pruner_config_accepts_dataclass() -> None:
+    pruner = Pruner(_cnn(), X, PruneConfig(ratio=0.25))
+    assert pruner.prune().weight_shapes()["0.weight"] == (12, 3, 3, 3)
