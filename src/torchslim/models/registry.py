@@ -81,6 +81,15 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
     raise ConfigError(f"in_channels: found no Conv2d to adapt in {type(model).__name__}")
 
 
+def _record_spec(
+    model: nn.Module, name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]
+) -> nn.Module:
+    # How the model was built, as plain data: ts.save stores it so ts.load can rebuild the model.
+    spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels}
+    model._torchslim_spec = {**spec, "kwargs": dict(kwargs)}
+    return model
+
+
 def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """Build a model by name with ``num_classes`` outputs and ``in_channels`` input channels.
 
@@ -103,7 +112,8 @@ def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs
                     f"model {name!r} has no option {key!r}{did_you_mean(key, options)}; "
                     f"its options are {options}"
                 )
-        return fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        model = fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        return _record_spec(model, name, num_classes, in_channels, kwargs)
     tv_names = _torchvision_names()
     if name not in tv_names:
         hint = did_you_mean(name, list(_REGISTRY) + tv_names)
@@ -119,4 +129,4 @@ def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs
         raise ConfigError(f"torchvision model {name!r} rejected its options: {exc}") from exc
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
-    return model
+    return _record_spec(model, name, num_classes, in_channels, kwargs)

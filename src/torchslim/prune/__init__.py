@@ -13,6 +13,13 @@ from torchslim.prune.importance import (
 )
 from torchslim.prune.pruner import PruneConfig, Pruner, RatioMode, prune, prune_report
 from torchslim.prune.report import LayerChange, PruneReport
+from torchslim.prune.schedules import (
+    BNSparsity,
+    SoftFilterPruning,
+    iterative_prune,
+    network_slimming,
+    prune_and_finetune,
+)
 from torchslim.prune.sparsity import (
     GradualSparsity,
     LayerSparsity,
@@ -29,6 +36,7 @@ from torchslim.prune.sparsity import (
 
 __all__ = [
     "IMPORTANCE",
+    "BNSparsity",
     "GradualSparsity",
     "Group",
     "LayerChange",
@@ -38,6 +46,7 @@ __all__ = [
     "PruneReport",
     "Pruner",
     "RatioMode",
+    "SoftFilterPruning",
     "SparsityConfig",
     "SparsityReport",
     "SparsitySchedule",
@@ -45,8 +54,11 @@ __all__ = [
     "WeightMask",
     "cubic_sparsity",
     "get_importance",
+    "iterative_prune",
     "make_permanent",
+    "network_slimming",
     "prune",
+    "prune_and_finetune",
     "prune_report",
     "register_importance",
     "sparsify",

@@ -281,13 +281,20 @@ class Pruner:
     def prune(self) -> Pruner:
         """Trace, score and remove channels; the model object is shrunk in place."""
         start = time.perf_counter()
-        cfg = self.config
-        before = analyze(self.model, self.inputs)
         graph, groups, scores = self._graph_and_scores()
         scale = 1.0
-        if cfg.target_macs is not None:
-            scale = self._search_scale(graph, groups, scores, before.macs)
-        keep = select_channels(groups, scores, cfg, scale)
+        if self.config.target_macs is not None:
+            base = analyze(self.model, self.inputs).macs
+            scale = self._search_scale(graph, groups, scores, base)
+        keep = select_channels(groups, scores, self.config, scale)
+        return self.apply(graph, groups, keep, start)
+
+    def apply(
+        self, graph: ChannelGraph, groups: list[Group], keep: Keep, start: float | None = None
+    ) -> Pruner:
+        """Remove everything but ``keep`` (from this model's graph) and write the report."""
+        start = time.perf_counter() if start is None else start
+        before = analyze(self.model, self.inputs)
         if groups:
             apply_keep(self.model, graph, keep, self.inputs)
         after = analyze(self.model, self.inputs)

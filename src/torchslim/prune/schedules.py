@@ -1,0 +1,211 @@
+"""Pruning schedules through the one trainer: one-shot, iterative, soft (SFP), network slimming.
+
+Example:
+    >>> # prune to half the MACs in 3 steps with a 1-epoch fine-tune after each
+    >>> # iterative_prune(model, x, {"target_macs": 0.5, "importance": "fpgm"}, train, test,
+    >>> #                 steps=3, train_config={"epochs": 1})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchslim.analysis import Inputs, analyze
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError
+from torchslim.prune.apply import Keep
+from torchslim.prune.importance import Group
+from torchslim.prune.pruner import PruneConfig, Pruner, select_channels
+from torchslim.train import Callback, StepContext, TrainConfig, Trainer, TrainResult
+
+ConfigLike = PruneConfig | Mapping[str, Any] | None
+
+
+def _finetune(
+    model: nn.Module,
+    train_data: Dataset | DataLoader,
+    eval_data: Dataset | DataLoader | None,
+    train_config: TrainConfig | Mapping[str, Any] | None,
+    out_dir: str | Path | None,
+    **kwargs: Any,
+) -> TrainResult:
+    return Trainer(model, train_config, train_data, eval_data, out_dir=out_dir, **kwargs).fit(
+        resume=out_dir is not None
+    )
+
+
+def prune_and_finetune(
+    model: nn.Module,
+    example_inputs: Inputs,
+    config: ConfigLike,
+    train_data: Dataset | DataLoader,
+    eval_data: Dataset | DataLoader | None = None,
+    *,
+    train_config: TrainConfig | Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """One-shot: prune once, then fine-tune with the foundation trainer.
+
+    Example:
+        >>> # model, result = prune_and_finetune(model, x, {"ratio": 0.5}, train, test,
+        >>> #                                    train_config={"epochs": 2, "lr": 0.01})
+    """
+    Pruner(model, example_inputs, config).prune()
+    return model, _finetune(model, train_data, eval_data, train_config, out_dir)
+
+
+def _step_config(config: PruneConfig, steps: int, step: int) -> PruneConfig:
+    """The config of step ``step`` (0-based) so that ``steps`` steps compound to ``config``."""
+    keep = 1 - config.ratio
+    per_step = 1 - keep ** (1 / steps)
+    changes: dict[str, Any] = {"ratio": per_step}
+    if config.ratios:
+        changes["ratios"] = {k: 1 - (1 - v) ** (1 / steps) for k, v in config.ratios.items()}
+    if config.target_macs is not None:
+        # Each step removes the same fraction of what the previous step left.
+        changes["target_macs"] = config.target_macs ** ((step + 1) / steps)
+    return dataclasses.replace(config, **changes)
+
+
+def iterative_prune(
+    model: nn.Module,
+    example_inputs: Inputs,
+    config: ConfigLike,
+    train_data: Dataset | DataLoader,
+    eval_data: Dataset | DataLoader | None = None,
+    *,
+    steps: int = 3,
+    train_config: TrainConfig | Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[nn.Module, list[TrainResult]]:
+    """Prune in ``steps`` steps that compound to ``config``, fine-tuning after each.
+
+    With ``target_macs`` each step's target is relative to the *original* MACs, so the last
+    step lands on the target; with ``ratio`` each step removes ``1 - (1-ratio)^(1/steps)`` of
+    the channels that remain.
+    """
+    cfg = from_dict(PruneConfig, config)
+    if steps < 1:
+        raise ConfigError(f"steps: must be >= 1, got {steps}")
+    results = []
+    base_macs = analyze(model, example_inputs).macs
+    for step in range(steps):
+        step_cfg = _step_config(cfg, steps, step)
+        if step_cfg.target_macs is not None:  # the step's target is relative to the original
+            now = analyze(model, example_inputs).macs
+            step_cfg = dataclasses.replace(
+                step_cfg, target_macs=min(0.999, step_cfg.target_macs * base_macs / now)
+            )
+        Pruner(model, example_inputs, step_cfg).prune()
+        sub = Path(out_dir) / f"step{step + 1}" if out_dir is not None else None
+        results.append(_finetune(model, train_data, eval_data, train_config, sub))
+    return model, results
+
+
+class SoftFilterPruning(Callback):
+    """FPGM/SFP soft pruning: zero the least important filters after every epoch, keep them
+    trainable (they may recover), and remove the finally selected ones with :meth:`finalize`.
+
+    Example:
+        >>> # sfp = SoftFilterPruning(x, {"ratio": 0.4, "importance": "fpgm"})
+        >>> # Trainer(model, cfg, train, callbacks=[sfp]).fit(); sfp.finalize(model)
+    """
+
+    def __init__(self, example_inputs: Inputs, config: ConfigLike) -> None:
+        self.example_inputs = example_inputs
+        self.config = from_dict(PruneConfig, config)
+
+    def _select(self, model: nn.Module) -> tuple[Pruner, Any, list[Group], Keep]:
+        pruner = Pruner(model, self.example_inputs, self.config)
+        graph, groups, scores = pruner._graph_and_scores()
+        return pruner, graph, groups, select_channels(groups, scores, self.config, 1.0)
+
+    @staticmethod
+    def _zero(groups: list[Group], keep: Keep) -> int:
+        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        zeroed = 0
+        with torch.no_grad():
+            for g in groups:
+                drop = torch.ones(g.size, dtype=torch.bool)
+                drop[keep[g.id]] = False
+                idx = torch.nonzero(drop).flatten()
+                for m in g.parameters():
+                    filt = m.is_producer or (
+                        m.name.endswith("bias") and not isinstance(m.module, norms)
+                    )
+                    if filt:
+                        m.param.data.movedim(m.dim, 0)[m.positions[idx].reshape(-1)] = 0
+                zeroed += len(idx)
+        return zeroed
+
+    def zero(self, model: nn.Module) -> int:
+        """Zero the filters (output-channel slices) that pruning would remove now."""
+        _, _, groups, keep = self._select(model)
+        return self._zero(groups, keep)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
+        self.zero(trainer.model)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """Select one last time and remove exactly the filters that selection zeroes."""
+        pruner, graph, groups, keep = self._select(model)
+        self._zero(groups, keep)
+        pruner.apply(graph, groups, keep)
+        return model
+
+
+@dataclasses.dataclass
+class BNSparsity:
+    """Network slimming's sparsity term: ``weight * Σ|γ|`` over BatchNorm scales.
+
+    Pass it to ``Trainer(extra_losses=[BNSparsity(1e-4)])``; afterwards prune with
+    ``{"importance": "bn_gamma", "mode": "global", "ratio": r}`` (one global γ threshold).
+    """
+
+    weight: float = 1e-4
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        gammas = [
+            m.weight
+            for m in ctx.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        ]
+        if not gammas:
+            raise ConfigError("BNSparsity: the model has no BatchNorm scales to sparsify")
+        return self.weight * sum(g.abs().sum() for g in gammas)
+
+
+def network_slimming(
+    model: nn.Module,
+    example_inputs: Inputs,
+    ratio: float,
+    train_data: Dataset | DataLoader,
+    eval_data: Dataset | DataLoader | None = None,
+    *,
+    sparsity: float = 1e-4,
+    sparse_train_config: TrainConfig | Mapping[str, Any] | None = None,
+    finetune_config: TrainConfig | Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, TrainResult, TrainResult]:
+    """Liu et al. 2017: train with L1 on BN-γ, prune by a global γ threshold, fine-tune."""
+    sparse = _finetune(
+        model, train_data, eval_data, sparse_train_config, None, extra_losses=[BNSparsity(sparsity)]
+    )
+    config = {"importance": "bn_gamma", "mode": "global", "ratio": ratio}
+    Pruner(model, example_inputs, config).prune()
+    return model, sparse, _finetune(model, train_data, eval_data, finetune_config, None)
+
+
+__all__ = [
+    "BNSparsity",
+    "SoftFilterPruning",
+    "iterative_prune",
+    "network_slimming",
+    "prune_and_finetune",
+]
