@@ -18,7 +18,7 @@ def test_every_train_config_field_has_help() -> None:
     assert set(TRAIN_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "analyze"])
+@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune"])
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
@@ -77,6 +77,8 @@ def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path
         (["train", "--model", "smallcnn", "--schedule", "cosin"], "did you mean 'cosine'"),
         (["train", "--model", "smallcnn", "--data", "nosuchdata"], "nosuchdata"),
         (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
+        (["prune", "--model", "resnet8", "--importance", "l7", "--out", "x.pt"], "importance"),
+        (["prune", "--out", "x.pt"], "--model"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
@@ -85,3 +87,35 @@ def test_bad_input_exits_2_with_one_clear_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_prune_command_writes_a_loadable_smaller_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    import torchslim as ts
+
+    out = tmp_path / "pruned.pt"
+    argv = ["prune", "--model", "resnet8", "--input", "1,1,28,28", "--num-classes", "10"]
+    assert main([*argv, "--ratio", "0.5", "--importance", "fpgm", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "total: params" in text and "wrote" in text
+    model = ts.load(out)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    full = ts.models.create("resnet8", num_classes=10, in_channels=1)
+    assert sum(p.numel() for p in model.parameters()) < 0.5 * sum(
+        p.numel() for p in full.parameters()
+    )
+
+
+def test_prune_command_target_macs_from_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--model", "smallcnn", "--subset", "100", "--epochs", "1", "--batch-size"]
+    assert main([*args, "50", "--no-progress", "--out", str(run)]) == 0
+    out = tmp_path / "p.pt"
+    argv = ["prune", "--checkpoint", str(run), "--target-macs", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    assert "after" in capsys.readouterr().out and out.exists()

@@ -20,6 +20,7 @@ from torchslim.errors import (
     UnsupportedOpError,
 )
 from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
+from torchslim.serialize import load, load_metadata, save
 
 __version__ = "0.1.0"
 
@@ -40,11 +41,14 @@ __all__ = [
     "analyze",
     "data",
     "graph",
+    "load",
+    "load_metadata",
     "losses",
     "measure_latency",
     "models",
     "prune",
     "prune_report",
+    "save",
     "sparsify",
     "train",
 ]

@@ -1,4 +1,4 @@
-"""The ``torchslim`` command line: train, eval, analyze."""
+"""The ``torchslim`` command line: train, eval, analyze, prune."""
 
 from __future__ import annotations
 
@@ -186,18 +186,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from torchslim.data import dataset_info, get_dataset
-    from torchslim.train import evaluate, load_checkpoint
+    from torchslim.data import get_dataset
+    from torchslim.train import evaluate
 
-    path = Path(args.checkpoint)
-    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
-    meta = ckpt.get("metadata", {})
-    if "model" not in meta:
-        raise ConfigError(f"{path}: the checkpoint does not record which model it holds")
+    model, meta = _load_run(Path(args.checkpoint))
     data = args.data or meta.get("data", "fashion-mnist")
-    info = dataset_info(data)
-    model = _model_from(meta["model"], info, list(meta.get("model_args", {}).items()))
-    model.load_state_dict(ckpt["model"])
     dataset = get_dataset(data, train=args.split == "train", root=args.data_root)
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     result = evaluate(model.to(device), dataset, batch_size=args.batch_size, progress=True)
@@ -228,6 +221,68 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(stats.to_dict(), indent=2))
         print(f"wrote {args.json}")
+    return 0
+
+
+def _load_run(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A model and its metadata from a `torchslim train` run folder or checkpoint file."""
+    from torchslim.data import dataset_info
+    from torchslim.train import load_checkpoint
+
+    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    meta = dict(ckpt.get("metadata", {}))
+    if "model" not in meta:
+        raise ConfigError(f"{path}: the checkpoint does not record which model it holds")
+    info = dataset_info(meta.get("data", "fashion-mnist"))
+    model = _model_from(meta["model"], info, list(meta.get("model_args", {}).items()))
+    model.load_state_dict(ckpt["model"])
+    return model, meta
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import torch
+
+    import torchslim as ts
+    from torchslim.data import dataset_info, get_dataset
+    from torchslim.serialize import save
+    from torchslim.train import Trainer, evaluate
+
+    if args.checkpoint:
+        model, meta = _load_run(Path(args.checkpoint))
+        data = args.data or meta.get("data", "fashion-mnist")
+    else:
+        if not args.model:
+            raise ConfigError("give --model NAME or --checkpoint RUN")
+        data = args.data
+        in_ch = args.input[1] if len(args.input) > 1 else 3
+        model = ts.models.create(args.model, num_classes=args.num_classes, in_channels=in_ch)
+    shape = args.input
+    if data and args.input_default:
+        info = dataset_info(data)
+        shape = (1, info.in_channels, info.image_size, info.image_size)
+    config = {
+        "ratio": args.ratio,
+        "importance": args.importance,
+        "mode": args.mode,
+        "target_macs": args.target_macs,
+        "round_to": args.round_to,
+        "ignore": tuple(args.ignore),
+    }
+    test = get_dataset(data, train=False, root=args.data_root) if data else None
+    before = evaluate(model, test, batch_size=256).accuracy if test is not None else None
+    ts.prune(model, torch.randn(*shape), config)
+    print(ts.prune_report(model))
+    if args.finetune_epochs:
+        if not data:
+            raise ConfigError("--finetune-epochs needs --data (or a --checkpoint that names it)")
+        train = get_dataset(data, train=True, root=args.data_root)
+        cfg = {"epochs": args.finetune_epochs, "lr": args.lr, "batch_size": args.batch_size}
+        Trainer(model, cfg, train, test).fit()
+    if test is not None:
+        after = evaluate(model, test, batch_size=256).accuracy
+        print(f"test top-1: {100 * before:.2f}% before pruning, {100 * after:.2f}% after")
+    out = save(model, args.out, metadata={"pruned": config, "data": data})
+    print(f"wrote {out} (load with torchslim.load)")
     return 0
 
 
@@ -309,6 +364,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="threads for --latency")
     p.add_argument("--json", default=None, help="write the statistics to this JSON file")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("prune", help="remove channels for real (structured pruning)")
+    p.description = (
+        "Prune a zoo/torchvision model or a trained run, print the per-layer report, optionally "
+        "fine-tune, and save the smaller model (torchslim.load reads it back)."
+    )
+    p.add_argument("--model", default=None, help="zoo or torchvision model name (fresh weights)")
+    p.add_argument("--checkpoint", default=None, help="a `torchslim train` run folder or last.pt")
+    _data_options(p, required=False)
+    p.set_defaults(data=None)
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove")
+    p.add_argument(
+        "--importance", default="l1", help="l1, l2, fpgm, bn_gamma, random (taylor: Python API)"
+    )
+    p.add_argument(
+        "--mode", choices=["uniform", "global"], default="uniform", help="how ratios are spread"
+    )
+    p.add_argument(
+        "--target-macs", type=float, default=None, help="keep this fraction of MACs, e.g. 0.5"
+    )
+    p.add_argument("--round-to", type=int, default=1, help="keep channel counts at multiples")
+    p.add_argument(
+        "--ignore", nargs="*", default=[], help="module names/globs/types to leave untouched"
+    )
+    p.add_argument(
+        "--input",
+        type=_parse_shape,
+        default=None,
+        help="example input N,C,H,W (default: from the dataset, else 1,3,224,224)",
+    )
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (--model)")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=0, help="fine-tune this many epochs on --data"
+    )
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    p.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
+    p.add_argument("--out", required=True, help="file to write the pruned model to")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 
@@ -320,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
+    if getattr(args, "func", None) is cmd_prune:
+        args.input_default = args.input is None
+        args.input = args.input or (1, 3, 224, 224)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True
     )
