@@ -20,6 +20,7 @@ from torchslim.prune.schedules import (
     network_slimming,
     prune_and_finetune,
 )
+from torchslim.prune.sensitivity import SensitivityResult, ratios_for_target, sensitivity
 from torchslim.prune.sparsity import (
     GradualSparsity,
     LayerSparsity,
@@ -46,6 +47,7 @@ __all__ = [
     "PruneReport",
     "Pruner",
     "RatioMode",
+    "SensitivityResult",
     "SoftFilterPruning",
     "SparsityConfig",
     "SparsityReport",
@@ -60,7 +62,9 @@ __all__ = [
     "prune",
     "prune_and_finetune",
     "prune_report",
+    "ratios_for_target",
     "register_importance",
+    "sensitivity",
     "sparsify",
     "sparsity_report",
 ]
