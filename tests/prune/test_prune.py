@@ -24,6 +24,7 @@ TORCHVISION = {
     "squeezenet1_0": 64,
     "vit_b_32": 224,
     "swin_t": 64,
+    "swin_v2_t": 64,  # its packed q/k/v bias is sliced before use
 }
 
 

@@ -418,16 +418,49 @@ def _unbind(ctx: OpContext, x: T, d: int = 0) -> list[list[Layout]]:
 
 
 @register_op("slice", "slice_copy", "narrow")
-def _slice(ctx: OpContext, x: T, d: int = 0, *_: Any) -> list[list[Layout]]:
+def _slice(ctx: OpContext, x: T, d: int = 0, start: Any = None, end: Any = None, step: int = 1):
     d = _norm_dim(d, x.ndim)
     shape = ctx.out_shape()
     dims = list(x.dims)
     if shape[d] == x.shape[d]:
         return [dims]
-    # The bounds are constants of the code: the sliced dim keeps its size.
-    _freeze_dim(ctx, x, d, "slicing channels with constant bounds")
-    dims[d] = untracked(shape[d])
+    size = x.shape[d]
+    start = 0 if start is None else (start + size if start < 0 else min(start, size))
+    if ctx.op == "narrow":
+        end = start + end
+    end = size if end is None else (end + size if end < 0 else min(end, size))
+    piece = _proportional_piece(ctx.spaces, x.dims[d], start, end) if step == 1 else None
+    if piece is None:
+        # Bounds that may be constants of the code: the sliced dim keeps its size.
+        _freeze_dim(ctx, x, d, "slicing channels with constant bounds")
+        piece = untracked(shape[d])
+    dims[d] = piece
     return [dims]
+
+
+def _proportional_piece(sp: SpaceTable, layout: Layout, start: int, end: int) -> Layout | None:
+    """The piece between two cuts that fall inside an untracked outer factor (e.g. the q/k/v
+    axis of a packed projection): such bounds scale with the pruned width, so the inner
+    channels stay prunable. ``None`` for any other cut."""
+    resolved = sp.resolve(layout)
+    total = sp.layout_size(resolved)
+    for at in (start, end):
+        if at in (0, total):
+            continue
+        pos, inside = 0, False
+        for seg in resolved:
+            seg_size = sp.seg_size(seg)
+            if pos < at < pos + seg_size:
+                outer_tracked = seg[0] >= 0 and not sp.is_frozen(seg[0])
+                if outer_tracked or (at - pos) % sp.seg_size(seg[1:]):
+                    return None
+                inside = True
+            pos += seg_size
+        if not inside:  # exactly between concatenated pieces: could be a constant bound
+            return None
+    head = sp.cut(layout, start)
+    tail = sp.cut(head[1], end - start) if head is not None else None
+    return tail[0] if tail is not None else None
 
 
 @register_op("split", "split_with_sizes", "split_copy", "chunk", "tensor_split")

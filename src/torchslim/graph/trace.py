@@ -70,6 +70,17 @@ def _swin_rule(module: nn.Module, name: str, graph: ChannelGraph) -> None:
     _tie_packed_qkv(graph, f"{name}.qkv.weight" if name else "qkv.weight")
 
 
+def _tie_bias(module: nn.Module, name: str, graph: ChannelGraph) -> None:
+    # A bias runs along its layer's output channels even where the forward touches it first.
+    if isinstance(module, nn.Linear) or (
+        isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+    ):
+        prefix = f"{name}." if name else ""
+        weight, bias = (graph.param_dims.get(prefix + p) for p in ("weight", "bias"))
+        if weight is not None and bias is not None:
+            graph.spaces.unify(weight[0], bias[0], f"bias of {name}")
+
+
 def matches(name: str, module: nn.Module, selector: str) -> bool:
     """A selector is a qualified-name glob (``layer1.*``) or a module type name (``Linear``)."""
     return fnmatch.fnmatchcase(name, selector) or type(module).__name__ == selector
@@ -222,6 +233,13 @@ def trace(
         dims = [sp.fresh_layout(s, f"{name}[{d}]") for d, s in enumerate(tensor.shape)]
         graph.param_dims[name] = dims
         recorder.layouts[id(tensor)] = T(tuple(tensor.shape), dims, name)
+    # Module rules first: ops traced later (e.g. slicing a packed q/k/v bias) see their structure.
+    for name, module in model.named_modules():
+        _tie_bias(module, name, graph)
+    for name, module in model.named_modules():
+        rule = MODULE_RULES.get(type(module).__name__)
+        if rule is not None:
+            rule(module, name, graph)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
     was_training = model.training
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -237,10 +255,6 @@ def trace(
         if isinstance(out, torch.Tensor):
             for layout in recorder.lookup(out).dims:
                 sp.freeze_layout(layout, "reaches a model output")
-    for name, module in model.named_modules():
-        rule = MODULE_RULES.get(type(module).__name__)
-        if rule is not None:
-            rule(module, name, graph)
     for name, module in model.named_modules():
         if ignored(name):
             graph.freeze_params(
