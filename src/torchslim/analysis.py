@@ -6,11 +6,12 @@ this module.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -166,6 +167,18 @@ def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
         (11689512, 1.81)
     """
     inputs = _as_tuple(example_inputs)
+    with counting(model) as finish:
+        model(*inputs)
+    return finish()
+
+
+@contextlib.contextmanager
+def counting(model: nn.Module) -> Iterator[Callable[[], ModelStats]]:
+    """Count whatever forward passes of ``model`` run inside; yields a ``ModelStats`` builder.
+
+    Lets another pass over the model (e.g. the pruning tracer) measure it on the same run.
+    The model is in eval mode without gradients inside; its training flag is restored.
+    """
     seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     names = {id(m): n for n, m in model.named_modules()}
 
@@ -180,17 +193,20 @@ def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     model.eval()
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     try:
-        with (
-            torch.no_grad(),
-            FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter,
-        ):
-            model(*inputs)
+        with torch.no_grad(), counter:
+            yield lambda: _stats(model, counter, seen)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
         for h in handles:
             h.remove()
+
+
+def _stats(
+    model: nn.Module, counter: FlopCounterMode, seen: dict[str, tuple[tuple, tuple]]
+) -> ModelStats:
     own = _own_macs(model, counter.get_flop_counts())
     layers = []
     for name, module in model.named_modules():

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from torchslim.analysis import ModelStats, counting
 from torchslim.errors import UnsupportedOpError
 from torchslim.graph.ops import (
     HANDLERS,
@@ -96,6 +97,8 @@ class ChannelGraph:
     views: list[tuple[str, list[tuple[int, Layout]]]] = field(default_factory=list)
     groups: dict[str, Layout] = field(default_factory=dict)
     active: set[int] = field(default_factory=set)  # spaces some activation runs along
+    stats: ModelStats | None = None  # the model measured on the traced pass (count=True)
+    output: Any = None  # the traced pass's output
 
     def atoms(self) -> list[int]:
         """Atomic spaces that some parameter and some activation run along (pruning groups)."""
@@ -210,11 +213,16 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
 
 
 def trace(
-    model: nn.Module, example_inputs: Inputs, *, ignore: Callable[[str], bool] | None = None
+    model: nn.Module,
+    example_inputs: Inputs,
+    *,
+    ignore: Callable[[str], bool] | None = None,
+    count: bool = False,
 ) -> ChannelGraph:
     """Run ``model`` once and return its :class:`ChannelGraph`.
 
-    Channels that reach a model output are frozen (never pruned).
+    Channels that reach a model output are frozen (never pruned). ``count=True`` also measures
+    the model (``graph.stats``, as :func:`torchslim.analyze`) on the same forward pass.
 
     Example:
         >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
@@ -246,8 +254,14 @@ def trace(
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel hides the projections
     model.eval()
     try:
-        with torch.no_grad(), _module_stack(model, recorder), recorder:
+        with contextlib.ExitStack() as stack:
+            finish = stack.enter_context(counting(model)) if count else None
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(_module_stack(model, recorder))
+            stack.enter_context(recorder)
             output = model(*inputs)
+        graph.stats = finish() if finish is not None else None
+        graph.output = output
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)

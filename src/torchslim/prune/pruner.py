@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import Inputs, analyze
+from torchslim.analysis import Inputs, ModelStats, analyze, counting
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import ChannelGraph, matches, trace
@@ -208,14 +208,19 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
         model.train(was)
 
 
-def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> None:
-    """Slice tensors, fix attributes, and check the forward; undo everything if it fails."""
-    expected = _outputs_shape(_run(model, inputs))
+def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> ModelStats:
+    """Slice tensors, fix attributes, check the forward and measure the result.
+
+    Everything is undone if the pruned model fails to run or changes its output shape.
+    """
+    expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
     snapshot = _Snapshot(model)
     try:
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
-        got = _outputs_shape(_run(model, inputs))
+        with counting(model) as finish:
+            got = _outputs_shape(model(*inputs))
+        after = finish()
     except Exception as exc:
         snapshot.restore()
         raise PruningError(
@@ -227,6 +232,7 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
         raise PruningError(
             f"pruning changed the output shape from {expected} to {got}; the model was restored"
         )
+    return after
 
 
 @dataclass
@@ -267,7 +273,7 @@ class Pruner:
                 "" in ignored
             )
 
-        graph = trace(self.model, self.inputs, ignore=is_ignored)
+        graph = trace(self.model, self.inputs, ignore=is_ignored, count=True)
         groups = build_groups(graph, cfg.prune_head_dims)
         if cfg.importance == "taylor":
             if self.data is None or self.loss_fn is None:
@@ -284,7 +290,7 @@ class Pruner:
         graph, groups, scores = self._graph_and_scores()
         scale = 1.0
         if self.config.target_macs is not None:
-            base = analyze(self.model, self.inputs).macs
+            base = graph.stats.macs if graph.stats else analyze(self.model, self.inputs).macs
             scale = self._search_scale(graph, groups, scores, base)
         keep = select_channels(groups, scores, self.config, scale)
         return self.apply(graph, groups, keep, start)
@@ -294,10 +300,8 @@ class Pruner:
     ) -> Pruner:
         """Remove everything but ``keep`` (from this model's graph) and write the report."""
         start = time.perf_counter() if start is None else start
-        before = analyze(self.model, self.inputs)
-        if groups:
-            apply_keep(self.model, graph, keep, self.inputs)
-        after = analyze(self.model, self.inputs)
+        before = graph.stats or analyze(self.model, self.inputs)
+        after = apply_keep(self.model, graph, keep, self.inputs) if groups else before
         self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
         _REPORTS[self.model] = self.report
         return self
