@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 import time
@@ -21,6 +20,7 @@ from torchslim.graph.trace import ChannelGraph, matches, trace
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
 from torchslim.prune.report import PruneReport, build_report
+from torchslim.prune.target import search_keep
 
 log = logging.getLogger("torchslim.prune")
 
@@ -288,11 +288,19 @@ class Pruner:
         """Trace, score and remove channels; the model object is shrunk in place."""
         start = time.perf_counter()
         graph, groups, scores = self._graph_and_scores()
-        scale = 1.0
-        if self.config.target_macs is not None:
+        cfg = self.config
+
+        def select(scale: float) -> Keep:
+            return select_channels(groups, scores, cfg, scale)
+
+        if cfg.target_macs is None:
+            keep = select(1.0)
+        else:
             base = graph.stats.macs if graph.stats else analyze(self.model, self.inputs).macs
-            scale = self._search_scale(graph, groups, scores, base)
-        keep = select_channels(groups, scores, self.config, scale)
+            top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
+            keep = search_keep(
+                self.model, graph, groups, scores, select, self.inputs, base, cfg.target_macs, top
+            )
         return self.apply(graph, groups, keep, start)
 
     def apply(
@@ -305,41 +313,6 @@ class Pruner:
         self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
         _REPORTS[self.model] = self.report
         return self
-
-    def _search_scale(
-        self, graph: ChannelGraph, groups: list[Group], scores: dict, base_macs: int
-    ) -> float:
-        """Bisection on a multiplier of the ratios until MACs land within 1% of the target."""
-        cfg = self.config
-        goal = cfg.target_macs * base_macs
-        ratio = cfg.ratio if cfg.ratio > 0 else 0.5
-        lo, hi = 0.0, cfg.max_ratio / ratio
-        best, best_err = hi, float("inf")
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            macs = self._macs_after(graph, groups, scores, mid)
-            err = abs(macs - goal) / base_macs
-            if err < best_err:
-                best, best_err = mid, err
-            if err <= 0.002:
-                break
-            lo, hi = (mid, hi) if macs > goal else (lo, mid)
-        if best_err > 0.01:
-            log.warning(
-                "target_macs %.3f: closest reachable is %.3f of the MACs",
-                cfg.target_macs,
-                cfg.target_macs + best_err,
-            )
-        return best
-
-    def _macs_after(self, graph: ChannelGraph, groups: list[Group], scores: dict, s: float) -> int:
-        keep = select_channels(groups, scores, self.config, s)
-        clone = copy.deepcopy(self.model)
-        twin = copy.copy(graph)
-        twin.model = clone
-        slice_tensors(twin, keep)
-        shrink_modules(clone, twin, keep)
-        return analyze(clone, self.inputs).macs
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: tuple(p.shape) for n, p in self.model.named_parameters()}

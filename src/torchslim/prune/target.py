@@ -1,0 +1,111 @@
+"""Find the channels to keep so that the pruned model lands on a MACs target.
+
+Two stages: bisection on a multiplier of the configured ratios (coarse: every group moves at
+once), then bisection on how many of the remaining candidate channels — ordered by their
+group-normalised importance — to remove one by one, which reaches single-channel granularity.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from torchslim.analysis import Inputs, analyze
+from torchslim.graph.trace import ChannelGraph
+from torchslim.prune.apply import Keep, shrink_modules, slice_tensors
+from torchslim.prune.importance import Group
+
+log = logging.getLogger("torchslim.prune")
+TOLERANCE = 0.002  # stop searching when within 0.2% of the original MACs
+
+
+def macs_with(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: Inputs) -> int:
+    """MACs of a pruned copy of ``model`` (the model itself is untouched)."""
+    clone = copy.deepcopy(model)
+    twin = copy.copy(graph)
+    twin.model = clone
+    slice_tensors(twin, keep)
+    shrink_modules(clone, twin, keep)
+    return analyze(clone, inputs).macs
+
+
+def _bracket(
+    select: Callable[[float], Keep], measure: Callable[[Keep], int], goal: float, top: float
+) -> tuple[Keep, Keep | None]:
+    """Keeps at two scales around the goal: (MACs above the goal, MACs at or below it)."""
+    lo, hi = 0.0, top
+    above, below = select(0.0), None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        keep = select(mid)
+        if measure(keep) > goal:
+            lo, above = mid, keep
+        else:
+            hi, below = mid, keep
+        if hi - lo < 1e-3:
+            break
+    if below is None:
+        top_keep = select(top)
+        below = top_keep if measure(top_keep) <= goal else None
+    return above, below
+
+
+def search_keep(
+    model: nn.Module,
+    graph: ChannelGraph,
+    groups: list[Group],
+    scores: dict[int, torch.Tensor],
+    select: Callable[[float], Keep],
+    inputs: Inputs,
+    base_macs: int,
+    target: float,
+    top_scale: float,
+) -> Keep:
+    """Kept channels whose pruned model has MACs closest to ``target * base_macs``."""
+    goal = target * base_macs
+    cache: dict[tuple, int] = {}
+
+    def measure(keep: Keep) -> int:
+        key = tuple((g, len(v)) for g, v in sorted(keep.items()))
+        if key not in cache:
+            cache[key] = macs_with(model, graph, keep, inputs)
+        return cache[key]
+
+    above, below = _bracket(select, measure, goal, top_scale)
+    if below is None:
+        log.warning("target_macs %.3f is out of reach; pruning as far as allowed", target)
+        return select(top_scale)
+    # Candidates: channels kept "above" but dropped "below", least important first.
+    candidates = []
+    for g in groups:
+        dropped = set(above[g.id].tolist()) - set(below[g.id].tolist())
+        norm = scores[g.id] / (scores[g.id].mean() + 1e-12)
+        candidates += [(float(norm[c]), g.id, c) for c in dropped]
+    candidates.sort()
+
+    def keep_without(n: int) -> Keep:
+        removed: dict[int, set[int]] = {}
+        for _, gid, c in candidates[:n]:
+            removed.setdefault(gid, set()).add(c)
+        return {
+            gid: torch.tensor([c for c in idx.tolist() if c not in removed.get(gid, ())])
+            for gid, idx in above.items()
+        }
+
+    lo, hi = 0, len(candidates)  # MACs(keep_without(lo)) > goal >= MACs(keep_without(hi))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if measure(keep_without(mid)) > goal:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda n: abs(measure(keep_without(n)) - goal))
+    keep = keep_without(best)
+    err = abs(measure(keep) - goal) / base_macs
+    if err > 0.01:
+        log.warning("target_macs %.3f: closest reachable is within %.3f", target, err)
+    return keep
