@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from torchslim.analysis import ModelStats, counting
 from torchslim.errors import UnsupportedOpError
+from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
     HANDLERS,
     NO_CHANNELS,
