@@ -7,7 +7,6 @@ overload-packet name; new ops are a few lines each (see :func:`register_op`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,10 +303,6 @@ def untracked_outputs(ctx: OpContext) -> list[list[Layout]]:
 
 def has_channels(ctx: OpContext, tensors: Sequence[T]) -> bool:
     return any(ctx.spaces.atoms(d) for t in tensors for d in t.dims)
-
-
-def numel(shape: Sequence[int]) -> int:
-    return math.prod(shape)
 
 
 @register_op("as_strided", "as_strided_", "resize_", "set_", "_reshape_copy")
