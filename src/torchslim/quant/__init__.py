@@ -1,5 +1,6 @@
-"""Quantization: observers and range mappings (PTQ, QAT, binary and PQ build on these)."""
+"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT)."""
 
+from torchslim.quant.fake_quant import PACT, FakeQuantize, LSQQuantize, fake_quantize, round_ste
 from torchslim.quant.observers import (
     Calibration,
     Mapping,
@@ -10,10 +11,15 @@ from torchslim.quant.observers import (
 )
 
 __all__ = [
+    "PACT",
     "Calibration",
+    "FakeQuantize",
+    "LSQQuantize",
     "Mapping",
     "Observer",
     "QuantSpec",
     "affine_qparams",
+    "fake_quantize",
+    "round_ste",
     "symmetric_qparams",
 ]

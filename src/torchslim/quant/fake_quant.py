@@ -1,0 +1,139 @@
+"""Fake quantization for training: straight-through rounding, LSQ scales, PACT clipping.
+
+All quantizers map a float tensor to the float values of its quantized grid (quantize then
+dequantize) so the rest of the network is unchanged; gradients pass with the straight-through
+estimator (STE).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from torchslim.quant.observers import Observer, QuantSpec
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity gradient backward.
+
+    Example:
+        >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+        >>> round_ste(x).sum().backward(); x.grad.tolist()
+        [1.0, 1.0]
+    """
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int, axis: int = 0
+) -> torch.Tensor:
+    """Quantize-dequantize with STE; inputs outside the range get zero gradient (clipped).
+
+    ``scale``/``zero`` are scalars or one value per channel along ``axis``.
+
+    Example:
+        >>> fake_quantize(torch.tensor([0.26, 5.0]), torch.tensor(0.1), torch.tensor(0), -8, 7)
+        tensor([0.3000, 0.7000])
+    """
+    if scale.numel() > 1:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    q = torch.clamp(round_ste(x / scale) + zero, qmin, qmax)
+    return (q - zero) * scale
+
+
+class FakeQuantize(nn.Module):
+    """Observe (while ``observing``), then fake-quantize with the observed scale and zero point.
+
+    Example:
+        >>> fq = FakeQuantize(QuantSpec(bits=4, mapping="symmetric"))
+        >>> _ = fq(torch.tensor([-0.7, 0.7]))  # calibrates
+        >>> fq.observing = False
+        >>> fq(torch.tensor([0.33])).item()
+        0.3
+    """
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.observer = Observer(spec)
+        self.observing = True
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            self.observer(x)
+        if not self.enabled or self.observer.min_val.numel() == 0:
+            return x
+        scale, zero = self.observer.qparams()
+        qmin, qmax = self.spec.qrange
+        return fake_quantize(x, scale.to(x.dtype), zero.to(x.dtype), qmin, qmax, self.spec.ch_axis)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"bits={s.bits}, mapping={s.mapping.value}, per_channel={s.per_channel}"
+
+
+class LSQQuantize(nn.Module):
+    """Learned step size quantization (Esser et al. 2020): the scale is a trained parameter.
+
+    The scale's gradient is scaled by ``1 / sqrt(numel * qmax)`` as in the paper; the scale is
+    initialised from the first batch as ``2 * mean|x| / sqrt(qmax)``.
+    """
+
+    def __init__(self, spec: QuantSpec, channels: int = 1) -> None:
+        super().__init__()
+        self.spec = spec
+        self.scale = nn.Parameter(torch.ones(channels if spec.per_channel else 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = self.spec.qrange
+        per_ch = self.spec.per_channel and self.scale.numel() > 1
+        if not bool(self.initialized):
+            with torch.no_grad():
+                dims = [d for d in range(x.ndim) if d != self.spec.ch_axis] if per_ch else None
+                mean = x.abs().mean(dims) if dims is not None else x.abs().mean()
+                self.scale.copy_((2 * mean / math.sqrt(qmax)).clamp(min=1e-8).reshape(-1))
+                self.initialized.fill_(True)
+        per_scale = x.numel() / self.scale.numel()
+        g = 1.0 / math.sqrt(per_scale * qmax)
+        scale = self.scale * g + (self.scale - self.scale * g).detach()  # value s, grad g·ds
+        if per_ch:
+            shape = [1] * x.ndim
+            shape[self.spec.ch_axis] = -1
+            scale = scale.reshape(shape)
+        return torch.clamp(round_ste(x / scale), qmin, qmax) * scale
+
+
+class PACT(nn.Module):
+    """PACT (Choi et al. 2018): a ReLU with a learned clipping level α, quantized to k bits.
+
+    ``two_sided=True`` clips to ``[-α, α]`` and quantizes symmetrically (for activations that
+    are not followed by a ReLU). ∂y/∂α is 1 where the input is clipped, 0 elsewhere (the
+    paper's STE).
+
+    Example:
+        >>> pact = PACT(bits=2, alpha=3.0)
+        >>> pact(torch.tensor([-1.0, 0.9, 2.2, 9.0])).tolist()
+        [0.0, 1.0, 2.0, 3.0]
+    """
+
+    def __init__(self, bits: int = 4, alpha: float = 10.0, two_sided: bool = False) -> None:
+        super().__init__()
+        self.bits, self.two_sided = bits, two_sided
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha
+        low = -alpha if self.two_sided else torch.zeros_like(alpha)
+        y = torch.minimum(torch.maximum(x, low), alpha)
+        levels = 2 ** (self.bits - 1) - 1 if self.two_sided else 2**self.bits - 1
+        step = alpha.detach() / levels
+        return y + (torch.round(y / step) * step - y).detach()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, two_sided={self.two_sided}"
