@@ -236,3 +236,21 @@ def test_module_and_weight_mismatches_are_named(tmp_path: Path) -> None:
     model.fc = nn.Sequential(nn.Linear(64, 10))
     with pytest.raises(CheckpointError, match="module 'fc'"):
         serialize.save(model, tmp_path / "m.pt")
+
+
+def test_sparsity_masks_survive_save_and_load(tmp_path: Path) -> None:
+    from torchslim.prune import make_permanent, sparsify
+
+    model = ts.models.create("resnet8", num_classes=10, in_channels=1)
+    sparsify(model, {"sparsity": 0.6})
+    ts.save(model, tmp_path / "sparse.pt")
+    loaded = ts.load(tmp_path / "sparse.pt")
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    with torch.no_grad():  # the masks are live again: pruned weights stay zero after updates
+        for p in loaded.parameters():
+            p.add_(1.0)
+    make_permanent(loaded)
+    zeros = sum(int((m.weight == 0).sum()) for m in loaded.modules() if isinstance(m, nn.Conv2d))
+    total = sum(m.weight.numel() for m in loaded.modules() if isinstance(m, nn.Conv2d))
+    assert zeros / total == pytest.approx(0.6, abs=0.01)

@@ -20,6 +20,7 @@ from torch import nn
 
 from torchslim.config import did_you_mean
 from torchslim.errors import CheckpointError, ConfigError, ModelNotFoundError
+from torchslim.prune.sparsity import apply_masks, make_permanent, masks_of
 from torchslim.train.checkpoint import atomic_save
 
 FORMAT = "torchslim.model/1"
@@ -201,6 +202,25 @@ def save(
         'resnet8.pt'
     """
     spec = _resolve_spec(model, spec)
+    masks = masks_of(model)
+    if masks:
+        # Store plain (masked) weights and the masks beside them, then put the masks back.
+        # (A deep copy would share the parametrized classes that removal edits.)
+        make_permanent(model)
+        try:
+            return _save(model, path, spec, metadata, masks)
+        finally:
+            apply_masks(model, masks)
+    return _save(model, path, spec, metadata, masks)
+
+
+def _save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    spec: dict[str, Any],
+    metadata: Mapping[str, Any] | None,
+    masks: dict[str, Any],
+) -> Path:
     if metadata is not None and not _is_plain(dict(metadata), tensors=True):
         raise ConfigError(
             "metadata: must be plain data (str keys; None, bool, int, float, str, tensors and "
@@ -221,6 +241,7 @@ def save(
         "buffers": _changed_nonpersistent(model, reference),
         "state_dict": _state_dict(model),
         "metadata": None if metadata is None else dict(metadata),
+        "masks": masks,
     }
     return atomic_save(payload, path)
 
@@ -334,6 +355,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     _set_attributes(model, payload["attributes"])
     model.to(map_location)
     _load_weights(model, payload["state_dict"], path)
+    if payload.get("masks"):
+        apply_masks(model, payload["masks"])
     return model
 
 

@@ -421,6 +421,38 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
+def masks_of(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The sparsity masks of a model as plain data: ``{module: {"mask": bool tensor, "pattern"}}``.
+
+    Example:
+        >>> m = sparsify(nn.Sequential(nn.Linear(4, 4)), {"sparsity": 0.5})
+        >>> list(masks_of(m))
+        ['0']
+    """
+    found = {}
+    for name, module in model.named_modules():
+        mask = _mask_of(module)
+        if mask is not None:
+            found[name] = {"mask": mask.mask.clone(), "pattern": mask.pattern}
+    return found
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    """Put masks recorded by :func:`masks_of` back on a model with the same module names."""
+    for name, entry in masks.items():
+        module = model.get_submodule(name)
+        mask = entry["mask"].to(module.weight.device)
+        if tuple(mask.shape) != tuple(module.weight.shape):
+            raise ConfigError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, the weight "
+                f"{tuple(module.weight.shape)}"
+            )
+        parametrize.register_parametrization(
+            module, "weight", WeightMask(mask, entry.get("pattern", UNSTRUCTURED))
+        )
+    return model
+
+
 # -- report ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerSparsity:
