@@ -1,6 +1,7 @@
-"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT)."""
+"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT), BN folding."""
 
 from torchslim.quant.fake_quant import PACT, FakeQuantize, LSQQuantize, fake_quantize, round_ste
+from torchslim.quant.fold import fold_batchnorm, fold_into
 from torchslim.quant.observers import (
     Calibration,
     Mapping,
@@ -20,6 +21,8 @@ __all__ = [
     "QuantSpec",
     "affine_qparams",
     "fake_quantize",
+    "fold_batchnorm",
+    "fold_into",
     "round_ste",
     "symmetric_qparams",
 ]
