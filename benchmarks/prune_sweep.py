@@ -1,0 +1,509 @@
+"""50% channel pruning of every torchvision classification model, torchslim beside Torch-Pruning.
+
+Usage:
+    python benchmarks/prune_sweep.py [--models all|resnet18,vit_b_16]
+        [--tools torchslim,torch-pruning] [--out bench-out/sweep/results.jsonl]
+        [--timeout 900] [--resume]
+    python benchmarks/prune_sweep.py --summary [--out bench-out/sweep/results.jsonl]
+
+Target (issue 3): 80/80 models prune to 50% of the channels, run and keep their output shape;
+torchslim's pruning time at most half of Torch-Pruning's on the same model.
+
+Every (model, tool) pair runs in a fresh subprocess (a crash or a huge model cannot take the sweep
+down, memory is returned, a per-pair timeout is enforced) and appends one JSON line to --out.
+Both tools are measured the same way: parameters and MACs with ``torchslim.analyze`` before and
+after, on the same seeded model and input. ``prune_seconds`` times the pruning call only:
+``ts.prune(model, x, {"ratio": 0.5})`` for torchslim (its before/after report and forward check
+included), pruner construction (DependencyGraph) plus ``pruner.step()`` for Torch-Pruning.
+Torch-Pruning (the project's ``bench`` extra) is set up as its README and torchvision example do:
+L2 magnitude importance, ratio 0.5, the final 1000-way ``nn.Linear`` ignored, ``num_heads`` for
+``nn.MultiheadAttention``, and ``hidden_dim`` reset on torchvision ViTs after the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import inspect
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+TOOLS = ("torchslim", "torch-pruning")
+DEFAULT_OUT = "bench-out/sweep/results.jsonl"
+RATIO = 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: one model, one tool, in this process
+# ----------------------------------------------------------------------------------------------
+
+
+def _input_size(name: str, size: int | None) -> int:
+    if size is not None:
+        return size
+    return 299 if name == "inception_v3" else 224
+
+
+def _build(name: str) -> Any:
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    return torchvision.models.get_model(name, **kwargs).eval()
+
+
+def _shape(out: Any) -> list[int] | None:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return list(out.shape)
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return list(out[0].shape)  # e.g. GoogLeNetOutputs / InceptionOutputs
+    return None
+
+
+def _error(stage: str, exc: BaseException) -> dict[str, str]:
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    return {
+        "error": f"{stage}: {type(exc).__name__}: {first}"[:500],
+        "error_type": type(exc).__name__,
+    }
+
+
+def _prune_torchslim(model: Any, x: Any) -> dict[str, Any]:
+    import torchslim as ts
+
+    start, cpu = time.perf_counter(), time.process_time()
+    ts.prune(model, x, {"ratio": RATIO})
+    return {
+        "prune_seconds": time.perf_counter() - start,
+        "prune_cpu_seconds": time.process_time() - cpu,
+    }
+
+
+def _prune_torch_pruning(model: Any, x: Any) -> dict[str, Any]:
+    import torch_pruning as tp
+    from torch import nn
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    # Names moved between Torch-Pruning releases: take whichever the installed one has.
+    importance_cls = getattr(tp.importance, "GroupMagnitudeImportance", None)
+    importance_cls = importance_cls or tp.importance.MagnitudeImportance
+    pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MagnitudePruner
+    params = inspect.signature(pruner_cls.__init__).parameters
+    ratio_kw = "pruning_ratio" if "pruning_ratio" in params else "ch_sparsity"
+
+    classifiers = [
+        m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1000
+    ]
+    ignored = classifiers[-1:]
+    num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    kwargs: dict[str, Any] = {ratio_kw: RATIO, "ignored_layers": ignored}
+    if num_heads:
+        kwargs["num_heads"] = num_heads
+
+    start, cpu = time.perf_counter(), time.process_time()
+    pruner = pruner_cls(model, x, importance=importance_cls(p=2), **kwargs)
+    pruner.step()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    notes = []
+    if isinstance(model, VisionTransformer):
+        # torchvision's ViT reshapes with a stored hidden_dim; Torch-Pruning's torchvision
+        # example resets it after the step, so do the same (outside the timed region).
+        model.hidden_dim = model.conv_proj.out_channels
+        notes.append("hidden_dim reset after step (as Torch-Pruning's torchvision example)")
+    return {
+        "prune_seconds": seconds,
+        "prune_cpu_seconds": cpu_seconds,
+        "tp_ignored": [n for n, m in model.named_modules() if m in ignored],
+        "tp_num_heads": len(num_heads),
+        "notes": notes,
+    }
+
+
+def _prune(tool: str, model: Any, x: Any) -> dict[str, Any]:
+    if tool == "torchslim":
+        return _prune_torchslim(model, x)
+    if tool == "torch-pruning":
+        return _prune_torch_pruning(model, x)
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def run_pair(
+    name: str, tool: str, size: int | None, threads: int, repeat: int = 1
+) -> dict[str, Any]:
+    """Build, measure, prune, measure again; never raises (errors are recorded).
+
+    With ``repeat`` > 1 the pruning call is first timed on ``repeat - 1`` fresh copies of the
+    model; ``prune_seconds`` is then the minimum over all runs (``prune_seconds_runs`` has each).
+    """
+    import torch
+    import torchvision
+
+    import torchslim as ts
+
+    t_start = time.perf_counter()
+    s = _input_size(name, size)
+    rec: dict[str, Any] = {
+        "model": name,
+        "tool": tool,
+        "ok": False,
+        "error": None,
+        "error_type": None,
+        "input": [1, 3, s, s],
+        "threads": threads,
+        "loadavg_start": round(os.getloadavg()[0], 2),
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+    if tool == "torch-pruning":
+        import torch_pruning as tp
+
+        rec["torch_pruning"] = getattr(tp, "__version__", "?")
+    torch.set_num_threads(threads)
+    stage = "build"
+    try:
+        torch.manual_seed(0)
+        model = _build(name)
+        x = torch.randn(1, 3, s, s)
+        stage = "forward-before"
+        with torch.no_grad():
+            rec["out_shape_before"] = _shape(model(x))
+        stage = "analyze-before"
+        before = ts.analyze(model, x)
+        rec["params_before"], rec["macs_before"] = before.params, before.macs
+        stage = "prune"
+        runs = []
+        for _ in range(repeat - 1):
+            torch.manual_seed(0)
+            extra = _build(name)
+            runs.append(_prune(tool, extra, x))
+            del extra
+        runs.append(_prune(tool, model, x))
+        rec.update(runs[-1])
+        if repeat > 1:
+            rec["prune_seconds_runs"] = [r["prune_seconds"] for r in runs]
+            rec["prune_cpu_seconds_runs"] = [r["prune_cpu_seconds"] for r in runs]
+            rec["prune_seconds"] = min(rec["prune_seconds_runs"])
+            rec["prune_cpu_seconds"] = min(rec["prune_cpu_seconds_runs"])
+        stage = "forward-after"
+        rec["forward_ok"] = False
+        with torch.no_grad():
+            rec["out_shape_after"] = _shape(model(x))
+        rec["forward_ok"] = True
+        rec["shape_ok"] = rec["out_shape_after"] == rec["out_shape_before"]
+        stage = "analyze-after"
+        after = ts.analyze(model, x)
+        rec["params_after"], rec["macs_after"] = after.params, after.macs
+        rec["params_ratio"] = after.params / before.params
+        rec["macs_ratio"] = after.macs / before.macs if before.macs else None
+        rec["pruned"] = after.params < before.params
+        if not rec["shape_ok"]:
+            rec["error"] = (
+                f"output shape changed: {rec['out_shape_before']} -> {rec['out_shape_after']}"
+            )
+            rec["error_type"] = "ShapeMismatch"
+        elif not rec["pruned"]:
+            rec["error"], rec["error_type"] = "nothing was pruned", "NotPruned"
+        rec["ok"] = rec["shape_ok"] and rec["pruned"]
+    except Exception as exc:
+        rec.update(_error(stage, exc))
+        rec["traceback_tail"] = traceback.format_exc().strip().splitlines()[-6:]
+    rec["loadavg_end"] = round(os.getloadavg()[0], 2)
+    rec["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    rec["worker_seconds"] = round(time.perf_counter() - t_start, 2)
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------
+# driver: one subprocess per pair
+# ----------------------------------------------------------------------------------------------
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a process from /proc (0 where unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _wait(proc: subprocess.Popen, timeout: float, max_rss: float) -> tuple[int | None, str, int]:
+    """Wait for the worker; kill it past ``timeout`` s or ``max_rss`` bytes of resident memory.
+
+    Returns (exit code or None if killed, why it was killed, peak RSS seen).
+    """
+    deadline = time.monotonic() + timeout
+    peak = 0
+    while True:
+        try:
+            return proc.wait(timeout=0.5), "", peak
+        except subprocess.TimeoutExpired:
+            pass
+        peak = max(peak, _rss_bytes(proc.pid))
+        why = ""
+        if time.monotonic() > deadline:
+            why = "timeout"
+        elif peak > max_rss:
+            why = "memory"
+        if why:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None, why, peak
+
+
+def _spawn(name: str, tool: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    log_path = logs / f"{name}.{tool}.log"
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        result_path = Path(tmp.name)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--tool", tool]
+    cmd += ["--threads", str(args.threads), "--result", str(result_path)]
+    cmd += ["--repeat", str(args.repeat)]
+    if args.size is not None:
+        cmd += ["--size", str(args.size)]
+    start = time.perf_counter()
+    rec: dict[str, Any] | None = None
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        rc, killed, peak = _wait(proc, args.timeout, args.max_rss_gb * 2**30)
+    wall = round(time.perf_counter() - start, 2)
+    try:
+        if result_path.stat().st_size:
+            rec = json.loads(result_path.read_text())
+    finally:
+        result_path.unlink(missing_ok=True)
+    if rec is None:
+        rec = {"model": name, "tool": tool, "ok": False}
+        if killed == "timeout":
+            rec["error"] = f"timeout: killed after {args.timeout:.0f} s"
+            rec["error_type"] = "Timeout"
+        elif killed == "memory":
+            rec["error"] = (
+                f"memory: killed at {peak / 2**30:.1f} GiB resident (limit {args.max_rss_gb} GiB) "
+                f"after {time.perf_counter() - start:.0f} s"
+            )
+            rec["error_type"] = "MemoryLimit"
+        else:
+            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            rec["error"] = f"worker crashed ({why}): {_log_tail(log_path)}"
+            rec["error_type"] = "WorkerCrash"
+    rec["subprocess_seconds"] = wall
+    rec["driver_peak_rss_mb"] = round(peak / 2**20)
+    return rec
+
+
+def sweep(args: argparse.Namespace) -> None:
+    import torchvision
+
+    every = torchvision.models.list_models(module=torchvision.models)
+    names = every if args.models == "all" else [m.strip() for m in args.models.split(",")]
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise SystemExit(f"unknown models: {', '.join(unknown)}")
+    tools = [t.strip() for t in args.tools.split(",")]
+    bad = sorted(set(tools) - set(TOOLS))
+    if bad:
+        raise SystemExit(f"unknown tools: {', '.join(bad)} (choose from {', '.join(TOOLS)})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    logs = out.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    done = {(r.get("model"), r.get("tool")) for r in _load(out)} if args.resume else set()
+    if not args.resume and out.exists() and out.stat().st_size:
+        print(f"note: appending to existing {out} (the last line per pair wins in --summary)")
+    pairs = [(m, t) for m in names for t in tools if (m, t) not in done]
+    print(f"{len(pairs)} pairs to run ({len(done)} already in {out}), timeout {args.timeout} s")
+    for i, (name, tool) in enumerate(pairs, 1):
+        rec = _spawn(name, tool, args, logs)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        secs = rec.get("prune_seconds")
+        print(
+            f"[{i}/{len(pairs)}] {name:<20} {tool:<14} ok={rec['ok']!s:<5} "
+            f"prune={'-' if secs is None else f'{secs:.2f}s'} "
+            f"MACs={_fmt(rec.get('macs_ratio'))} params={_fmt(rec.get('params_ratio'))} "
+            f"wall={rec['subprocess_seconds']:.0f}s {rec.get('error') or ''}",
+            flush=True,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# summary
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def summary(path: Path) -> str:
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in _load(path):
+        latest[(row["model"], row["tool"])] = row  # the last line per pair wins
+    models = sorted({m for m, _ in latest})
+    head = (
+        "| model | torchslim ok | ts MACs | ts params | ts s | Torch-Pruning ok | TP MACs "
+        "| TP params | TP s | time ts/TP |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    ratios, ratios_both_ok, cpu_ratios = [], [], []
+    ok = dict.fromkeys(TOOLS, 0)
+    ran = dict.fromkeys(TOOLS, 0)
+    total_s = dict.fromkeys(TOOLS, 0.0)
+    for m in models:
+        cells = [m]
+        secs = {}
+        for tool in TOOLS:
+            r = latest.get((m, tool))
+            if r is None:
+                cells += ["not run", "", "", ""]
+                continue
+            ran[tool] += 1
+            ok[tool] += bool(r.get("ok"))
+            secs[tool] = r.get("prune_seconds")
+            if secs[tool] is not None:
+                total_s[tool] += secs[tool]
+            mark = "yes" if r.get("ok") else f"**no** ({r.get('error_type') or '?'})"
+            cells += [
+                mark,
+                _fmt(r.get("macs_ratio")),
+                _fmt(r.get("params_ratio")),
+                _fmt(secs[tool], 2),
+            ]
+        ts_s, tp_s = secs.get("torchslim"), secs.get("torch-pruning")
+        ratio = ts_s / tp_s if ts_s is not None and tp_s else None
+        if ratio is not None:
+            ratios.append(ratio)
+            both = all(latest.get((m, t), {}).get("ok") for t in TOOLS)
+            if both:
+                ratios_both_ok.append(ratio)
+        cpu = [latest.get((m, t), {}).get("prune_cpu_seconds") for t in TOOLS]
+        if None not in cpu and cpu[1]:
+            cpu_ratios.append(cpu[0] / cpu[1])
+        cells.append(_fmt(ratio, 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"models: {len(models)}")
+    for tool in TOOLS:
+        lines.append(f"{tool}: ok {ok[tool]}/{ran[tool]}, total prune time {total_s[tool]:.1f} s")
+    if ratios:
+        half = sum(r <= 0.5 for r in ratios)
+        lines.append(
+            f"time ratio ts/TP (models where both pruning calls returned, n={len(ratios)}): "
+            f"median {statistics.median(ratios):.2f}, min {min(ratios):.2f}, "
+            f"max {max(ratios):.2f}; torchslim <= 0.5 x Torch-Pruning on {half}/{len(ratios)}"
+        )
+    if ratios_both_ok:
+        half = sum(r <= 0.5 for r in ratios_both_ok)
+        lines.append(
+            f"time ratio ts/TP (models where both tools are ok, n={len(ratios_both_ok)}): "
+            f"median {statistics.median(ratios_both_ok):.2f}; "
+            f"torchslim <= 0.5 x Torch-Pruning on {half}/{len(ratios_both_ok)}"
+        )
+    if cpu_ratios:
+        half = sum(r <= 0.5 for r in cpu_ratios)
+        lines.append(
+            f"CPU-time ratio ts/TP (process time of the pruning call, n={len(cpu_ratios)}): "
+            f"median {statistics.median(cpu_ratios):.2f}; "
+            f"torchslim <= 0.5 x Torch-Pruning on {half}/{len(cpu_ratios)}"
+        )
+    for tool in TOOLS:
+        failed = [r for (_, t), r in sorted(latest.items()) if t == tool and not r.get("ok")]
+        lines.append("")
+        lines.append(f"{tool} failures ({len(failed)}):")
+        lines += [f"- {r['model']}: {r.get('error')}" for r in failed]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="all", help="comma list of torchvision names, or all")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input side (default 224; 299 for inception_v3 as torchvision does)",
+    )
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help="comma list of " + ", ".join(TOOLS)
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help="JSON lines file (appended)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per model/tool pair")
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=16,
+        help="kill a worker whose resident memory passes this (protects the shared machine)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time the pruning call on this many fresh copies, keep the minimum",
+    )
+    parser.add_argument("--resume", action="store_true", help="skip pairs already in --out")
+    parser.add_argument("--summary", action="store_true", help="print the Markdown table of --out")
+    parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--tool", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    if args.size is not None and args.size < 75:
+        parser.error("--size must be >= 75 (inception_v3's minimum)")
+    if args.summary:
+        print(summary(Path(args.out)))
+    elif args.worker:
+        rec = run_pair(args.worker, args.tool, args.size, args.threads, args.repeat)
+        rec["python"] = platform.python_version()
+        Path(args.result).write_text(json.dumps(rec))
+        print(json.dumps({k: v for k, v in rec.items() if k != "traceback_tail"}))
+    else:
+        sweep(args)
+
+
+if __name__ == "__main__":
+    main()
