@@ -135,6 +135,21 @@ def _prune_torch_pruning(model: Any, x: Any) -> dict[str, Any]:
     }
 
 
+def _source_version() -> str:
+    """The checkout's commit, with "+dirty" where src/ has uncommitted changes (shared tree)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "?"
+    return (head or "?") + ("+dirty" if dirty else "")
+
+
 def _prune(tool: str, model: Any, x: Any) -> dict[str, Any]:
     if tool == "torchslim":
         return _prune_torchslim(model, x)
@@ -170,6 +185,7 @@ def run_pair(
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "torchslim_source": _source_version(),
     }
     if tool == "torch-pruning":
         import torch_pruning as tp
