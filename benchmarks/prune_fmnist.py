@@ -39,7 +39,16 @@ def main() -> None:
     x = torch.randn(1, 1, 28, 28)
     base_acc = evaluate(base, test, batch_size=512).accuracy
     base_macs = ts.analyze(base, x).macs
-    rows = [("baseline", 1.0, base_acc, base_acc, 0.0, 0.0)]
+    print(f"fine-tune: {args.epochs} epochs, lr {args.lr}, cosine, full 60k train set\n")
+    print("| method | MACs kept | top-1 right after pruning | top-1 after fine-tune | change "
+          "vs baseline | prune s | fine-tune s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+
+    def row(name: str, macs: float, pa: float, fa: float, ps: float, fs: float) -> None:
+        print(f"| {name} | {macs:.3f} | {100 * pa:.2f}% | {100 * fa:.2f}% | "
+              f"{100 * (fa - base_acc):+.2f} | {ps:.1f} | {fs:.0f} |", flush=True)  # fmt: skip
+
+    row("baseline", 1.0, base_acc, base_acc, 0.0, 0.0)
     for method in args.methods.split(","):
         model = copy.deepcopy(base)
         start = time.perf_counter()
@@ -49,7 +58,7 @@ def main() -> None:
             small = stratified_subset(test, per_class=args.sens_samples // 10, seed=1)
 
             def score(m: torch.nn.Module, data: object = small) -> float:
-                return evaluate(m, data, batch_size=512).accuracy
+                return evaluate(m, data, batch_size=512, progress=False).accuracy
 
             result = sensitivity(model, x, score)
             ratios = ratios_for_target(result, args.target_macs)
@@ -64,15 +73,8 @@ def main() -> None:
                "weight_decay": 5e-4, "progress": False, "seed": 0}  # fmt: skip
         Trainer(model, cfg, train, test).fit()
         tune_s = time.perf_counter() - start
-        rows.append((method, macs, pruned_acc, evaluate(model, test, batch_size=512).accuracy,
-                     prune_s, tune_s))  # fmt: skip
-    print(f"\nfine-tune: {args.epochs} epochs, lr {args.lr}, cosine, full 60k train set\n")
-    print("| method | MACs kept | top-1 right after pruning | top-1 after fine-tune | change "
-          "vs baseline | prune s | fine-tune s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for name, macs, pa, fa, ps, ts_ in rows:
-        print(f"| {name} | {macs:.3f} | {100 * pa:.2f}% | {100 * fa:.2f}% | "
-              f"{100 * (fa - base_acc):+.2f} | {ps:.1f} | {ts_:.0f} |")  # fmt: skip
+        final = evaluate(model, test, batch_size=512).accuracy
+        row(method, macs, pruned_acc, final, prune_s, tune_s)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Example:
     True
 """
 
-from torchslim import data, graph, losses, models, prune, train
+from torchslim import data, graph, losses, models, prune, quant, train
 from torchslim.analysis import LayerStats, ModelStats, analyze, measure_latency
 from torchslim.errors import (
     CheckpointError,
@@ -19,7 +19,9 @@ from torchslim.errors import (
     TrainingDivergedError,
     UnsupportedOpError,
 )
+from torchslim.export import ExportReport, export_onnx
 from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
+from torchslim.quant import QuantConfig, quantize
 from torchslim.serialize import load, load_metadata, save
 
 __version__ = "0.1.0"
@@ -28,11 +30,13 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataNotFoundError",
+    "ExportReport",
     "LayerStats",
     "ModelNotFoundError",
     "ModelStats",
     "PruneConfig",
     "PruningError",
+    "QuantConfig",
     "SparsityConfig",
     "TorchslimError",
     "TrainingDivergedError",
@@ -40,6 +44,7 @@ __all__ = [
     "__version__",
     "analyze",
     "data",
+    "export_onnx",
     "graph",
     "load",
     "load_metadata",
@@ -48,6 +53,8 @@ __all__ = [
     "models",
     "prune",
     "prune_report",
+    "quant",
+    "quantize",
     "save",
     "sparsify",
     "train",

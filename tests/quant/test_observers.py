@@ -93,7 +93,12 @@ def test_histogram_rebins_when_range_grows() -> None:
     obs(torch.full((10,), 1.0))
     obs(torch.full((10,), 4.0))
     assert obs.hist.sum().item() == 20 and obs.hist_max.item() == 4.0
+    # all values >= 0: the symmetric range is stored unsigned, so 255 levels span [0, 4]
+    assert obs.qparams()[0].item() == pytest.approx(4 / 255, rel=0.01)
+    assert obs.qrange() == (0, 255)
+    obs(torch.tensor([-0.5]))
     assert obs.qparams()[0].item() == pytest.approx(4 / 127, rel=0.01)
+    assert obs.qrange() == (-128, 127)
 
 
 def test_state_dict_round_trip_and_errors() -> None:

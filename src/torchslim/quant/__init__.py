@@ -1,6 +1,14 @@
-"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT), BN folding."""
+"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT), BN folding, PTQ."""
 
-from torchslim.quant.fake_quant import PACT, FakeQuantize, LSQQuantize, fake_quantize, round_ste
+from torchslim.quant.config import QuantConfig
+from torchslim.quant.fake_quant import (
+    PACT,
+    FakeQuantize,
+    LSQQuantize,
+    WeightQuantize,
+    fake_quantize,
+    round_ste,
+)
 from torchslim.quant.fold import fold_batchnorm, fold_into
 from torchslim.quant.observers import (
     Calibration,
@@ -9,20 +17,30 @@ from torchslim.quant.observers import (
     QuantSpec,
     affine_qparams,
     symmetric_qparams,
+    weight_qparams,
 )
+from torchslim.quant.ptq import DynamicQuantize, QuantReport, QuantState, calibrate, quantize
 
 __all__ = [
     "PACT",
     "Calibration",
+    "DynamicQuantize",
     "FakeQuantize",
     "LSQQuantize",
     "Mapping",
     "Observer",
+    "QuantConfig",
+    "QuantReport",
     "QuantSpec",
+    "QuantState",
+    "WeightQuantize",
     "affine_qparams",
+    "calibrate",
     "fake_quantize",
     "fold_batchnorm",
     "fold_into",
+    "quantize",
     "round_ste",
     "symmetric_qparams",
+    "weight_qparams",
 ]

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from torchslim.quant.observers import Observer, QuantSpec
+from torchslim.quant.observers import Observer, QuantSpec, weight_qparams
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +45,64 @@ def fake_quantize(
     return (q - zero) * scale
 
 
+_ONNX_RANGES = ((-128, 127), (0, 255))
+
+
+def quantize_dequantize(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int, axis: int = 0
+) -> torch.Tensor:
+    """Fake quantization through PyTorch's own ops, which export to ONNX QuantizeLinear +
+    DequantizeLinear; gradients pass straight through inside the range, zero outside.
+
+    Rounds half to even, as ONNX QuantizeLinear does, so PyTorch and ONNX Runtime agree.
+
+    Example:
+        >>> quantize_dequantize(torch.tensor([0.25, 0.35]), torch.tensor(0.1),
+        ...                     torch.tensor(0, dtype=torch.int32), -128, 127)
+        tensor([0.2000, 0.4000])
+    """
+    scale = scale.to(torch.float32)
+    zero = zero.to(torch.int32)
+    if torch.onnx.is_in_onnx_export() and (qmin, qmax) not in _ONNX_RANGES:
+        # ONNX holds 8-bit integers: clip to the narrower grid, then use the 8-bit container
+        shape = [-1 if d == axis else 1 for d in range(x.ndim)] if scale.numel() > 1 else []
+        lo = ((qmin - zero) * scale).reshape(shape)
+        hi = ((qmax - zero) * scale).reshape(shape)
+        x = torch.maximum(torch.minimum(x, hi), lo)
+        qmin, qmax = (-128, 127) if qmin < 0 else (0, 255)
+    if scale.numel() > 1:
+        return torch.fake_quantize_per_channel_affine(x, scale, zero, axis, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero.reshape(()), qmin, qmax)
+
+
+class WeightQuantize(nn.Module):
+    """Fake-quantizes a weight with qparams computed from the weight itself on every call.
+
+    Example:
+        >>> wq = WeightQuantize(QuantSpec(bits=8, per_channel=True))
+        >>> w = torch.tensor([[1.27, 0.004], [0.5, -0.25]])
+        >>> wq(w)[0].tolist()
+        [1.2699999809265137, 0.0]
+    """
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.enabled = True
+        self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # set during export
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        scale, zero = self.frozen if self.frozen is not None else weight_qparams(w, self.spec)
+        qmin, qmax = self.spec.qrange
+        return quantize_dequantize(w, scale, zero, qmin, qmax, self.spec.ch_axis)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"bits={s.bits}, mapping={s.mapping.value}, per_channel={s.per_channel}"
+
+
 class FakeQuantize(nn.Module):
     """Observe (while ``observing``), then fake-quantize with the observed scale and zero point.
 
@@ -52,7 +110,7 @@ class FakeQuantize(nn.Module):
         >>> fq = FakeQuantize(QuantSpec(bits=4, mapping="symmetric"))
         >>> _ = fq(torch.tensor([-0.7, 0.7]))  # calibrates
         >>> fq.observing = False
-        >>> fq(torch.tensor([0.33])).item()
+        >>> round(fq(torch.tensor([0.33])).item(), 6)
         0.3
     """
 
@@ -60,21 +118,68 @@ class FakeQuantize(nn.Module):
         super().__init__()
         self.spec = spec
         self.observer = Observer(spec)
-        self.observing = True
         self.enabled = True
+        self._observing = True
+        self._frozen: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+
+    @property
+    def observing(self) -> bool:
+        """While True, every input updates the range; qparams are recomputed from it."""
+        return self._observing
+
+    @observing.setter
+    def observing(self, value: bool) -> None:
+        self._observing = value
+        self._frozen = None
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        self._frozen = None  # new ranges: recompute the scale
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``(scale, zero_point, qmin, qmax)`` from the observed range (cached once frozen)."""
+        if self._frozen is not None:
+            return self._frozen
+        scale, zero = self.observer.qparams()
+        params = (scale.detach(), zero, *self.observer.qrange())
+        if not self._observing:
+            self._frozen = params
+        return params
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing:
+        if self._observing:
             self.observer(x)
         if not self.enabled or self.observer.min_val.numel() == 0:
             return x
-        scale, zero = self.observer.qparams()
-        qmin, qmax = self.spec.qrange
-        return fake_quantize(x, scale.to(x.dtype), zero.to(x.dtype), qmin, qmax, self.spec.ch_axis)
+        scale, zero, qmin, qmax = self.qparams()
+        return quantize_dequantize(x, scale, zero, qmin, qmax, self.spec.ch_axis)
 
     def extra_repr(self) -> str:
         s = self.spec
         return f"bits={s.bits}, mapping={s.mapping.value}, per_channel={s.per_channel}"
+
+
+class SharedQuantize(nn.Module):
+    """Fake-quantizes with another quantizer's scale and zero point (for max-pool, reshape).
+
+    Example:
+        >>> src = FakeQuantize(QuantSpec(bits=8, mapping="affine"))
+        >>> _ = src(torch.tensor([0.0, 2.55])); src.observing = False
+        >>> SharedQuantize(src)(torch.tensor([1.004])).tolist()
+        [1.0]
+    """
+
+    def __init__(self, source: FakeQuantize) -> None:
+        super().__init__()
+        self.__dict__["source"] = source  # a reference, not a submodule
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        src = self.source
+        if not self.enabled or not src.enabled or src.observer.min_val.numel() == 0:
+            return x
+        scale, zero, qmin, qmax = src.qparams()
+        return quantize_dequantize(x, scale, zero, qmin, qmax)
 
 
 class LSQQuantize(nn.Module):

@@ -106,15 +106,20 @@ def affine_qparams(
     return scale, zero
 
 
-def _histogram_threshold(hist: torch.Tensor, edges_max: float, spec: QuantSpec) -> float:
-    """Clipping threshold on a histogram of |x| over ``[0, edges_max]``."""
+def _histogram_threshold(
+    hist: torch.Tensor, edges_max: float, spec: QuantSpec, unsigned: bool = False
+) -> float:
+    """Clipping threshold on a histogram of |x| over ``[0, edges_max]``.
+
+    ``unsigned``: the values are all >= 0 and use every level of the integer range.
+    """
     bins = hist.numel()
     width = edges_max / bins
     if spec.calibration is Calibration.PERCENTILE:
         cdf = hist.cumsum(0) / hist.sum().clamp(min=1)
         idx = int(torch.searchsorted(cdf, torch.tensor(spec.percentile / 100)).clamp(max=bins - 1))
         return (idx + 1) * width
-    levels = 2 ** (spec.bits - 1)
+    levels = 2 ** (spec.bits - (0 if unsigned else 1))
     if spec.calibration is Calibration.KL:
         return (_kl_bin(hist, levels) + 1) * width
     return _mse_threshold(hist, width, levels - 1)
@@ -214,15 +219,76 @@ class Observer(nn.Module):
         if float(self.hist_max) > 0:
             self.hist += torch.histc(a, self.HIST_BINS, 0, float(self.hist_max))
 
+    @property
+    def unsigned(self) -> bool:
+        """Symmetric per-tensor range that saw no negative value (e.g. after a ReLU)."""
+        spec = self.spec
+        return spec.symmetric and not spec.per_channel and bool((self.min_val >= 0).all())
+
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero point (per channel when configured)."""
+        """Scale and zero point (per channel when configured).
+
+        A symmetric range over non-negative values is mapped onto the unsigned integer range
+        with zero point 0 (one more bit of resolution); see :meth:`qrange`.
+        """
         if self.min_val.numel() == 0:
             raise ConfigError("observer saw no data: run calibration batches through the model")
         spec = self.spec
         if spec.mapping is Mapping.AFFINE:
             return affine_qparams(self.min_val, self.max_val, spec.bits)
+        unsigned = self.unsigned
         absmax = torch.maximum(self.min_val.abs(), self.max_val.abs())
         if spec.mapping is Mapping.SATURATING and not spec.per_channel and self.hist.sum() > 0:
-            threshold = _histogram_threshold(self.hist, float(self.hist_max), spec)
+            threshold = _histogram_threshold(self.hist, float(self.hist_max), spec, unsigned)
             absmax = torch.tensor(min(threshold, float(absmax)))
+        if unsigned:
+            return symmetric_qparams(absmax, spec.bits + 1)  # scale = absmax / (2^bits - 1)
         return symmetric_qparams(absmax, spec.bits)
+
+    def qrange(self) -> tuple[int, int]:
+        """The integer range the scale maps onto (unsigned for non-negative symmetric ranges)."""
+        if self.min_val.numel() and self.unsigned:
+            return 0, 2**self.spec.bits - 1
+        return self.spec.qrange
+
+
+def weight_qparams(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of a weight tensor, computed from the tensor itself.
+
+    Saturating weights clip per channel: by ``percentile`` of |w|, or (``kl``/``mse``) at the
+    threshold that minimises the squared rounding-plus-clipping error, searched on a grid.
+
+    Example:
+        >>> s, _ = weight_qparams(torch.tensor([[1.27, -0.5], [0.127, 0.0]]),
+        ...                       QuantSpec(per_channel=True))
+        >>> [round(v, 4) for v in s.tolist()]
+        [0.01, 0.001]
+    """
+    w = w.detach().float()
+    if spec.per_channel:
+        flat = w.movedim(spec.ch_axis, 0).reshape(w.shape[spec.ch_axis], -1)
+    else:
+        flat = w.reshape(1, -1)
+    if spec.mapping is Mapping.AFFINE:
+        s, z = affine_qparams(flat.min(1).values, flat.max(1).values, spec.bits)
+    else:
+        absmax = flat.abs().max(1).values
+        if spec.mapping is Mapping.SATURATING:
+            absmax = _weight_threshold(flat.abs(), absmax, spec)
+        s, z = symmetric_qparams(absmax, spec.bits)
+    return (s, z) if spec.per_channel else (s[0], z[0])
+
+
+def _weight_threshold(a: torch.Tensor, absmax: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    if spec.calibration is Calibration.PERCENTILE:
+        return torch.quantile(a, spec.percentile / 100, dim=1).clamp(min=1e-12)
+    qmax = 2 ** (spec.bits - 1) - 1
+    best, best_err = absmax.clone(), torch.full_like(absmax, math.inf)
+    for frac in torch.linspace(0.3, 1.0, 36).tolist():
+        t = (absmax * frac).clamp(min=1e-12)[:, None]
+        scale = t / qmax
+        err = ((torch.clamp(torch.round(a / scale), max=qmax) * scale - a) ** 2).sum(1)
+        better = err < best_err
+        best = torch.where(better, t[:, 0], best)
+        best_err = torch.where(better, err, best_err)
+    return best

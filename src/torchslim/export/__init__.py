@@ -1,0 +1,5 @@
+"""Export: ONNX files (int8 QDQ for quantized models) checked by running them in ONNX Runtime."""
+
+from torchslim.export.onnx import ExportError, ExportReport, export_onnx, ort_session
+
+__all__ = ["ExportError", "ExportReport", "export_onnx", "ort_session"]

@@ -1,0 +1,65 @@
+"""The quantization config: bit widths, range mappings, calibration, what to keep in float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchslim.errors import ConfigError
+from torchslim.quant.observers import Calibration, Mapping, QuantSpec
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How ``ts.quantize`` quantizes weights and activations.
+
+    Weights default to per-channel symmetric int8, activations to affine (asymmetric) int8 —
+    the layout ONNX Runtime's int8 kernels run fastest. ``act_mapping="saturating"`` with
+    ``calibration`` percentile / kl / mse clips outliers; a symmetric activation range whose
+    calibration saw no negative values is stored unsigned (zero point 0), as TensorRT does.
+
+    Example:
+        >>> QuantConfig(weight_bits=8, act_bits=8, per_channel=True).act_spec().mapping.value
+        'affine'
+    """
+
+    weight_bits: int = 8
+    act_bits: int = 8
+    per_channel: bool = True  # per output channel weight scales
+    weight_mapping: Mapping = Mapping.SYMMETRIC
+    act_mapping: Mapping = Mapping.AFFINE
+    calibration: Calibration = Calibration.PERCENTILE  # threshold search for "saturating"
+    percentile: float = 99.99
+    calib_batches: int = 32  # at most this many batches of calib_data are used
+    bias_correction: bool = False  # remove the mean output shift caused by weight rounding
+    fold_bn: bool = True
+    skip: tuple[str, ...] = ()  # module selectors kept in float
+    auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
+    dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
+    first_layer_bits: int | None = None  # weight bits of the first quantized layer (default: same)
+    last_layer_bits: int | None = None  # weight bits of the last quantized layer (default: same)
+
+    def __post_init__(self) -> None:
+        for name in ("weight_mapping", "act_mapping"):
+            object.__setattr__(self, name, Mapping(getattr(self, name)))
+        object.__setattr__(self, "calibration", Calibration(self.calibration))
+        for name in ("weight_bits", "act_bits", "first_layer_bits", "last_layer_bits"):
+            bits = getattr(self, name)
+            if bits is not None and not 2 <= bits <= 8:
+                raise ConfigError(f"{name}: must be in 2..8, got {bits}")
+        if self.calib_batches < 1:
+            raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
+        if self.auto_skip < 0:
+            raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
+        self.weight_spec()  # validates percentile through QuantSpec
+
+    def weight_spec(self, bits: int | None = None) -> QuantSpec:
+        """The spec of a weight quantizer (per output channel when ``per_channel``)."""
+        mapping = self.weight_mapping
+        return QuantSpec(bits=bits or self.weight_bits, mapping=mapping,
+                         per_channel=self.per_channel, ch_axis=0,
+                         calibration=self.calibration, percentile=self.percentile)  # fmt: skip
+
+    def act_spec(self) -> QuantSpec:
+        """The spec of an activation quantizer (always per tensor)."""
+        return QuantSpec(bits=self.act_bits, mapping=self.act_mapping,
+                         calibration=self.calibration, percentile=self.percentile)  # fmt: skip

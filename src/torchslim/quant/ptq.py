@@ -1,0 +1,274 @@
+"""Static and dynamic post-training quantization: ``ts.quantize(model, calib_data, config)``."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from tqdm.auto import tqdm
+
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError
+from torchslim.graph.trace import matches
+from torchslim.quant.config import QuantConfig
+from torchslim.quant.fake_quant import FakeQuantize, SharedQuantize, WeightQuantize
+from torchslim.quant.fold import fold_batchnorm
+from torchslim.quant.placement import (
+    Placement,
+    drop_identities,
+    insert_quantizers,
+    plan,
+    trace_for_quant,
+)
+from torchslim.quant.qmodules import is_quantizable, to_quantized
+from torchslim.quant.report import QuantReport, layer_report
+
+log = logging.getLogger("torchslim.quant")
+
+
+class DynamicQuantize(nn.Module):
+    """Affine per-tensor fake quantization with the range of the current input (no calibration).
+
+    Example:
+        >>> dq = DynamicQuantize(8)
+        >>> dq(torch.tensor([0.0, 1.0, 2.55])).tolist()
+        [0.0, 1.0, 2.549999952316284]
+    """
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__()
+        self.bits = bits
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        from torchslim.quant.fake_quant import quantize_dequantize
+        from torchslim.quant.observers import affine_qparams
+
+        lo, hi = x.detach().min(), x.detach().max()
+        scale, zero = affine_qparams(lo, hi, self.bits)
+        return quantize_dequantize(x, scale, zero, 0, 2**self.bits - 1)
+
+
+@dataclass
+class QuantState:
+    """Recorded on a quantized model as ``model.quant_state``: what was done to it."""
+
+    config: QuantConfig
+    placement: Placement | None
+    layers: list[str]
+    skipped: list[str]
+
+
+def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Model inputs from a loader yielding tensors, ``(inputs, targets)`` or input tuples.
+
+    Example:
+        >>> next(calib_inputs([(torch.ones(2, 3), torch.zeros(2))], 1))[0].shape
+        torch.Size([2, 3])
+    """
+    for batch in itertools.islice(calib_data, limit):
+        if isinstance(batch, torch.Tensor):
+            yield (batch,)
+        elif isinstance(batch, (list, tuple)) and batch:
+            first = batch[0]
+            yield tuple(first) if isinstance(first, (list, tuple)) else (first,)
+        else:
+            raise ConfigError(
+                f"calib_data: batches must be tensors or (inputs, targets) pairs, got "
+                f"{type(batch).__name__}"
+            )
+
+
+def _selected(model: nn.Module, selectors: Iterable[str]) -> set[str]:
+    names: set[str] = set()
+    modules = list(model.named_modules())
+    for sel in selectors:
+        hit = {n for n, m in modules if n and matches(n, m, sel)}
+        if not hit:
+            sample = ", ".join(n for n, _ in modules[1:6])
+            raise ConfigError(
+                f"skip: selector {sel!r} matches no module (names look like: {sample}; "
+                "types like Linear also work)"
+            )
+        names |= hit
+    return names
+
+
+def _weight_bits(cfg: QuantConfig, index: int, count: int) -> int:
+    if index == 0 and cfg.first_layer_bits:
+        return cfg.first_layer_bits
+    if index == count - 1 and cfg.last_layer_bits:
+        return cfg.last_layer_bits
+    return cfg.weight_bits
+
+
+def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> fx.GraphModule:
+    gm = trace_for_quant(copy.deepcopy(float_model))
+    drop_identities(gm)
+    layers, tensors = plan(gm, lambda name: name not in skip)
+    if not layers:
+        raise ConfigError("ts.quantize: no Conv/Linear layer left to quantize (check skip=)")
+
+    def quantize_module(name: str, index: int) -> None:
+        bits = _weight_bits(cfg, index, len(layers))
+        to_quantized(gm.get_submodule(name), cfg.weight_spec(bits))
+
+    placement = insert_quantizers(gm, layers, tensors, lambda: FakeQuantize(cfg.act_spec()),
+                                  quantize_module, SharedQuantize)  # fmt: skip
+    gm.quant_state = QuantState(cfg, placement, list(placement.layers), sorted(skip))
+    return gm
+
+
+def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> nn.Module:
+    model = copy.deepcopy(float_model)
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and is_quantizable(m) and n not in skip]  # fmt: skip
+    if not names:
+        raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
+    for i, name in enumerate(names):
+        layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
+            _weight_bits(cfg, i, len(names))))  # fmt: skip
+        layer.input_fake_quant = DynamicQuantize(cfg.act_bits)
+        layer.register_forward_pre_hook(_quantize_input)
+    model.quant_state = QuantState(cfg, None, names, sorted(skip))
+    return model
+
+
+def _quantize_input(module: nn.Module, args: tuple) -> tuple:
+    return (module.input_fake_quant(args[0]), *args[1:])
+
+
+_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize)
+
+
+def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
+                   observing: bool | None = None) -> None:  # fmt: skip
+    """Switch every quantizer of ``model`` on/off, or its observers on/off."""
+    for m in model.modules():
+        if isinstance(m, _SWITCHABLE) and enabled is not None:
+            m.enabled = enabled
+        if isinstance(m, FakeQuantize) and observing is not None:
+            m.observing = observing
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]],
+              progress: bool = True, total: int | None = None) -> int:  # fmt: skip
+    """Run float batches through the model with observers recording ranges; then freeze them."""
+    set_quantizers(model, enabled=False, observing=True)
+    seen = 0
+    for inputs in tqdm(batches, total=total, disable=not progress, desc="calibrate", unit="batch"):
+        model(*inputs)
+        seen += 1
+    if seen == 0:
+        raise ConfigError("calib_data: yielded no batches; pass a loader with at least one")
+    set_quantizers(model, enabled=True, observing=False)
+    return seen
+
+
+@torch.no_grad()
+def correct_bias(model: nn.Module, layers: Iterable[str],
+                 batches: Iterable[tuple[torch.Tensor, ...]]) -> None:  # fmt: skip
+    """Empirical bias correction: add back each layer's mean output shift due to weight rounding.
+
+    The shift is measured on the layer's real (quantized) input, per output channel.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
+        layer = model.get_submodule(name)
+
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor, name: str = name) -> None:
+            x = args[0]
+            if isinstance(mod, nn.Linear):
+                ref = F.linear(x, mod.weight)
+                diff = (ref - F.linear(x, mod.quantized_weight())).reshape(-1, ref.shape[-1])
+                d = diff.mean(0)
+            else:
+                ref = mod._conv_forward(x, mod.weight, None)
+                diff = ref - mod._conv_forward(x, mod.quantized_weight(), None)
+                d = diff.transpose(0, 1).reshape(diff.shape[1], -1).mean(1)
+            sums[name] = sums.get(name, 0) + d
+
+        handles.append(layer.register_forward_hook(hook))
+    count = 0
+    try:
+        for inputs in batches:
+            model(*inputs)
+            count += 1
+    finally:
+        for h in handles:
+            h.remove()
+    for name, total in sums.items():
+        layer = model.get_submodule(name)
+        shift = total / max(count, 1)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(shift)
+        else:
+            layer.bias.add_(shift)
+
+
+def quantize(
+    model: nn.Module,
+    calib_data: Iterable[Any] | None,
+    config: QuantConfig | Mapping[str, Any] | None = None,
+    *,
+    progress: bool = True,
+) -> nn.Module:
+    """Post-training quantization: fold BN, place quantizers, calibrate, optionally bias-correct.
+
+    Returns a new fake-quantized model (the input model is not changed) that computes what the
+    int8 graph computes; ``ts.export_onnx`` writes it as a QDQ ONNX file with int8 weights.
+    ``model.quant_report`` holds the per-layer SQNR table. With ``dynamic=True`` only Linear
+    layers are quantized, activations at run time, and ``calib_data`` may be ``None``.
+
+    Example:
+        >>> import torchslim as ts
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        ...                     nn.Flatten(), nn.Linear(144, 3)).eval()
+        >>> data = [torch.randn(8, 1, 8, 8) for _ in range(4)]
+        >>> q = ts.quantize(net, data, {"weight_bits": 8, "act_bits": 8}, progress=False)
+        >>> q.quant_state.layers
+        ['0', '4']
+    """
+    cfg = from_dict(QuantConfig, config)
+    float_model = copy.deepcopy(model).eval()
+    skip = _selected(float_model, cfg.skip)
+    if cfg.dynamic:
+        qmodel = _build_dynamic(float_model, cfg, skip)
+        qmodel.quant_report = None
+        return qmodel
+    if calib_data is None:
+        raise ConfigError("calib_data: static quantization needs calibration batches "
+                          "(or set dynamic=True)")  # fmt: skip
+    if cfg.fold_bn:
+        fold_batchnorm(float_model)
+    keep = list(calib_inputs(calib_data, cfg.calib_batches))
+    qmodel = _build_static(float_model, cfg, skip)
+    calibrate(qmodel, keep, progress, total=len(keep))
+    report_batches = keep[:2]
+    report = layer_report(float_model, qmodel, report_batches, isolated=True)
+    if cfg.auto_skip:
+        worst = report.most_harmful(cfg.auto_skip)
+        log.info("auto_skip: keeping %s in float", ", ".join(worst))
+        qmodel = _build_static(float_model, cfg, skip | set(worst))
+        calibrate(qmodel, keep, progress, total=len(keep))
+    if cfg.bias_correction:
+        correct_bias(qmodel, qmodel.quant_state.layers, keep)
+    if cfg.auto_skip or cfg.bias_correction:
+        report = layer_report(float_model, qmodel, report_batches, isolated=False,
+                              isolated_from=report)  # fmt: skip
+    qmodel.quant_report = report
+    return qmodel
+
+
+__all__ = ["DynamicQuantize", "QuantReport", "QuantState", "calibrate", "quantize"]

@@ -1,0 +1,172 @@
+"""Per-layer quantization error: SQNR of each layer's output, and of the model output when only
+that layer is quantized (which layer hurts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(|ref|² / |ref - test|²)`` in dB.
+
+    Example:
+        >>> round(sqnr_db(torch.tensor([1.0, 1.0]), torch.tensor([1.1, 0.9])), 2)
+        20.0
+    """
+    noise = float((ref.float() - test.float()).pow(2).sum())
+    signal = float(ref.float().pow(2).sum())
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(max(signal, 1e-30) / noise)
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model output (tensor, tuple/list, or dict)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, dict) else out
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise TypeError(f"model output has no tensor: {type(out).__name__}")
+
+
+@dataclass
+class LayerError:
+    name: str
+    sqnr_db: float  # the layer's output in the quantized model vs the float model
+    isolated_db: float | None  # model output SQNR when only this layer is quantized
+    in_float: bool = False
+
+
+@dataclass
+class QuantReport:
+    """Per-layer SQNR table; ``str(report)`` prints it, ``most_harmful(k)`` ranks the layers."""
+
+    layers: list[LayerError] = field(default_factory=list)
+    model_sqnr_db: float = math.inf
+    top1_agreement: float | None = None  # argmax agreement with the float model (classifiers)
+
+    def most_harmful(self, k: int) -> list[str]:
+        """The ``k`` quantized layers whose quantization alone costs the most output SQNR."""
+        ranked = [e for e in self.layers if e.isolated_db is not None and not e.in_float]
+        ranked.sort(key=lambda e: e.isolated_db)
+        return [e.name for e in ranked[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_sqnr_db": self.model_sqnr_db, "top1_agreement": self.top1_agreement,
+                "layers": [vars(e) for e in self.layers]}  # fmt: skip
+
+    def __str__(self) -> str:
+        def db(v: float | None) -> str:
+            return "-" if v is None else ("inf" if math.isinf(v) else f"{v:.1f}")
+
+        width = max([len(e.name) for e in self.layers] + [5])
+        lines = [f"{'layer':<{width}}  output SQNR dB  alone: model SQNR dB", "-" * (width + 38)]
+        for e in self.layers:
+            tag = "  (kept float)" if e.in_float else ""
+            lines.append(f"{e.name:<{width}}  {db(e.sqnr_db):>14}  {db(e.isolated_db):>20}{tag}")
+        agree = (
+            "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.3f}"
+        )
+        lines.append(f"model output SQNR {db(self.model_sqnr_db)} dB{agree}")
+        return "\n".join(lines)
+
+
+def _outputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> tuple[dict, torch.Tensor]:
+    got: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+
+        def hook(_m: nn.Module, _a: tuple, out: Any, name: str = name) -> None:
+            got[name] = first_tensor(out).detach().clone()  # later in-place ops
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        out = first_tensor(model(*inputs)).detach()
+    finally:
+        for h in handles:
+            h.remove()
+    return got, out
+
+
+def _quantizers_of(qmodel: nn.Module, layer: str) -> list[nn.Module]:
+    state = qmodel.quant_state
+    mods = [qmodel.get_submodule(layer).weight_fake_quant]
+    if state.placement is not None and layer in state.placement.layer_input:
+        mods.append(qmodel.get_submodule(state.placement.layer_input[layer]))
+    return mods
+
+
+@torch.no_grad()
+def layer_report(
+    float_model: nn.Module,
+    qmodel: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, ...]],
+    isolated: bool = True,
+    isolated_from: QuantReport | None = None,
+) -> QuantReport:
+    """Compare ``qmodel`` with ``float_model`` on ``batches`` (same layer names in both)."""
+    from torchslim.quant.ptq import set_quantizers
+
+    state = qmodel.quant_state
+    names = list(state.layers)
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    out_signal = out_noise = 0.0
+    agree = total = 0
+    for inputs in batches:
+        ref, ref_out = _outputs(float_model, names, inputs)
+        got, out = _outputs(qmodel, names, inputs)
+        for n in names:
+            signal[n] += float(ref[n].float().pow(2).sum())
+            noise[n] += float((ref[n].float() - got[n].float()).pow(2).sum())
+        out_signal += float(ref_out.float().pow(2).sum())
+        out_noise += float((ref_out.float() - out.float()).pow(2).sum())
+        if ref_out.ndim == 2:
+            agree += int((ref_out.argmax(1) == out.argmax(1)).sum())
+            total += ref_out.shape[0]
+
+    def ratio(s: float, n: float) -> float:
+        return math.inf if n == 0 else 10 * math.log10(max(s, 1e-30) / n)
+
+    previous = {e.name: e.isolated_db for e in isolated_from.layers} if isolated_from else {}
+    report = QuantReport(model_sqnr_db=ratio(out_signal, out_noise),
+                         top1_agreement=agree / total if total else None)  # fmt: skip
+    alone = _isolated(float_model, qmodel, names, batches[:1]) if isolated and batches else {}
+    for n in names:
+        report.layers.append(LayerError(n, ratio(signal[n], noise[n]), alone.get(n)))
+    for n in state.skipped:
+        if n in previous:
+            report.layers.append(LayerError(n, math.inf, previous[n], in_float=True))
+    for e in report.layers:
+        if e.isolated_db is None:
+            e.isolated_db = previous.get(e.name)
+    set_quantizers(qmodel, enabled=True)
+    return report
+
+
+def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
+              batches: Sequence[tuple]) -> dict[str, float]:  # fmt: skip
+    from torchslim.quant.ptq import set_quantizers
+
+    refs = [first_tensor(float_model(*inputs)) for inputs in batches]
+    result = {}
+    for n in names:
+        set_quantizers(qmodel, enabled=False)
+        for m in _quantizers_of(qmodel, n):
+            m.enabled = True
+        s = noise = 0.0
+        for inputs, ref in zip(batches, refs, strict=True):
+            out = first_tensor(qmodel(*inputs))
+            s += float(ref.float().pow(2).sum())
+            noise += float((ref.float() - out.float()).pow(2).sum())
+        result[n] = math.inf if noise == 0 else 10 * math.log10(max(s, 1e-30) / noise)
+    set_quantizers(qmodel, enabled=True)
+    return result
