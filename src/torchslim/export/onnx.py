@@ -138,21 +138,22 @@ def export_onnx(
 def _constant_qparams(model: nn.Module) -> Iterator[None]:
     """Compute every scale and zero point outside the trace, so they export as constants."""
     from torchslim.quant.fake_quant import FakeQuantize
-    from torchslim.quant.observers import weight_qparams
 
     frozen = []
     for m in model.modules():
         if isinstance(m, FakeQuantize) and m.observer.min_val.numel():
             m.qparams()
         wq = getattr(m, "weight_fake_quant", None)
-        if wq is not None and isinstance(getattr(m, "weight", None), torch.Tensor):
-            wq.frozen = weight_qparams(m.weight, wq.spec)
-            frozen.append(wq)
+        if wq is not None and wq.enabled and isinstance(getattr(m, "weight", None), torch.Tensor):
+            original = m.weight.data
+            m.weight.data = wq.freeze(original)
+            frozen.append((m, wq, original))
     try:
         yield
     finally:
-        for wq in frozen:
+        for m, wq, original in frozen:
             wq.frozen = None
+            m.weight.data = original
 
 
 def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],

@@ -89,12 +89,30 @@ class WeightQuantize(nn.Module):
         super().__init__()
         self.spec = spec
         self.enabled = True
-        self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # set during export
+        self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def freeze(self, w: torch.Tensor) -> torch.Tensor:
+        """Fix scale and zero point as constants and return ``w`` on its quantization grid.
+
+        For export: the caller puts the returned values in the weight, so ONNX sees
+        ``QuantizeLinear(initializer)`` with constant parameters and exact 8-bit containers
+        even for 2-4 bit grids (the values are already clipped).
+        """
+        with torch.no_grad():
+            scale, zero = weight_qparams(w, self.spec)
+            qmin, qmax = self.spec.qrange
+            values = quantize_dequantize(w.detach(), scale, zero, qmin, qmax, self.spec.ch_axis)
+        self.frozen = (scale, zero)
+        return values
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
-        scale, zero = self.frozen if self.frozen is not None else weight_qparams(w, self.spec)
+        if self.frozen is not None:  # w is on the grid already (see freeze)
+            scale, zero = self.frozen
+            qmin = -128 if self.spec.symmetric else 0
+            return quantize_dequantize(w, scale, zero, qmin, qmin + 255, self.spec.ch_axis)
+        scale, zero = weight_qparams(w, self.spec)
         qmin, qmax = self.spec.qrange
         return quantize_dequantize(w, scale, zero, qmin, qmax, self.spec.ch_axis)
 

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import torchslim as ts
+from torchslim.export import ExportError
+from torchslim.export.onnx import quantize_array
+
+
+def _convnet() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(8, 3, 16, 16))
+    return net.eval()
+
+
+def _calib(n: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(8, 3, 16, 16, generator=g) for _ in range(n)]
+
+
+def _fused_ops(path: Path, tmp_path: Path) -> Counter:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_float_export_matches_pytorch(tmp_path: Path) -> None:
+    net = _convnet()
+    report = ts.export_onnx(net, torch.randn(4, 3, 16, 16), tmp_path / "f.onnx")
+    assert not report.quantized and report.int8_weights == 0
+    assert report.max_abs_error < 1e-4 and report.top1_agreement == 1.0
+    # the batch dimension is dynamic
+    session = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((7, 3, 16, 16), np.float32)})[0].shape == (7, 10)
+
+
+def test_int8_export_stores_int8_weights_runs_int8_kernels_and_matches(tmp_path: Path) -> None:
+    net = _convnet()
+    q = ts.quantize(net, _calib(), {}, progress=False)
+    x = torch.randn(16, 3, 16, 16)
+    report = ts.export_onnx(q, x, tmp_path / "q.onnx")
+    float_report = ts.export_onnx(net, x, tmp_path / "f.onnx", check=False)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    kinds = {t.name: t.data_type for t in model.graph.initializer}
+    int8 = [n for n, k in kinds.items() if k == onnx.TensorProto.INT8]
+    assert report.int8_weights == len(int8) == 4
+    # no float copy of any weight is left in the file; biases are int32
+    assert all(k != onnx.TensorProto.FLOAT or not n.endswith("weight") for n, k in kinds.items())
+    assert sum(k == onnx.TensorProto.INT32 for k in kinds.values()) >= 4
+    assert report.file_bytes < 0.35 * float_report.file_bytes
+    ops = _fused_ops(tmp_path / "q.onnx", tmp_path)
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] + ops["QLinearMatMul"] == 1
+    # ORT's integer kernels agree with the fake-quantized PyTorch model
+    with torch.no_grad():
+        out = q(x)
+    assert report.top1_agreement == 1.0
+    assert report.max_abs_error < 0.02 * float(out.abs().max())
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_sub_8_bit_models_export_in_8_bit_containers(tmp_path: Path, bits: int) -> None:
+    q = ts.quantize(_convnet(), _calib(), {"weight_bits": bits, "act_bits": bits},
+                    progress=False)  # fmt: skip
+    x = torch.randn(8, 3, 16, 16)
+    report = ts.export_onnx(q, x, tmp_path / "q.onnx")
+    with torch.no_grad():
+        out = q(x)
+    # one grid step is 1/15 (4 bits) or 1/3 (2 bits) of a range: allow a few rounding flips
+    assert report.top1_agreement >= 0.75
+    assert report.max_abs_error < (0.1 if bits == 4 else 0.3) * float(out.abs().max())
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    weights = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]  # fmt: skip
+    assert weights and all(np.abs(w).max() <= 2 ** (bits - 1) for w in weights)
+
+
+def test_failed_export_leaves_no_file(tmp_path: Path) -> None:
+    class Bad(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.eigvals(x).real  # no ONNX symbolic
+
+    with pytest.raises(ExportError, match="Bad"):
+        ts.export_onnx(Bad(), torch.randn(2, 3, 3), tmp_path / "bad.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_array_follows_onnx_rounding_and_saturation() -> None:
+    x = np.array([[0.05, 0.15, -0.25], [1.0, 100.0, -100.0]], np.float32)
+    q = quantize_array(x, np.array([0.1, 1.0], np.float32), np.array([0, 0], np.int8), 0)
+    assert q.tolist() == [[0, 2, -2], [1, 100, -100]]
+    u = quantize_array(x[1], np.array(1.0, np.float32), np.array(128, np.uint8), 1)
+    assert u.tolist() == [129, 228, 28] and u.dtype == np.uint8

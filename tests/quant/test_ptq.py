@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchslim as ts
+from torchslim.errors import ConfigError, UnsupportedOpError
+from torchslim.quant import FakeQuantize
+from torchslim.quant.ptq import calib_inputs
+from torchslim.quant.qmodules import QuantConv2d, QuantLinear
+from torchslim.quant.report import sqnr_db
+
+
+class ResBlockNet(nn.Module):
+    """Conv-BN-ReLU stem, a residual block, global pool, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.conv2(y) + x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = ResBlockNet()
+    net.train()
+    with torch.no_grad():  # give BatchNorm real statistics
+        for _ in range(5):
+            net(torch.randn(16, 3, 12, 12))
+    return net.eval()
+
+
+def _data(n: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 3, 12, 12, generator=g) for _ in range(n)]
+
+
+def test_quantize_places_quantizers_and_stays_close_to_float() -> None:
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    q = ts.quantize(net, _data(), {"weight_bits": 8, "act_bits": 8, "per_channel": True},
+                    progress=False)  # fmt: skip
+    assert q.quant_state.layers == ["stem.0", "conv1", "conv2", "fc"]
+    assert isinstance(q.get_submodule("conv1"), QuantConv2d)
+    assert isinstance(q.get_submodule("fc"), QuantLinear)
+    # the caller's model is untouched
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    x = torch.randn(8, 3, 12, 12)
+    with torch.no_grad():
+        assert sqnr_db(net(x), q(x)) > 25
+    # input, each layer's output after its ReLU, the residual add (after its ReLU), fc input
+    acts = {n: m for n, m in q.named_modules() if isinstance(m, FakeQuantize)}
+    assert set(acts) == {f"act_quant_{t}" for t in
+                         ("x", "stem_2", "relu", "conv2", "relu_1", "flatten")}  # fmt: skip
+    # a ReLU output observed as >= 0 uses the full unsigned range
+    assert all(m.observer.qrange()[0] == 0 for n, m in acts.items() if "relu" in n)
+    report = q.quant_report
+    assert [e.name for e in report.layers] == q.quant_state.layers
+    assert all(e.sqnr_db > 20 and e.isolated_db is not None for e in report.layers)
+    assert "conv1" in str(report) and report.top1_agreement is not None
+
+
+def test_lower_bits_give_lower_sqnr() -> None:
+    net, data = _net(), _data()
+    db = [ts.quantize(net, data, {"weight_bits": b, "act_bits": b}, progress=False)
+          .quant_report.model_sqnr_db for b in (8, 4, 2)]  # fmt: skip
+    assert db[0] > db[1] > db[2]
+
+
+def test_calibration_accepts_loaders_of_pairs() -> None:
+    xs = torch.randn(16, 3, 12, 12)
+    loader = DataLoader(TensorDataset(xs, torch.zeros(16, dtype=torch.long)), batch_size=4)
+    assert [b[0].shape[0] for b in calib_inputs(loader, 2)] == [4, 4]
+    q = ts.quantize(_net(), loader, {"calib_batches": 2}, progress=False)
+    assert q(xs[:2]).shape == (2, 5)
+    with pytest.raises(ConfigError, match="batches must be"):
+        list(calib_inputs([{"x": xs}], 1))
+    with pytest.raises(ConfigError, match="no batches"):
+        ts.quantize(_net(), [], {}, progress=False)
+    with pytest.raises(ConfigError, match="calib_data"):
+        ts.quantize(_net(), None, {}, progress=False)
+
+
+def test_config_errors_are_clear() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'act_bits'"):
+        ts.quantize(_net(), _data(), {"act_bit": 8}, progress=False)
+    with pytest.raises(ConfigError, match="skip: selector 'nope'"):
+        ts.quantize(_net(), _data(), {"skip": ["nope"]}, progress=False)
+    with pytest.raises(ConfigError, match="weight_bits"):
+        ts.QuantConfig(weight_bits=1)
+
+
+def test_skip_and_auto_skip_keep_layers_in_float() -> None:
+    net = _net()
+    q = ts.quantize(net, _data(), {"skip": ["fc"]}, progress=False)
+    assert type(q.get_submodule("fc")) is nn.Linear and "fc" not in q.quant_state.layers
+    cfg = {"weight_bits": 4, "act_bits": 4, "per_channel": False}
+    ranked = ts.quantize(net, _data(), cfg, progress=False).quant_report
+    worst = ranked.most_harmful(1)
+    alone = {e.name: e.isolated_db for e in ranked.layers}
+    assert alone[worst[0]] == min(alone.values())
+    q = ts.quantize(net, _data(), {**cfg, "auto_skip": 1}, progress=False)
+    assert q.quant_state.skipped == worst
+    assert type(q.get_submodule(worst[0])) in (nn.Conv2d, nn.Linear)
+    assert [e.name for e in q.quant_report.layers if e.in_float] == worst
+    assert q.quant_report.model_sqnr_db > ranked.model_sqnr_db
+
+
+def test_bias_correction_removes_the_mean_output_shift() -> None:
+    net, data = _net(), _data(6)
+    cfg = {"weight_bits": 3, "per_channel": False}
+    plain = ts.quantize(net, data, cfg, progress=False)
+    corrected = ts.quantize(net, data, {**cfg, "bias_correction": True}, progress=False)
+
+    def shift(model: nn.Module) -> torch.Tensor:
+        outs = []
+        h = model.get_submodule("conv1").register_forward_hook(
+            lambda m, a, o: outs.append(o.mean((0, 2, 3)))
+        )
+        with torch.no_grad():
+            for x in data:
+                model(x)
+        h.remove()
+        return torch.stack(outs).mean(0)
+
+    ref = shift(_folded(net))  # the float reference, with the same BN folding
+    err_plain = (shift(plain) - ref).abs().mean()
+    err_corr = (shift(corrected) - ref).abs().mean()
+    assert err_corr < 0.5 * err_plain
+
+
+def _folded(net: nn.Module) -> nn.Module:
+    import copy
+
+    from torchslim.quant import fold_batchnorm
+
+    f = copy.deepcopy(net)
+    fold_batchnorm(f)
+    return f
+
+
+def test_dynamic_quantization_needs_no_calibration() -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    q = ts.quantize(mlp, None, {"dynamic": True})
+    assert q.quant_state.layers == ["0", "2"]
+    x = torch.randn(6, 16)
+    with torch.no_grad():
+        assert sqnr_db(mlp(x), q(x)) > 25
+    with pytest.raises(ConfigError, match=r"no nn\.Linear"):
+        ts.quantize(nn.Sequential(nn.Conv2d(1, 1, 1)), None, {"dynamic": True})
+
+
+def test_untraceable_model_names_the_way_out() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) if x.sum() > 0 else x
+
+    with pytest.raises(UnsupportedOpError, match="dynamic=True"):
+        ts.quantize(Branchy(), [torch.randn(2, 4)], {}, progress=False)
+    assert ts.quantize(Branchy(), None, {"dynamic": True}).quant_state.layers == ["fc"]
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"]
+)
+def test_torchvision_models_quantize_and_export(name: str, tmp_path: object) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10)
+    data = [torch.randn(8, 3, 64, 64) for _ in range(2)]
+    with torch.no_grad():  # BatchNorm statistics of real activations, so outputs are not ~0
+        for x in data:
+            model(x)
+    model.eval()
+    q = ts.quantize(model, data, {}, progress=False)
+    assert len(q.quant_state.layers) > 10
+    report = ts.export_onnx(q, data[0], tmp_path / f"{name}.onnx")
+    assert report.quantized and report.int8_weights == len(q.quant_state.layers)
+    with torch.no_grad():
+        scale = q(data[0]).abs().max().item()
+    # ORT's int8 kernels round requantization and sigmoid differently from PyTorch's float
+    # emulation: one-step differences add up over EfficientNet's 80 layers
+    assert report.max_abs_error < 0.25 * scale and report.top1_agreement >= 0.75
