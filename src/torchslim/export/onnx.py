@@ -269,6 +269,8 @@ def quantize_biases(model: onnx.ModelProto) -> int:
         s_x, s_w = consts.get(dq_x.input[1]), consts.get(dq_w.input[1])
         if s_x is None or s_w is None or s_x.size != 1:
             continue
+        _widen_weight_scales(graph, dq_w, s_x, bias, consts)
+        s_w = consts[dq_w.input[1]]
         scale = (s_x.astype(np.float64).reshape(()) * s_w.astype(np.float64)).astype(np.float32)
         scale = np.broadcast_to(scale, bias.shape).copy() if scale.size > 1 else scale
         q = np.clip(np.rint(bias.astype(np.float64) / scale), -(2**31), 2**31 - 1)
@@ -289,6 +291,41 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     graph.node.extend(new_nodes)
     _prune_unused(graph)
     return count
+
+
+def _widen_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto, s_x: np.ndarray,
+                         bias: np.ndarray, consts: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """Make ``bias / (s_x * s_w)`` fit in int32 by widening the weight scale where it does not.
+
+    It does not fit for channels whose weights are all ~0 but whose bias is not (a BatchNorm
+    with γ ≈ 0 folded into the conv): their tiny scale is raised and their int8 weights
+    re-rounded on the wider grid (they stay ~0).
+    """
+    s_w = consts[dq_w.input[1]].astype(np.float64)
+    limit = (2**31 - 1) * 0.5
+    need = np.abs(bias.astype(np.float64)) / (float(s_x.reshape(())) * limit)
+    if s_w.size == 1:
+        need = need.max(initial=0.0)
+    if not np.any(need > s_w):
+        return
+    new_s = np.maximum(s_w, need).astype(np.float32)
+    inits = {t.name: t for t in graph.initializer}
+    w_name = dq_w.input[0]
+    if w_name not in inits:
+        return
+    q = numpy_helper.to_array(inits[w_name]).astype(np.float64)
+    axis = _axis(dq_w)
+    ratio = _broadcast(s_w / new_s, q.ndim, axis)
+    info = np.iinfo(numpy_helper.to_array(inits[w_name]).dtype)
+    requant = np.clip(np.rint(q * ratio), info.min, info.max)
+    dtype = numpy_helper.to_array(inits[w_name]).dtype
+    inits[w_name].CopyFrom(numpy_helper.from_array(requant.astype(dtype), w_name))
+    scale_name = f"{w_name}_scale"  # a new name: the old constant may be shared
+    graph.initializer.append(numpy_helper.from_array(new_s.reshape(s_w.shape), scale_name))
+    dq_w.input[1] = scale_name
+    consts[scale_name] = new_s.reshape(s_w.shape)
+    log.info("export: widened %d weight scale(s) of %s so its bias fits in int32",
+             int(np.sum(need > s_w)), w_name)  # fmt: skip
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:

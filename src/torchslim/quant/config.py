@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 from torchslim.errors import ConfigError
 from torchslim.quant.observers import Calibration, Mapping, QuantSpec
@@ -35,6 +38,7 @@ class QuantConfig:
     skip: tuple[str, ...] = ()  # module selectors kept in float
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
+    reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # weight bits of the first quantized layer (default: same)
     last_layer_bits: int | None = None  # weight bits of the last quantized layer (default: same)
 
@@ -53,9 +57,18 @@ class QuantConfig:
         self.weight_spec()  # validates percentile through QuantSpec
 
     def weight_spec(self, bits: int | None = None) -> QuantSpec:
-        """The spec of a weight quantizer (per output channel when ``per_channel``)."""
-        mapping = self.weight_mapping
-        return QuantSpec(bits=bits or self.weight_bits, mapping=mapping,
+        """The spec of a weight quantizer (per output channel when ``per_channel``).
+
+        With ``reduce_range`` 8-bit weights use 7 bits: x86 CPUs without VNNI multiply uint8
+        activations by int8 weights with ``vpmaddubsw``, whose int16 pair sums saturate
+        (2 x 255 x 127 > 32767) — ONNX Runtime's int8 kernels would then compute something
+        else than the model; 2 x 255 x 64 fits.
+        """
+        bits = bits or self.weight_bits
+        reduce = cpu_lacks_vnni() if self.reduce_range is None else self.reduce_range
+        if reduce and bits == 8:
+            bits = 7
+        return QuantSpec(bits=bits, mapping=self.weight_mapping,
                          per_channel=self.per_channel, ch_axis=0,
                          calibration=self.calibration, percentile=self.percentile)  # fmt: skip
 
@@ -63,3 +76,15 @@ class QuantConfig:
         """The spec of an activation quantizer (always per tensor)."""
         return QuantSpec(bits=self.act_bits, mapping=self.act_mapping,
                          calibration=self.calibration, percentile=self.percentile)  # fmt: skip
+
+
+@functools.cache
+def cpu_lacks_vnni() -> bool:
+    """True on an x86-64 Linux CPU without AVX-VNNI / AVX512-VNNI (int8 dot products)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "vnni" not in flags
