@@ -1,5 +1,11 @@
 """Export: ONNX files (int8 QDQ for quantized models) checked by running them in ONNX Runtime."""
 
-from torchslim.export.onnx import ExportError, ExportReport, export_onnx, ort_session
+from torchslim.export.onnx import (
+    ExportError,
+    ExportReport,
+    evaluate_onnx,
+    export_onnx,
+    ort_session,
+)
 
-__all__ = ["ExportError", "ExportReport", "export_onnx", "ort_session"]
+__all__ = ["ExportError", "ExportReport", "evaluate_onnx", "export_onnx", "ort_session"]

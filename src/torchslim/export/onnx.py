@@ -184,6 +184,33 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def evaluate_onnx(path: str | Path, data: Any, *, batch_size: int = 256,
+                  threads: int | None = None) -> float:  # fmt: skip
+    """Top-1 accuracy of an ONNX classifier in ONNX Runtime on a dataset of (input, label).
+
+    Example:
+        >>> import tempfile, torch, torchslim as ts
+        >>> from torch.utils.data import TensorDataset
+        >>> net = torch.nn.Linear(4, 2).eval()
+        >>> data = TensorDataset(torch.randn(6, 4), torch.zeros(6, dtype=torch.long))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = ts.export_onnx(net, torch.randn(1, 4), f"{d}/m.onnx")
+        ...     0.0 <= evaluate_onnx(f"{d}/m.onnx", data) <= 1.0
+        True
+    """
+    from torch.utils.data import DataLoader
+
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+    right = total = 0
+    for x, y in loader:
+        logits = session.run(None, {name: x.numpy()})[0]
+        right += int((logits.argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return right / max(total, 1)
+
+
 # ---- the int8 rewrite -------------------------------------------------------------------------
 
 

@@ -126,18 +126,27 @@ def _histogram_threshold(
 
 
 def _kl_bin(hist: torch.Tensor, levels: int) -> int:
-    """TensorRT entropy calibration: the cut whose quantized distribution diverges least."""
-    hist = hist.double()
-    best, best_kl = hist.numel() - 1, math.inf
-    for cut in range(levels, hist.numel() + 1, max(1, hist.numel() // 256)):
-        ref = hist[:cut].clone()
-        ref[-1] += hist[cut:].sum()  # outliers clipped into the last bin
-        chunks = torch.tensor_split(hist[:cut], levels)
-        q = torch.cat([
-            torch.where(c > 0, c.sum() / (c > 0).sum().clamp(min=1), torch.zeros_like(c))
-            for c in chunks
-        ])  # fmt: skip
-        p, q = ref / ref.sum(), q / q.sum().clamp(min=1e-12)
+    """TensorRT entropy calibration: the cut whose quantized distribution diverges least.
+
+    The first bin (exact zeros, e.g. after a ReLU) is left out: zero is always representable,
+    and its mass would otherwise pull the threshold far down.
+    """
+    h = hist.double().clone()
+    h[0] = 0
+    n = h.numel()
+    zero = torch.zeros(1, dtype=torch.float64)
+    csum = torch.cat([zero, h.cumsum(0)])
+    cnz = torch.cat([zero, (h > 0).double().cumsum(0)])
+    total = float(h.sum())
+    best, best_kl = n - 1, math.inf
+    for cut in range(levels, n + 1, max(1, n // 256)):
+        edges = torch.arange(levels + 1) * cut // levels
+        avg = (csum[edges[1:]] - csum[edges[:-1]]) / (cnz[edges[1:]] - cnz[edges[:-1]]).clamp(min=1)
+        chunk = torch.bucketize(torch.arange(cut), edges[1:], right=True)
+        q = torch.where(h[:cut] > 0, avg[chunk], torch.zeros(1, dtype=torch.float64))
+        p = h[:cut].clone()
+        p[-1] += total - float(csum[cut])  # outliers clipped into the last bin
+        p, q = p / p.sum().clamp(min=1e-12), q / q.sum().clamp(min=1e-12)
         mask = p > 0
         kl = float((p[mask] * torch.log(p[mask] / q[mask].clamp(min=1e-12))).sum())
         if kl < best_kl:
