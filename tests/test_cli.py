@@ -18,7 +18,7 @@ def test_every_train_config_field_has_help() -> None:
     assert set(TRAIN_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune"])
+@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune", "quantize"])
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
@@ -79,6 +79,8 @@ def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path
         (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
         (["prune", "--model", "resnet8", "--importance", "l7", "--out", "x.pt"], "importance"),
         (["prune", "--out", "x.pt"], "--model"),
+        (["quantize", "--model", "resnet8", "--out", "x.onnx"], "--input"),
+        (["quantize", "--model", "resnet8", "--input", "1,1,8,8", "--out", "x.onnx"], "--data"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
@@ -119,3 +121,23 @@ def test_prune_command_target_macs_from_a_run(
     argv = ["prune", "--checkpoint", str(run), "--target-macs", "0.5", "--out", str(out)]
     assert main(argv) == 0
     assert "after" in capsys.readouterr().out and out.exists()
+
+
+def test_quantize_command_writes_int8_onnx_and_compares_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import onnx
+
+    run = tmp_path / "run"
+    args = ["train", "--model", "smallcnn", "--subset", "200", "--epochs", "1", "--batch-size"]
+    assert main([*args, "50", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "q.onnx"
+    argv = ["quantize", "--checkpoint", str(run), "--calib", "64", "--observer", "kl",
+            "--per-channel", "--bits", "8", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "model output SQNR" in text and "int8 QDQ" in text
+    assert "test top-1 in ONNX Runtime" in text and "int8 (" in text
+    kinds = {t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert onnx.TensorProto.INT8 in kinds

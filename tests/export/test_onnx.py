@@ -108,3 +108,16 @@ def test_quantize_array_follows_onnx_rounding_and_saturation() -> None:
     assert q.tolist() == [[0, 2, -2], [1, 100, -100]]
     u = quantize_array(x[1], np.array(1.0, np.float32), np.array(128, np.uint8), 1)
     assert u.tolist() == [129, 228, 28] and u.dtype == np.uint8
+
+
+def test_bias_of_a_dead_channel_still_fits_int32(tmp_path: Path) -> None:
+    # a channel whose weights are ~0 but whose bias is not (a folded BatchNorm with gamma ~ 0)
+    net = _convnet()
+    with torch.no_grad():
+        net[0].weight[5].fill_(1e-12)
+        net[0].bias[5] = 0.5
+    q = ts.quantize(net, _calib(), {}, progress=False)
+    report = ts.export_onnx(q, torch.randn(8, 3, 16, 16), tmp_path / "q.onnx")
+    with torch.no_grad():
+        out = q(torch.randn(8, 3, 16, 16))
+    assert report.max_abs_error < 0.02 * float(out.abs().max())

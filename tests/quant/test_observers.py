@@ -113,3 +113,13 @@ def test_state_dict_round_trip_and_errors() -> None:
         QuantSpec(bits=9)
     with pytest.raises(ValueError):
         QuantSpec(mapping="weird")
+
+
+def test_kl_threshold_of_relu_outputs_is_not_dragged_down_by_zeros() -> None:
+    # half the values are exact zeros (a ReLU): they must not pull the threshold into the bulk
+    x = torch.relu(_laplace())
+    sat = Observer(QuantSpec(mapping="saturating", calibration="kl"))
+    sat(x)
+    assert sat.unsigned
+    threshold = sat.qparams()[0].item() * 255
+    assert torch.quantile(x[x > 0], 0.99).item() < threshold <= x.max().item()

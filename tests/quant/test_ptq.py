@@ -198,3 +198,12 @@ def test_torchvision_models_quantize_and_export(name: str, tmp_path: object) -> 
     # ORT's int8 kernels round requantization and sigmoid differently from PyTorch's float
     # emulation: one-step differences add up over EfficientNet's 80 layers
     assert report.max_abs_error < 0.25 * scale and report.top1_agreement >= 0.75
+
+
+@pytest.mark.parametrize(("reduce", "qmax"), [(True, 63), (False, 127)])
+def test_reduce_range_uses_7_bit_weights(reduce: bool, qmax: int) -> None:
+    q = ts.quantize(_net(), _data(), {"reduce_range": reduce}, progress=False)
+    spec = q.get_submodule("conv1").weight_fake_quant.spec
+    assert spec.qrange[1] == qmax
+    cfg = ts.QuantConfig(reduce_range=reduce, weight_bits=4)
+    assert cfg.weight_spec().bits == 4  # only 8-bit weights are narrowed
