@@ -21,7 +21,7 @@ from torchslim.errors import (
 )
 from torchslim.export import ExportReport, export_onnx
 from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
-from torchslim.quant import QuantConfig, quantize
+from torchslim.quant import QATConfig, QuantConfig, convert, prepare_qat, quantize
 from torchslim.serialize import load, load_metadata, save
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "ModelStats",
     "PruneConfig",
     "PruningError",
+    "QATConfig",
     "QuantConfig",
     "SparsityConfig",
     "TorchslimError",
@@ -43,6 +44,7 @@ __all__ = [
     "UnsupportedOpError",
     "__version__",
     "analyze",
+    "convert",
     "data",
     "export_onnx",
     "graph",
@@ -51,6 +53,7 @@ __all__ = [
     "losses",
     "measure_latency",
     "models",
+    "prepare_qat",
     "prune",
     "prune_report",
     "quant",

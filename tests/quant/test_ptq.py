@@ -184,7 +184,7 @@ def test_untraceable_model_names_the_way_out() -> None:
 def test_torchvision_models_quantize_and_export(name: str, tmp_path: object) -> None:
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, num_classes=10)
-    data = [torch.randn(8, 3, 64, 64) for _ in range(2)]
+    data = [torch.randn(8, 3, 32, 32) for _ in range(2)]
     with torch.no_grad():  # BatchNorm statistics of real activations, so outputs are not ~0
         for x in data:
             model(x)

@@ -20,6 +20,7 @@ from torchslim.quant.observers import (
     weight_qparams,
 )
 from torchslim.quant.ptq import DynamicQuantize, QuantReport, QuantState, calibrate, quantize
+from torchslim.quant.qat import QATConfig, convert, prepare_qat
 
 __all__ = [
     "PACT",
@@ -29,6 +30,7 @@ __all__ = [
     "LSQQuantize",
     "Mapping",
     "Observer",
+    "QATConfig",
     "QuantConfig",
     "QuantReport",
     "QuantSpec",
@@ -36,9 +38,11 @@ __all__ = [
     "WeightQuantize",
     "affine_qparams",
     "calibrate",
+    "convert",
     "fake_quantize",
     "fold_batchnorm",
     "fold_into",
+    "prepare_qat",
     "quantize",
     "round_ste",
     "symmetric_qparams",

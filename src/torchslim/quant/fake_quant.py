@@ -90,6 +90,13 @@ class WeightQuantize(nn.Module):
         self.spec = spec
         self.enabled = True
         self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.fixed: FixedQuantize | None = None  # a learned grid (LSQ) kept after convert
+
+    def qparams_of(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point for ``w``: the fixed grid if there is one, else from ``w``."""
+        if self.fixed is not None:
+            return self.fixed.scale, self.fixed.zero_point
+        return weight_qparams(w, self.spec)
 
     def freeze(self, w: torch.Tensor) -> torch.Tensor:
         """Fix scale and zero point as constants and return ``w`` on its quantization grid.
@@ -99,7 +106,7 @@ class WeightQuantize(nn.Module):
         even for 2-4 bit grids (the values are already clipped).
         """
         with torch.no_grad():
-            scale, zero = weight_qparams(w, self.spec)
+            scale, zero = self.qparams_of(w)
             qmin, qmax = self.spec.qrange
             values = quantize_dequantize(w.detach(), scale, zero, qmin, qmax, self.spec.ch_axis)
         self.frozen = (scale, zero)
@@ -112,7 +119,7 @@ class WeightQuantize(nn.Module):
             scale, zero = self.frozen
             qmin = -128 if self.spec.symmetric else 0
             return quantize_dequantize(w, scale, zero, qmin, qmin + 255, self.spec.ch_axis)
-        scale, zero = weight_qparams(w, self.spec)
+        scale, zero = self.qparams_of(w)
         qmin, qmax = self.spec.qrange
         return quantize_dequantize(w, scale, zero, qmin, qmax, self.spec.ch_axis)
 
@@ -212,8 +219,11 @@ class LSQQuantize(nn.Module):
         self.spec = spec
         self.scale = nn.Parameter(torch.ones(channels if spec.per_channel else 1))
         self.register_buffer("initialized", torch.tensor(False))
+        self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         qmin, qmax = self.spec.qrange
         per_ch = self.spec.per_channel and self.scale.numel() > 1
         if not bool(self.initialized):
@@ -230,6 +240,12 @@ class LSQQuantize(nn.Module):
             shape[self.spec.ch_axis] = -1
             scale = scale.reshape(shape)
         return torch.clamp(round_ste(x / scale), qmin, qmax) * scale
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The learned grid as ``(scale, zero_point, qmin, qmax)``."""
+        scale = self.scale.detach().abs().clamp(min=1e-8)
+        scale = scale if self.scale.numel() > 1 else scale.reshape(())
+        return scale, torch.zeros_like(scale, dtype=torch.int32), *self.spec.qrange
 
 
 class PACT(nn.Module):
@@ -249,8 +265,11 @@ class PACT(nn.Module):
         super().__init__()
         self.bits, self.two_sided = bits, two_sided
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         alpha = self.alpha
         low = -alpha if self.two_sided else torch.zeros_like(alpha)
         y = torch.minimum(torch.maximum(x, low), alpha)
@@ -258,5 +277,41 @@ class PACT(nn.Module):
         step = alpha.detach() / levels
         return y + (torch.round(y / step) * step - y).detach()
 
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The clipped grid as ``(scale, zero_point, qmin, qmax)``: quantizing with it is PACT."""
+        levels = 2 ** (self.bits - 1) - 1 if self.two_sided else 2**self.bits - 1
+        scale = self.alpha.detach().abs().clamp(min=1e-8) / levels
+        return scale, torch.tensor(0, dtype=torch.int32), (-levels if self.two_sided else 0), levels
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}, two_sided={self.two_sided}"
+
+
+class FixedQuantize(nn.Module):
+    """Fake quantization with a fixed grid (what QAT quantizers become after ``ts.convert``).
+
+    Example:
+        >>> fq = FixedQuantize(torch.tensor(0.5), torch.tensor(0, dtype=torch.int32), 0, 3)
+        >>> fq(torch.tensor([-1.0, 0.7, 9.0])).tolist()
+        [0.0, 0.5, 1.5]
+    """
+
+    def __init__(self, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int,
+                 axis: int = 0) -> None:  # fmt: skip
+        super().__init__()
+        self.register_buffer("scale", scale.detach().clone().float())
+        self.register_buffer("zero_point", zero.detach().clone().to(torch.int32))
+        self.qmin, self.qmax, self.axis = qmin, qmax, axis
+        self.enabled = True
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        return self.scale, self.zero_point, self.qmin, self.qmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return quantize_dequantize(x, self.scale, self.zero_point, self.qmin, self.qmax,
+                                   self.axis)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return f"qmin={self.qmin}, qmax={self.qmax}, per_channel={self.scale.numel() > 1}"

@@ -18,7 +18,14 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import matches
 from torchslim.quant.config import QuantConfig
-from torchslim.quant.fake_quant import FakeQuantize, SharedQuantize, WeightQuantize
+from torchslim.quant.fake_quant import (
+    PACT,
+    FakeQuantize,
+    FixedQuantize,
+    LSQQuantize,
+    SharedQuantize,
+    WeightQuantize,
+)
 from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.placement import (
     Placement,
@@ -147,7 +154,8 @@ def _quantize_input(module: nn.Module, args: tuple) -> tuple:
     return (module.input_fake_quant(args[0]), *args[1:])
 
 
-_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize)
+_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize, FixedQuantize,
+               LSQQuantize, PACT)  # fmt: skip
 
 
 def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
