@@ -1,5 +1,7 @@
-"""Quantization: observers, range mappings, fake quantization (STE, LSQ, PACT), BN folding, PTQ."""
+"""Quantization: observers and range mappings, fake quantization (STE, LSQ, PACT), BN folding,
+PTQ, QAT, binary networks and product quantization."""
 
+from torchslim.quant.binary import BinaryConfig, binarize, binary_size, save_packed
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     PACT,
@@ -19,17 +21,20 @@ from torchslim.quant.observers import (
     symmetric_qparams,
     weight_qparams,
 )
+from torchslim.quant.pq import PQConfig, pq_size, product_quantize, save_pq
 from torchslim.quant.ptq import DynamicQuantize, QuantReport, QuantState, calibrate, quantize
 from torchslim.quant.qat import QATConfig, convert, prepare_qat
 
 __all__ = [
     "PACT",
+    "BinaryConfig",
     "Calibration",
     "DynamicQuantize",
     "FakeQuantize",
     "LSQQuantize",
     "Mapping",
     "Observer",
+    "PQConfig",
     "QATConfig",
     "QuantConfig",
     "QuantReport",
@@ -37,14 +42,20 @@ __all__ = [
     "QuantState",
     "WeightQuantize",
     "affine_qparams",
+    "binarize",
+    "binary_size",
     "calibrate",
     "convert",
     "fake_quantize",
     "fold_batchnorm",
     "fold_into",
+    "pq_size",
     "prepare_qat",
+    "product_quantize",
     "quantize",
     "round_ste",
+    "save_packed",
+    "save_pq",
     "symmetric_qparams",
     "weight_qparams",
 ]
