@@ -1,7 +1,7 @@
 """CPU latency of torchvision models pruned to 50% MACs, PyTorch and ONNX Runtime, batch 1 and 32.
 
 Usage:
-    python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2]
+    python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2] [--round-to 8]
 Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
 """
 
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,mobilenet_v2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target-macs", type=float, default=0.5)
+    parser.add_argument("--round-to", type=int, default=1, help="channel-count multiple")
     args = parser.parse_args()
     x = torch.randn(1, 3, 224, 224)
     print("| model | MACs kept | backend | batch | dense ms | pruned ms | speedup | "
@@ -43,7 +44,7 @@ def main() -> None:
             torch.manual_seed(0)
             dense = torchvision.models.get_model(name, weights=None).eval()
             pruned = copy.deepcopy(dense)
-            ts.prune(pruned, x, {"target_macs": args.target_macs})
+            ts.prune(pruned, x, {"target_macs": args.target_macs, "round_to": args.round_to})
             kept = ts.analyze(pruned, x).macs / ts.analyze(dense, x).macs
             for backend in ("ort", "torch"):
                 for batch in (1, 32):
