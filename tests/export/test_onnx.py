@@ -121,3 +121,13 @@ def test_bias_of_a_dead_channel_still_fits_int32(tmp_path: Path) -> None:
     with torch.no_grad():
         out = q(torch.randn(8, 3, 16, 16))
     assert report.max_abs_error < 0.02 * float(out.abs().max())
+
+
+def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).eval()
+    q = ts.quantize(mlp, None, {"dynamic": True})
+    report = ts.export_onnx(q, torch.randn(8, 256), tmp_path / "dyn.onnx")
+    assert report.int8_weights == 2 and report.top1_agreement == 1.0
+    float_bytes = ts.export_onnx(mlp, torch.randn(8, 256), tmp_path / "f.onnx").file_bytes
+    assert report.file_bytes < 0.3 * float_bytes
