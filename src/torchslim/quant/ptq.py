@@ -264,7 +264,7 @@ def quantize(
     qmodel = _build_static(float_model, cfg, skip)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
-    report = layer_report(float_model, qmodel, report_batches, isolated=True)
+    report = layer_report(float_model, qmodel, report_batches, isolated=True, progress=progress)
     if cfg.auto_skip:
         worst = report.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))

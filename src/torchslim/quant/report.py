@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
@@ -111,6 +112,7 @@ def layer_report(
     batches: Sequence[tuple[torch.Tensor, ...]],
     isolated: bool = True,
     isolated_from: QuantReport | None = None,
+    progress: bool = False,
 ) -> QuantReport:
     """Compare ``qmodel`` with ``float_model`` on ``batches`` (same layer names in both)."""
     from torchslim.quant.ptq import set_quantizers
@@ -139,7 +141,9 @@ def layer_report(
     previous = {e.name: e.isolated_db for e in isolated_from.layers} if isolated_from else {}
     report = QuantReport(model_sqnr_db=ratio(out_signal, out_noise),
                          top1_agreement=agree / total if total else None)  # fmt: skip
-    alone = _isolated(float_model, qmodel, names, batches[:1]) if isolated and batches else {}
+    alone = {}
+    if isolated and batches:
+        alone = _isolated(float_model, qmodel, names, batches[:1], progress)
     for n in names:
         report.layers.append(LayerError(n, ratio(signal[n], noise[n]), alone.get(n)))
     for n in state.skipped:
@@ -153,12 +157,12 @@ def layer_report(
 
 
 def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
-              batches: Sequence[tuple]) -> dict[str, float]:  # fmt: skip
+              batches: Sequence[tuple], progress: bool) -> dict[str, float]:  # fmt: skip
     from torchslim.quant.ptq import set_quantizers
 
     refs = [first_tensor(float_model(*inputs)) for inputs in batches]
     result = {}
-    for n in names:
+    for n in tqdm(names, disable=not progress, desc="per-layer error", unit="layer"):
         set_quantizers(qmodel, enabled=False)
         for m in _quantizers_of(qmodel, n):
             m.enabled = True
