@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from _ort_quantizer import ort_quantize_static
 
 import torchslim as ts
 from torchslim.cli import _load_run
 from torchslim.data import calibration_loader, get_dataset
-from torchslim.export import ort_session
+from torchslim.export import evaluate_onnx
 from torchslim.quant.config import cpu_lacks_vnni
 
 ROWS = [  # (label, config)
@@ -38,35 +38,6 @@ ROWS = [  # (label, config)
 ]  # fmt: skip
 
 
-def ort_accuracy(path: Path, test: torch.utils.data.Dataset, batch: int = 500) -> float:
-    session = ort_session(path, threads=2)
-    name = session.get_inputs()[0].name
-    loader = torch.utils.data.DataLoader(test, batch_size=batch)
-    right = total = 0
-    for x, y in loader:
-        logits = session.run(None, {name: x.numpy()})[0]
-        right += int((logits.argmax(1) == y.numpy()).sum())
-        total += len(y)
-    return right / total
-
-
-def ort_quantize_static(fp32: Path, out: Path, calib: torch.utils.data.DataLoader) -> None:
-    """ONNX Runtime's own static quantizer: QDQ, per-channel, its default int8 types."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"input": x.numpy()} for x, _ in calib])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    pre = out.with_name("pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="bench-out/fmnist-resnet20")
@@ -82,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         fp32 = ts.export_onnx(model, x, tmp / "fp32.onnx")
-        base = ort_accuracy(fp32.path, test)
+        base = evaluate_onnx(fp32.path, test, batch_size=500, threads=2)
         print(f"calibration: {args.calib} training images; accuracy on the 10k test set in "
               f"ONNX Runtime {__import__('onnxruntime').__version__}; 7-bit weights "
               f"(reduce_range, no VNNI here): {cpu_lacks_vnni()}\n")  # fmt: skip
@@ -96,15 +67,15 @@ def main() -> None:
                 cfg = {"per_channel": per_channel, **extra}
                 q = ts.quantize(model, calib, cfg, progress=False)
                 rep = ts.export_onnx(q, next(iter(calib))[0], tmp / "q.onnx")
-                acc = ort_accuracy(rep.path, test)
+                acc = evaluate_onnx(rep.path, test, batch_size=500, threads=2)
                 kind = "per-channel" if per_channel else "per-tensor"
                 print(f"| torchslim: {label} | {kind} | {100 * acc:.2f}% | "
                       f"{100 * (acc - base):+.2f} | {q.quant_report.model_sqnr_db:.1f} | "
                       f"{rep.top1_agreement:.3f} | {rep.file_bytes:,} |"
                       f" <!-- {time.perf_counter() - start:.0f}s -->", flush=True)  # fmt: skip
         ort_path = tmp / "ort_int8.onnx"
-        ort_quantize_static(fp32.path, ort_path, calib)
-        acc = ort_accuracy(ort_path, test)
+        ort_quantize_static(fp32.path, ort_path, [x.numpy() for x, _ in calib])
+        acc = evaluate_onnx(ort_path, test, batch_size=500, threads=2)
         print(f"| ONNX Runtime quantize_static (QDQ, per-channel, defaults) | per-channel | "
               f"{100 * acc:.2f}% | {100 * (acc - base):+.2f} | - | - | "
               f"{ort_path.stat().st_size:,} |")  # fmt: skip

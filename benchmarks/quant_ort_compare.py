@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from _ort_quantizer import ort_quantize_static
 from torch import nn
 from torchvision.transforms import v2
 
@@ -98,22 +99,6 @@ def ort_top1(path: Path, xs: torch.Tensor, batch: int = 50) -> np.ndarray:
     return np.concatenate(out).argmax(1)
 
 
-def ort_quantize(fp32: Path, out: Path, calib: torch.Tensor) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"input": calib[i : i + 16].numpy()} for i in range(0, len(calib), 16)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    pre = out.with_name(out.stem + "_pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
-
-
 def _latency(path: Path, batch: int) -> float:
     x = torch.randn(batch, 3, 224, 224)
     repeats = 30 if batch == 1 else 6
@@ -148,7 +133,11 @@ def main() -> None:
             paths = {"FP32": tmp / f"{name}_fp32.onnx"}
             ts.export_onnx(model, test_x[:8], paths["FP32"])
             paths["ORT quantize_static"] = tmp / f"{name}_ort.onnx"
-            ort_quantize(paths["FP32"], paths["ORT quantize_static"], calib_x)
+            ort_quantize_static(
+                paths["FP32"],
+                paths["ORT quantize_static"],
+                [calib_x[i : i + 16].numpy() for i in range(0, len(calib_x), 16)],
+            )
             q = ts.quantize(model, [calib_x[i : i + 16] for i in range(0, len(calib_x), 16)],
                             {"per_channel": True}, progress=False)  # fmt: skip
             paths["torchslim"] = tmp / f"{name}_ts.onnx"

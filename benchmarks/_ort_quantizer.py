@@ -1,0 +1,25 @@
+"""ONNX Runtime's own static quantizer: the peer the torchslim int8 export is measured against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def ort_quantize_static(fp32: Path, out: Path, batches: Iterable[np.ndarray]) -> None:
+    """``quant_pre_process`` + ``quantize_static``: QDQ, per-channel, ORT's default int8 types."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"input": b} for b in batches])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    pre = out.with_name(out.stem + "_pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
