@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/qat_fmnist.py --run bench-out/fmnist-resnet20 [--steps 300]
-        [--rows lsq:4,pact:4,pact:3,pact:2]
+        [--rows lsq:4,pact:4,pact:3,pact:2]   (append ":fl8" to keep first/last layers at 8 bits)
 (the run folder comes from benchmarks/train_fmnist_resnet20.sh). Each QAT row fine-tunes the
 trained float model for --steps SGD steps of batch 128 (cosine LR); accuracy is the full 10k
 test set, in PyTorch (fake-quant) and in ONNX Runtime after ts.convert + ts.export_onnx.
@@ -47,8 +47,9 @@ def main() -> None:
     print(f"| float | 32/32 | {100 * base_acc:.2f}% | - | - | - |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for row in args.rows.split(","):
-            kind, bits = row.split(":")
+            kind, bits, *opts = row.split(":")
             bits = int(bits)
+            edge = {"first_layer_bits": 8, "last_layer_bits": 8} if "fl8" in opts else {}
             start = time.perf_counter()
             ptq = ts.quantize(base, calib, {"weight_bits": bits, "act_bits": bits},
                               progress=False)  # fmt: skip
@@ -57,7 +58,7 @@ def main() -> None:
                   f"{100 * ptq_acc:.2f}% | - | {100 * (ptq_acc - base_acc):+.2f} | - |",
                   flush=True)  # fmt: skip
             cfg = {"weight_bits": bits, "act_bits": bits, "act_quantizer": kind,
-                   "weight_quantizer": "lsq" if kind == "lsq" else "ste"}  # fmt: skip
+                   "weight_quantizer": "lsq" if kind == "lsq" else "ste", **edge}  # fmt: skip
             q = ts.prepare_qat(base, cfg, calib_data=calib)
             tcfg = {"epochs": 1, "lr": args.lr, "batch_size": 128, "schedule": "cosine",
                     "weight_decay": 5e-5, "progress": False, "seed": 0,
@@ -69,7 +70,8 @@ def main() -> None:
             ts.export_onnx(q, next(iter(calib))[0], path)
             ort_acc = evaluate_onnx(path, test, batch_size=500)
             minutes = (time.perf_counter() - start) / 60
-            print(f"| QAT {kind.upper()} | {bits}/{bits} | {100 * acc:.2f}% | "
+            label = f"QAT {kind.upper()}" + (", first/last layer W8" if edge else "")
+            print(f"| {label} | {bits}/{bits} | {100 * acc:.2f}% | "
                   f"{100 * ort_acc:.2f}% | {100 * (acc - base_acc):+.2f} | {minutes:.1f} |",
                   flush=True)  # fmt: skip
 
