@@ -207,3 +207,16 @@ def test_reduce_range_uses_7_bit_weights(reduce: bool, qmax: int) -> None:
     assert spec.qrange[1] == qmax
     cfg = ts.QuantConfig(reduce_range=reduce, weight_bits=4)
     assert cfg.weight_spec().bits == 4  # only 8-bit weights are narrowed
+
+
+def test_first_and_last_layer_bits_cover_weights_and_inputs() -> None:
+    cfg = {"weight_bits": 4, "act_bits": 4, "first_layer_bits": 8, "last_layer_bits": 6,
+           "reduce_range": False}  # fmt: skip
+    q = ts.quantize(_net(), _data(), cfg, progress=False)
+    bits = {n: m.spec.bits for n, m in q.named_modules() if isinstance(m, FakeQuantize)}
+    assert bits["act_quant_x"] == 8 and bits["act_quant_flatten"] == 6
+    assert {bits[n] for n in ("act_quant_stem_2", "act_quant_relu", "act_quant_conv2")} == {4}
+    weight = {n: q.get_submodule(n).weight_fake_quant.spec.bits for n in q.quant_state.layers}
+    assert weight == {"stem.0": 8, "conv1": 4, "conv2": 4, "fc": 6}
+    qat = ts.prepare_qat(_net(), {**cfg, "act_quantizer": "pact"})
+    assert qat.get_submodule("act_quant_x").bits == 8

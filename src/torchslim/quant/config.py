@@ -39,8 +39,16 @@ class QuantConfig:
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
-    first_layer_bits: int | None = None  # weight bits of the first quantized layer (default: same)
-    last_layer_bits: int | None = None  # weight bits of the last quantized layer (default: same)
+    first_layer_bits: int | None = None  # bits of the first layer's weights and input
+    last_layer_bits: int | None = None  # bits of the last layer's weights and input
+
+    def input_bits(self, node: object, first: object, last: object) -> int:
+        """Activation bits of a tensor: wider where it feeds the first/last layer if asked."""
+        if node is first and self.first_layer_bits:
+            return self.first_layer_bits
+        if node is last and self.last_layer_bits:
+            return self.last_layer_bits
+        return self.act_bits
 
     def __post_init__(self) -> None:
         for name in ("weight_mapping", "act_mapping"):
@@ -72,9 +80,9 @@ class QuantConfig:
                          per_channel=self.per_channel, ch_axis=0,
                          calibration=self.calibration, percentile=self.percentile)  # fmt: skip
 
-    def act_spec(self) -> QuantSpec:
+    def act_spec(self, bits: int | None = None) -> QuantSpec:
         """The spec of an activation quantizer (always per tensor)."""
-        return QuantSpec(bits=self.act_bits, mapping=self.act_mapping,
+        return QuantSpec(bits=bits or self.act_bits, mapping=self.act_mapping,
                          calibration=self.calibration, percentile=self.percentile)  # fmt: skip
 
 

@@ -124,6 +124,15 @@ def plan(
     return layers, sorted(tensors, key=order.__getitem__)
 
 
+def edge_inputs(layers: list[fx.Node]) -> tuple[fx.Node | None, fx.Node | None]:
+    """The input tensors of the first and of the last quantized layer."""
+
+    def inp(n: fx.Node) -> fx.Node | None:
+        return n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+
+    return (inp(layers[0]), inp(layers[-1])) if layers else (None, None)
+
+
 def shared_sources(gm: fx.GraphModule, tensors: Iterable[fx.Node]) -> dict[fx.Node, fx.Node]:
     """Quantized tensors that should reuse the scale of a quantized input (max-pool, reshape):
     ONNX Runtime then runs the op on int8 directly instead of dequantizing around it."""
@@ -142,13 +151,14 @@ def insert_quantizers(
     gm: fx.GraphModule,
     layers: Iterable[fx.Node],
     tensors: Iterable[fx.Node],
-    make_act: Callable[[], nn.Module],
+    make_act: Callable[[fx.Node], nn.Module],
     quantize_module: Callable[[str, int], None],
     make_shared: Callable[[nn.Module], nn.Module] | None = None,
 ) -> Placement:
     """Swap the layers to their quantized classes and put a quantizer after each tensor.
 
-    Tensors in ``shared_sources`` get ``make_shared(source_quantizer)`` instead of a new one.
+    ``make_act(node)`` builds the quantizer of a tensor; tensors in ``shared_sources`` get
+    ``make_shared(source_quantizer)`` instead of a new one.
     """
     placement = Placement(gm)
     layers = list(layers)
@@ -163,7 +173,7 @@ def insert_quantizers(
         if node in shared and make_shared is not None:
             gm.add_submodule(name, make_shared(gm.get_submodule(at[shared[node]])))
         else:
-            gm.add_submodule(name, make_act())
+            gm.add_submodule(name, make_act(node))
         with gm.graph.inserting_after(node):
             q = gm.graph.call_module(name, (node,))
         node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q and u.op != "output")

@@ -30,6 +30,7 @@ from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.placement import (
     Placement,
     drop_identities,
+    edge_inputs,
     insert_quantizers,
     plan,
     trace_for_quant,
@@ -129,8 +130,12 @@ def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> f
         bits = _weight_bits(cfg, index, len(layers))
         to_quantized(gm.get_submodule(name), cfg.weight_spec(bits))
 
-    placement = insert_quantizers(gm, layers, tensors, lambda: FakeQuantize(cfg.act_spec()),
-                                  quantize_module, SharedQuantize)  # fmt: skip
+    first, last = edge_inputs(layers)
+
+    def make_act(node: fx.Node) -> nn.Module:
+        return FakeQuantize(cfg.act_spec(cfg.input_bits(node, first, last)))
+
+    placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module, SharedQuantize)
     gm.quant_state = QuantState(cfg, placement, list(placement.layers), sorted(skip))
     return gm
 

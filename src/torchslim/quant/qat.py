@@ -34,6 +34,7 @@ from torchslim.quant.observers import QuantSpec
 from torchslim.quant.placement import (
     _is_relu,
     drop_identities,
+    edge_inputs,
     insert_quantizers,
     plan,
     trace_for_quant,
@@ -77,8 +78,7 @@ class QATConfig(QuantConfig):
             raise ConfigError("pact_alpha must be >= 0 and ema in [0, 1)")
 
 
-def _act_module(cfg: QATConfig, after_relu: bool) -> nn.Module:
-    bits = cfg.act_bits
+def _act_module(cfg: QATConfig, after_relu: bool, bits: int) -> nn.Module:
     if cfg.act_quantizer is ActQuantizer.PACT:
         return PACT(bits=bits, alpha=cfg.pact_alpha or 1.0, two_sided=not after_relu)
     if cfg.act_quantizer is ActQuantizer.LSQ:
@@ -128,8 +128,10 @@ def prepare_qat(
     if not layers:
         raise ConfigError("prepare_qat: no Conv/Linear layer left to quantize (check skip=)")
     modules = dict(gm.named_modules())
-    relu_out = {n for n in tensors if _is_relu(n, modules)}
-    pending = iter([n in relu_out for n in tensors])
+    first, last = edge_inputs(layers)
+
+    def make_act(node: fx.Node) -> nn.Module:
+        return _act_module(cfg, _is_relu(node, modules), cfg.input_bits(node, first, last))
 
     def quantize_module(name: str, index: int) -> None:
         spec = cfg.weight_spec(_weight_bits(cfg, index, len(layers)))
@@ -137,8 +139,7 @@ def prepare_qat(
         if cfg.weight_quantizer is WeightQuantizer.LSQ:
             layer.weight_fake_quant = _LSQWeight(spec, layer.weight.shape[0])
 
-    placement = insert_quantizers(gm, layers, tensors, lambda: _act_module(cfg, next(pending)),
-                                  quantize_module)  # fmt: skip
+    placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module)
     gm.quant_state = QuantState(cfg, placement, list(placement.layers), sorted(skip))
     gm.quant_report = None
     if calib_data is not None:
