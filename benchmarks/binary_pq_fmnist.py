@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="bench-out/fmnist-resnet20")
     parser.add_argument("--steps", type=int, default=470, help="training steps of batch 128")
+    parser.add_argument("--parts", default="pq,binary", help="which rows: pq, binary or both")
     args = parser.parse_args()
     torch.manual_seed(0)
     base, _ = _load_run(Path(args.run))
@@ -62,8 +63,8 @@ def main() -> None:
         fbytes = _float_bytes(base, tmp)
         print(f"| ResNet-20 | float32 | {100 * base_acc:.2f}% | - | {fbytes:,} | 1.00 | - |",
               flush=True)  # fmt: skip
-        for method, d, k in (("kmeans", 4, 16), ("qcnn", 4, 16), ("kmeans", 9, 64),
-                             ("qcnn", 9, 64)):  # fmt: skip
+        pq_rows = (("kmeans", 4, 16), ("qcnn", 4, 16), ("kmeans", 9, 64), ("qcnn", 9, 64))
+        for method, d, k in pq_rows if "pq" in args.parts else ():
             start = time.perf_counter()
             model = copy.deepcopy(base)
             cfg = {"subvector": d, "codebook_size": k, "method": method}
@@ -74,6 +75,8 @@ def main() -> None:
                   f"({(k - 1).bit_length()}-bit codes) | {100 * acc:.2f}% | "
                   f"{100 * (acc - base_acc):+.2f} | {size:,} | {size / fbytes:.2f} | "
                   f"{(time.perf_counter() - start) / 60:.1f} |", flush=True)  # fmt: skip
+        if "binary" not in args.parts:
+            return
         tcfg = {"epochs": 1, "batch_size": 128, "schedule": "cosine", "progress": False,
                 "seed": 0, "max_steps_per_epoch": args.steps, "optimizer": "adamw",
                 "weight_decay": 0.0}  # fmt: skip
