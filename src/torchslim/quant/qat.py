@@ -65,7 +65,7 @@ class QATConfig(QuantConfig):
 
     act_quantizer: ActQuantizer = ActQuantizer.LSQ
     weight_quantizer: WeightQuantizer = WeightQuantizer.LSQ
-    pact_alpha: float = 0.0  # initial clipping level; 0: the 99.9th percentile of calib data
+    pact_alpha: float = 0.0  # initial clip; 0: 99.9th percentile of calib_data (1.0 without)
     ema: float = 0.9  # moving-average momentum of ``ste`` activation ranges
 
     def __post_init__(self) -> None:
