@@ -389,6 +389,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _ratio_line(label: str, ratios: list[float], spread: bool) -> str:
+    half = sum(r <= 0.5 for r in ratios)
+    extra = f", min {min(ratios):.2f}, max {max(ratios):.2f}" if spread else ""
+    return (f"{label}, n={len(ratios)}): median {statistics.median(ratios):.2f}{extra}; "
+            f"torchslim <= 0.5 x Torch-Pruning on {half}/{len(ratios)}")  # fmt: skip
+
+
 def summary(path: Path) -> str:
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in _load(path):
@@ -439,27 +446,13 @@ def summary(path: Path) -> str:
     lines.append(f"models: {len(models)}")
     for tool in TOOLS:
         lines.append(f"{tool}: ok {ok[tool]}/{ran[tool]}, total prune time {total_s[tool]:.1f} s")
-    if ratios:
-        half = sum(r <= 0.5 for r in ratios)
-        lines.append(
-            f"time ratio ts/TP (models where both pruning calls returned, n={len(ratios)}): "
-            f"median {statistics.median(ratios):.2f}, min {min(ratios):.2f}, "
-            f"max {max(ratios):.2f}; torchslim <= 0.5 x Torch-Pruning on {half}/{len(ratios)}"
-        )
-    if ratios_both_ok:
-        half = sum(r <= 0.5 for r in ratios_both_ok)
-        lines.append(
-            f"time ratio ts/TP (models where both tools are ok, n={len(ratios_both_ok)}): "
-            f"median {statistics.median(ratios_both_ok):.2f}; "
-            f"torchslim <= 0.5 x Torch-Pruning on {half}/{len(ratios_both_ok)}"
-        )
-    if cpu_ratios:
-        half = sum(r <= 0.5 for r in cpu_ratios)
-        lines.append(
-            f"CPU-time ratio ts/TP (process time of the pruning call, n={len(cpu_ratios)}): "
-            f"median {statistics.median(cpu_ratios):.2f}; "
-            f"torchslim <= 0.5 x Torch-Pruning on {half}/{len(cpu_ratios)}"
-        )
+    for label, values, spread in (
+        ("time ratio ts/TP (models where both pruning calls returned", ratios, True),
+        ("time ratio ts/TP (models where both tools are ok", ratios_both_ok, False),
+        ("CPU-time ratio ts/TP (process time of the pruning call", cpu_ratios, False),
+    ):
+        if values:
+            lines.append(_ratio_line(label, values, spread))
     for tool in TOOLS:
         failed = [r for (_, t), r in sorted(latest.items()) if t == tool and not r.get("ok")]
         lines.append("")
