@@ -104,7 +104,8 @@ class ModelStats:
         return "\n".join(lines)
 
 
-def _as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+def input_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """Example inputs as a tuple of positional arguments (a lone tensor is wrapped)."""
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
@@ -166,7 +167,7 @@ def analyze(model: nn.Module, example_inputs: Inputs) -> ModelStats:
         >>> stats.params, round(stats.macs / 1e9, 2)
         (11689512, 1.81)
     """
-    inputs = _as_tuple(example_inputs)
+    inputs = input_tuple(example_inputs)
     with counting(model) as finish:
         model(*inputs)
     return finish()
@@ -298,7 +299,7 @@ def measure_latency(
     """
     if repeats <= 0 or warmup < 0:
         raise ValueError("repeats must be > 0 and warmup >= 0")
-    inputs = _as_tuple(example_inputs)
+    inputs = input_tuple(example_inputs)
     threads = threads or torch.get_num_threads()
     batch = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
     if backend == "torch":

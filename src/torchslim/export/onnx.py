@@ -28,6 +28,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from torchslim.analysis import input_tuple
 from torchslim.errors import TorchslimError
 
 log = logging.getLogger("torchslim.export")
@@ -68,10 +69,6 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, (FakeQuantize, WeightQuantize)) for m in model.modules())
 
 
-def _as_tuple(inputs: Any) -> tuple[torch.Tensor, ...]:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
 def export_onnx(
     model: nn.Module,
     example_inputs: Any,
@@ -96,7 +93,7 @@ def export_onnx(
         True
     """
     path = Path(path)
-    inputs = _as_tuple(example_inputs)
+    inputs = input_tuple(example_inputs)
     quantized = is_quantized(model)
     was_training = model.training
     model.eval()

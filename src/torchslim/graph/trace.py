@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from torchslim.analysis import ModelStats, counting
-from torchslim.errors import UnsupportedOpError
+from torchslim.errors import ConfigError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
     HANDLERS,
@@ -86,6 +86,27 @@ def _tie_bias(module: nn.Module, name: str, graph: ChannelGraph) -> None:
 def matches(name: str, module: nn.Module, selector: str) -> bool:
     """A selector is a qualified-name glob (``layer1.*``) or a module type name (``Linear``)."""
     return fnmatch.fnmatchcase(name, selector) or type(module).__name__ == selector
+
+
+def select_modules(model: nn.Module, selectors: Iterable[str], field_name: str) -> set[str]:
+    """Names of the modules the selectors pick; a selector that matches nothing is an error.
+
+    Example:
+        >>> sorted(select_modules(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), ["Linear"], "skip"))
+        ['0']
+    """
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    names: set[str] = set()
+    for sel in selectors:
+        hit = {n for n, m in modules if matches(n, m, sel)}
+        if not hit:
+            sample = ", ".join(n for n, _ in modules[:5])
+            raise ConfigError(
+                f"{field_name}: selector {sel!r} matches no module (names look like: {sample}; "
+                "types like Conv2d also work)"
+            )
+        names |= hit
+    return names
 
 
 @dataclass

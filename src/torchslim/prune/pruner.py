@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import Inputs, ModelStats, analyze, counting
+from torchslim.analysis import Inputs, ModelStats, analyze, counting, input_tuple
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
-from torchslim.graph.trace import ChannelGraph, matches, trace
+from torchslim.graph.trace import ChannelGraph, matches, select_modules, trace
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
 from torchslim.prune.report import PruneReport, build_report
@@ -69,17 +69,6 @@ class PruneConfig:
             raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
         if self.importance not in IMPORTANCE:
             get_importance(self.importance)  # raises with a did-you-mean
-
-
-def _selector_check(model: nn.Module, selectors: Iterable[str], field_name: str) -> None:
-    modules = list(model.named_modules())
-    for sel in selectors:
-        if not any(matches(n, m, sel) for n, m in modules):
-            sample = ", ".join(n for n, _ in modules[1:6])
-            raise ConfigError(
-                f"{field_name}: selector {sel!r} matches no module (names look like: {sample}; "
-                "types like Conv2d also work)"
-            )
 
 
 def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
@@ -254,24 +243,16 @@ class Pruner:
 
     def __post_init__(self) -> None:
         self.config = from_dict(PruneConfig, self.config)
-        self.inputs = (
-            (self.example_inputs,)
-            if isinstance(self.example_inputs, torch.Tensor)
-            else tuple(self.example_inputs)
-        )
-        _selector_check(self.model, self.config.ignore, "ignore")
-        _selector_check(self.model, self.config.ratios, "ratios")
+        self.inputs = input_tuple(self.example_inputs)
+        select_modules(self.model, self.config.ignore, "ignore")  # fail early on bad selectors
+        select_modules(self.model, self.config.ratios, "ratios")
 
     def _graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
         cfg = self.config
-        ignored = [
-            n for n, m in self.model.named_modules() if any(matches(n, m, s) for s in cfg.ignore)
-        ]
+        ignored = select_modules(self.model, cfg.ignore, "ignore")
 
         def is_ignored(name: str) -> bool:
-            return any(name == n or name.startswith(n + ".") for n in ignored if n) or (
-                "" in ignored
-            )
+            return any(name == n or name.startswith(n + ".") for n in ignored)
 
         graph = trace(self.model, self.inputs, ignore=is_ignored, count=True)
         groups = build_groups(graph, cfg.prune_head_dims)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import matches
+from torchslim.graph.trace import matches, select_modules
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,10 @@ def product_quantize(
 
     cfg = from_dict(PQConfig, config)
     gen = torch.Generator().manual_seed(cfg.seed)
+    skip = select_modules(model, cfg.skip, "skip")
     names = []
     for name, m in model.named_modules():
-        if not name or not any(matches(name, m, s) for s in cfg.layers):
-            continue
-        if any(matches(name, m, s) for s in cfg.skip):
+        if not name or name in skip or not any(matches(name, m, s) for s in cfg.layers):
             continue
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             continue

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import matches
+from torchslim.graph.trace import select_modules
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     PACT,
@@ -94,21 +94,6 @@ def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[torch.
                 f"calib_data: batches must be tensors or (inputs, targets) pairs, got "
                 f"{type(batch).__name__}"
             )
-
-
-def _selected(model: nn.Module, selectors: Iterable[str]) -> set[str]:
-    names: set[str] = set()
-    modules = list(model.named_modules())
-    for sel in selectors:
-        hit = {n for n, m in modules if n and matches(n, m, sel)}
-        if not hit:
-            sample = ", ".join(n for n, _ in modules[1:6])
-            raise ConfigError(
-                f"skip: selector {sel!r} matches no module (names look like: {sample}; "
-                "types like Linear also work)"
-            )
-        names |= hit
-    return names
 
 
 def _weight_bits(cfg: QuantConfig, index: int, count: int) -> int:
@@ -255,7 +240,7 @@ def quantize(
     """
     cfg = from_dict(QuantConfig, config)
     float_model = copy.deepcopy(model).eval()
-    skip = _selected(float_model, cfg.skip)
+    skip = select_modules(float_model, cfg.skip, "skip")
     if cfg.dynamic:
         qmodel = _build_dynamic(float_model, cfg, skip)
         qmodel.quant_report = None

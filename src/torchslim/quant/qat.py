@@ -26,6 +26,7 @@ from torch import fx, nn
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
+from torchslim.graph.trace import select_modules
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import PACT, FakeQuantize, FixedQuantize, LSQQuantize
 from torchslim.quant.fold import fold_batchnorm
@@ -39,7 +40,7 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.ptq import QuantState, _selected, _weight_bits, calib_inputs
+from torchslim.quant.ptq import QuantState, _weight_bits, calib_inputs
 from torchslim.quant.qmodules import to_quantized
 
 
@@ -121,7 +122,7 @@ def prepare_qat(
     float_model.eval()
     if cfg.fold_bn:
         fold_batchnorm(float_model)
-    skip = _selected(float_model, cfg.skip)
+    skip = select_modules(float_model, cfg.skip, "skip")
     gm = trace_for_quant(float_model)
     drop_identities(gm)
     layers, tensors = plan(gm, lambda name: name not in skip)
