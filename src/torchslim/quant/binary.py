@@ -22,8 +22,6 @@ size: binary weights packed 8 per byte, everything else float32.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from torch import nn
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
+from torchslim.quant.arrays import save_arrays
 
 
 @dataclass(frozen=True)
@@ -175,15 +174,7 @@ def save_packed(model: nn.Module, path: str | Path) -> int:
         ...     save_packed(net, f"{d}/b.zip") < 4 * sum(p.numel() for p in net.parameters())
         True
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, array in _packed_state(model).items():
-            buf = io.BytesIO()
-            np.save(buf, array, allow_pickle=False)
-            zf.writestr(name, buf.getvalue())
-    tmp.replace(path)
-    return path.stat().st_size
+    return save_arrays(_packed_state(model), path)
 
 
 def binary_size(model: nn.Module) -> dict[str, int]:

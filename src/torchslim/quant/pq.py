@@ -15,9 +15,7 @@ small codebook per sub-space and one ``log2(codebook_size)``-bit code per row an
 
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from tqdm.auto import tqdm
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import matches, select_modules
+from torchslim.quant.arrays import save_arrays
 
 
 @dataclass(frozen=True)
@@ -229,15 +228,7 @@ def pq_size(model: nn.Module) -> dict[str, int]:
 
 def save_pq(model: nn.Module, path: str | Path) -> int:
     """Write codebooks, bit-packed codes and the remaining tensors to a zip; returns its bytes."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, array in _pq_state(model).items():
-            buf = io.BytesIO()
-            np.save(buf, array, allow_pickle=False)
-            zf.writestr(name, buf.getvalue())
-    tmp.replace(path)
-    return path.stat().st_size
+    return save_arrays(_pq_state(model), path)
 
 
 __all__ = ["PQConfig", "pq_size", "product_quantize", "save_pq"]

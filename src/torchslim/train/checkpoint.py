@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -16,21 +17,20 @@ from torchslim.errors import CheckpointError
 FORMAT = "torchslim.train/1"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A run killed while saving leaves the previous file intact, never a truncated one.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(file)`` on a temporary file in the same folder, fsync, then rename over
+    ``path``. A run killed while writing leaves the previous file intact, never a truncated one.
 
     Example:
-        >>> atomic_save({"x": 1}, "/tmp/ckpt.pt").name
-        'ckpt.pt'
+        >>> atomic_write("/tmp/hello.bin", lambda f: f.write(b"hi")).read_bytes()
+        b'hi'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,24 +40,24 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`.
+
+    Example:
+        >>> atomic_save({"x": 1}, "/tmp/ckpt.pt").name
+        'ckpt.pt'
+    """
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write text through a temporary file and a rename, like :func:`atomic_save`.
+    """Write UTF-8 text through :func:`atomic_write`.
 
     Example:
         >>> atomic_write_text("a,b\\n", "/tmp/m.csv").name
         'm.csv'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
