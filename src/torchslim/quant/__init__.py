@@ -5,6 +5,7 @@ from torchslim.quant.binary import BinaryConfig, binarize, binary_size, save_pac
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     PACT,
+    DynamicQuantize,
     FakeQuantize,
     LSQQuantize,
     WeightQuantize,
@@ -22,7 +23,7 @@ from torchslim.quant.observers import (
     weight_qparams,
 )
 from torchslim.quant.pq import PQConfig, pq_size, product_quantize, save_pq
-from torchslim.quant.ptq import DynamicQuantize, QuantReport, QuantState, calibrate, quantize
+from torchslim.quant.ptq import QuantReport, QuantState, calibrate, quantize
 from torchslim.quant.qat import QATConfig, convert, prepare_qat
 
 __all__ = [

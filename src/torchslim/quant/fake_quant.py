@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from torchslim.quant.observers import Observer, QuantSpec, weight_qparams
+from torchslim.quant.observers import Observer, QuantSpec, affine_qparams, weight_qparams
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +126,28 @@ class WeightQuantize(nn.Module):
     def extra_repr(self) -> str:
         s = self.spec
         return f"bits={s.bits}, mapping={s.mapping.value}, per_channel={s.per_channel}"
+
+
+class DynamicQuantize(nn.Module):
+    """Affine per-tensor fake quantization with the range of the current input (no calibration).
+
+    Example:
+        >>> dq = DynamicQuantize(8)
+        >>> dq(torch.tensor([0.0, 1.0, 2.55])).tolist()
+        [0.0, 1.0, 2.549999952316284]
+    """
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__()
+        self.bits = bits
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        lo, hi = x.detach().min(), x.detach().max()
+        scale, zero = affine_qparams(lo, hi, self.bits)
+        return quantize_dequantize(x, scale, zero, 0, 2**self.bits - 1)
 
 
 class FakeQuantize(nn.Module):

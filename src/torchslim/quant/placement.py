@@ -30,11 +30,9 @@ _RANGE_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.flatten, tor
 
 @dataclass
 class Placement:
-    """The result of the pass: which layers are quantized and which tensors."""
+    """The result of the pass: the quantized layers and the quantizer of each one's input."""
 
-    graph_module: fx.GraphModule
     layers: list[str] = field(default_factory=list)  # quantized Conv/Linear, graph order
-    act_quantizers: dict[str, str] = field(default_factory=dict)  # quantizer -> tensor (node)
     layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
 
 
@@ -98,7 +96,7 @@ def _passes_range(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def plan(
-    gm: fx.GraphModule, quantize_layer: Callable[[str], bool], dynamic: bool = False
+    gm: fx.GraphModule, quantize_layer: Callable[[str], bool]
 ) -> tuple[list[fx.Node], list[fx.Node]]:
     """The layer nodes to quantize and the tensor nodes whose value gets a quantizer."""
     modules = dict(gm.named_modules())
@@ -109,13 +107,13 @@ def plan(
         and is_quantizable(modules[str(n.target)])
         and quantize_layer(str(n.target))
     ]
+    layer_set = set(layers)
     tensors: dict[fx.Node, None] = {}
-    if not dynamic:  # static: outputs of layers and of adds, after a following ReLU
-        for n in gm.graph.nodes:
-            if n in layers or _is_add(n):
-                end = _absorb_relu(n, modules)
-                if not _reaches_output(end):
-                    tensors[end] = None
+    for n in gm.graph.nodes:  # outputs of layers and of adds, after a following ReLU
+        if n in layer_set or _is_add(n):
+            end = _absorb_relu(n, modules)
+            if not _reaches_output(end):
+                tensors[end] = None
     for n in layers:
         inp = n.args[0] if n.args else None
         if isinstance(inp, fx.Node):
@@ -160,7 +158,7 @@ def insert_quantizers(
     ``make_act(node)`` builds the quantizer of a tensor; tensors in ``shared_sources`` get
     ``make_shared(source_quantizer)`` instead of a new one.
     """
-    placement = Placement(gm)
+    placement = Placement()
     layers = list(layers)
     for i, n in enumerate(layers):
         quantize_module(str(n.target), i)
@@ -177,11 +175,11 @@ def insert_quantizers(
         with gm.graph.inserting_after(node):
             q = gm.graph.call_module(name, (node,))
         node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q and u.op != "output")
-        placement.act_quantizers[name] = node.name
         at[node] = name
+    quantizers = set(at.values())
     for n in layers:
         src = n.args[0]
-        if isinstance(src, fx.Node) and src.op == "call_module" and str(src.target) in at.values():
+        if isinstance(src, fx.Node) and src.op == "call_module" and str(src.target) in quantizers:
             placement.layer_input[str(n.target)] = str(src.target)
     gm.graph.lint()
     gm.recompile()

@@ -6,7 +6,7 @@ import copy
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from torchslim.graph.trace import select_modules
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     PACT,
+    DynamicQuantize,
     FakeQuantize,
     FixedQuantize,
     LSQQuantize,
@@ -28,7 +29,6 @@ from torchslim.quant.fake_quant import (
 )
 from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.placement import (
-    Placement,
     drop_identities,
     edge_inputs,
     insert_quantizers,
@@ -41,39 +41,14 @@ from torchslim.quant.report import QuantReport, layer_report
 log = logging.getLogger("torchslim.quant")
 
 
-class DynamicQuantize(nn.Module):
-    """Affine per-tensor fake quantization with the range of the current input (no calibration).
-
-    Example:
-        >>> dq = DynamicQuantize(8)
-        >>> dq(torch.tensor([0.0, 1.0, 2.55])).tolist()
-        [0.0, 1.0, 2.549999952316284]
-    """
-
-    def __init__(self, bits: int = 8) -> None:
-        super().__init__()
-        self.bits = bits
-        self.enabled = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return x
-        from torchslim.quant.fake_quant import quantize_dequantize
-        from torchslim.quant.observers import affine_qparams
-
-        lo, hi = x.detach().min(), x.detach().max()
-        scale, zero = affine_qparams(lo, hi, self.bits)
-        return quantize_dequantize(x, scale, zero, 0, 2**self.bits - 1)
-
-
 @dataclass
 class QuantState:
     """Recorded on a quantized model as ``model.quant_state``: what was done to it."""
 
     config: QuantConfig
-    placement: Placement | None
-    layers: list[str]
+    layers: list[str]  # the quantized Conv/Linear layers
     skipped: list[str]
+    layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
 
 
 def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -121,7 +96,7 @@ def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> f
         return FakeQuantize(cfg.act_spec(cfg.input_bits(node, first, last)))
 
     placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module, SharedQuantize)
-    gm.quant_state = QuantState(cfg, placement, list(placement.layers), sorted(skip))
+    gm.quant_state = QuantState(cfg, placement.layers, sorted(skip), placement.layer_input)
     return gm
 
 
@@ -136,7 +111,7 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
             _weight_bits(cfg, i, len(names))))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)
         layer.register_forward_pre_hook(_quantize_input)
-    model.quant_state = QuantState(cfg, None, names, sorted(skip))
+    model.quant_state = QuantState(cfg, names, sorted(skip))
     return model
 
 
@@ -269,4 +244,4 @@ def quantize(
     return qmodel
 
 
-__all__ = ["DynamicQuantize", "QuantReport", "QuantState", "calibrate", "quantize"]
+__all__ = ["QuantReport", "QuantState", "calibrate", "quantize"]

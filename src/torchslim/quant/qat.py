@@ -141,7 +141,7 @@ def prepare_qat(
             layer.weight_fake_quant = _LSQWeight(spec, layer.weight.shape[0])
 
     placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module)
-    gm.quant_state = QuantState(cfg, placement, list(placement.layers), sorted(skip))
+    gm.quant_state = QuantState(cfg, placement.layers, sorted(skip), placement.layer_input)
     gm.quant_report = None
     if calib_data is not None:
         _initialise(gm, cfg, list(calib_inputs(calib_data, cfg.calib_batches)))

@@ -100,8 +100,8 @@ def _outputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> tuple[dic
 def _quantizers_of(qmodel: nn.Module, layer: str) -> list[nn.Module]:
     state = qmodel.quant_state
     mods = [qmodel.get_submodule(layer).weight_fake_quant]
-    if state.placement is not None and layer in state.placement.layer_input:
-        mods.append(qmodel.get_submodule(state.placement.layer_input[layer]))
+    if layer in state.layer_input:
+        mods.append(qmodel.get_submodule(state.layer_input[layer]))
     return mods
 
 
