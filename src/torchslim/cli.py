@@ -239,6 +239,19 @@ def _load_run(path: Path) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The model of ``--checkpoint RUN`` (and its dataset) or a fresh ``--model NAME``."""
+    if args.checkpoint:
+        model, meta = _load_run(Path(args.checkpoint))
+        return model, args.data or meta.get("data", "fashion-mnist")
+    if not args.model:
+        raise ConfigError("give --model NAME or --checkpoint RUN")
+    from torchslim.models import create
+
+    in_ch = args.input[1] if args.input and len(args.input) > 1 else 3
+    return create(args.model, num_classes=args.num_classes, in_channels=in_ch), args.data
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     import torch
 
@@ -247,15 +260,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from torchslim.serialize import save
     from torchslim.train import Trainer, evaluate
 
-    if args.checkpoint:
-        model, meta = _load_run(Path(args.checkpoint))
-        data = args.data or meta.get("data", "fashion-mnist")
-    else:
-        if not args.model:
-            raise ConfigError("give --model NAME or --checkpoint RUN")
-        data = args.data
-        in_ch = args.input[1] if len(args.input) > 1 else 3
-        model = ts.models.create(args.model, num_classes=args.num_classes, in_channels=in_ch)
+    model, data = _model_and_data(args)
     shape = args.input
     if data and args.input_default:
         info = dataset_info(data)
@@ -302,15 +307,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from torchslim.data import calibration_loader, dataset_info, get_dataset
     from torchslim.export import evaluate_onnx
 
-    if args.checkpoint:
-        model, meta = _load_run(Path(args.checkpoint))
-        data = args.data or meta.get("data", "fashion-mnist")
-    else:
-        if not args.model:
-            raise ConfigError("give --model NAME or --checkpoint RUN")
-        data = args.data
-        model = ts.models.create(args.model, num_classes=args.num_classes,
-                                 in_channels=args.input[1] if args.input else 3)  # fmt: skip
+    model, data = _model_and_data(args)
     model.eval()
     shape = args.input
     if shape is None:
