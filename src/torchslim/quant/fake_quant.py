@@ -337,3 +337,17 @@ class FixedQuantize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"qmin={self.qmin}, qmax={self.qmax}, per_channel={self.scale.numel() > 1}"
+
+
+_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize, FixedQuantize,
+               LSQQuantize, PACT)  # fmt: skip
+
+
+def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
+                   observing: bool | None = None) -> None:  # fmt: skip
+    """Switch every quantizer of ``model`` on/off, or its observers on/off."""
+    for m in model.modules():
+        if isinstance(m, _SWITCHABLE) and enabled is not None:
+            m.enabled = enabled
+        if isinstance(m, FakeQuantize) and observing is not None:
+            m.observing = observing

@@ -52,11 +52,6 @@ def fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
             layer.bias.copy_(new_bias)
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
-
-
 def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     """Fold every BatchNorm whose only input is a conv/linear used by nothing else.
 
@@ -88,6 +83,6 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         layer = modules.get(str(src.target))
         if isinstance(layer, _FOLDABLE):
             fold_into(layer, bn)
-            _set_module(model, str(node.target), nn.Identity())
+            model.set_submodule(str(node.target), nn.Identity())
             folded.append((str(src.target), str(node.target)))
     return folded

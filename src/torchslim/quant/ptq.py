@@ -19,13 +19,10 @@ from torchslim.errors import ConfigError
 from torchslim.graph.trace import select_modules
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
-    PACT,
     DynamicQuantize,
     FakeQuantize,
-    FixedQuantize,
-    LSQQuantize,
     SharedQuantize,
-    WeightQuantize,
+    set_quantizers,
 )
 from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.placement import (
@@ -117,20 +114,6 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:
     return (module.input_fake_quant(args[0]), *args[1:])
-
-
-_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize, FixedQuantize,
-               LSQQuantize, PACT)  # fmt: skip
-
-
-def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
-                   observing: bool | None = None) -> None:  # fmt: skip
-    """Switch every quantizer of ``model`` on/off, or its observers on/off."""
-    for m in model.modules():
-        if isinstance(m, _SWITCHABLE) and enabled is not None:
-            m.enabled = enabled
-        if isinstance(m, FakeQuantize) and observing is not None:
-            m.observing = observing
 
 
 @torch.no_grad()

@@ -28,7 +28,14 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import select_modules
 from torchslim.quant.config import QuantConfig
-from torchslim.quant.fake_quant import PACT, FakeQuantize, FixedQuantize, LSQQuantize
+from torchslim.quant.fake_quant import (
+    PACT,
+    FakeQuantize,
+    FixedQuantize,
+    LSQQuantize,
+    WeightQuantize,
+    set_quantizers,
+)
 from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.observers import Mapping as RangeMapping
 from torchslim.quant.observers import QuantSpec
@@ -162,8 +169,6 @@ class _LSQWeight(LSQQuantize):
 
 @torch.no_grad()
 def _initialise(gm: fx.GraphModule, cfg: QATConfig, batches: list[tuple]) -> None:
-    from torchslim.quant.ptq import set_quantizers
-
     gm.eval()
     pacts = [m for m in gm.modules() if isinstance(m, PACT)]
     if pacts and not cfg.pact_alpha:  # clip at the 99.9th percentile of the float activations
@@ -207,29 +212,22 @@ def convert(model: nn.Module) -> nn.Module:
     model.eval()
     for name, module in list(model.named_modules()):
         if isinstance(module, (PACT, LSQQuantize)) and not isinstance(module, _LSQWeight):
-            _replace(model, name, FixedQuantize(*module.qparams()))
+            model.set_submodule(name, FixedQuantize(*module.qparams()))
         elif isinstance(module, _TrainingFakeQuantize):
             if module.observer.min_val.numel() == 0:
                 raise ConfigError(f"convert: quantizer {name} never saw data; train first")
             fixed = FakeQuantize(module.spec)
             fixed.load_state_dict(module.state_dict())
             fixed.observing = False
-            _replace(model, name, fixed)
+            model.set_submodule(name, fixed)
         wq = getattr(module, "weight_fake_quant", None)
         if isinstance(wq, _LSQWeight):
             spec = wq.spec
             scale, zero, qmin, qmax = wq.qparams()
-            from torchslim.quant.fake_quant import WeightQuantize
-
             new = WeightQuantize(spec)
             new.fixed = FixedQuantize(scale, zero, qmin, qmax, spec.ch_axis)
             module.weight_fake_quant = new
     return model
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
 __all__ = ["QATConfig", "convert", "prepare_qat"]

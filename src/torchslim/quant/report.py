@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchslim.quant.fake_quant import set_quantizers
+
 
 def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio ``10 log10(|ref|² / |ref - test|²)`` in dB.
@@ -21,10 +23,11 @@ def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
         20.0
     """
     noise = float((ref.float() - test.float()).pow(2).sum())
-    signal = float(ref.float().pow(2).sum())
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(max(signal, 1e-30) / noise)
+    return _db(float(ref.float().pow(2).sum()), noise)
+
+
+def _db(signal: float, noise: float) -> float:
+    return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -115,8 +118,6 @@ def layer_report(
     progress: bool = False,
 ) -> QuantReport:
     """Compare ``qmodel`` with ``float_model`` on ``batches`` (same layer names in both)."""
-    from torchslim.quant.ptq import set_quantizers
-
     state = qmodel.quant_state
     names = list(state.layers)
     signal = dict.fromkeys(names, 0.0)
@@ -135,17 +136,14 @@ def layer_report(
             agree += int((ref_out.argmax(1) == out.argmax(1)).sum())
             total += ref_out.shape[0]
 
-    def ratio(s: float, n: float) -> float:
-        return math.inf if n == 0 else 10 * math.log10(max(s, 1e-30) / n)
-
     previous = {e.name: e.isolated_db for e in isolated_from.layers} if isolated_from else {}
-    report = QuantReport(model_sqnr_db=ratio(out_signal, out_noise),
+    report = QuantReport(model_sqnr_db=_db(out_signal, out_noise),
                          top1_agreement=agree / total if total else None)  # fmt: skip
     alone = {}
     if isolated and batches:
         alone = _isolated(float_model, qmodel, names, batches[:1], progress)
     for n in names:
-        report.layers.append(LayerError(n, ratio(signal[n], noise[n]), alone.get(n)))
+        report.layers.append(LayerError(n, _db(signal[n], noise[n]), alone.get(n)))
     for n in state.skipped:
         if n in previous:
             report.layers.append(LayerError(n, math.inf, previous[n], in_float=True))
@@ -158,8 +156,6 @@ def layer_report(
 
 def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
               batches: Sequence[tuple], progress: bool) -> dict[str, float]:  # fmt: skip
-    from torchslim.quant.ptq import set_quantizers
-
     refs = [first_tensor(float_model(*inputs)) for inputs in batches]
     result = {}
     for n in tqdm(names, disable=not progress, desc="per-layer error", unit="layer"):
@@ -171,6 +167,6 @@ def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
             out = first_tensor(qmodel(*inputs))
             s += float(ref.float().pow(2).sum())
             noise += float((ref.float() - out.float()).pow(2).sum())
-        result[n] = math.inf if noise == 0 else 10 * math.log10(max(s, 1e-30) / noise)
+        result[n] = _db(s, noise)
     set_quantizers(qmodel, enabled=True)
     return result
