@@ -27,9 +27,12 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
+from torch.utils.data import DataLoader
 
 from torchslim.analysis import input_tuple
 from torchslim.errors import TorchslimError
+from torchslim.quant.fake_quant import FakeQuantize, WeightQuantize
+from torchslim.quant.report import first_tensor
 
 log = logging.getLogger("torchslim.export")
 
@@ -64,8 +67,6 @@ class ExportReport:
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether ``model`` holds torchslim fake quantizers."""
-    from torchslim.quant.fake_quant import FakeQuantize, WeightQuantize
-
     return any(isinstance(m, (FakeQuantize, WeightQuantize)) for m in model.modules())
 
 
@@ -134,8 +135,6 @@ def export_onnx(
 @contextlib.contextmanager
 def _constant_qparams(model: nn.Module) -> Iterator[None]:
     """Compute every scale and zero point outside the trace, so they export as constants."""
-    from torchslim.quant.fake_quant import FakeQuantize
-
     frozen = []
     for m in model.modules():
         if isinstance(m, FakeQuantize) and m.observer.min_val.numel():
@@ -156,8 +155,6 @@ def _constant_qparams(model: nn.Module) -> Iterator[None]:
 def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                path: Path) -> tuple[float, float | None]:  # fmt: skip
     """Max |ORT - PyTorch| over the first output, and top-1 agreement for 2-D outputs."""
-    from torchslim.quant.report import first_tensor
-
     session = ort_session(path)
     feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs,
                                                               strict=True)}  # fmt: skip
@@ -195,8 +192,6 @@ def evaluate_onnx(path: str | Path, data: Any, *, batch_size: int = 256,
         ...     0.0 <= evaluate_onnx(f"{d}/m.onnx", data) <= 1.0
         True
     """
-    from torch.utils.data import DataLoader
-
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)

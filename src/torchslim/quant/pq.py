@@ -31,6 +31,7 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import matches, select_modules
 from torchslim.quant.arrays import save_arrays
+from torchslim.quant.ptq import calib_inputs
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,6 @@ def product_quantize(
         >>> net[0].pq_codes.shape, net[0].pq_codebooks.shape
         (torch.Size([4, 32]), torch.Size([4, 8, 4]))
     """
-    from torchslim.quant.ptq import calib_inputs
-
     cfg = from_dict(PQConfig, config)
     gen = torch.Generator().manual_seed(cfg.seed)
     skip = select_modules(model, cfg.skip, "skip")
