@@ -109,6 +109,22 @@ def input_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model or module output (tensor, tuple/list, or dict).
+
+    Example:
+        >>> first_tensor((torch.zeros(2), "aux")).shape
+        torch.Size([2])
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, dict) else out
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise TypeError(f"model output has no tensor: {type(out).__name__}")
+
+
 def _shape(value: Any) -> tuple[int, ...]:
     if isinstance(value, torch.Tensor):
         return tuple(value.shape)

@@ -29,10 +29,9 @@ from onnx import helper, numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader
 
-from torchslim.analysis import input_tuple
+from torchslim.analysis import first_tensor, input_tuple
 from torchslim.errors import TorchslimError
 from torchslim.quant.fake_quant import FakeQuantize, WeightQuantize
-from torchslim.quant.report import first_tensor
 
 log = logging.getLogger("torchslim.export")
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchslim.analysis import first_tensor
 from torchslim.quant.fake_quant import set_quantizers
 
 
@@ -28,17 +29,6 @@ def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
 
 def _db(signal: float, noise: float) -> float:
     return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
-
-
-def first_tensor(out: Any) -> torch.Tensor:
-    """The first tensor of a model output (tensor, tuple/list, or dict)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    values = out.values() if isinstance(out, dict) else out
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            return v
-    raise TypeError(f"model output has no tensor: {type(out).__name__}")
 
 
 @dataclass
