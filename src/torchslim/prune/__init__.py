@@ -1,9 +1,6 @@
 """Structured pruning (channels removed for real), importance criteria, sparsity."""
 
-import sys
-import types
-from typing import Any
-
+from torchslim._package import make_callable
 from torchslim.prune.importance import (
     IMPORTANCE,
     Group,
@@ -70,11 +67,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    # ``ts.prune(model, x, config)`` is the public call and ``ts.prune.PruneConfig`` the
-    # namespace: the package itself forwards calls to :func:`prune`.
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return prune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, prune)
