@@ -7,7 +7,7 @@ Example:
     True
 """
 
-from torchslim import data, graph, losses, models, prune, quant, train
+from torchslim import data, distill, graph, losses, models, prune, quant, train
 from torchslim.analysis import LayerStats, ModelStats, analyze, measure_latency
 from torchslim.errors import (
     CheckpointError,
@@ -46,6 +46,7 @@ __all__ = [
     "analyze",
     "convert",
     "data",
+    "distill",
     "export_onnx",
     "graph",
     "load",

@@ -44,6 +44,9 @@ class StepContext:
     outputs: Any
     epoch: int
     step: int
+    # A third element of each batch, when the data yields (inputs, targets, extra): e.g. the
+    # sample indices that a teacher cache is keyed by.
+    extra: Any = None
 
 
 ExtraLoss = Callable[[StepContext], torch.Tensor | Mapping[str, torch.Tensor]]
@@ -97,6 +100,12 @@ def _as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
     return data, None
 
 
+def _split_train_batch(batch: object) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    if isinstance(batch, (list, tuple)) and len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    return (*split_batch(batch), None)
+
+
 def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
@@ -117,7 +126,9 @@ class Trainer:
     ``extra_losses`` are callables receiving a :class:`StepContext` and returning a tensor or a
     dict of named tensors that are added to the task loss (distillation, sparsity penalties...).
     Those that are ``nn.Module``s are trained too (their parameters join the optimizer) and
-    saved in the checkpoint.
+    saved in the checkpoint. ``task_weight`` scales the task loss in training (e.g. ``1 - alpha``
+    under knowledge distillation); evaluation reports the unscaled loss. Training data may yield
+    ``(inputs, targets, extra)``; ``extra`` reaches the extra losses as ``StepContext.extra``.
 
     Example:
         >>> from torchslim.data import get_dataset, stratified_subset
@@ -142,8 +153,10 @@ class Trainer:
         out_dir: str | Path | None = None,
         num_classes: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        task_weight: float = 1.0,
     ) -> None:
         self.config = cfg = from_dict(TrainConfig, config)
+        self.task_weight = float(task_weight)
         self.dist = init_distributed(cfg.device)
         self.device = _resolve_device(cfg.device, self.dist.local_rank)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -308,7 +321,7 @@ class Trainer:
             for batch in self._loader():
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
-                logs = self._train_step(model, *split_batch(batch))
+                logs = self._train_step(model, *_split_train_batch(batch))
                 bar.update(1)
                 if self.global_step % cfg.log_every == 0 or self.step_in_epoch == 1:
                     bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
@@ -343,13 +356,15 @@ class Trainer:
                 buf /= self.dist.world_size
 
     def _compute_loss(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, extra: Any
     ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
         with self._autocast():
             outputs = model(inputs)
-            task = self.loss_fn(outputs, targets)
+            task = self.task_weight * self.loss_fn(outputs, targets)
             terms: dict[str, torch.Tensor] = {}
-            ctx = StepContext(self.model, inputs, targets, outputs, self.epoch, self.global_step)
+            ctx = StepContext(
+                self.model, inputs, targets, outputs, self.epoch, self.global_step, extra
+            )
             for i, fn in enumerate(self.extra_losses):
                 out = fn(ctx)
                 if isinstance(out, Mapping):
@@ -360,7 +375,7 @@ class Trainer:
         return total, outputs, ({"task_loss": task, **terms} if terms else {})
 
     def _train_step(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, extra: Any = None
     ) -> dict[str, float]:
         cfg = self.config
         inputs, targets = inputs.to(self.device), targets.to(self.device)
@@ -368,7 +383,7 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.mix is not None:
             inputs, targets = self.mix(inputs, targets)
-        total, outputs, terms = self._compute_loss(model, inputs, targets)
+        total, outputs, terms = self._compute_loss(model, inputs, targets, extra)
         self._check_finite(total)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

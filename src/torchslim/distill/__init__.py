@@ -1,0 +1,66 @@
+"""Knowledge distillation: feature hooks, response/feature/relation losses, the distiller.
+
+``ts.distill(student, teacher, train_data, config)`` is the public call; the package is also
+the namespace of its configs and losses (``ts.distill.DistillConfig``, ``ts.distill.KDLoss``).
+"""
+
+from torchslim._package import make_callable
+from torchslim.distill.config import DistillConfig, LossSpec, MutualConfig
+from torchslim.distill.distiller import (
+    Distiller,
+    DistillResult,
+    IndexedDataset,
+    distill,
+    fit_distillation,
+)
+from torchslim.distill.hooks import OUTPUT, FeatureHooks
+from torchslim.distill.losses import (
+    LOSSES,
+    AttentionTransferLoss,
+    DistillLoss,
+    FitNetLoss,
+    FSPLoss,
+    KDLoss,
+    LogitL2Loss,
+    RKDLoss,
+    SimilarityPreservingLoss,
+    attention_map,
+    build_loss,
+    fsp_matrix,
+    register_loss,
+    similarity_matrix,
+)
+from torchslim.distill.mutual import MutualLearning, MutualResult, mimicry_kl, mutual_learning
+
+__all__ = [
+    "LOSSES",
+    "OUTPUT",
+    "AttentionTransferLoss",
+    "DistillConfig",
+    "DistillLoss",
+    "DistillResult",
+    "Distiller",
+    "FSPLoss",
+    "FeatureHooks",
+    "FitNetLoss",
+    "IndexedDataset",
+    "KDLoss",
+    "LogitL2Loss",
+    "LossSpec",
+    "MutualConfig",
+    "MutualLearning",
+    "MutualResult",
+    "RKDLoss",
+    "SimilarityPreservingLoss",
+    "attention_map",
+    "build_loss",
+    "distill",
+    "fit_distillation",
+    "fsp_matrix",
+    "mimicry_kl",
+    "mutual_learning",
+    "register_loss",
+    "similarity_matrix",
+]
+
+make_callable(__name__, distill)

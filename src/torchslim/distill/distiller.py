@@ -1,0 +1,354 @@
+"""The distiller: distillation losses as an extra loss of the one trainer, and ``ts.distill``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from torchslim.analysis import first_tensor
+from torchslim.config import from_dict
+from torchslim.distill.config import DistillConfig, LossSpec
+from torchslim.distill.hooks import OUTPUT, FeatureHooks, check_names
+from torchslim.distill.losses import DistillLoss, build_loss
+from torchslim.errors import ConfigError
+from torchslim.train import Callback, StepContext, Trainer, TrainResult
+from torchslim.train.evaluate import split_batch
+
+log = logging.getLogger("torchslim.distill")
+
+
+class IndexedDataset(Dataset):
+    """Items of ``base`` as ``(input, target, index)``, so a teacher cache can be looked up."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        inputs, target = split_batch(self.base[index])
+        return inputs, target, index
+
+
+@contextlib.contextmanager
+def _frozen(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and no gradients for the duration; training flags restored afterwards."""
+    flags = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in zip(models, flags, strict=True):
+            m.train(flag)
+
+
+def _dataset_of(data: Dataset | DataLoader) -> Dataset:
+    return data.dataset if isinstance(data, DataLoader) else data
+
+
+@dataclass(frozen=True)
+class _Term:
+    """Where one loss reads: its layers and the teachers it consults."""
+
+    name: str
+    weight: float
+    student: list[str]
+    teacher: list[str]
+    teachers: list[int]
+
+
+class Distiller(nn.Module, Callback):
+    """The distillation terms of one run, as a trainer extra loss (and callback).
+
+    The student's layers are read with forward hooks during the trainer's own forward pass; the
+    teachers run in eval mode without gradients (or their outputs come from a cache built once
+    before the first epoch). Teachers are not submodules: they are neither trained nor saved in
+    checkpoints; the loss modules' trainable parts (FitNets adapters) are.
+
+    Example:
+        >>> from torchslim.models import create
+        >>> s = create("resnet8", num_classes=10, in_channels=1)
+        >>> t = create("resnet20", num_classes=10, in_channels=1)
+        >>> d = Distiller(s, [t], {"losses": [{"type": "kd"}]}, torch.randn(2, 1, 28, 28))
+        >>> d.hard_label_weight
+        0.09999999999999998
+        >>> d.close()
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: Sequence[nn.Module],
+        config: DistillConfig | Mapping[str, Any],
+        example_inputs: torch.Tensor,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.config = cfg = from_dict(DistillConfig, config)
+        if not teachers:
+            raise ConfigError("teacher: give at least one teacher model")
+        self._teachers = list(teachers)  # a plain list: not registered, not trained, not saved
+        self._student = [student]
+        weights = cfg.teacher_weights or (1.0,) * len(teachers)
+        if len(weights) != len(teachers):
+            raise ConfigError(
+                f"teacher_weights: {len(weights)} weights for {len(teachers)} teachers"
+            )
+        self.losses = nn.ModuleList()
+        self._terms: list[_Term] = []
+        for spec in cfg.losses:
+            loss, term = self._make_term(spec, weights)
+            self.losses.append(loss)
+            self._terms.append(term)
+        self.hard_label_weight = self._hard_label_weight()
+        self._student_hooks = FeatureHooks(student, self._student_layers())
+        self._teacher_hooks = [
+            FeatureHooks(t, self._teacher_layers(i)) for i, t in enumerate(self._teachers)
+        ]
+        self._cache: list[list[torch.Tensor]] | None = None
+        self._build(example_inputs)
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _make_term(self, spec: LossSpec, weights: Sequence[float]) -> tuple[DistillLoss, _Term]:
+        loss = build_loss(spec.type, dict(spec.options))
+        layers = spec.student or loss.default_layers
+        if not layers:
+            raise ConfigError(
+                f"losses: {spec.type} compares intermediate layers; give student (and teacher) "
+                "module names, e.g. student: [layer2]"
+            )
+        if loss.response and len(layers) != 1:
+            raise ConfigError(f"losses: {spec.type} reads one layer (the logits), got {layers}")
+        if not loss.response and not 0 <= spec.teacher_index < len(self._teachers):
+            raise ConfigError(
+                f"losses: {spec.type}: teacher_index {spec.teacher_index} but there are "
+                f"{len(self._teachers)} teacher(s)"
+            )
+        teacher_layers = spec.teacher or layers
+        if len(teacher_layers) != len(layers):
+            raise ConfigError(f"losses: {spec.type}: student and teacher layer counts differ")
+        reads = list(range(len(self._teachers))) if loss.response else [spec.teacher_index]
+        check_names(self._student[0], layers, f"losses: {spec.type}: student")
+        for t in reads:
+            check_names(self._teachers[t], teacher_layers, f"losses: {spec.type}: teacher")
+        loss.set_teacher_weights(weights)
+        term = _Term(spec.type, spec.weight, list(layers), list(teacher_layers), reads)
+        return loss, term
+
+    def _student_layers(self) -> list[str]:
+        names = [n for term in self._terms for n in term.student]
+        return [n for n in dict.fromkeys(names) if n != OUTPUT]
+
+    def _teacher_layers(self, index: int) -> list[str]:
+        names = [n for term in self._terms if index in term.teachers for n in term.teacher]
+        return [n for n in dict.fromkeys(names) if n != OUTPUT]
+
+    def _hard_label_weight(self) -> float:
+        if self.config.hard_label_weight is not None:
+            return self.config.hard_label_weight
+        alphas = [
+            a for a in (getattr(loss, "alpha", None) for loss in self.losses) if a is not None
+        ]
+        return 1.0 - max(alphas) if alphas else 1.0
+
+    def _build(self, example_inputs: torch.Tensor) -> None:
+        student = self._student[0]
+        with _frozen([student]):
+            student_feats = self._student_features(student(example_inputs))
+        teacher_feats = self._run_teachers(example_inputs)
+        for loss, s, t in zip(self.losses, student_feats, teacher_feats, strict=True):
+            loss.build(s, t)
+        self._student_hooks.clear()
+
+    # -- per step ---------------------------------------------------------------------------
+    def _student_features(self, outputs: Any) -> list[list[torch.Tensor]]:
+        hooks = self._student_hooks
+        got = dict(zip(hooks.names, hooks.features(), strict=True))
+        got[OUTPUT] = first_tensor(outputs)
+        return [[got[n] for n in term.student] for term in self._terms]
+
+    def _run_teachers(self, inputs: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per loss, the prepared teacher tensors (response losses: one tensor per teacher)."""
+        needed = sorted({t for term in self._terms for t in term.teachers})
+        feats: dict[int, dict[str, torch.Tensor]] = {}
+        with _frozen([self._teachers[i] for i in needed]):
+            for i in needed:
+                teacher, hooks = self._teachers[i], self._teacher_hooks[i]
+                hooks.clear()
+                out = teacher.to(inputs.device)(inputs)
+                feats[i] = dict(zip(hooks.names, hooks.features(), strict=True))
+                feats[i][OUTPUT] = first_tensor(out)
+                hooks.clear()
+        prepared = []
+        for loss, term in zip(self.losses, self._terms, strict=True):
+            if loss.response:
+                prepared.append([feats[i][term.teacher[0]] for i in term.teachers])
+            else:
+                own = feats[term.teachers[0]]
+                prepared.append(loss.prepare_teacher([own[n] for n in term.teacher]))
+        return prepared
+
+    def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """The weighted distillation terms of one training step, by loss name."""
+        student = self._student_features(ctx.outputs)
+        self._student_hooks.clear()
+        if self._cache is not None and ctx.extra is not None:
+            teacher = self._cached(ctx.extra, ctx.inputs.device)
+        else:
+            teacher = self._run_teachers(ctx.inputs)
+        terms: dict[str, torch.Tensor] = {}
+        for loss, term, s, t in zip(self.losses, self._terms, student, teacher, strict=True):
+            name = term.name if term.name not in terms else f"{term.name}_{len(terms)}"
+            terms[name] = term.weight * loss(s, t)
+        return terms
+
+    # -- teacher cache ----------------------------------------------------------------------
+    def build_cache(self, data: Dataset, batch_size: int = 256, progress: bool = True) -> None:
+        """Run the teachers once over ``data`` (in order) and keep what every loss reads."""
+        device = next(self._student[0].parameters()).device
+        chunks: list[list[list[torch.Tensor]]] = []
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        for batch in tqdm(loader, desc="teacher cache", disable=None if progress else True):
+            inputs = split_batch(batch[:2] if len(batch) == 3 else batch)[0].to(device)
+            per_loss = self._run_teachers(inputs)
+            chunks.append([[t.detach().cpu() for t in ts] for ts in per_loss])
+        self._cache = [
+            [torch.cat([c[k][j] for c in chunks]) for j in range(len(chunks[0][k]))]
+            for k in range(len(self.losses))
+        ]
+        mib = sum(t.numel() * t.element_size() for ts in self._cache for t in ts) / 2**20
+        log.info("teacher cache: %d samples, %.1f MiB", len(data), mib)  # type: ignore[arg-type]
+
+    def _cached(self, index: torch.Tensor, device: torch.device) -> list[list[torch.Tensor]]:
+        assert self._cache is not None
+        idx = torch.as_tensor(index, dtype=torch.long).cpu()
+        return [[t[idx].to(device) for t in ts] for ts in self._cache]
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if (
+            self.config.cache_teacher
+            and self._cache is None
+            and trainer.epoch < trainer.config.epochs
+        ):
+            self.build_cache(trainer.train_set.base, progress=trainer.config.progress)
+
+    def close(self) -> None:
+        """Remove every hook from the student and the teachers (and drop the cache)."""
+        self._student_hooks.remove()
+        for hooks in self._teacher_hooks:
+            hooks.remove()
+        self._cache = None
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """The trained student and each phase's training history ("distill", "finetune")."""
+
+    student: nn.Module
+    phases: dict[str, TrainResult] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics of the last phase."""
+        return list(self.phases.values())[-1].final if self.phases else {}
+
+
+def fit_distillation(
+    student: nn.Module,
+    teacher: nn.Module | Sequence[nn.Module],
+    train_data: Dataset | DataLoader,
+    config: DistillConfig | Mapping[str, Any] | None = None,
+    *,
+    eval_data: Dataset | DataLoader | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> DistillResult:
+    """Distil ``teacher`` (one model or several) into ``student`` with the one trainer; then,
+    if ``config.finetune`` is set, fine-tune on hard labels (the two-phase recipe).
+
+    With ``out_dir`` each phase checkpoints to ``out_dir/distill`` and ``out_dir/finetune``;
+    ``resume=True`` continues an interrupted run (a finished phase is not repeated). Hooks are
+    removed from every model afterwards, also after an error.
+
+    Example:
+        >>> res = fit_distillation(student, teacher, train_set, {"train": {"epochs": 2}},
+        ...                        eval_data=test_set)  # doctest: +SKIP
+        >>> res.final["eval_acc"]  # doctest: +SKIP
+        0.87
+    """
+    cfg = from_dict(DistillConfig, config)
+    teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
+    dataset = _dataset_of(train_data)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ConfigError("train_data is empty; nothing to distil on")
+    example = split_batch(dataset[0])[0]
+    example = torch.stack([example, split_batch(dataset[min(1, len(dataset) - 1)])[0]])
+    out = Path(out_dir) if out_dir is not None else None
+    distiller = Distiller(student, teachers, cfg, example)
+    phases: dict[str, TrainResult] = {}
+    try:
+        trainer = Trainer(
+            student,
+            cfg.train,
+            IndexedDataset(dataset) if cfg.cache_teacher else dataset,
+            eval_data,
+            extra_losses=[distiller],
+            callbacks=[distiller, *callbacks],
+            out_dir=out / "distill" if out is not None else None,
+            metadata={**(metadata or {}), "phase": "distill"},
+            task_weight=distiller.hard_label_weight,
+        )
+        phases["distill"] = trainer.fit(resume=resume)
+    finally:
+        distiller.close()
+    if cfg.finetune is not None:
+        trainer = Trainer(
+            student,
+            cfg.finetune,
+            dataset,
+            eval_data,
+            callbacks=callbacks,
+            out_dir=out / "finetune" if out is not None else None,
+            metadata={**(metadata or {}), "phase": "finetune"},
+        )
+        phases["finetune"] = trainer.fit(resume=resume)
+    return DistillResult(student, phases)
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module | Sequence[nn.Module],
+    train_data: Dataset | DataLoader,
+    config: DistillConfig | Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Train ``student`` to imitate ``teacher`` (or several teachers); returns the student.
+
+    ``config`` is a :class:`DistillConfig` or a dict of its fields; ``kwargs`` go to
+    :func:`fit_distillation` (``eval_data``, ``out_dir``, ``resume``...).
+
+    Example:
+        >>> import torchslim as ts
+        >>> from torchslim.data import get_dataset, stratified_subset
+        >>> data = stratified_subset(get_dataset("fashion-mnist", train=True), per_class=8)
+        >>> teacher = ts.models.create("smallcnn", num_classes=10, in_channels=1)
+        >>> student = ts.models.create("mlp", num_classes=10, hidden=(32,), in_channels=1)
+        >>> cfg = {"losses": [{"type": "kd", "options": {"temperature": 4.0}}],
+        ...        "train": {"epochs": 1, "batch_size": 16, "progress": False}}
+        >>> ts.distill(student, teacher, data, cfg) is student
+        True
+    """
+    return fit_distillation(student, teacher, train_data, config, **kwargs).student
