@@ -215,14 +215,19 @@ class Distiller(nn.Module, Callback):
 
     # -- teacher cache ----------------------------------------------------------------------
     def build_cache(self, data: Dataset, batch_size: int = 256, progress: bool = True) -> None:
-        """Run the teachers once over ``data`` (in order) and keep what every loss reads."""
+        """Run the teachers once over ``data`` (in order) and keep what every loss reads.
+
+        The global random state is left untouched, so a resumed run that rebuilds the cache
+        continues exactly like an uninterrupted one.
+        """
         device = next(self._student[0].parameters()).device
         chunks: list[list[list[torch.Tensor]]] = []
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        for batch in tqdm(loader, desc="teacher cache", disable=None if progress else True):
-            inputs = split_batch(batch[:2] if len(batch) == 3 else batch)[0].to(device)
-            per_loss = self._run_teachers(inputs)
-            chunks.append([[t.detach().cpu() for t in ts] for ts in per_loss])
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for batch in tqdm(loader, desc="teacher cache", disable=None if progress else True):
+                inputs = split_batch(batch[:2] if len(batch) == 3 else batch)[0].to(device)
+                per_loss = self._run_teachers(inputs)
+                chunks.append([[t.detach().cpu() for t in ts] for ts in per_loss])
         self._cache = [
             [torch.cat([c[k][j] for c in chunks]) for j in range(len(chunks[0][k]))]
             for k in range(len(self.losses))
