@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchslim.cli import TRAIN_HELP, build_parser, main
 from torchslim.train import TrainConfig
@@ -18,7 +19,7 @@ def test_every_train_config_field_has_help() -> None:
     assert set(TRAIN_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune", "quantize"])
+@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune", "quantize", "distill"])
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
@@ -43,6 +44,21 @@ def test_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert (out / "last.pt").exists() and (out / "metrics.csv").exists()
     assert main(["eval", "--checkpoint", str(out)]) == 0
     assert "smallcnn on fashion-mnist (test): top-1" in capsys.readouterr().out
+
+
+def test_train_then_distill_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    teacher, out = tmp_path / "teacher", tmp_path / "student"
+    common = ["--subset", "100", "--epochs", "1", "--batch-size", "50", "--no-progress"]
+    assert main(["train", "--model", "smallcnn", *common, "--out", str(teacher)]) == 0
+    args = ["distill", "--teacher", str(teacher), "--student", "mlp", "--model-arg", "hidden=[16]"]
+    args += ["--loss", "kd:T=4,alpha=0.8", "--loss", "sp:student=net.2,teacher=features"]
+    args += ["--cache-teacher", "--finetune-epochs", "1", *common, "--out", str(out)]
+    assert main(args) == 0
+    assert "done: student mlp test top-1" in capsys.readouterr().out
+    ckpt = torch.load(out / "distill" / "last.pt", weights_only=False)
+    assert {"kd", "sp"} <= set(ckpt["history"][-1])
+    assert main(["eval", "--checkpoint", str(out / "finetune")]) == 0
+    assert "mlp on fashion-mnist (test): top-1" in capsys.readouterr().out
 
 
 def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -79,6 +95,7 @@ def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path
         (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
         (["prune", "--model", "resnet8", "--importance", "l7", "--out", "x.pt"], "importance"),
         (["prune", "--out", "x.pt"], "--model"),
+        (["distill", "--teacher", "/nonexistent/run", "--student", "mlp"], "no checkpoint at"),
         (["quantize", "--model", "resnet8", "--out", "x.onnx"], "--input"),
         (["quantize", "--model", "resnet8", "--input", "1,1,8,8", "--out", "x.onnx"], "--data"),
     ],

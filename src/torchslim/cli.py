@@ -1,4 +1,4 @@
-"""The ``torchslim`` command line: train, eval, analyze, prune, quantize."""
+"""The ``torchslim`` command line: train, eval, analyze, prune, quantize, distill."""
 
 from __future__ import annotations
 
@@ -148,29 +148,62 @@ def _model_from(name: str, info: Any, model_args: Sequence[tuple[str, Any]]) -> 
     )
 
 
+def _train_test(args: argparse.Namespace, data: str, info: Any, seed: int) -> tuple[Any, Any]:
+    """The training split (augmented, optionally a stratified --subset) and the test split."""
+    from torchslim.data import get_dataset, stratified_subset
+
+    augment = args.augment.split(",") if args.augment else None
+    train = get_dataset(data, train=True, root=args.data_root, augment=augment)
+    test = get_dataset(data, train=False, root=args.data_root)
+    if args.subset:
+        train = stratified_subset(train, per_class=args.subset // info.num_classes, seed=seed)
+    return train, test
+
+
+def _run_metadata(model: str, args: argparse.Namespace, data: str, info: Any) -> dict[str, Any]:
+    """What a checkpoint records so that `eval`, `prune` and `quantize` can rebuild its model."""
+    return {
+        "model": model,
+        "model_args": dict(args.model_arg),
+        "data": data,
+        "num_classes": info.num_classes,
+        "in_channels": info.in_channels,
+    }
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that train a zoo model on a dataset."""
+    p.add_argument(
+        "--subset", type=int, default=0, help="train on a stratified subset of N samples"
+    )
+    p.add_argument(
+        "--augment", default=None, help="comma-separated augmentations (default: per dataset)"
+    )
+    p.add_argument(
+        "--model-arg",
+        type=_parse_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model constructor argument, e.g. width_mult=0.5 (repeatable)",
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file of TrainConfig fields (flags override it)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from torchslim.data import dataset_info, get_dataset, stratified_subset
+    from torchslim.data import dataset_info
     from torchslim.train import Trainer, seed_everything
 
     config = _train_config(args)
     info = dataset_info(args.data)
     seed_everything(config.seed)
     model = _model_from(args.model, info, args.model_arg)
-    augment = args.augment.split(",") if args.augment else None
-    train = get_dataset(args.data, train=True, root=args.data_root, augment=augment)
-    test = get_dataset(args.data, train=False, root=args.data_root)
-    if args.subset:
-        train = stratified_subset(
-            train, per_class=args.subset // info.num_classes, seed=config.seed
-        )
+    train, test = _train_test(args, args.data, info, config.seed)
     out = Path(args.out or f"runs/{args.model}-{info.name}")
-    metadata = {
-        "model": args.model,
-        "model_args": dict(args.model_arg),
-        "data": args.data,
-        "num_classes": info.num_classes,
-        "in_channels": info.in_channels,
-    }
+    metadata = _run_metadata(args.model, args, args.data, info)
     trainer = Trainer(model, config, train, test, out_dir=out, metadata=metadata)
     log.info("training %s on %s: %d samples, %s", args.model, args.data, len(train), out)
     result = trainer.fit(resume=args.resume)
@@ -180,6 +213,52 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"done: {len(result.history)} epochs, test top-1 {100 * final.get('eval_acc', 0):.2f}%"
             f", wall {result.wall_time_s:.0f}s (this process), checkpoint {trainer.checkpoint_path}"
         )
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from torchslim.data import dataset_info
+    from torchslim.distill import LossSpec, fit_distillation
+    from torchslim.train import evaluate, seed_everything
+
+    runs = [_load_run(Path(t)) for t in args.teacher]
+    teachers = [model for model, _ in runs]
+    data = args.data or runs[0][1].get("data", "fashion-mnist")
+    info = dataset_info(data)
+    config = _train_config(args)
+    seed_everything(config.seed)
+    student = _model_from(args.student, info, args.model_arg)
+    train, test = _train_test(args, data, info, config.seed)
+    finetune = None
+    if args.finetune_epochs:
+        lr = args.finetune_lr if args.finetune_lr is not None else config.lr / 10
+        finetune = config.replace(epochs=args.finetune_epochs, lr=lr, warmup_epochs=0.0)
+    dcfg = {
+        "losses": [LossSpec.parse(text) for text in args.loss] or [LossSpec()],
+        "teacher_weights": args.teacher_weight,
+        "hard_label_weight": args.hard_label_weight,
+        "cache_teacher": args.cache_teacher,
+        "train": config,
+        "finetune": finetune,
+    }
+    out = Path(args.out or f"runs/{args.student}-distill-{info.name}")
+    for path, teacher in zip(args.teacher, teachers, strict=True):
+        log.info("teacher %s: test %s", path, evaluate(teacher, test))
+    res = fit_distillation(
+        student,
+        teachers,
+        train,
+        dcfg,
+        eval_data=test,
+        out_dir=out,
+        resume=args.resume,
+        metadata=_run_metadata(args.student, args, data, info),
+    )
+    last = "finetune" if finetune is not None else "distill"
+    print(
+        f"done: student {args.student} test top-1 {100 * res.final.get('eval_acc', 0):.2f}%, "
+        f"checkpoint {out / last / 'last.pt'}"
+    )
     return 0
 
 
@@ -360,27 +439,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="zoo name (resnet20, mobilenetv1...) or torchvision"
     )
     _data_options(p, required=False)
-    p.add_argument(
-        "--subset", type=int, default=0, help="train on a stratified subset of N samples"
-    )
-    p.add_argument(
-        "--augment", default=None, help="comma-separated augmentations (default: per dataset)"
-    )
-    p.add_argument(
-        "--model-arg",
-        type=_parse_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model constructor argument, e.g. width_mult=0.5 (repeatable)",
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML file of TrainConfig fields (flags override it)"
-    )
+    _add_run_options(p)
     p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-DATA)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     _add_train_config_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train a student from one or more teacher checkpoints")
+    p.description = (
+        "Knowledge distillation: the student learns from --teacher runs with the --loss terms "
+        "(kd, l2_logit, fitnet, at, fsp, rkd, sp); checkpoints go to OUT/distill (and "
+        "OUT/finetune with --finetune-epochs)."
+    )
+    p.add_argument("--teacher", action="append", required=True,
+                   help="a `torchslim train` run folder or last.pt (repeatable)")  # fmt: skip
+    p.add_argument("--student", required=True, help="zoo or torchvision name of the student")
+    p.add_argument("--loss", action="append", default=[], metavar="TYPE[:K=V,...]",
+                   help="a distillation term, e.g. kd:T=4,alpha=0.9 or "
+                        "fitnet:student=layer2,teacher=layer2,weight=0.5 (repeatable; "
+                        "default kd)")  # fmt: skip
+    p.add_argument("--teacher-weight", type=float, action="append", default=[],
+                   help="weight of each teacher's soft targets (default: equal)")  # fmt: skip
+    p.add_argument("--hard-label-weight", type=float, default=None,
+                   help="label cross-entropy weight (default: 1 - alpha of kd)")  # fmt: skip
+    p.add_argument("--cache-teacher", action="store_true",
+                   help="run the teachers once and reuse their outputs every epoch")  # fmt: skip
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="then fine-tune on hard labels N epochs (two-phase)")  # fmt: skip
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="learning rate of the fine-tune phase (default: --lr / 10)")  # fmt: skip
+    _data_options(p, required=False)
+    p.set_defaults(data=None)
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="output folder (default: runs/STUDENT-distill-DATA)")
+    _add_train_config_options(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a trained checkpoint")
     p.description = "Top-1 accuracy and loss of a checkpoint written by `torchslim train`."
