@@ -152,7 +152,9 @@ def _train_test(args: argparse.Namespace, data: str, info: Any, seed: int) -> tu
     """The training split (augmented, optionally a stratified --subset) and the test split."""
     from torchslim.data import get_dataset, stratified_subset
 
-    augment = args.augment.split(",") if args.augment else None
+    augment = None
+    if args.augment:
+        augment = [] if args.augment == "none" else args.augment.split(",")
     train = get_dataset(data, train=True, root=args.data_root, augment=augment)
     test = get_dataset(data, train=False, root=args.data_root)
     if args.subset:
@@ -171,14 +173,7 @@ def _run_metadata(model: str, args: argparse.Namespace, data: str, info: Any) ->
     }
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that train a zoo model on a dataset."""
-    p.add_argument(
-        "--subset", type=int, default=0, help="train on a stratified subset of N samples"
-    )
-    p.add_argument(
-        "--augment", default=None, help="comma-separated augmentations (default: per dataset)"
-    )
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-arg",
         type=_parse_kv,
@@ -187,6 +182,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra model constructor argument, e.g. width_mult=0.5 (repeatable)",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that train a zoo model on a dataset."""
+    p.add_argument(
+        "--subset", type=int, default=0, help="train on a stratified subset of N samples"
+    )
+    p.add_argument(
+        "--augment",
+        default=None,
+        help="comma-separated augmentations, or none (default: per dataset)",
+    )
+    _add_model_arg(p)
     p.add_argument(
         "--config", default=None, help="YAML file of TrainConfig fields (flags override it)"
     )
@@ -462,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-label-weight", type=float, default=None,
                    help="label cross-entropy weight (default: 1 - alpha of kd)")  # fmt: skip
     p.add_argument("--cache-teacher", action="store_true",
-                   help="run the teachers once and reuse their outputs every epoch")  # fmt: skip
+                   help="reuse teacher outputs each epoch (exact with --augment none)")  # fmt: skip
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="then fine-tune on hard labels N epochs (two-phase)")  # fmt: skip
     p.add_argument("--finetune-lr", type=float, default=None,
@@ -494,14 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="example input shape N,C,H,W (default: 1,3,224,224)",
     )
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
-    p.add_argument(
-        "--model-arg",
-        type=_parse_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model constructor argument (repeatable)",
-    )
+    _add_model_arg(p)
     p.add_argument(
         "--bits",
         type=int,
