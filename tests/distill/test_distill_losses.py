@@ -47,8 +47,8 @@ def test_kd_several_teachers_average_their_soft_targets() -> None:
 def test_l2_logit_is_squared_difference_over_t() -> None:
     s = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
     t = torch.tensor([[3.0, 2.0], [1.0, -1.0]])
-    # per sample: ((-2/2)^2 + 0) = 1 and ((-1/2)^2 + (1/2)^2) = 0.5; mean 0.75
-    assert float(LogitL2Loss(temperature=2.0)([s], [t])) == pytest.approx(0.75)
+    # squared differences over T: (1, 0, 0.25, 0.25); their mean is 0.375
+    assert float(LogitL2Loss(temperature=2.0)([s], [t])) == pytest.approx(0.375)
 
 
 def test_fitnet_with_identity_adapter_is_mse_and_resizes_to_teacher() -> None:

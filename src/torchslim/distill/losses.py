@@ -109,13 +109,13 @@ class KDLoss(DistillLoss):
 
 
 class LogitL2Loss(DistillLoss):
-    """Regress the teacher's logits: ``mean_batch sum_classes ((z_s - z_t) / T)^2`` (several
-    teachers: their logits averaged with the teacher weights).
+    """Regress the teacher's logits: ``mean(((z_s - z_t) / T)^2)`` over samples and classes
+    (several teachers: their logits averaged with the teacher weights).
 
     Example:
         >>> s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
         >>> float(LogitL2Loss(temperature=2.0)([s], [t]))
-        1.25
+        0.625
     """
 
     response = True
@@ -129,7 +129,7 @@ class LogitL2Loss(DistillLoss):
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
         w = self.teacher_weights.to(student[0])
         target = torch.einsum("k,k...->...", w, torch.stack([t.float() for t in teacher]))
-        return ((student[0] - target) / self.temperature).pow(2).sum(-1).mean()
+        return ((student[0] - target) / self.temperature).pow(2).mean()
 
 
 def _match_spatial(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
