@@ -131,8 +131,10 @@ def test_bad_configs_are_clear_errors(config: dict, match: str) -> None:
 def test_class_count_mismatch_is_explained() -> None:
     teacher = create("resnet8", num_classes=10, in_channels=1)
     student = create("resnet8", num_classes=5, in_channels=1)
+    cfg = {"losses": [{"type": "kd"}, {"type": "at", "student": ["layer1"]}]}
     with pytest.raises(ConfigError, match="number of classes"):
-        Distiller(student, [teacher], {}, torch.randn(2, 1, 28, 28))
+        Distiller(student, [teacher], cfg, torch.randn(2, 1, 28, 28))
+    assert _hooks(student) == _hooks(teacher) == 0
 
 
 def test_multi_teacher_reads_every_teacher_for_response_losses() -> None:
