@@ -250,7 +250,8 @@ class Distiller(nn.Module, Callback):
             and self._cache is None
             and trainer.epoch < trainer.config.epochs
         ):
-            self.build_cache(trainer.train_set.base, progress=trainer.config.progress)
+            data = getattr(trainer.train_set, "base", trainer.train_set)
+            self.build_cache(data, progress=trainer.config.progress)
 
     def close(self) -> None:
         """Remove every hook from the student and the teachers (and drop the cache)."""
