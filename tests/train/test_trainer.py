@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchslim.errors import CheckpointError, ConfigError, TrainingDivergedError
-from torchslim.train import Callback, StepContext, TrainConfig, Trainer, evaluate
+from torchslim.train import Callback, StepContext, TrainConfig, Trainer, evaluate, seed_everything
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "tiny_run.py"
@@ -253,3 +253,30 @@ def test_bad_config_is_a_clear_error(config: dict, message: str) -> None:
 def test_config_round_trip() -> None:
     cfg = TrainConfig(optimizer="adamw", milestones=[2, 4], schedule="step")
     assert cfg.optimizer.value == "adamw" and cfg.milestones == (2, 4)
+
+
+def test_task_weight_scales_the_training_loss_only() -> None:
+    def one_step(weight: float) -> tuple[float, float]:
+        seed_everything(0)
+        cfg = {"epochs": 1, "batch_size": 16, "max_steps_per_epoch": 1, "progress": False}
+        trainer = Trainer(tiny_model(), cfg, tiny_data(16), tiny_data(16), task_weight=weight)
+        final = trainer.fit().final
+        return final["train_loss"], final["eval_loss"]
+
+    (full, _), (half, eval_loss) = one_step(1.0), one_step(0.5)
+    assert half == pytest.approx(0.5 * full, rel=1e-6)
+    assert eval_loss > 0.75 * full  # evaluation reports the unscaled cross-entropy
+
+
+def test_third_batch_element_reaches_extra_losses_as_extra() -> None:
+    x, y = tiny_data(16).tensors
+    data = TensorDataset(x, y, torch.arange(16))
+    seen: list[torch.Tensor] = []
+
+    def record(ctx: StepContext) -> torch.Tensor:
+        seen.append(ctx.extra)
+        return ctx.outputs.sum() * 0
+
+    cfg = {"epochs": 1, "batch_size": 8, "progress": False}
+    Trainer(tiny_model(), cfg, data, extra_losses=[record]).fit()
+    assert sorted(torch.cat(seen).tolist()) == list(range(16))
