@@ -8,9 +8,18 @@ from pathlib import Path
 import numpy as np
 
 
-def ort_quantize_static(fp32: Path, out: Path, batches: Iterable[np.ndarray]) -> None:
-    """``quant_pre_process`` + ``quantize_static``: QDQ, per-channel, ORT's default int8 types."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+def ort_quantize_static(
+    fp32: Path, out: Path, batches: Iterable[np.ndarray], *, uint8_activations: bool = False
+) -> None:
+    """``quant_pre_process`` + ``quantize_static``: QDQ, per-channel; ORT's default int8 types,
+    or uint8 activations with 7-bit weights (``reduce_range``, ORT's advice for CPUs without
+    VNNI)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -22,4 +31,7 @@ def ort_quantize_static(fp32: Path, out: Path, batches: Iterable[np.ndarray]) ->
 
     pre = out.with_name(out.stem + "_pre.onnx")
     quant_pre_process(str(fp32), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    extra = {"activation_type": QuantType.QUInt8, "reduce_range": True} if uint8_activations else {}
+    quantize_static(
+        str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **extra
+    )
