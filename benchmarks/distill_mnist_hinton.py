@@ -3,7 +3,7 @@ a 2x800 student trained alone, and the same student distilled at T=20.
 
 Usage:
     python benchmarks/distill_mnist_hinton.py [--teacher-epochs 30] [--epochs 30] [--seed 0]
-        [--temperatures 20,8,4] [--alpha 0.9] [--data-root ../shared/datasets/mnist]
+        [--temperatures 20,8,4] [--alpha 0.9] [--lr 0.05] [--data-root ../shared/datasets/mnist]
 
 Teacher: MLP 2x1200 (ReLU), dropout 0.5 on the hidden layers, inputs jittered by up to 2 pixels
 (the paper also used input dropout and weight constraints, and trained far longer). Students:
@@ -30,8 +30,8 @@ from torchslim.models import create
 from torchslim.train import Trainer, atomic_save, evaluate, seed_everything
 
 
-def config(epochs: int, seed: int) -> dict:
-    return {"epochs": epochs, "batch_size": 128, "lr": 0.05, "schedule": "cosine",
+def config(epochs: int, seed: int, lr: float = 0.05) -> dict:
+    return {"epochs": epochs, "batch_size": 128, "lr": lr, "schedule": "cosine",
             "weight_decay": 0.0, "seed": seed, "eval_every": epochs, "progress": False}  # fmt: skip
 
 
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--temperatures", default="20", help="one distilled row per T")
     parser.add_argument("--alpha", type=float, default=0.9)
+    parser.add_argument("--lr", type=float, default=0.05, help="the students' learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default="../shared/datasets/mnist",
                         help="folder holding MNIST/raw/*.gz")  # fmt: skip
@@ -99,7 +100,7 @@ def main() -> None:
     start = time.perf_counter()
     seed_everything(args.seed)
     alone = create("mlp", num_classes=10, in_channels=1, hidden=(800, 800))
-    Trainer(alone, config(args.epochs, args.seed), plain, None).fit()
+    Trainer(alone, config(args.epochs, args.seed, args.lr), plain, None).fit()
     rows.append(("student 2x800 alone", errors(alone, test), minutes(start), 146))
 
     for temp in (float(t) for t in args.temperatures.split(",")):
@@ -107,13 +108,15 @@ def main() -> None:
         seed_everything(args.seed)
         student = create("mlp", num_classes=10, in_channels=1, hidden=(800, 800))
         kd = {"type": "kd", "options": {"temperature": temp, "alpha": args.alpha}}
-        cfg = {"losses": [kd], "cache_teacher": True, "train": config(args.epochs, args.seed)}
+        train_cfg = config(args.epochs, args.seed, args.lr)
+        cfg = {"losses": [kd], "cache_teacher": True, "train": train_cfg}
         fit_distillation(student, teacher, plain, cfg)
         name = f"student 2x800 distilled, T={temp:g}, alpha={args.alpha:g}"
         rows.append((name, errors(student, test), minutes(start), 74 if temp == 20 else "-"))
 
     print(f"\nMNIST, 60k training images; teacher {args.teacher_epochs} epochs, students "
-          f"{args.epochs} epochs, seed {args.seed}; errors on 10k test images\n")  # fmt: skip
+          f"{args.epochs} epochs at lr {args.lr:g}, seed {args.seed}; errors on 10k test "
+          "images\n")  # fmt: skip
     print("| network | test errors | paper (full scale) | minutes |")
     print("|---|---|---|---|")
     for name, err, mins, paper in rows:
