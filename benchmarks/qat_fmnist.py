@@ -13,6 +13,7 @@ CIFAR-10 table (FP 91.6; 89.7 / 91.1 / 91.3 at 2 / 3 / 4 bits).
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -60,9 +61,11 @@ def main() -> None:
             cfg = {"weight_bits": bits, "act_bits": bits, "act_quantizer": kind,
                    "weight_quantizer": "lsq" if kind == "lsq" else "ste", **edge}  # fmt: skip
             q = ts.prepare_qat(base, cfg, calib_data=calib)
-            tcfg = {"epochs": 1, "lr": args.lr, "batch_size": 128, "schedule": "cosine",
-                    "weight_decay": 5e-5, "progress": False, "seed": 0,
-                    "max_steps_per_epoch": args.steps, "eval_every": 1}  # fmt: skip
+            # --steps beyond one epoch (468 steps) spreads them evenly over enough epochs
+            epochs = math.ceil(args.steps / (len(train) // 128))
+            tcfg = {"epochs": epochs, "lr": args.lr, "batch_size": 128, "schedule": "cosine",
+                    "weight_decay": 5e-5, "progress": False, "seed": 0, "eval_every": epochs,
+                    "max_steps_per_epoch": math.ceil(args.steps / epochs)}  # fmt: skip
             Trainer(q, tcfg, train, None).fit()
             ts.convert(q)
             acc = evaluate(q, test, batch_size=512).accuracy
