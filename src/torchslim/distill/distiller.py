@@ -22,6 +22,7 @@ from torchslim.distill.losses import DistillLoss, build_loss
 from torchslim.errors import ConfigError
 from torchslim.train import Callback, StepContext, Trainer, TrainResult
 from torchslim.train.evaluate import split_batch
+from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.distill")
 
@@ -52,10 +53,6 @@ def _frozen(models: Sequence[nn.Module]) -> Iterator[None]:
     finally:
         for m, flag in zip(models, flags, strict=True):
             m.train(flag)
-
-
-def _dataset_of(data: Dataset | DataLoader) -> Dataset:
-    return data.dataset if isinstance(data, DataLoader) else data
 
 
 @dataclass(frozen=True)
@@ -301,11 +298,11 @@ def fit_distillation(
     """
     cfg = from_dict(DistillConfig, config)
     teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
-    dataset = _dataset_of(train_data)
+    dataset = as_dataset(train_data)[0]
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ConfigError("train_data is empty; nothing to distil on")
-    example = split_batch(dataset[0])[0]
-    example = torch.stack([example, split_batch(dataset[min(1, len(dataset) - 1)])[0]])
+    # two samples, so that shape probes see a real batch dimension
+    example = torch.stack([split_batch(dataset[i])[0] for i in (0, min(1, len(dataset) - 1))])
     out = Path(out_dir) if out_dir is not None else None
     distiller = Distiller(student, teachers, cfg, example)
     phases: dict[str, TrainResult] = {}

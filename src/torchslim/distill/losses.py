@@ -74,9 +74,10 @@ def _pairs(items: Tensors) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(items[0::2], items[1::2], strict=True))
 
 
-def _soft_targets(teachers: Tensors, weights: torch.Tensor, temperature: float) -> torch.Tensor:
-    probs = torch.stack([F.softmax(t.float() / temperature, dim=-1) for t in teachers])
-    return torch.einsum("k,k...->...", weights.to(probs), probs)
+def _weighted_mean(tensors: Tensors, weights: torch.Tensor) -> torch.Tensor:
+    """Several teachers' tensors combined with their (normalised) weights."""
+    stacked = torch.stack([t.float() for t in tensors])
+    return torch.einsum("k,k...->...", weights.to(stacked), stacked)
 
 
 class KDLoss(DistillLoss):
@@ -102,7 +103,8 @@ class KDLoss(DistillLoss):
 
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
         t = self.temperature
-        target = _soft_targets(teacher, self.teacher_weights, t)
+        target = _weighted_mean([F.softmax(z.float() / t, dim=-1) for z in teacher],
+                                self.teacher_weights)  # fmt: skip
         log_p = F.log_softmax(student[0].float() / t, dim=-1)
         kl = F.kl_div(log_p, target, reduction="batchmean")
         return self.alpha * t * t * kl
@@ -127,8 +129,7 @@ class LogitL2Loss(DistillLoss):
         self.temperature = float(temperature)
 
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
-        w = self.teacher_weights.to(student[0])
-        target = torch.einsum("k,k...->...", w, torch.stack([t.float() for t in teacher]))
+        target = _weighted_mean(teacher, self.teacher_weights)
         return ((student[0] - target) / self.temperature).pow(2).mean()
 
 
@@ -216,11 +217,14 @@ class AttentionTransferLoss(DistillLoss):
         # Keep the map at full resolution; reshaped back so the student can pool to it.
         return [attention_map(f, self.p).view(f.shape[0], 1, *f.shape[2:]) for f in feats]
 
+    def build(self, student: Tensors, teacher: Tensors) -> None:
+        for s in student:
+            if s.ndim != 4:
+                raise ConfigError(f"at: expects 4-D feature maps, got {tuple(s.shape)}")
+
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
         terms = []
         for s, t in zip(student, teacher, strict=True):
-            if s.ndim != 4:
-                raise ConfigError(f"at: expects 4-D feature maps, got {tuple(s.shape)}")
             h, w = min(s.shape[2], t.shape[2]), min(s.shape[3], t.shape[3])
             qs = attention_map(_match_spatial(s, (h, w)), self.p)
             qt = F.normalize(_match_spatial(t.float(), (h, w)).flatten(1), dim=1)

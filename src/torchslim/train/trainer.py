@@ -89,7 +89,8 @@ class TrainResult:
         return max(accs) if accs else None
 
 
-def _as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
+def as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
+    """The map-style dataset behind ``data`` and the DataLoader's collate function, if any."""
     if isinstance(data, DataLoader):
         return data.dataset, data.collate_fn
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
@@ -161,7 +162,7 @@ class Trainer:
         self.device = _resolve_device(cfg.device, self.dist.local_rank)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
-        self.train_set, self.collate = _as_dataset(train_data)
+        self.train_set, self.collate = as_dataset(train_data)
         self.eval_data = eval_data
         self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.extra_losses = list(extra_losses)
