@@ -287,6 +287,7 @@ def quantize_biases(model: onnx.ModelProto) -> int:
         s_x, s_w = consts.get(dq_x.input[1]), consts.get(dq_w.input[1])
         if s_x is None or s_w is None or s_x.size != 1:
             continue
+        _refine_weight_scales(graph, dq_w, consts)
         _widen_weight_scales(graph, dq_w, s_x, bias, consts)
         s_w = consts[dq_w.input[1]]
         scale = (s_x.astype(np.float64).reshape(()) * s_w.astype(np.float64)).astype(np.float32)
@@ -309,6 +310,49 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     graph.node.extend(new_nodes)
     _prune_unused(graph)
     return count
+
+
+# Finest weight grid the int8 kernels take without risking int16 saturation of u8*s8 pairs on
+# CPUs without VNNI (ONNX Runtime's reduce_range level: 7-bit weights).
+_REFINED_QMAX = 63
+
+
+def _refine_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto,
+                          consts: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """Store low-bit weights on a finer int8 grid so the int32 bias loses nothing.
+
+    The fused int8 kernels add the bias on the accumulator's grid ``s_x * s_w``. For 2–4-bit
+    weights ``s_w`` is coarse and rounding the bias to it shifts every output of the channel
+    (at 2 bits by up to a fifth of an activation step). Multiplying the integer weights by a
+    power of two ``k`` and dividing their scale by ``k`` leaves every dequantized weight exactly
+    as it was and makes the bias grid ``k`` times finer.
+    """
+    inits = {t.name: t for t in graph.initializer}
+    w_name, s_name = dq_w.input[0], dq_w.input[1]
+    zero = consts.get(dq_w.input[2]) if len(dq_w.input) > 2 else None
+    if w_name not in inits or s_name not in consts or (zero is not None and np.any(zero != 0)):
+        return
+    q = numpy_helper.to_array(inits[w_name])
+    if q.dtype != np.int8:
+        return
+    axis = _axis(dq_w)
+    s_w = consts[s_name]
+    if s_w.size > 1:
+        reduce = tuple(d for d in range(q.ndim) if d != axis % q.ndim)
+        peak = np.abs(q.astype(np.int32)).max(axis=reduce)
+    else:
+        peak = np.abs(q.astype(np.int32)).max(initial=0).reshape(s_w.shape)
+    k = 2.0 ** np.floor(np.log2(_REFINED_QMAX / np.maximum(peak, 1)))
+    k = np.maximum(k, 1.0).reshape(s_w.shape)
+    if np.all(k == 1.0):
+        return
+    new_q = (q.astype(np.int32) * _broadcast(k, q.ndim, axis)).astype(np.int8)
+    new_s = (s_w.astype(np.float32) / k.astype(np.float32)).astype(np.float32)
+    suffix = f"_refined_{len(graph.initializer)}"  # new names: the old tensors may be shared
+    graph.initializer.extend([numpy_helper.from_array(new_q, w_name + suffix),
+                              numpy_helper.from_array(new_s, s_name + suffix)])  # fmt: skip
+    dq_w.input[0], dq_w.input[1] = w_name + suffix, s_name + suffix
+    consts[s_name + suffix] = new_s
 
 
 def _widen_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto, s_x: np.ndarray,
