@@ -1,0 +1,239 @@
+"""The compression report: one row per stage result, measured the same way, as Markdown, JSON
+and one self-contained HTML page with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchslim.train.checkpoint import atomic_write_text
+
+
+@dataclass
+class StageRow:
+    """What one stage's model measures: accuracy (PyTorch and ONNX Runtime), size, speed."""
+
+    stage: str
+    type: str
+    input: str
+    accuracy: float | None  # top-1 of the PyTorch model (fake-quant for quantized ones)
+    ort_accuracy: float | None  # top-1 of the exported ONNX file in ONNX Runtime
+    params: int
+    macs: int
+    onnx_bytes: int
+    int8: bool
+    latency_ms: dict[int, float] = field(default_factory=dict)  # batch size -> ORT median ms
+    seconds: float = 0.0  # wall time of the stage itself
+    channels: dict[str, list[int]] = field(default_factory=dict)  # prune: layer -> [before, after]
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> ratio->acc
+
+    @property
+    def top1(self) -> float | None:
+        """The deployed accuracy: ONNX Runtime's when measured, else PyTorch's."""
+        return self.ort_accuracy if self.ort_accuracy is not None else self.accuracy
+
+
+@dataclass
+class Report:
+    """Rows of every finished stage and their ratios to the baseline row."""
+
+    title: str
+    baseline: str | None
+    rows: list[StageRow] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)  # export stage -> file
+
+    def base(self) -> StageRow | None:
+        return next((r for r in self.rows if r.stage == self.baseline), None)
+
+    def ratios(self, row: StageRow) -> dict[str, float | None]:
+        """Accuracy change (points), file/params/MACs reduction (x), latency speed-ups (x)."""
+        b = self.base()
+        if b is None:
+            return {}
+        out: dict[str, float | None] = {
+            "top1_change": None
+            if row.top1 is None or b.top1 is None
+            else 100 * (row.top1 - b.top1),
+            "smaller": b.onnx_bytes / row.onnx_bytes if row.onnx_bytes else None,
+            "params_ratio": row.params / b.params if b.params else None,
+            "macs_ratio": row.macs / b.macs if b.macs else None,
+        }
+        for bs, ms in row.latency_ms.items():
+            base_ms = b.latency_ms.get(bs)
+            out[f"speedup_b{bs}"] = base_ms / ms if base_ms and ms else None
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["top1"] = r.top1
+            d["vs_baseline"] = self.ratios(r)
+            rows.append(d)
+        return {"title": self.title, "baseline": self.baseline, "rows": rows,
+                "artifacts": self.artifacts}  # fmt: skip
+
+    def table(self) -> str:
+        """The Markdown table of all rows (what ``torchslim compress`` prints)."""
+        sizes = sorted({bs for r in self.rows for bs in r.latency_ms}, key=int)
+        head = ["stage", "type", "top-1 ORT", "top-1 PyTorch", "Δ top-1", "params", "MACs",
+                "ONNX file", "smaller"] + [f"ORT b{bs} ms (speed-up)" for bs in sizes]  # fmt: skip
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            q = self.ratios(r)
+            cells = [
+                r.stage + (" (baseline)" if r.stage == self.baseline else ""),
+                r.type + (" int8" if r.int8 else ""),
+                _pct(r.ort_accuracy),
+                _pct(r.accuracy),
+                _signed(q.get("top1_change")),
+                f"{r.params / 1e6:.3f} M",
+                f"{r.macs / 1e6:.2f} M",
+                f"{r.onnx_bytes / 2**20:.3f} MiB",
+                _times(q.get("smaller")),
+            ]
+            for bs in sizes:
+                ms = r.latency_ms.get(bs)
+                cells.append("-" if ms is None else f"{ms:.2f} ({_times(q.get(f'speedup_b{bs}'))})")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_markdown(self) -> str:
+        parts = [f"# {self.title}", "", self.table(), ""]
+        if self.artifacts:
+            parts += ["Files:", ""] + [f"- {k}: `{v}`" for k, v in self.artifacts.items()] + [""]
+        parts.append(
+            "top-1 ORT: the exported ONNX file in ONNX Runtime (int8 kernels for int8 rows); "
+            "Δ top-1 in points and the ratios are against the baseline row."
+        )
+        return "\n".join(parts) + "\n"
+
+    def write(self, out_dir: str | Path, html_page: bool = True) -> dict[str, Path]:
+        """Write report.md, report.json and (optionally) report.html into ``out_dir``."""
+        out = Path(out_dir)
+        files = {
+            "md": atomic_write_text(self.to_markdown(), out / "report.md"),
+            "json": atomic_write_text(json.dumps(self.to_dict(), indent=2), out / "report.json"),
+        }
+        if html_page:
+            files["html"] = atomic_write_text(self.to_html(), out / "report.html")
+        return files
+
+    # -- HTML ---------------------------------------------------------------------------------
+    def to_html(self) -> str:
+        """One self-contained page: the table and the plots as inline PNG images."""
+        figures = [(title, _png(fig)) for title, fig in self._figures()]
+        body = [f"<h1>{html.escape(self.title)}</h1>", _html_table(self)]
+        for title, data in figures:
+            body.append(f'<figure><img alt="{html.escape(title)}" '
+                        f'src="data:image/png;base64,{data}"><figcaption>'
+                        f"{html.escape(title)}</figcaption></figure>")  # fmt: skip
+        style = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:"
+                 "collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+                 "td:first-child,th:first-child{text-align:left}figure{display:inline-block;"
+                 "margin:1em}img{max-width:560px}")  # fmt: skip
+        return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
+                f"{html.escape(self.title)}</title><style>{style}</style></head><body>\n"
+                + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+    def _figures(self) -> list[tuple[str, Any]]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figs = []
+        rows = [r for r in self.rows if r.top1 is not None]
+        b1 = [r for r in rows if 1 in r.latency_ms]
+        for title, xs, label in (
+            ("accuracy vs ONNX file size", rows, "ONNX file (MiB)"),
+            ("accuracy vs ORT latency (batch 1)", b1, "latency at batch 1 (ms)"),
+        ):
+            if not xs:
+                continue
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            for r in xs:
+                x = r.onnx_bytes / 2**20 if "size" in title else r.latency_ms[1]
+                ax.scatter([x], [100 * r.top1], s=40)
+                ax.annotate(r.stage, (x, 100 * r.top1), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)  # fmt: skip
+            ax.set_xlabel(label)
+            ax.set_ylabel("top-1 (%)")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            figs.append((title, fig))
+        for r in self.rows:
+            if r.channels:
+                names = list(r.channels)
+                kept = [after / before if before else 1.0 for before, after in r.channels.values()]
+                fig, ax = plt.subplots(figsize=(max(5.5, 0.18 * len(names)), 4))
+                ax.bar(range(len(names)), kept)
+                ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+                ax.set_ylabel("channels kept (fraction)")
+                ax.set_ylim(0, 1.05)
+                ax.set_title(f"channels kept per layer: {r.stage}")
+                fig.tight_layout()
+                figs.append((f"channels kept per layer ({r.stage})", fig))
+            if r.sensitivity:
+                fig, ax = plt.subplots(figsize=(5.5, 4))
+                for group, curve in r.sensitivity.items():
+                    pts = sorted((float(k), v) for k, v in curve.items())
+                    ax.plot([p for p, _ in pts], [100 * a for _, a in pts], marker=".", label=group)
+                ax.set_xlabel("pruning ratio of the group alone")
+                ax.set_ylabel("top-1 (%)")
+                ax.set_title(f"sensitivity: {r.stage}")
+                if len(r.sensitivity) <= 12:
+                    ax.legend(fontsize=6)
+                figs.append((f"sensitivity curves ({r.stage})", fig))
+        return figs
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _html_table(report: Report) -> str:
+    lines = report.table().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.2f}"
+
+
+def _times(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def rows_from_json(data: Sequence[dict[str, Any]]) -> list[StageRow]:
+    """Rows read back from ``report.json`` / a stage's ``done.json`` (resumed runs)."""
+    names = {f for f in StageRow.__dataclass_fields__}
+    out = []
+    for d in data:
+        row = StageRow(**{k: v for k, v in d.items() if k in names})
+        row.latency_ms = {int(k): v for k, v in row.latency_ms.items()}
+        out.append(row)
+    return out

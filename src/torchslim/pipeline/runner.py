@@ -1,0 +1,178 @@
+"""``torchslim compress``: run a recipe's stages in order, checkpoint each, resume, report.
+
+Layout of ``OUT``::
+
+    recipe.yaml                 the resolved recipe (overrides applied, defaults filled in)
+    report.md / .json / .html   rewritten after every stage
+    stages/NN-NAME/             one folder per stage
+        model.pt                its result (``model.module.pt`` for quantized models)
+        model.onnx              the export the report measured (int8 QDQ when quantized)
+        train/ finetune/ ...    the trainer's checkpoints while the stage trains
+        done.json               written last: the stage is finished (config + measured row)
+    NAME.onnx                   what export stages write (or their ``path``)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchslim.analysis import analyze, measure_latency
+from torchslim.errors import ConfigError, TorchslimError
+from torchslim.export import evaluate_onnx, export_onnx
+from torchslim.export.onnx import is_quantized
+from torchslim.pipeline.recipe import INITIAL, Recipe, Stage, load_recipe
+from torchslim.pipeline.report import Report, StageRow, rows_from_json
+from torchslim.pipeline.stages import (
+    STAGES,
+    Context,
+    load_model_file,
+    save_stage_model,
+    stage_input,
+    stage_model_file,
+)
+from torchslim.train import evaluate
+from torchslim.train.checkpoint import atomic_write_text
+
+log = logging.getLogger("torchslim.pipeline")
+
+
+class StageError(TorchslimError, RuntimeError):
+    """A stage failed; the results of the stages before it are intact on disk."""
+
+
+@dataclass
+class CompressResult:
+    """The report and every stage's model (by stage name) of a finished run."""
+
+    out_dir: Path
+    report: Report
+    models: dict[str, nn.Module]
+
+
+def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds: float,
+             extra: dict[str, Any]) -> StageRow:  # fmt: skip
+    spec = ctx.recipe.report
+    model.eval()
+    accuracy = evaluate(model, ctx.test_set, batch_size=256).accuracy
+    stats = analyze(model, ctx.example[:1])
+    onnx_path = folder / "model.onnx"
+    export = export_onnx(model, ctx.example, onnx_path)
+    ort_acc = evaluate_onnx(onnx_path, ctx.test_set, threads=spec.threads)
+    latency: dict[int, float] = {}
+    if spec.latency:
+        shape = tuple(ctx.example.shape[1:])
+        for bs in spec.batch_sizes:
+            res = measure_latency(onnx_path, torch.randn(bs, *shape), backend="ort",
+                                  threads=spec.threads, repeats=spec.repeats)  # fmt: skip
+            latency[bs] = round(res.median_ms, 4)
+    return StageRow(stage=stage.name, type=stage.type, input=stage.input or "", accuracy=accuracy,
+                    ort_accuracy=ort_acc, params=stats.params, macs=stats.macs,
+                    onnx_bytes=export.file_bytes, int8=is_quantized(model), latency_ms=latency,
+                    seconds=round(seconds, 2), **extra)  # fmt: skip
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    stages = out / "stages"
+    if not resume and stages.is_dir() and any(stages.iterdir()):
+        raise ConfigError(f"{out} already holds a run: pass --resume to continue it, or choose "
+                          "another --out")  # fmt: skip
+
+
+def _finished(folder: Path, stage: Stage, index: int) -> dict[str, Any] | None:
+    done = folder / "done.json"
+    if not done.exists():
+        return None
+    record = json.loads(done.read_text())
+    if record.get("stage") != stage.to_dict():
+        raise ConfigError(f"stages.{index} ({stage.name}) differs from the one that ran in "
+                          f"{folder}; use another --out (or delete that folder to redo "
+                          "it)")  # fmt: skip
+    return record
+
+
+def compress(
+    recipe: Recipe | str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overrides: tuple[str, ...] = (),
+    progress: bool = True,
+) -> CompressResult:
+    """Run every stage of ``recipe`` in order; each checkpoints its result under ``out_dir``.
+
+    ``resume=True`` skips finished stages (loading their results) and continues the interrupted
+    one from its trainer's last checkpoint. A failing stage raises :class:`StageError` naming
+    it; earlier stages' results stay on disk. The report (Markdown, JSON, HTML) is rewritten
+    after every stage.
+
+    Example:
+        >>> res = compress("recipes/demo.yaml", "runs/demo")  # doctest: +SKIP
+        >>> print(res.report)  # doctest: +SKIP
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    out = Path(out_dir)
+    _check_out_dir(out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(recipe.to_yaml(), out / "recipe.yaml")
+    ctx = Context(recipe, out, resume=resume, progress=progress)
+    report = Report(recipe.description or "torchslim compression report", recipe.baseline_name)
+    previous = INITIAL
+    for i, stage in enumerate(recipe.stages):
+        folder = out / "stages" / f"{i:02d}-{stage.name}"
+        record = _finished(folder, stage, i) if resume else None
+        if record is not None and stage.type != "export":
+            model_file = stage_model_file(folder)
+            if model_file is not None:
+                log.info("stage %d/%d %s: finished earlier, loading %s", i + 1,
+                         len(recipe.stages), stage.name, model_file)  # fmt: skip
+                ctx.models[stage.name] = load_model_file(model_file)
+                report.rows.extend(rows_from_json([record["row"]]))
+                previous = stage.name
+                continue
+        log.info("stage %d/%d %s (%s)", i + 1, len(recipe.stages), stage.name, stage.type)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            if stage.type == "export":
+                model = ctx.input_of(stage, previous)
+                path = Path(stage.path) if stage.path else out / f"{stage.input or previous}.onnx"
+                rep = export_onnx(model, ctx.example, path)
+                report.artifacts[stage.name] = str(path)
+                log.info("%s", rep)
+                atomic_write_text(json.dumps({"stage": stage.to_dict(), "file": str(path)}),
+                                  folder / "done.json")  # fmt: skip
+                continue
+            t0 = time.perf_counter()
+            model, extra = STAGES[stage.type](ctx, stage, stage_input(ctx, stage, previous), folder)
+            seconds = time.perf_counter() - t0
+            save_stage_model(model, folder)
+            row = _measure(ctx, stage, model, folder, seconds, extra)
+        except TorchslimError as exc:
+            raise StageError(f"stage {i} ({stage.name}, {stage.type}) failed: {exc}") from exc
+        except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
+            raise StageError(f"stage {i} ({stage.name}, {stage.type}) failed: "
+                             f"{type(exc).__name__}: {exc}; earlier results are in "
+                             f"{out / 'stages'}") from exc  # fmt: skip
+        ctx.models[stage.name] = model
+        report.rows.append(row)
+        atomic_write_text(json.dumps({"stage": stage.to_dict(), "row": asdict(row)}, indent=2),
+                          folder / "done.json")  # fmt: skip
+        report.write(out, html_page=recipe.report.html)
+        log.info("stage %s: %s", stage.name, _summary(row))
+        previous = stage.name
+    report.write(out, html_page=recipe.report.html)
+    return CompressResult(out, report, {k: v for k, v in ctx.models.items() if k != INITIAL})
+
+
+def _summary(row: StageRow) -> str:
+    acc = f"{100 * row.top1:.2f}%" if row.top1 is not None else "-"
+    return (f"top-1 {acc}, {row.params:,} params, {row.macs:,} MACs, "
+            f"{row.onnx_bytes:,} bytes ONNX")  # fmt: skip

@@ -1,0 +1,236 @@
+"""What each recipe stage does to its model, through the public API and the one trainer."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
+from torchslim.errors import ConfigError
+from torchslim.export.onnx import is_quantized
+from torchslim.models import create
+from torchslim.pipeline.recipe import INITIAL, DataSpec, ModelSpec, Recipe, Stage
+from torchslim.serialize import load, save
+from torchslim.train import TrainConfig, Trainer, load_checkpoint
+from torchslim.train.checkpoint import atomic_save
+
+log = logging.getLogger("torchslim.pipeline")
+
+
+def load_run(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A model and its metadata from a ``torchslim train`` run folder or its checkpoint file.
+
+    Example:
+        >>> model, meta = load_run("runs/resnet20-fashion-mnist")  # doctest: +SKIP
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    meta = dict(ckpt.get("metadata", {}))
+    if "model" not in meta:
+        raise ConfigError(f"{path}: the checkpoint does not record which model it holds")
+    info = dataset_info(meta.get("data", "fashion-mnist"))
+    model = create(meta["model"], num_classes=info.num_classes, in_channels=info.in_channels,
+                   **meta.get("model_args", {}))  # fmt: skip
+    model.load_state_dict(ckpt["model"])
+    return model, meta
+
+
+def load_model_file(path: str | Path) -> nn.Module:
+    """A model from a run folder, a trainer checkpoint, a ``ts.save`` file or a stage result."""
+    path = Path(path)
+    if path.is_dir() or path.name == "last.pt":
+        return load_run(path)[0]
+    if path.name.endswith(".module.pt"):
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return load(path)
+
+
+def save_stage_model(model: nn.Module, folder: Path) -> Path:
+    """Write a stage result: ``ts.save`` (rebuilt from shapes) for float models; quantized
+    models, which ``ts.save`` does not rebuild, as a pickled module for this run's resume."""
+    for old in folder.glob("model*.pt"):
+        old.unlink()
+    if is_quantized(model):
+        return atomic_save(model, folder / "model.module.pt")
+    return save(model, folder / "model.pt")
+
+
+def stage_model_file(folder: Path) -> Path | None:
+    for name in ("model.pt", "model.module.pt"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+@dataclass
+class Context:
+    """The data and models shared by the stages of one run."""
+
+    recipe: Recipe
+    out_dir: Path
+    resume: bool = False
+    progress: bool = True
+    models: dict[str, nn.Module] = field(default_factory=dict)
+
+    @cached_property
+    def info(self) -> Any:
+        return dataset_info(self.recipe.data.name)
+
+    @cached_property
+    def train_set(self) -> Dataset:
+        d: DataSpec = self.recipe.data
+        augment = list(d.augment) if d.augment is not None else None
+        train = get_dataset(d.name, train=True, root=d.root, augment=augment)
+        if d.subset:
+            per_class = max(1, d.subset // self.info.num_classes)
+            train = stratified_subset(train, per_class=per_class, seed=d.seed)
+        return train
+
+    @cached_property
+    def test_set(self) -> Dataset:
+        d = self.recipe.data
+        test = get_dataset(d.name, train=False, root=d.root)
+        if d.test_subset:
+            per_class = max(1, d.test_subset // self.info.num_classes)
+            test = stratified_subset(test, per_class=per_class, seed=d.seed)
+        return test
+
+    def calib(self, samples: int) -> DataLoader:
+        d = self.recipe.data
+        plain = get_dataset(d.name, train=True, root=d.root, augment=[])
+        return calibration_loader(plain, samples, batch_size=min(64, samples), seed=d.seed)
+
+    @cached_property
+    def example(self) -> torch.Tensor:
+        """Eight test images: the export's example input (a real-data parity check)."""
+        return torch.stack([self.test_set[i][0] for i in range(min(8, len(self.test_set)))])
+
+    def fresh(self, spec: ModelSpec) -> nn.Module:
+        if spec.checkpoint is not None:
+            return load_model_file(spec.checkpoint)
+        torch.manual_seed(self.recipe.data.seed)
+        return create(spec.name, num_classes=self.info.num_classes,
+                      in_channels=self.info.in_channels, **spec.args)  # fmt: skip
+
+    def input_of(self, stage: Stage, previous: str) -> nn.Module:
+        name = stage.input or previous
+        if name == INITIAL and INITIAL not in self.models:
+            self.models[INITIAL] = self.fresh(self.recipe.model)
+        if name not in self.models:
+            raise ConfigError(f"stage {stage.name}: its input {name!r} has no model")
+        return copy.deepcopy(self.models[name])
+
+    def teacher(self, ref: str) -> nn.Module:
+        model = self.models[ref] if ref in self.models else load_model_file(ref)
+        return model.eval()
+
+    def trainer(self, model: nn.Module, config: TrainConfig | None, folder: Path) -> Trainer:
+        cfg = config if config is not None else TrainConfig()
+        if not self.progress:
+            cfg = cfg.replace(progress=False)
+        return Trainer(model, cfg, self.train_set, self.test_set, out_dir=folder)
+
+
+# Each stage function gets (context, stage, input model, stage folder) and returns its model and
+# extra report fields.
+StageFn = Callable[[Context, Stage, nn.Module, Path], tuple[nn.Module, dict[str, Any]]]
+
+
+def _train(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
+    ctx.trainer(model, stage.train, folder / "train").fit(resume=ctx.resume)
+    return model, {}
+
+
+def _distill(ctx: Context, stage: Stage, model: nn.Module,
+             folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
+    from torchslim.distill import fit_distillation
+
+    teacher = ctx.teacher(stage.teacher or "")
+    cfg = stage.config
+    if not ctx.progress:
+        cfg = _quiet(cfg)
+    fit_distillation(model, teacher, ctx.train_set, cfg, eval_data=ctx.test_set, out_dir=folder,
+                     resume=ctx.resume)  # fmt: skip
+    return model, {}
+
+
+def _quiet(cfg: Any) -> Any:
+    from dataclasses import replace
+
+    finetune = cfg.finetune.replace(progress=False) if cfg.finetune is not None else None
+    return replace(cfg, train=cfg.train.replace(progress=False), finetune=finetune)
+
+
+def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
+    from torchslim.prune import prune, prune_report
+
+    prune(model, ctx.example[:1], stage.config)
+    report = prune_report(model)
+    log.info("%s", report)
+    channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
+                if r.channels_before}  # fmt: skip
+    if stage.finetune is not None:
+        ctx.trainer(model, stage.finetune, folder / "finetune").fit(resume=ctx.resume)
+    return model, {"channels": channels}
+
+
+def _sparsify(ctx: Context, stage: Stage, model: nn.Module,
+              folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
+    from torchslim.prune import sparsify
+
+    sparsify(model, stage.config)
+    if stage.finetune is not None:
+        ctx.trainer(model, stage.finetune, folder / "finetune").fit(resume=ctx.resume)
+    return model, {}
+
+
+def _quantize(ctx: Context, stage: Stage, model: nn.Module,
+              folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
+    from torchslim.quant import quantize
+
+    model.eval()
+    calib = None if stage.config.dynamic else ctx.calib(stage.calib)
+    return quantize(model, calib, stage.config, progress=ctx.progress), {}
+
+
+def _qat(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
+    from torchslim.quant import convert, prepare_qat
+
+    q = prepare_qat(model, stage.config, calib_data=ctx.calib(stage.calib))
+    ctx.trainer(q, stage.train, folder / "train").fit(resume=ctx.resume)
+    return convert(q), {}
+
+
+def _evaluate(ctx: Context, stage: Stage, model: nn.Module,
+              folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
+    return model, {}
+
+
+STAGES: dict[str, StageFn] = {
+    "train": _train,
+    "distill": _distill,
+    "prune": _prune,
+    "sparsify": _sparsify,
+    "quantize": _quantize,
+    "qat": _qat,
+    "evaluate": _evaluate,
+}
+
+
+def stage_input(ctx: Context, stage: Stage, previous: str) -> nn.Module:
+    """The model a stage starts from: a fresh one (``model:``) or a copy of its input's."""
+    if stage.model is not None:
+        return ctx.fresh(stage.model)
+    return ctx.input_of(stage, previous)
+
+
+__all__ = ["INITIAL", "STAGES", "Context", "load_model_file", "load_run", "save_stage_model"]
