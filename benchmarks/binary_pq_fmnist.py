@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchslim.cli import _load_run
 from torchslim.data import calibration_loader, get_dataset
+from torchslim.pipeline import load_run
 from torchslim.quant import binarize, product_quantize, save_packed, save_pq
 from torchslim.train import Trainer, evaluate
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--parts", default="pq,binary", help="which rows: pq, binary or both")
     args = parser.parse_args()
     torch.manual_seed(0)
-    base, _ = _load_run(Path(args.run))
+    base, _ = load_run(Path(args.run))
     base.eval()
     train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
     test = get_dataset("fashion-mnist", train=False)

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from torchslim.cli import _load_run
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.distill import fit_distillation, mutual_learning
 from torchslim.models import create
+from torchslim.pipeline import load_run
 from torchslim.train import Trainer, evaluate, seed_everything
 
 # T=2, alpha=0.5: chosen on seed 0 among (T, alpha) = (4, 0.9), (2, 0.5), (1, 0.5); the teacher
@@ -111,10 +111,10 @@ def main() -> None:
     parser.add_argument("--results", default="bench-out/distill_fmnist.jsonl")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    teachers = [_load_run(Path(args.teacher))[0]]
+    teachers = [load_run(Path(args.teacher))[0]]
     rows = args.rows.split(",")
     if {"multi", "kd_r14"} & set(rows):
-        teachers.append(_load_run(Path(args.teacher2))[0])
+        teachers.append(load_run(Path(args.teacher2))[0])
     train = stratified_subset(get_dataset("fashion-mnist", train=True, augment=[]),
                               per_class=args.subset // 10, seed=0)  # fmt: skip
     test = get_dataset("fashion-mnist", train=False)

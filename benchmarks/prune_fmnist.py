@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 import torchslim as ts
-from torchslim.cli import _load_run
 from torchslim.data import get_dataset, stratified_subset
+from torchslim.pipeline import load_run
 from torchslim.train import Trainer, evaluate
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    base, _ = _load_run(Path(args.run))
+    base, _ = load_run(Path(args.run))
     train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
     test = get_dataset("fashion-mnist", train=False)
     x = torch.randn(1, 1, 28, 28)

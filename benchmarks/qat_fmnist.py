@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 import torchslim as ts
-from torchslim.cli import _load_run
 from torchslim.data import calibration_loader, get_dataset
 from torchslim.export import evaluate_onnx
+from torchslim.pipeline import load_run
 from torchslim.train import Trainer, evaluate
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--rows", default="lsq:4,pact:4,pact:3,pact:2")
     args = parser.parse_args()
     torch.manual_seed(0)
-    base, _ = _load_run(Path(args.run))
+    base, _ = load_run(Path(args.run))
     base.eval()
     train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
     test = get_dataset("fashion-mnist", train=False)

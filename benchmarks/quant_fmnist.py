@@ -18,9 +18,9 @@ import torch
 from _ort_quantizer import ort_quantize_static
 
 import torchslim as ts
-from torchslim.cli import _load_run
 from torchslim.data import calibration_loader, get_dataset
 from torchslim.export import evaluate_onnx
+from torchslim.pipeline import load_run
 from torchslim.quant.config import cpu_lacks_vnni
 
 ROWS = [  # (label, config)
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=512, help="calibration images (train set)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model, _ = _load_run(Path(args.run))
+    model, _ = load_run(Path(args.run))
     model.eval()
     test = get_dataset("fashion-mnist", train=False)
     train = get_dataset("fashion-mnist", train=True, augment=[])  # no augmentation

@@ -77,12 +77,16 @@ def export_onnx(
     check: bool = True,
     dynamic_batch: bool = True,
     opset: int = OPSET,
+    compact: bool = True,
 ) -> ExportReport:
     """Write ``model`` as ONNX (int8 QDQ when it is quantized) and check it in ONNX Runtime.
 
     The file is written to a temporary name and renamed, so a failed export never leaves a
     half-written file at ``path``. With ``check=True`` the example inputs run through ONNX
     Runtime and the report holds the max difference and top-1 agreement with PyTorch.
+    ``compact=True`` stores each repeated constant once and gives tensors short names instead
+    of the exporter's module paths (which, for a small int8 model, take a fifth of the file);
+    ``compact=False`` keeps the readable names for debugging.
 
     Example:
         >>> import tempfile, torch, torchslim as ts
@@ -114,8 +118,11 @@ def export_onnx(
         if quantized:
             int8 = fold_weight_quantization(proto)
             quantize_biases(proto)
-            onnx.checker.check_model(proto)
-            onnx.save(proto, str(tmp))
+        if compact:
+            share_constants(proto.graph)
+            compact_names(proto.graph)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
@@ -298,11 +305,11 @@ def quantize_biases(model: onnx.ModelProto) -> int:
         graph.initializer.extend([
             numpy_helper.from_array(q.astype(np.int32), base),
             numpy_helper.from_array(scale.astype(np.float32), base + "_scale"),
-            numpy_helper.from_array(np.zeros_like(q, dtype=np.int32), base + "_zero"),
         ])  # fmt: skip
         attrs = {"axis": 0} if scale.size > 1 else {}
-        dq = helper.make_node("DequantizeLinear", [base, base + "_scale", base + "_zero"],
-                              [base + "_dq"], name=base + "_DequantizeLinear", **attrs)  # fmt: skip
+        # no zero point: it defaults to 0 of the input's type (int32)
+        dq = helper.make_node("DequantizeLinear", [base, base + "_scale"], [base + "_dq"],
+                              name=base + "_DequantizeLinear", **attrs)  # fmt: skip
         new_nodes.insert(len(new_nodes) - 1, dq)
         node.input[2] = base + "_dq"
         count += 1
@@ -388,6 +395,55 @@ def _widen_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto, s_x: np.n
     consts[scale_name] = new_s.reshape(s_w.shape)
     log.info("export: widened %d weight scale(s) of %s so its bias fits in int32",
              int(np.sum(need > s_w)), w_name)  # fmt: skip
+
+
+def share_constants(graph: onnx.GraphProto) -> int:
+    """Keep one ``Constant`` node per distinct value (the exporter writes one per use, e.g. the
+    same scale for a QuantizeLinear and its DequantizeLinear); returns how many were removed."""
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    rename: dict[str, str] = {}
+    for node in list(graph.node):
+        if (
+            node.op_type != "Constant"
+            or len(node.attribute) != 1
+            or node.attribute[0].name != "value"
+        ):
+            continue
+        tensor = node.attribute[0].t
+        key = (tensor.data_type, tuple(tensor.dims), numpy_helper.to_array(tensor).tobytes())
+        if key in first:
+            rename[node.output[0]] = first[key]
+            graph.node.remove(node)
+        else:
+            first[key] = node.output[0]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    return len(rename)
+
+
+def compact_names(graph: onnx.GraphProto) -> None:
+    """Short tensor names (``t1f``) instead of module paths; inputs and outputs keep theirs."""
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names):x}"
+        return names[name]
+
+    for tensor in graph.initializer:
+        tensor.name = short(tensor.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    for info in graph.value_info:
+        info.name = short(info.name)
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:

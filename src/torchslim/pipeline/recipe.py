@@ -295,7 +295,8 @@ def parse_recipe(raw: Any, base_dir: str | Path = ".") -> Recipe:
 
 
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to plain recipe data.
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to plain recipe data; list
+    items are picked by index or by their ``name`` (``stages.pruned.target_macs=0.4``).
 
     Example:
         >>> apply_overrides({"stages": [{"type": "prune", "ratio": 0.5}]}, ["stages.0.ratio=0.4"])
@@ -321,8 +322,14 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
 
 
 def _index(node: list, key: str, where: str) -> int:
+    """A list position: an integer, or the ``name`` of a stage (``stages.pruned.ratio``)."""
+    names = [item.get("name") if isinstance(item, dict) else None for item in node]
+    if key in names:
+        return names.index(key)
     if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-        raise ConfigError(f"--set {where}: {key!r} is not an index of a {len(node)}-item list")
+        hint = did_you_mean(key, [n for n in names if isinstance(n, str)])
+        raise ConfigError(f"--set {where}: {key!r} is neither an index of the {len(node)}-item "
+                          f"list nor the name of one of its items{hint}")  # fmt: skip
     return int(key)
 
 

@@ -129,6 +129,9 @@ def compress(
     for i, stage in enumerate(recipe.stages):
         folder = out / "stages" / f"{i:02d}-{stage.name}"
         record = _finished(folder, stage, i) if resume else None
+        if record is not None and stage.type == "export" and Path(record["file"]).exists():
+            report.artifacts[stage.name] = record["file"]
+            continue
         if record is not None and stage.type != "export":
             model_file = stage_model_file(folder)
             if model_file is not None:

@@ -1,0 +1,67 @@
+"""``torchslim demo``: the built-in recipe and its table beside PaddleSlim's MobileNetV1 one."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from torchslim.pipeline.recipe import Recipe, load_recipe
+from torchslim.pipeline.report import Report
+
+# --quick: the same stages on 3,000 training / 2,000 test images with fewer epochs
+QUICK = (
+    "data.subset=3000",
+    "data.test_subset=2000",
+    "report.repeats=10",
+    "stages.baseline.train.epochs=2",
+    "stages.teacher.train.epochs=2",
+    "stages.distilled.train.epochs=2",
+    "stages.pruned.finetune.epochs=1",
+    "stages.distilled_int8.calib=256",
+    "stages.pruned_int8.calib=256",
+)
+
+# PaddleSlim's MobileNetV1 ImageNet figures (its model-zoo table): FP32 17.0 MB baseline
+PADDLESLIM = {
+    "distilled_int8": "17.0 MB -> 4.8 MB (3.5x) at +1.06 top-1",
+    "pruned_int8": "17.0 MB -> 2.3 MB (7.4x) at -1.71 top-1 (-50% FLOPs)",
+}
+TARGETS = {"distilled_int8": (3.5, 0.0), "pruned_int8": (7.0, -1.0)}  # min x smaller, min change
+
+
+def demo_path() -> Path:
+    """The packaged demo recipe (also at ``recipes/demo.yaml`` in the repository)."""
+    return Path(str(resources.files("torchslim.pipeline") / "recipes" / "demo.yaml"))
+
+
+def demo_recipe(quick: bool = False, overrides: tuple[str, ...] = ()) -> Recipe:
+    """The demo recipe, with the quick settings and then ``overrides`` applied.
+
+    Example:
+        >>> demo_recipe(quick=True).data.subset
+        3000
+    """
+    return load_recipe(demo_path(), (*(QUICK if quick else ()), *overrides))
+
+
+def summary(report: Report) -> str:
+    """The report's table plus the two compressed rows against PaddleSlim's and the targets."""
+    lines = [report.table(), "", "| row | torchslim (this run) | PaddleSlim MobileNetV1 "
+             "ImageNet | target | met |", "|---|---|---|---|---|"]  # fmt: skip
+    base = report.base()
+    for row in report.rows:
+        if row.stage not in TARGETS or base is None:
+            continue
+        r = report.ratios(row)
+        smaller, change = r.get("smaller"), r.get("top1_change")
+        min_x, min_change = TARGETS[row.stage]
+        met = smaller is not None and change is not None
+        met = met and smaller >= min_x and change >= min_change
+        ours = (f"{base.onnx_bytes / 2**20:.3f} MiB -> {row.onnx_bytes / 2**20:.3f} MiB "
+                f"({smaller:.1f}x) at {change:+.2f} top-1")  # fmt: skip
+        speed = ", ".join(f"b{bs} {v:.2f}x" for bs in sorted(row.latency_ms)
+                          if (v := r.get(f"speedup_b{bs}")) is not None)  # fmt: skip
+        want = f">= {min_x}x smaller, change >= {min_change:+.1f}"
+        lines.append(f"| {row.stage} | {ours}; ORT speed-up {speed} | {PADDLESLIM[row.stage]} | "
+                     f"{want} | {'yes' if met else 'no'} |")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from torchslim.pipeline import Report, StageRow
+from torchslim.pipeline.report import rows_from_json
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _report() -> Report:
+    def row(stage: str, acc: float, size: int, ms: float, **kw: object) -> StageRow:
+        return StageRow(stage=stage, type=kw.pop("type", "train"), input="", accuracy=acc,
+                        ort_accuracy=acc, params=size // 4, macs=size * 3, onnx_bytes=size,
+                        int8=bool(kw.pop("int8", False)), latency_ms={1: ms, 32: 10 * ms},
+                        **kw)  # type: ignore[arg-type]  # fmt: skip
+
+    rows = [
+        row("baseline", 0.90, 4_000_000, 2.0),
+        row("pruned", 0.89, 2_000_000, 1.2, type="prune",
+            channels={f"layer{i}": [64, 32 + i] for i in range(12)}),
+        row("pruned_int8", 0.885, 520_000, 0.8, type="quantize", int8=True),
+    ]  # fmt: skip
+    return Report("test report", "baseline", rows, {"export": "out/model.onnx"})
+
+
+def test_ratios_are_against_the_baseline_row() -> None:
+    rep = _report()
+    q = rep.ratios(rep.rows[2])
+    assert q["smaller"] == pytest.approx(4_000_000 / 520_000)
+    assert q["top1_change"] == pytest.approx(-1.5)
+    assert q["speedup_b1"] == pytest.approx(2.5) and q["speedup_b32"] == pytest.approx(2.5)
+    table = rep.table()
+    assert "| baseline (baseline) |" in table and "7.69x" in table and "-1.50" in table
+
+
+def test_json_round_trip_and_markdown(tmp_path: Path) -> None:
+    rep = _report()
+    files = rep.write(tmp_path)
+    data = json.loads(files["json"].read_text())
+    assert rows_from_json(data["rows"]) == rep.rows
+    assert data["rows"][2]["vs_baseline"]["smaller"] == pytest.approx(4_000_000 / 520_000)
+    assert "out/model.onnx" in files["md"].read_text()
+
+
+def test_html_page_is_self_contained_with_its_plots(tmp_path: Path) -> None:
+    page = _report().to_html()
+    assert page.count("data:image/png;base64,") == 3  # size, latency, channels kept
+    assert not re.search(r"(src|href)=[\"']?(https?:|//)", page)  # nothing fetched
+    assert page.count("<tr>") == 4
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless browser (Debian: chromium)")
+def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    page = _report().write(tmp_path)["html"]
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           f"--screenshot={shot}", "--window-size=1200,1400", page.resolve().as_uri()]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    pixels = matplotlib.image.imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (1400, 1200)
+    ink = (pixels < 0.9).any(axis=-1)
+    assert 0.01 < ink.mean() < 0.6  # text, table borders and plots, on a white page
+    # matplotlib's default blue marks (scatter points, bars) made it onto the page
+    blue = (abs(pixels[..., 0] - 0.12) < 0.1) & (abs(pixels[..., 2] - 0.71) < 0.1)
+    assert blue.sum() > 500
