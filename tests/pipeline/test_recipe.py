@@ -121,3 +121,10 @@ def test_load_recipe_applies_overrides_and_names_the_file(tmp_path: Path) -> Non
     assert load_recipe(path, ["stages.pruned.ratio=0.25"]).stage("pruned").config.ratio == 0.25
     with pytest.raises(ConfigError, match=r"r\.yaml: stages\.1\.ratio: expected a number"):
         load_recipe(path, ["stages.1.ratio=[1]"])
+
+
+def test_the_readme_recipe_example_parses() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    recipe = parse_recipe(yaml.safe_load(block))
+    assert [s.type for s in recipe.stages] == ["train", "prune", "quantize", "export"]

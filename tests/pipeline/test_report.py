@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from torchslim.pipeline import Report, StageRow
-from torchslim.pipeline.report import rows_from_json
+from torchslim.pipeline.report import find_browser, rows_from_json, screenshot
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_browser()
 
 
 def _report() -> Report:
@@ -61,10 +59,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     import matplotlib.image
 
     page = _report().write(tmp_path)["html"]
-    shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--screenshot={shot}", "--window-size=1200,1400", page.resolve().as_uri()]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    shot = screenshot(page, tmp_path / "shot.png", width=1200, height=1400)
     pixels = matplotlib.image.imread(str(shot))[..., :3]
     assert pixels.shape[:2] == (1400, 1200)
     ink = (pixels < 0.9).any(axis=-1)

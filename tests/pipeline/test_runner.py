@@ -120,3 +120,18 @@ def test_sigkill_during_the_prune_finetune_then_resume(
     history = (out / "stages" / "01-pruned" / "finetune" / "metrics.jsonl").read_text()
     assert len(history.splitlines()) == 40
     assert (out / "stages" / "02-pruned_int8" / "done.json").exists()
+
+
+def test_prune_stage_with_sensitivity_derived_ratios(tmp_path: Path) -> None:
+    raw = _tiny()
+    raw["stages"][1] = {"type": "prune", "name": "pruned", "target_macs": 0.6,
+                        "sensitivity": {"ratios": [0.3, 0.6]}}  # fmt: skip
+    raw["stages"] = raw["stages"][:2]
+    res = compress(parse_recipe(raw), tmp_path / "run", progress=False)
+    base, pruned = res.report.rows
+    assert pruned.macs <= 0.6 * base.macs
+    assert pruned.sensitivity and all(set(c) <= {"0.3", "0.6"} for c in pruned.sensitivity.values())
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "sensitivity curves (pruned)" in page and page.count("data:image/png;base64,") == 4
+    with pytest.raises(ConfigError, match=r"stages\.1\.sensitivity: needs target_macs"):
+        parse_recipe({**raw, "stages": [raw["stages"][0], {"type": "prune", "sensitivity": {}}]})

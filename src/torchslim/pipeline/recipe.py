@@ -22,6 +22,7 @@ from torchslim.config import did_you_mean, from_dict, to_dict
 from torchslim.distill.config import DistillConfig
 from torchslim.errors import ConfigError
 from torchslim.prune.pruner import PruneConfig
+from torchslim.prune.sensitivity import SensitivityConfig
 from torchslim.prune.sparsity import SparsityConfig
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.qat import QATConfig
@@ -82,7 +83,9 @@ class Stage:
     ``model`` is the recipe's starting model). ``model`` (train, distill) starts from a fresh
     model instead; ``teacher`` (distill) is a stage name or a checkpoint path; ``train`` is the
     training of train/qat stages, ``finetune`` the optional fine-tune after prune/sparsify;
-    ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage.
+    ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage;
+    ``sensitivity`` (prune, with ``target_macs``) derives per-layer ratios from a sensitivity
+    analysis on the test data instead of one uniform ratio.
     ``config`` holds the method's config (its fields sit beside these keys in YAML).
     """
 
@@ -95,6 +98,7 @@ class Stage:
     finetune: TrainConfig | None = None
     calib: int = 512
     path: str | None = None
+    sensitivity: SensitivityConfig | None = None
     config: Any = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +127,7 @@ class _Kind:
 KINDS: dict[str, _Kind] = {
     "train": _Kind(frozenset({"model", "train"})),
     "distill": _Kind(frozenset({"model", "teacher"}), DistillConfig),
-    "prune": _Kind(frozenset({"finetune"}), PruneConfig),
+    "prune": _Kind(frozenset({"finetune", "sensitivity"}), PruneConfig),
     "sparsify": _Kind(frozenset({"finetune"}), SparsityConfig),
     "quantize": _Kind(frozenset({"calib"}), QuantConfig),
     "qat": _Kind(frozenset({"calib", "train"}), QATConfig),
@@ -131,7 +135,8 @@ KINDS: dict[str, _Kind] = {
     "evaluate": _Kind(frozenset()),
 }
 _STAGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Stage)}
-_STAGE_TYPES = {"model": ModelSpec, "train": TrainConfig, "finetune": TrainConfig}
+_STAGE_TYPES = {"model": ModelSpec, "train": TrainConfig, "finetune": TrainConfig,
+                "sensitivity": SensitivityConfig}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,8 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
     if kind.config is not None:
         stage_args["config"] = from_dict(kind.config, method_args, where)
+    if "sensitivity" in stage_args and stage_args["config"].target_macs is None:
+        raise ConfigError(f"{where}.sensitivity: needs target_macs (the MACs to keep)")
     if kind_name == "distill" and "teacher" not in stage_args:
         raise ConfigError(f"{where}.teacher: a distill stage needs a teacher (stage or file)")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -164,8 +164,6 @@ def _distill(ctx: Context, stage: Stage, model: nn.Module,
 
 
 def _quiet(cfg: Any) -> Any:
-    from dataclasses import replace
-
     finetune = cfg.finetune.replace(progress=False) if cfg.finetune is not None else None
     return replace(cfg, train=cfg.train.replace(progress=False), finetune=finetune)
 
@@ -173,14 +171,40 @@ def _quiet(cfg: Any) -> Any:
 def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
     from torchslim.prune import prune, prune_report
 
-    prune(model, ctx.example[:1], stage.config)
+    config, extra = stage.config, {}
+    if stage.sensitivity is not None:
+        config, extra["sensitivity"] = _sensitivity_ratios(ctx, stage, model)
+    prune(model, ctx.example[:1], config)
     report = prune_report(model)
     log.info("%s", report)
     channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
                 if r.channels_before}  # fmt: skip
     if stage.finetune is not None:
         ctx.trainer(model, stage.finetune, folder / "finetune").fit(resume=ctx.resume)
-    return model, {"channels": channels}
+    return model, {"channels": channels, **extra}
+
+
+def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[Any, dict]:
+    """PaddleSlim's recipe: prune each group alone, evaluate, pick per-group ratios that meet
+    ``target_macs`` with the least predicted accuracy loss."""
+    from torchslim.prune.sensitivity import ratios_for_target, sensitivity
+    from torchslim.train import evaluate
+
+    spec, cfg = stage.sensitivity, stage.config
+    result = sensitivity(
+        model,
+        ctx.example[:1],
+        lambda m: evaluate(m, ctx.test_set, batch_size=256).accuracy,
+        ratios=spec.ratios,
+        importance=spec.importance,
+        groups=spec.groups,
+        progress=ctx.progress,
+    )
+    log.info("%s", result)
+    ratios = ratios_for_target(result, cfg.target_macs)
+    curves = {g.name: {str(p.ratio): p.metric for p in g.points if p.metric is not None}
+              for g in result.groups}  # fmt: skip
+    return replace(cfg, ratio=0.0, ratios=ratios, target_macs=None), curves
 
 
 def _sparsify(ctx: Context, stage: Stage, model: nn.Module,
