@@ -122,6 +122,18 @@ def test_target_macs_lands_within_one_percent() -> None:
     assert abs(ts.analyze(model, x).macs / base - 0.5) <= 0.01
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_target_macs_keeps_round_to_multiples(name: str) -> None:
+    # the fine single-channel stage of the MACs search used to ignore round_to (169, 341...)
+    model = torchvision.models.get_model(name, num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    base = ts.analyze(model, x).macs
+    prune(model, x, {"target_macs": 0.5, "round_to": 8})
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs[1:])  # the stem may be smaller
+    assert abs(ts.analyze(model, x).macs / base - 0.5) <= 0.03
+
+
 def test_ignore_keeps_a_module_whole_and_unknown_selector_fails() -> None:
     model = _cnn()
     prune(model, X, {"ratio": 0.5, "ignore": ["0"]})

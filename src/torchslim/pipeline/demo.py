@@ -45,7 +45,11 @@ def demo_recipe(quick: bool = False, overrides: tuple[str, ...] = ()) -> Recipe:
 
 
 def summary(report: Report) -> str:
-    """The report's table plus the two compressed rows against PaddleSlim's and the targets."""
+    """The report's table plus the two compressed rows against PaddleSlim's and the targets.
+
+    Example:
+        >>> print(summary(compress(demo_recipe(quick=True), "runs/q").report))  # doctest: +SKIP
+    """
     lines = [report.table(), "", "| row | torchslim (this run) | PaddleSlim MobileNetV1 "
              "ImageNet | target | met |", "|---|---|---|---|---|"]  # fmt: skip
     base = report.base()

@@ -279,6 +279,12 @@ def parse_recipe(raw: Any, base_dir: str | Path = ".") -> Recipe:
 
     Relative paths (checkpoints, data folders, teacher files) are relative to ``base_dir``, the
     working directory the run starts in.
+
+    Example:
+        >>> r = parse_recipe({"model": {"name": "resnet8"},
+        ...                   "stages": [{"type": "quantize", "weight_bits": 4}]})
+        >>> r.stages[0].config.weight_bits, r.stages[0].calib
+        (4, 512)
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a recipe is a mapping with a stages list, got {type(raw).__name__}")

@@ -45,7 +45,11 @@ def load_run(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def load_model_file(path: str | Path) -> nn.Module:
-    """A model from a run folder, a trainer checkpoint, a ``ts.save`` file or a stage result."""
+    """A model from a run folder, a trainer checkpoint, a ``ts.save`` file or a stage result.
+
+    Example:
+        >>> model = load_model_file("runs/demo/stages/04-pruned/model.pt")  # doctest: +SKIP
+    """
     path = Path(path)
     if path.is_dir() or path.name == "last.pt":
         return load_run(path)[0]

@@ -279,9 +279,8 @@ class Pruner:
         else:
             base = graph.stats.macs if graph.stats else analyze(self.model, self.inputs).macs
             top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
-            keep = search_keep(
-                self.model, graph, groups, scores, select, self.inputs, base, cfg.target_macs, top
-            )
+            keep = search_keep(self.model, graph, groups, scores, select, self.inputs, base,
+                               cfg.target_macs, top, cfg.round_to)  # fmt: skip
         return self.apply(graph, groups, keep, start)
 
     def apply(

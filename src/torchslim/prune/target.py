@@ -2,7 +2,8 @@
 
 Two stages: bisection on a multiplier of the configured ratios (coarse: every group moves at
 once), then bisection on how many of the remaining candidate channels — ordered by their
-group-normalised importance — to remove one by one, which reaches single-channel granularity.
+group-normalised importance — to remove one by one (``round_to`` at a time within a group),
+which reaches single-channel granularity.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def search_keep(
     base_macs: int,
     target: float,
     top_scale: float,
+    round_to: int = 1,
 ) -> Keep:
-    """Kept channels whose pruned model has MACs closest to ``target * base_macs``."""
+    """Kept channels whose pruned model has MACs closest to ``target * base_macs``; channels
+    go in chunks of ``round_to`` per group, so the counts that ``select`` rounded stay round."""
     goal = target * base_macs
     cache: dict[tuple, int] = {}
 
@@ -79,18 +82,22 @@ def search_keep(
     if below is None:
         log.warning("target_macs %.3f is out of reach; pruning as far as allowed", target)
         return select(top_scale)
-    # Candidates: channels kept "above" but dropped "below", least important first.
-    candidates = []
+    # Candidates: channels kept "above" but dropped "below", least important first, in chunks
+    # of round_to channels of one group (so channel counts stay multiples of round_to).
+    candidates: list[tuple[float, int, list[int]]] = []
     for g in groups:
         dropped = set(above[g.id].tolist()) - set(below[g.id].tolist())
         norm = scores[g.id] / (scores[g.id].mean() + 1e-12)
-        candidates += [(float(norm[c]), g.id, c) for c in dropped]
-    candidates.sort()
+        ranked = sorted(dropped, key=lambda c: float(norm[c]))
+        for i in range(0, len(ranked), round_to):
+            chunk = ranked[i : i + round_to]
+            candidates.append((float(norm[chunk].mean()), g.id, chunk))
+    candidates.sort(key=lambda cand: cand[0])
 
     def keep_without(n: int) -> Keep:
         removed: dict[int, set[int]] = {}
-        for _, gid, c in candidates[:n]:
-            removed.setdefault(gid, set()).add(c)
+        for _, gid, chunk in candidates[:n]:
+            removed.setdefault(gid, set()).update(chunk)
         return {
             gid: torch.tensor([c for c in idx.tolist() if c not in removed.get(gid, ())])
             for gid, idx in above.items()
