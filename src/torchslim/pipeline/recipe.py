@@ -66,7 +66,9 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ReportSpec:
-    """What the report measures for every stage's model (ONNX Runtime latency settings)."""
+    """What the report measures for every stage's model: ONNX Runtime latency at each batch
+    size with ``threads`` intra-op threads, the median of ``repeats`` runs (more when they take
+    under half a second in all), and whether to draw the HTML page."""
 
     latency: bool = True
     batch_sizes: tuple[int, ...] = (1, 32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from torchslim.analysis import analyze, measure_latency
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.export import evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
-from torchslim.pipeline.recipe import INITIAL, Recipe, Stage, load_recipe
+from torchslim.pipeline.recipe import INITIAL, Recipe, ReportSpec, Stage, load_recipe
 from torchslim.pipeline.report import Report, StageRow, rows_from_json
 from torchslim.pipeline.stages import (
     STAGES,
@@ -42,6 +43,8 @@ from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
 
 log = logging.getLogger("torchslim.pipeline")
+_MIN_TIMED_S = 0.5  # time at least this much per latency figure
+_MAX_REPEATS = 2000
 
 
 class StageError(TorchslimError, RuntimeError):
@@ -70,13 +73,22 @@ def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds
     if spec.latency:
         shape = tuple(ctx.example.shape[1:])
         for bs in spec.batch_sizes:
-            res = measure_latency(onnx_path, torch.randn(bs, *shape), backend="ort",
-                                  threads=spec.threads, repeats=spec.repeats)  # fmt: skip
-            latency[bs] = round(res.median_ms, 4)
+            latency[bs] = round(_latency_ms(onnx_path, torch.randn(bs, *shape), spec), 4)
     return StageRow(stage=stage.name, type=stage.type, input=stage.input or "", accuracy=accuracy,
                     ort_accuracy=ort_acc, params=stats.params, macs=stats.macs,
                     onnx_bytes=export.file_bytes, int8=is_quantized(model), latency_ms=latency,
                     seconds=round(seconds, 2), **extra)  # fmt: skip
+
+
+def _latency_ms(path: Path, x: torch.Tensor, spec: ReportSpec) -> float:
+    """Median ORT latency over ``spec.repeats`` runs, or over enough runs to fill half a
+    second when each is short (sub-millisecond medians of 20 runs vary by tens of percent)."""
+    res = measure_latency(path, x, backend="ort", threads=spec.threads, repeats=spec.repeats)
+    wanted = math.ceil(_MIN_TIMED_S * 1000 / max(res.median_ms, 1e-3))
+    if wanted > spec.repeats:
+        res = measure_latency(path, x, backend="ort", threads=spec.threads,
+                              repeats=min(wanted, _MAX_REPEATS))  # fmt: skip
+    return res.median_ms
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
