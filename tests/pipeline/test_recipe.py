@@ -11,7 +11,7 @@ from torchslim.pipeline import apply_overrides, load_recipe, parse_recipe
 from torchslim.pipeline.demo import demo_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "benchmarks").glob("*.yaml"))
 
 
 def _raw() -> dict:

@@ -115,7 +115,9 @@ class Report:
             parts += ["Files:", ""] + [f"- {k}: `{v}`" for k, v in self.artifacts.items()] + [""]
         parts.append(
             "top-1 ORT: the exported ONNX file in ONNX Runtime (int8 kernels for int8 rows); "
-            "Δ top-1 in points and the ratios are against the baseline row."
+            "Δ top-1 in points and the ratios are against the baseline row. Latency: median "
+            "ORT time per batch; at the end of a run every row is timed again, round-robin, "
+            "and the median of the rounds is reported."
         )
         return "\n".join(parts) + "\n"
 
