@@ -155,7 +155,7 @@ def compress(
     _check_out_dir(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(recipe.to_yaml(), out / "recipe.yaml")
-    ctx = Context(recipe, out, resume=resume, progress=progress)
+    ctx = Context(recipe, resume=resume, progress=progress)
     report = Report(recipe.description or "torchslim compression report", recipe.baseline_name)
     previous = INITIAL
     files: dict[str, Path] = {}  # stage -> the ONNX file its row measured

@@ -80,7 +80,6 @@ class Context:
     """The data and models shared by the stages of one run."""
 
     recipe: Recipe
-    out_dir: Path
     resume: bool = False
     progress: bool = True
     models: dict[str, nn.Module] = field(default_factory=dict)
@@ -261,4 +260,4 @@ def stage_input(ctx: Context, stage: Stage, previous: str) -> nn.Module:
     return ctx.input_of(stage, previous)
 
 
-__all__ = ["INITIAL", "STAGES", "Context", "load_model_file", "load_run", "save_stage_model"]
+__all__ = ["STAGES", "Context", "load_model_file", "load_run", "save_stage_model", "stage_input"]
