@@ -143,7 +143,7 @@ def compress(
     ``resume=True`` skips finished stages (loading their results) and continues the interrupted
     one from its trainer's last checkpoint. A failing stage raises :class:`StageError` naming
     it; earlier stages' results stay on disk. The report (Markdown, JSON, HTML) is rewritten
-    after every stage.
+    after every stage. ``overrides`` (``key.path=value``) apply when ``recipe`` is a file.
 
     Example:
         >>> res = compress("recipes/demo.yaml", "runs/demo")  # doctest: +SKIP
