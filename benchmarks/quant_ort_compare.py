@@ -137,12 +137,12 @@ def main() -> None:
             model = make_classifier(name, train_x, train_y)
             paths = {"FP32": tmp / f"{name}_fp32.onnx"}
             ts.export_onnx(model, test_x[:8], paths["FP32"])
-            calib = [calib_x[i : i + 16].numpy() for i in range(0, len(calib_x), 16)]
+            calib = [calib_x[i : i + 16] for i in range(0, len(calib_x), 16)]
             for label, u8 in ((ORT_S8, False), (ORT_U8, True)):
                 paths[label] = tmp / f"{name}_ort_{'u8' if u8 else 's8'}.onnx"
-                ort_quantize_static(paths["FP32"], paths[label], calib, uint8_activations=u8)
-            q = ts.quantize(model, [calib_x[i : i + 16] for i in range(0, len(calib_x), 16)],
-                            {"per_channel": True}, progress=False)  # fmt: skip
+                ort_quantize_static(paths["FP32"], paths[label], [c.numpy() for c in calib],
+                                    uint8_activations=u8)  # fmt: skip
+            q = ts.quantize(model, calib, {"per_channel": True}, progress=False)
             paths["torchslim"] = tmp / f"{name}_ts.onnx"
             ts.export_onnx(q, test_x[:8], paths["torchslim"])
             preds = {k: ort_top1(p, test_x) for k, p in paths.items()}

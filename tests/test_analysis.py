@@ -110,6 +110,13 @@ def test_latency_reports_positive_median(backend: str) -> None:
     assert "median" in str(res)
 
 
+def test_latency_min_seconds_times_more_runs() -> None:
+    res = measure_latency(nn.Linear(4, 4), torch.randn(1, 4), repeats=2, min_seconds=0.02)
+    # two runs of a tiny layer take microseconds: it keeps timing until 20 ms or 100 x repeats
+    assert res.repeats > 2
+    assert res.repeats * res.mean_ms >= 20 or res.repeats == 200
+
+
 def test_latency_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="backend"):
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), backend="tvm")  # type: ignore[arg-type]

@@ -276,13 +276,11 @@ class LatencyResult:
         )
 
 
-def _summarise(
-    times: list[float], backend: str, threads: int, batch: int, repeats: int
-) -> LatencyResult:
+def _summarise(times: list[float], backend: str, threads: int, batch: int) -> LatencyResult:
     ms = sorted(t * 1e3 for t in times)
     p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
     return LatencyResult(
-        backend, statistics.median(ms), statistics.fmean(ms), p90, ms[0], repeats, threads, batch
+        backend, statistics.median(ms), statistics.fmean(ms), p90, ms[0], len(ms), threads, batch
     )
 
 
@@ -302,11 +300,14 @@ def measure_latency(
     warmup: int = 5,
     repeats: int = 20,
     threads: int | None = None,
+    min_seconds: float = 0.0,
 ) -> LatencyResult:
     """Median latency of ``repeats`` forward passes after ``warmup`` ones, on the CPU.
 
     ``backend="ort"`` runs an ONNX file in ONNX Runtime (a module is exported to a temporary
     file first). ``threads`` sets intra-op threads (default: PyTorch's current setting).
+    ``min_seconds`` keeps timing past ``repeats`` (up to 100 times as many) until the timed
+    runs add up to that long: sub-millisecond medians of 20 runs vary by tens of percent.
 
     Example:
         >>> res = measure_latency(nn.Linear(8, 8), torch.randn(1, 8), repeats=5)
@@ -321,40 +322,46 @@ def measure_latency(
     if backend == "torch":
         if not isinstance(model_or_path, nn.Module):
             raise TypeError("backend='torch' needs an nn.Module")
-        return _torch_latency(model_or_path, inputs, warmup, repeats, threads, batch)
+        return _torch_latency(model_or_path, inputs, warmup, repeats, threads, batch, min_seconds)
     if backend != "ort":
         raise ValueError(f"backend must be 'torch' or 'ort', got {backend!r}")
     if isinstance(model_or_path, nn.Module):
         with tempfile.TemporaryDirectory() as tmp:
             path = export_for_latency(model_or_path, inputs, Path(tmp) / "model.onnx")
-            return _ort_latency(path, inputs, warmup, repeats, threads, batch)
-    return _ort_latency(Path(model_or_path), inputs, warmup, repeats, threads, batch)
+            return _ort_latency(path, inputs, warmup, repeats, threads, batch, min_seconds)
+    return _ort_latency(Path(model_or_path), inputs, warmup, repeats, threads, batch, min_seconds)
 
 
-def _torch_latency(
-    model: nn.Module, inputs: tuple, warmup: int, repeats: int, threads: int, batch: int
-) -> LatencyResult:
+def _time_runs(run: Callable[[], object], warmup: int, repeats: int,
+               min_seconds: float) -> list[float]:  # fmt: skip
+    """Seconds of each timed call of ``run``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 100 * repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _torch_latency(model: nn.Module, inputs: tuple, warmup: int, repeats: int, threads: int,
+                   batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
     previous = torch.get_num_threads()
     was_training = model.training
     torch.set_num_threads(threads)
     model.eval()
-    times = []
     try:
         with torch.inference_mode():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                model(*inputs)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
+            times = _time_runs(lambda: model(*inputs), warmup, repeats, min_seconds)
     finally:
         torch.set_num_threads(previous)
         model.train(was_training)
-    return _summarise(times, "torch", threads, batch, repeats)
+    return _summarise(times, "torch", threads, batch)
 
 
-def _ort_latency(
-    path: Path, inputs: tuple, warmup: int, repeats: int, threads: int, batch: int
-) -> LatencyResult:
+def _ort_latency(path: Path, inputs: tuple, warmup: int, repeats: int, threads: int,
+                 batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -365,10 +372,5 @@ def _ort_latency(
     feed = {
         i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)
     }
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return _summarise(times, "ort", threads, batch, repeats)
+    times = _time_runs(lambda: session.run(None, feed), warmup, repeats, min_seconds)
+    return _summarise(times, "ort", threads, batch)

@@ -425,26 +425,29 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
-    from torchslim.pipeline import compress, load_recipe
+def _run_recipe(args: argparse.Namespace, recipe: Any, out: Path, render: Any) -> int:
+    """Run ``recipe`` into ``out`` and print ``render(report)`` and where the files went."""
+    from torchslim.pipeline import compress
 
-    recipe = load_recipe(args.recipe, tuple(args.set))
-    out = Path(args.out or f"runs/{Path(args.recipe).stem}")
     result = compress(recipe, out, resume=args.resume, progress=not args.quiet)
-    print(result.report)
+    print(render(result.report))
     print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'report.json'}")
     return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from torchslim.pipeline import load_recipe
+
+    recipe = load_recipe(args.recipe, tuple(args.set))
+    return _run_recipe(args, recipe, Path(args.out or f"runs/{Path(args.recipe).stem}"), str)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from torchslim.pipeline import compress, demo
+    from torchslim.pipeline import demo
 
     recipe = demo.demo_recipe(quick=args.quick, overrides=tuple(args.set))
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
-    result = compress(recipe, out, resume=args.resume, progress=not args.quiet)
-    print(demo.summary(result.report))
-    print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'report.json'}")
-    return 0
+    return _run_recipe(args, recipe, out, demo.summary)
 
 
 def _add_recipe_run_options(p: argparse.ArgumentParser) -> None:
@@ -468,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = (
         "Baseline; distilled from a larger teacher; distilled + int8; pruned to -50%% MACs + "
         "fine-tune; pruned + int8 - PaddleSlim's MobileNetV1 table in miniature, measured in "
-        "ONNX Runtime (full run about 15 minutes on 2 CPU cores, --quick about 3)."
+        "ONNX Runtime (full run about 10 minutes on 2 CPU cores, --quick about 2)."
     )
     p.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
     p.add_argument("--out", default=None, help="output folder (default: runs/demo[-quick])")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +44,6 @@ from torchslim.train.checkpoint import atomic_write_text
 
 log = logging.getLogger("torchslim.pipeline")
 _MIN_TIMED_S = 0.5  # time at least this much per latency figure
-_MAX_REPEATS = 2000
 
 
 class StageError(TorchslimError, RuntimeError):
@@ -82,14 +80,8 @@ def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds
 
 
 def _latency_ms(path: Path, x: torch.Tensor, spec: ReportSpec) -> float:
-    """Median ORT latency over ``spec.repeats`` runs, or over enough runs to fill half a
-    second when each is short (sub-millisecond medians of 20 runs vary by tens of percent)."""
-    res = measure_latency(path, x, backend="ort", threads=spec.threads, repeats=spec.repeats)
-    wanted = math.ceil(_MIN_TIMED_S * 1000 / max(res.median_ms, 1e-3))
-    if wanted > spec.repeats:
-        res = measure_latency(path, x, backend="ort", threads=spec.threads,
-                              repeats=min(wanted, _MAX_REPEATS))  # fmt: skip
-    return res.median_ms
+    return measure_latency(path, x, backend="ort", threads=spec.threads, repeats=spec.repeats,
+                           min_seconds=_MIN_TIMED_S).median_ms  # fmt: skip
 
 
 def _interleaved_latency(report: Report, files: dict[str, Path], ctx: Context,
