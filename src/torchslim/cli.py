@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the built-in recipe on the embedded Fashion-MNIST")
     p.description = (
-        "Baseline; distilled from a larger teacher; distilled + int8; pruned to -50%% MACs + "
+        "Baseline; distilled from a larger teacher; distilled + int8; pruned to -50% MACs + "
         "fine-tune; pruned + int8 - PaddleSlim's MobileNetV1 table in miniature, measured in "
         "ONNX Runtime (full run about 10 minutes on 2 CPU cores, --quick about 2)."
     )
