@@ -122,3 +122,32 @@ def test_latency_rejects_bad_arguments() -> None:
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), backend="tvm")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=0)
+
+
+IMAGE = (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [
+        (torchvision.models.resnet18, IMAGE),
+        (torchvision.models.mobilenet_v3_small, IMAGE),
+        (torchvision.models.swin_t, IMAGE),
+        (lambda: _SelfAttention(nn.MultiheadAttention(16, 2, batch_first=True)), (1, 10, 16)),
+        (lambda: create("resnet8", num_classes=10, in_channels=1), (1, 1, 28, 28)),
+    ],
+    ids=["resnet18", "mobilenet_v3_small", "swin_t", "mha", "resnet8"],
+)
+def test_shapes_only_pass_measures_the_same(build, shape: tuple[int, ...]) -> None:
+    model, x = build(), torch.randn(shape)
+    real, shapes = analyze(model, x), analyze(model, x, shapes_only=True)
+    assert shapes == real
+    assert real.macs > 0
+
+
+def test_shapes_only_pass_still_rejects_mismatched_channels() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        model[1].weight = nn.Parameter(model[1].weight[:, :6].clone())  # a broken pruning
+    with pytest.raises(RuntimeError, match="channel"):
+        analyze(model, torch.randn(1, 3, 8, 8), shapes_only=True)

@@ -7,7 +7,6 @@ executes is seen with its actual tensors, whatever Python control flow produced 
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
-from torchslim.analysis import ModelStats, counting
+from torchslim.analysis import ModelStats, ModuleScope, aten_tensors, counting, map_tensors
 from torchslim.errors import ConfigError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
@@ -159,13 +158,15 @@ class ChannelGraph:
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, graph: ChannelGraph, ignored: Callable[[str], bool]) -> None:
+    def __init__(
+        self, graph: ChannelGraph, ignored: Callable[[str], bool], scope: ModuleScope
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.ignored = ignored
         self.layouts: dict[int, T] = {}
         self.keep: list[torch.Tensor] = []  # keeps ids unique while tracing
-        self.stack: list[str] = [""]
+        self.stack = scope.stack  # qualified names of the running modules, innermost last
 
     def lookup(self, t: torch.Tensor) -> T:
         found = self.layouts.get(id(t))
@@ -177,16 +178,16 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func._overloadpacket.__name__
-        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        outs = aten_tensors(out)
         if not outs:
             return out
         ctx = OpContext(
             self.graph.spaces, self.stack[-1], name, outs, self.graph.views, self.graph.groups
         )
-        t_args = tree_map(lambda a: self.lookup(a) if isinstance(a, torch.Tensor) else a, args)
-        t_kwargs = tree_map(lambda a: self.lookup(a) if isinstance(a, torch.Tensor) else a, kwargs)
+        t_args = map_tensors(self.lookup, args)
+        t_kwargs = map_tensors(self.lookup, kwargs)
         handler = HANDLERS.get(name)
-        tensors = [a for a in tree_flatten((t_args, t_kwargs))[0] if isinstance(a, T)]
+        tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
         if handler is None:
             if name in NO_CHANNELS or not has_channels(ctx, tensors):
                 result = untracked_outputs(ctx)
@@ -212,26 +213,15 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-@contextlib.contextmanager
-def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
-    names = {id(m): n for n, m in model.named_modules()}
-
-    def pre(module: nn.Module, _args: Any) -> None:
-        recorder.stack.append(names.get(id(module), recorder.stack[-1]))
-
-    def post(module: nn.Module, _args: Any, _out: Any) -> None:
-        if len(recorder.stack) > 1:
-            recorder.stack.pop()
-
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post, always_call=True))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
 
 
 def trace(
@@ -254,7 +244,8 @@ def trace(
     ignored = ignore or (lambda _name: False)
     graph = ChannelGraph(model)
     sp = graph.spaces
-    recorder = _Recorder(graph, ignored)
+    scope = ModuleScope(model)
+    recorder = _Recorder(graph, ignored, scope)
     seen: dict[int, str] = {}
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if id(tensor) in seen or not tensor.is_floating_point():
@@ -271,22 +262,13 @@ def trace(
         if rule is not None:
             rule(module, name, graph)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
-    was_training = model.training
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel hides the projections
-    model.eval()
-    try:
-        with contextlib.ExitStack() as stack:
-            finish = stack.enter_context(counting(model)) if count else None
-            stack.enter_context(torch.no_grad())
-            stack.enter_context(_module_stack(model, recorder))
-            stack.enter_context(recorder)
-            output = model(*inputs)
-        graph.stats = finish() if finish is not None else None
-        graph.output = output
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        model.train(was_training)
+    # Eval mode, no gradients, no fused attention kernel (it would hide the projections), and
+    # the convolutions and matrix products only shape-checked: the tracer needs shapes, not
+    # values (see MacsCounter), and that makes the pass several times cheaper.
+    with scope, counting(model, shapes_only=True, scope=scope) as finish, recorder:
+        output = model(*inputs)
+    graph.stats = finish() if count else None
+    graph.output = output
     for out in tree_flatten(output)[0]:
         if isinstance(out, torch.Tensor):
             for layout in recorder.lookup(out).dims:

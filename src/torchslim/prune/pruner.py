@@ -200,14 +200,16 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
 def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> ModelStats:
     """Slice tensors, fix attributes, check the forward and measure the result.
 
-    Everything is undone if the pruned model fails to run or changes its output shape.
+    Everything is undone if the pruned model fails to run or changes its output shape. The
+    check is a shapes-only pass (:class:`torchslim.analysis.MacsCounter`): every op runs or is
+    shape-checked by its meta kernel, so a mismatch raises as it would in a real forward.
     """
     expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
     snapshot = _Snapshot(model)
     try:
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
-        with counting(model) as finish:
+        with counting(model, shapes_only=True) as finish:
             got = _outputs_shape(model(*inputs))
         after = finish()
     except Exception as exc:
@@ -277,7 +279,8 @@ class Pruner:
         if cfg.target_macs is None:
             keep = select(1.0)
         else:
-            base = graph.stats.macs if graph.stats else analyze(self.model, self.inputs).macs
+            stats = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
+            base = stats.macs
             top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
             keep = search_keep(self.model, graph, groups, scores, select, self.inputs, base,
                                cfg.target_macs, top, cfg.round_to)  # fmt: skip
@@ -288,7 +291,7 @@ class Pruner:
     ) -> Pruner:
         """Remove everything but ``keep`` (from this model's graph) and write the report."""
         start = time.perf_counter() if start is None else start
-        before = graph.stats or analyze(self.model, self.inputs)
+        before = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
         after = apply_keep(self.model, graph, keep, self.inputs) if groups else before
         self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
         _REPORTS[self.model] = self.report

@@ -95,11 +95,11 @@ def iterative_prune(
     if steps < 1:
         raise ConfigError(f"steps: must be >= 1, got {steps}")
     results = []
-    base_macs = analyze(model, example_inputs).macs
+    base_macs = analyze(model, example_inputs, shapes_only=True).macs
     for step in range(steps):
         step_cfg = _step_config(cfg, steps, step)
         if step_cfg.target_macs is not None:  # the step's target is relative to the original
-            now = analyze(model, example_inputs).macs
+            now = analyze(model, example_inputs, shapes_only=True).macs
             step_cfg = dataclasses.replace(
                 step_cfg, target_macs=min(0.999, step_cfg.target_macs * base_macs / now)
             )

@@ -341,7 +341,7 @@ def sensitivity(
         (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     )
     units = _units(model, inputs, cfg.groups)
-    baseline_macs = analyze(model, inputs).macs
+    baseline_macs = analyze(model, inputs, shapes_only=True).macs
     baseline = _evaluate(eval_fn, copy.deepcopy(model), "the unpruned model")
     rows = []
     total = len(units) * len(cfg.ratios)
@@ -434,7 +434,7 @@ def _target_model(
             "ratios_for_target: this result carries no model (loaded with from_dict?); pass "
             "model= and example_inputs= so the chosen ratios can be checked by pruning"
         )
-    macs = analyze(model, inputs).macs
+    macs = analyze(model, inputs, shapes_only=True).macs
     if macs != result.baseline_macs:
         raise ConfigError(
             f"ratios_for_target: the model has {macs:,} MACs but the analysis measured "

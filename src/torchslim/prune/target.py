@@ -31,7 +31,7 @@ def macs_with(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: Inputs)
     twin.model = clone
     slice_tensors(twin, keep)
     shrink_modules(clone, twin, keep)
-    return analyze(clone, inputs).macs
+    return analyze(clone, inputs, shapes_only=True).macs
 
 
 def _bracket(
