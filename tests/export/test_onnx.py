@@ -71,6 +71,8 @@ def test_int8_export_stores_int8_weights_runs_int8_kernels_and_matches(tmp_path:
     assert report.file_bytes < 0.35 * float_report.file_bytes
     ops = _fused_ops(tmp_path / "q.onnx", tmp_path)
     assert ops["QLinearConv"] == 3 and ops["QGemm"] + ops["QLinearMatMul"] == 1
+    # the classifier head's pooling runs in int8 too (no float island before the Linear)
+    assert ops["QLinearGlobalAveragePool"] == 1 and ops["GlobalAveragePool"] == 0
     # ORT's integer kernels agree with the fake-quantized PyTorch model
     with torch.no_grad():
         out = q(x)

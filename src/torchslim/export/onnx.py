@@ -118,6 +118,7 @@ def export_onnx(
         if quantized:
             int8 = fold_weight_quantization(proto)
             quantize_biases(proto)
+            quantize_pool_outputs(proto.graph)
         if compact:
             share_constants(proto.graph)
             compact_names(proto.graph)
@@ -395,6 +396,71 @@ def _widen_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto, s_x: np.n
     consts[scale_name] = new_s.reshape(s_w.shape)
     log.info("export: widened %d weight scale(s) of %s so its bias fits in int32",
              int(np.sum(need > s_w)), w_name)  # fmt: skip
+
+
+_POOLS = ("GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool")
+_PASS_THROUGH = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def quantize_pool_outputs(graph: onnx.GraphProto) -> int:
+    """Quantize a pooling output right away where only reshapes separate it from a quantizer.
+
+    ``DQ -> GlobalAveragePool -> Flatten -> Q`` (a classifier head) runs the pool in float;
+    inserting ``Q -> DQ`` with the downstream quantizer's parameters right after the pool lets
+    ONNX Runtime fuse it into an int8 ``QLinearGlobalAveragePool``. Values are unchanged:
+    reshapes move no values, so quantizing before or after them rounds the same way. Returns
+    how many pools were rewritten.
+    """
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    count = 0
+    for pool in [n for n in graph.node if n.op_type in _POOLS]:
+        src = producer.get(pool.input[0])
+        if src is None or src.op_type != "DequantizeLinear" or len(pool.output) != 1:
+            continue
+        name, quant = pool.output[0], None
+        while name not in outputs and len(consumers.get(name, [])) == 1:
+            nxt = consumers[name][0]
+            if nxt.op_type == "QuantizeLinear" and len(nxt.input) == 3:
+                quant = nxt
+                break
+            if nxt.op_type not in _PASS_THROUGH or nxt.input[0] != name:
+                break
+            name = nxt.output[0]
+        if quant is None or quant.input[0] == pool.output[0]:
+            continue  # no quantizer downstream, or it already follows the pool directly
+        scale, zero = quant.input[1], quant.input[2]
+        _hoist_constants(graph, [scale, zero], producer)
+        out = pool.output[0]
+        q = helper.make_node("QuantizeLinear", [f"{out}_pool_q_in", scale, zero], [f"{out}_pool_q"])
+        dq = helper.make_node("DequantizeLinear", [f"{out}_pool_q", scale, zero], [out])
+        pool.output[0] = f"{out}_pool_q_in"
+        at = list(graph.node).index(pool) + 1
+        graph.node.insert(at, dq)
+        graph.node.insert(at, q)
+        count += 1
+    return count
+
+
+def _hoist_constants(
+    graph: onnx.GraphProto, names: list[str], producer: dict[str, onnx.NodeProto]
+) -> None:
+    """Move the nodes making constant ``names`` (``Constant``, ``Identity`` of one) to the top."""
+    chain: list[onnx.NodeProto] = []
+    todo = list(names)
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node in chain or node.op_type not in ("Constant", "Identity"):
+            continue
+        chain.append(node)
+        todo.extend(node.input)
+    for node in chain:  # inputs were appended after their consumers: insert in this order
+        graph.node.remove(node)
+        graph.node.insert(0, node)
 
 
 def share_constants(graph: onnx.GraphProto) -> int:
