@@ -6,11 +6,12 @@ to 224, and a linear classifier trained on its features (a "linear probe"). The 
 is then quantized by both tools with the same calibration images (ORT twice: its default int8
 activations, and uint8 activations with 7-bit weights), and the int8 files are
 measured in ONNX Runtime (top-1 on held-out CIFAR-10 test images, agreement with FP32,
-latency at batch 1 and 32 with 2 threads, file size).
+latency at batch 1 and 32 with 2 threads, timed round-robin over the files, file size).
 
 Usage:
     python benchmarks/quant_ort_compare.py [--models resnet18,mobilenet_v2]
         [--data-root ../shared/datasets] [--train 1000] [--test 500] [--calib 64]
+        [--rounds 5]
 Targets (issue 4): torchslim latency ratio >= 1.0 vs ORT's quantizer, at least as accurate,
 both well over FP32 ORT; int8 file <= 0.3 x the FP32 file.
 """
@@ -18,6 +19,7 @@ both well over FP32 ORT; int8 file <= 0.3 x the FP32 file.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -104,10 +106,17 @@ ORT_S8 = "ORT quantize_static"
 ORT_U8 = "ORT quantize_static U8S8 reduce_range"
 
 
-def _latency(path: Path, batch: int) -> float:
-    x = torch.randn(batch, 3, 224, 224)
-    repeats = 30 if batch == 1 else 6
-    return measure_latency(path, x, backend="ort", threads=2, repeats=repeats).median_ms
+def _latencies(paths: dict[str, Path], rounds: int) -> dict[str, tuple[float, float]]:
+    """Median ms at batch 1 and 32 per file, timed round-robin: ``rounds`` rounds, each timing
+    every file in turn, so drift of the machine (clock, other load) hits all files alike."""
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for key, path in paths.items():
+            for batch, repeats in ((1, 20), (32, 3)):
+                x = torch.randn(batch, 3, 224, 224)
+                res = measure_latency(path, x, backend="ort", threads=2, repeats=repeats)
+                times.setdefault((key, batch), []).append(res.median_ms)
+    return {k: (statistics.median(times[k, 1]), statistics.median(times[k, 32])) for k in paths}
 
 
 def main() -> None:
@@ -117,6 +126,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--calib", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin timing rounds")
     args = parser.parse_args()
     train_x, train_y = _images(args.data_root, True, args.train, seed=0)
     test_x, test_y = _images(args.data_root, False, args.test, seed=0)
@@ -147,7 +157,7 @@ def main() -> None:
             ts.export_onnx(q, test_x[:8], paths["torchslim"])
             preds = {k: ort_top1(p, test_x) for k, p in paths.items()}
             sizes = {k: p.stat().st_size for k, p in paths.items()}
-            lat = {k: (_latency(p, 1), _latency(p, 32)) for k, p in paths.items()}
+            lat = _latencies(paths, args.rounds)
             for k in paths:
                 acc = float((preds[k] == test_y.numpy()).mean())
                 agree = float((preds[k] == preds["FP32"]).mean())
