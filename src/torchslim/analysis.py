@@ -197,7 +197,7 @@ def _shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
     device = next(
         (a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None
     )
-    if device is None:
+    if device is None or "out" in kwargs:  # an out= tensor must really be written
         return None
     to_meta = lambda t: t.to("meta")  # noqa: E731
     try:

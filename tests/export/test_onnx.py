@@ -166,5 +166,21 @@ def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
     q = ts.quantize(mlp, None, {"dynamic": True})
     report = ts.export_onnx(q, torch.randn(8, 256), tmp_path / "dyn.onnx")
     assert report.int8_weights == 2 and report.top1_agreement == 1.0
+    assert report.max_abs_error < 1e-4
     float_bytes = ts.export_onnx(mlp, torch.randn(8, 256), tmp_path / "f.onnx").file_bytes
     assert report.file_bytes < 0.3 * float_bytes
+    # ONNX Runtime runs each layer as one integer kernel, not a float Gemm on dequantized data
+    ops = _fused_ops(tmp_path / "dyn.onnx", tmp_path)
+    assert ops["DynamicQuantizeMatMul"] == 2
+    assert ops["Gemm"] + ops["FusedGemm"] + ops["MatMul"] == 0
+
+
+def test_dynamic_export_handles_token_inputs_and_missing_bias(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(32, 64, bias=False), nn.GELU(), nn.Linear(64, 8)).eval()
+    q = ts.quantize(net, None, {"dynamic": True, "per_channel": False})
+    report = ts.export_onnx(q, torch.randn(2, 7, 32), tmp_path / "tok.onnx")
+    assert report.int8_weights == 2
+    with torch.no_grad():
+        scale = float(q(torch.randn(2, 7, 32)).abs().max())
+    assert report.max_abs_error < 1e-4 * max(scale, 1.0)

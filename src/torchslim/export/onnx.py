@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from torchslim.analysis import first_tensor, input_tuple
 from torchslim.errors import TorchslimError
-from torchslim.quant.fake_quant import FakeQuantize, WeightQuantize
+from torchslim.quant.fake_quant import DynamicQuantize, FakeQuantize, WeightQuantize
+from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
 
 log = logging.getLogger("torchslim.export")
 
@@ -116,9 +117,10 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         int8 = 0
         if quantized:
-            int8 = fold_weight_quantization(proto)
+            fold_weight_quantization(proto)
             quantize_biases(proto)
             quantize_pool_outputs(proto.graph)
+            int8 = count_int8_weights(proto.graph)
         if compact:
             share_constants(proto.graph)
             compact_names(proto.graph)
@@ -151,12 +153,18 @@ def _constant_qparams(model: nn.Module) -> Iterator[None]:
             original = m.weight.data
             m.weight.data = wq.freeze(original)
             frozen.append((m, wq, original))
+            dynamic = getattr(m, "input_fake_quant", None)
+            if (isinstance(m, QuantLinear) and isinstance(dynamic, DynamicQuantize)
+                    and dynamic.enabled and dynamic.bits == 8):  # fmt: skip
+                # int8 weight made here, outside the trace, so it exports as a constant
+                m.onnx_int8 = onnx_int8_weight(m)
     try:
         yield
     finally:
         for m, wq, original in frozen:
             wq.frozen = None
             m.weight.data = original
+            m.__dict__.pop("onnx_int8", None)
 
 
 def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
@@ -272,6 +280,15 @@ def fold_weight_quantization(model: onnx.ModelProto) -> int:
         graph.node.remove(node)
     _prune_unused(graph)
     return folded
+
+
+def count_int8_weights(graph: onnx.GraphProto) -> int:
+    """Weight tensors (two or more dims) stored as 8-bit integers, initializers or constants."""
+    tensors = list(graph.initializer) + [
+        a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return sum(t.data_type in eight_bit and len(t.dims) >= 2 for t in tensors)
 
 
 def quantize_biases(model: onnx.ModelProto) -> int:

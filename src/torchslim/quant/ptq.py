@@ -106,14 +106,9 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             _weight_bits(cfg, i, len(names))))  # fmt: skip
-        layer.input_fake_quant = DynamicQuantize(cfg.act_bits)
-        layer.register_forward_pre_hook(_quantize_input)
+        layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
     model.quant_state = QuantState(cfg, names, sorted(skip))
     return model
-
-
-def _quantize_input(module: nn.Module, args: tuple) -> tuple:
-    return (module.input_fake_quant(args[0]), *args[1:])
 
 
 @torch.no_grad()

@@ -6,12 +6,14 @@ state-dict keys stay as they were; only ``weight_fake_quant`` is added.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.quant.fake_quant import WeightQuantize
-from torchslim.quant.observers import QuantSpec
+from torchslim.quant.fake_quant import WeightQuantize, quantize_dequantize
+from torchslim.quant.observers import QuantSpec, affine_qparams
 
 
 class _QuantWeight:
@@ -38,8 +40,70 @@ class QuantConv3d(_QuantWeight, nn.Conv3d):
 
 
 class QuantLinear(_QuantWeight, nn.Linear):
+    """A fake-quantized Linear; with ``input_fake_quant`` (dynamic quantization) the input is
+    quantized with its own range on every call, and the ONNX export is the integer pattern ONNX
+    Runtime fuses into ``DynamicQuantizeMatMul`` (see :class:`DynamicInt8Linear`)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dynamic = self._modules.get("input_fake_quant")
+        if dynamic is not None:
+            onnx_form = getattr(self, "onnx_int8", None)
+            if onnx_form is not None and torch.onnx.is_in_onnx_export():
+                return DynamicInt8Linear.apply(x, *onnx_form, self.bias)
+            x = dynamic(x)
         return F.linear(x, self.quantized_weight(), self.bias)
+
+
+class DynamicInt8Linear(torch.autograd.Function):
+    """ONNX form of a dynamically quantized Linear: ``DynamicQuantizeLinear`` (uint8 input,
+    range of this input) -> ``MatMulInteger`` with the int8 weight -> ``Cast`` -> ``Mul`` by both
+    scales -> ``Add`` bias — ONNX Runtime's own ``quantize_dynamic`` pattern, which it runs as
+    one integer kernel. ``forward`` computes the same in float for the exporter's trace.
+
+    Arguments: the input, the int8 weight transposed ``[in, out]``, its zero points and scales
+    (per output channel, or one), and the bias (or None). The weight tensors must be made
+    outside the trace (see ``torchslim.export.onnx``) so they export as constants.
+    """
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, w_t: torch.Tensor, w_zero: torch.Tensor,
+                w_scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        lo, hi = x.min(), x.max()
+        scale, zero = affine_qparams(lo, hi, 8)
+        xq = quantize_dequantize(x, scale, zero, 0, 255)
+        w = (w_t.float() - w_zero.float()) * w_scale
+        out = xq @ w
+        return out + bias if bias is not None else out
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, w_t: Any, w_zero: Any, w_scale: Any, bias: Any) -> Any:
+        xq, x_scale, x_zero = g.op("DynamicQuantizeLinear", x, outputs=3)
+        acc = g.op("MatMulInteger", xq, w_t, x_zero, w_zero)
+        out = g.op("Mul", g.op("Cast", acc, to_i=1), g.op("Mul", x_scale, w_scale))  # 1: FLOAT
+        is_none = bias is None or (hasattr(bias, "node") and bias.node().mustBeNone())
+        return out if is_none else g.op("Add", out, bias)
+
+
+def onnx_int8_weight(
+    layer: QuantLinear,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The int8 weight of a dynamically quantized Linear for :class:`DynamicInt8Linear`:
+    ``(weight transposed [in, out], zero points, scales)``; None when not 8-bit-representable.
+
+    The weight must already be frozen on its grid (``WeightQuantize.freeze``).
+    """
+    wq = layer.weight_fake_quant
+    if wq.frozen is None:
+        return None
+    scale, zero = (t.detach().to(torch.float32) for t in wq.frozen)
+    if zero.abs().max() > 0:
+        return None  # MatMulInteger takes int8 weights with zero points, but keep it simple
+    w = layer.weight.detach()
+    s = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(())
+    q = torch.round(w / s).clamp(-128, 127).to(torch.int8)
+    n = w.shape[0]
+    zeros = torch.zeros(n if scale.numel() > 1 else (), dtype=torch.int8)
+    return q.t().contiguous(), zeros, scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
 
 
 QUANT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
