@@ -150,12 +150,16 @@ def _cpu_sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args, *
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# PyTorch's formulas (convolutions, matrix products, attention), plus the CPU flash kernel of
-# SDPA that PyTorch's counter has no formula for. Ops without a formula add no MACs.
-_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
-    **flop_registry,
+# The CPU flash kernel of SDPA, which PyTorch's counter has no formula for.
+_EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
 }
+
+
+def _flop_formula(packet: Any) -> Callable[..., int] | None:
+    """PyTorch's FLOP formula for an op (convolutions, matrix products, attention), or ours;
+    read at call time, so formulas registered after import count too. None: no MACs."""
+    return _EXTRA_FLOP_FORMULAS.get(packet) or flop_registry.get(packet)
 
 
 def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
@@ -212,6 +216,13 @@ class ModuleScope:
 
     Forward hooks on every submodule keep ``stack`` current while the model runs; ``shapes``
     holds (input shape, output shape) of each named module's first call.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 3))
+        >>> with ModuleScope(net) as scope:
+        ...     _ = net(torch.randn(2, 4))
+        >>> scope.shapes["0"]
+        ((2, 4), (2, 3))
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -250,6 +261,13 @@ class MacsCounter(TorchDispatchMode):
     all of a forward pass's time) do not compute: their outputs are zeros of the shapes their
     meta kernels give. Everything else runs for real, so the pass still checks that every shape
     fits, at a fraction of the cost, but the model's output values are meaningless.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3))
+        >>> with ModuleScope(net) as scope, MacsCounter(scope, shapes_only=True) as counter:
+        ...     out = net(torch.randn(1, 3, 10, 10))
+        >>> counter.own["0"], out.shape, float(out.abs().sum())  # 8*8*8 outputs x 27 MACs
+        (13824, torch.Size([1, 8, 8, 8]), 0.0)
     """
 
     def __init__(self, scope: ModuleScope, *, shapes_only: bool = False) -> None:
@@ -261,7 +279,7 @@ class MacsCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        formula = _FLOP_FORMULAS.get(func._overloadpacket)
+        formula = _flop_formula(func._overloadpacket)
         if formula is None:
             return func(*args, **kwargs)
         out = _shape_only_call(func, args, kwargs) if self.shapes_only else None
@@ -294,7 +312,7 @@ def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = Fal
 
 
 @contextlib.contextmanager
-def measuring(model: nn.Module) -> Iterator[None]:
+def _measuring(model: nn.Module) -> Iterator[None]:
     """Eval mode, no gradients, no fused attention fast path; all restored on exit."""
     was_training = model.training
     # The fused attention fast path (eval + no_grad) runs one native op the counter cannot see.
@@ -322,7 +340,7 @@ def counting(
     with contextlib.ExitStack() as stack:
         if scope is None:
             scope = stack.enter_context(ModuleScope(model))
-        stack.enter_context(measuring(model))
+        stack.enter_context(_measuring(model))
         counter = stack.enter_context(MacsCounter(scope, shapes_only=shapes_only))
         yield lambda: _stats(model, counter, scope.shapes)
 

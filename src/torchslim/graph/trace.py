@@ -1,8 +1,11 @@
 """Trace a model once at the ATen level and find the channel groups that must be pruned together.
 
-The tracer runs one real forward pass under a ``TorchDispatchMode``: every ATen op the model
+The tracer runs one forward pass under a ``TorchDispatchMode``: every ATen op the model
 executes is seen with its actual tensors, whatever Python control flow produced it, so models
-``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way.
+``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way. Only the
+convolutions and matrix products skip their arithmetic (their meta kernels give the shapes and
+check the arguments; see :class:`torchslim.analysis.MacsCounter`): channels need shapes, not
+values, and those ops are nearly all of a forward pass's time.
 """
 
 from __future__ import annotations
