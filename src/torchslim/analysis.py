@@ -204,11 +204,34 @@ def _shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
     if device is None or "out" in kwargs:  # an out= tensor must really be written
         return None
     to_meta = lambda t: t.to("meta")  # noqa: E731
+    meta_args, meta_kwargs = map_tensors(to_meta, args), map_tensors(to_meta, kwargs)
     try:
-        out = func(*map_tensors(to_meta, args), **map_tensors(to_meta, kwargs))
+        if func in _WITH_BIAS:  # addmm / baddbmm: their meta kernels are slow decompositions
+            out = _WITH_BIAS[func](*meta_args[1:3])
+            if torch.broadcast_shapes(meta_args[0].shape, out.shape) != out.shape:
+                raise RuntimeError(f"{func}: bias {tuple(meta_args[0].shape)} does not "
+                                   f"broadcast to {tuple(out.shape)}")  # fmt: skip
+        else:
+            out = func(*meta_args, **meta_kwargs)
     except NotImplementedError:  # no meta kernel: run the real one
         return None
-    return map_tensors(lambda t: torch.zeros_like(t, device=device), out)
+    return map_tensors(lambda t: _zeros(t, device), out)
+
+
+_WITH_BIAS = {
+    torch.ops.aten.addmm.default: torch.ops.aten.mm.default,
+    torch.ops.aten.baddbmm.default: torch.ops.aten.bmm.default,
+}
+
+
+def _zeros(meta: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Zeros with the shape and strides of a meta tensor (``zeros_like`` on a meta tensor goes
+    through a slow Python decomposition; ``torch.zeros`` maps zero pages, nearly free)."""
+    if meta.is_contiguous():
+        return torch.zeros(meta.shape, dtype=meta.dtype, device=device)
+    span = 1 + sum((n - 1) * st for n, st in zip(meta.shape, meta.stride(), strict=True))
+    flat = torch.zeros(span if meta.numel() else 0, dtype=meta.dtype, device=device)
+    return flat.as_strided(meta.shape, meta.stride())
 
 
 class ModuleScope:
