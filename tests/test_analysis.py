@@ -151,3 +151,13 @@ def test_shapes_only_pass_still_rejects_mismatched_channels() -> None:
         model[1].weight = nn.Parameter(model[1].weight[:, :6].clone())  # a broken pruning
     with pytest.raises(RuntimeError, match="channel"):
         analyze(model, torch.randn(1, 3, 8, 8), shapes_only=True)
+
+
+def test_shapes_only_pass_rejects_a_bias_of_the_wrong_length() -> None:
+    model = nn.Sequential(nn.Linear(6, 4))
+    with torch.no_grad():
+        model[0].bias = nn.Parameter(torch.zeros(3))  # weight says 4 outputs, bias 3
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 6))  # the real op refuses it ...
+    with pytest.raises(RuntimeError, match="broadcast"):
+        analyze(model, torch.randn(2, 6), shapes_only=True)  # ... and so does the shape check
