@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import tempfile
 from pathlib import Path
 
 import onnx
 import torch
+from _ort_timing import round_robin_ms
 
 import torchslim as ts
-from torchslim.analysis import measure_latency
 from torchslim.data import get_dataset
 from torchslim.export import evaluate_onnx, ort_session
 from torchslim.models import create
@@ -57,17 +56,6 @@ def _kernels(path: Path, tmp: Path) -> str:
     return ", ".join(f"{op} ×{n}" for op, n in sorted(ops.items()))
 
 
-def _latencies(paths: dict[str, Path], rounds: int) -> dict[str, tuple[float, float]]:
-    times: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for key, path in paths.items():
-            for batch, repeats in ((1, 200), (32, 50)):
-                x = torch.randn(batch, 1, 28, 28)
-                res = measure_latency(path, x, backend="ort", threads=2, repeats=repeats)
-                times.setdefault((key, batch), []).append(res.median_ms)
-    return {k: (statistics.median(times[k, 1]), statistics.median(times[k, 32])) for k in paths}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", default="../shared/datasets/mnist")
@@ -93,7 +81,7 @@ def main() -> None:
         acc = {k: evaluate_onnx(p, test, threads=2) for k, p in paths.items()}
         size = {k: p.stat().st_size for k, p in paths.items()}
         kernels = {k: _kernels(p, tmp) for k, p in paths.items()}
-        lat = _latencies(paths, args.rounds)
+        lat = round_robin_ms(paths, (1, 28, 28), {1: 200, 32: 50}, args.rounds)
         ort_session(paths["torchslim dynamic"])  # loads: the file is valid
     print(f"torchslim export: {report}\n")
     print("| variant | top-1 (ORT) | file bytes | size vs FP32 | b1 ms | b32 ms | "

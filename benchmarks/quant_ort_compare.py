@@ -19,7 +19,6 @@ both well over FP32 ORT; int8 file <= 0.3 x the FP32 file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,11 +27,11 @@ import numpy as np
 import torch
 import torchvision
 from _ort_quantizer import ort_quantize_static
+from _ort_timing import round_robin_ms
 from torch import nn
 from torchvision.transforms import v2
 
 import torchslim as ts
-from torchslim.analysis import measure_latency
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.export import ort_session
 from torchslim.quant.config import cpu_lacks_vnni
@@ -106,19 +105,6 @@ ORT_S8 = "ORT quantize_static"
 ORT_U8 = "ORT quantize_static U8S8 reduce_range"
 
 
-def _latencies(paths: dict[str, Path], rounds: int) -> dict[str, tuple[float, float]]:
-    """Median ms at batch 1 and 32 per file, timed round-robin: ``rounds`` rounds, each timing
-    every file in turn, so drift of the machine (clock, other load) hits all files alike."""
-    times: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for key, path in paths.items():
-            for batch, repeats in ((1, 20), (32, 3)):
-                x = torch.randn(batch, 3, 224, 224)
-                res = measure_latency(path, x, backend="ort", threads=2, repeats=repeats)
-                times.setdefault((key, batch), []).append(res.median_ms)
-    return {k: (statistics.median(times[k, 1]), statistics.median(times[k, 32])) for k in paths}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
@@ -157,7 +143,7 @@ def main() -> None:
             ts.export_onnx(q, test_x[:8], paths["torchslim"])
             preds = {k: ort_top1(p, test_x) for k, p in paths.items()}
             sizes = {k: p.stat().st_size for k, p in paths.items()}
-            lat = _latencies(paths, args.rounds)
+            lat = round_robin_ms(paths, (3, 224, 224), {1: 20, 32: 3}, args.rounds)
             for k in paths:
                 acc = float((preds[k] == test_y.numpy()).mean())
                 agree = float((preds[k] == preds["FP32"]).mean())
