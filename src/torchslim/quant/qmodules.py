@@ -91,13 +91,20 @@ def onnx_int8_weight(
     ``(weight transposed [in, out], zero points, scales)``; None when not 8-bit-representable.
 
     The weight must already be frozen on its grid (``WeightQuantize.freeze``).
+
+    Example:
+        >>> layer = to_quantized(nn.Linear(4, 2), QuantSpec(bits=8, per_channel=True))
+        >>> _ = layer.weight_fake_quant.freeze(layer.weight)
+        >>> w_t, zero, scale = onnx_int8_weight(layer)
+        >>> w_t.dtype, tuple(w_t.shape), tuple(zero.shape), tuple(scale.shape)
+        (torch.int8, (4, 2), (2,), (2,))
     """
     wq = layer.weight_fake_quant
     if wq.frozen is None:
         return None
     scale, zero = (t.detach().to(torch.float32) for t in wq.frozen)
     if zero.abs().max() > 0:
-        return None  # MatMulInteger takes int8 weights with zero points, but keep it simple
+        return None  # affine weights: left to the generic (float Gemm) export
     w = layer.weight.detach()
     s = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(())
     q = torch.round(w / s).clamp(-128, 127).to(torch.int8)
