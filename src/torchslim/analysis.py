@@ -308,7 +308,14 @@ class MacsCounter(TorchDispatchMode):
         out = _shape_only_call(func, args, kwargs) if self.shapes_only else None
         if out is None:
             out = func(*args, **kwargs)
-        macs = int(formula(*args, **kwargs, out_val=out)) // 2
+        raw = getattr(formula, "__wrapped__", None)  # PyTorch's formula on shapes, unwrapped
+        if raw is not None:  # (its wrapper maps arguments to shapes with the slow pytree)
+            shape = lambda t: t.shape  # noqa: E731
+            flops = raw(*map_tensors(shape, args), out_shape=map_tensors(shape, out),
+                        **map_tensors(shape, kwargs))  # fmt: skip
+        else:
+            flops = formula(*args, **kwargs, out_val=out)
+        macs = int(flops) // 2
         name = self.scope.stack[-1]
         self.own[name] = self.own.get(name, 0) + macs
         self.total += macs
@@ -379,7 +386,7 @@ def _stats(
         is_leaf = not any(True for _ in module.children())
         if not is_leaf and own.get(name, 0) == 0:
             continue
-        params = sum(p.numel() for p in module.parameters(recurse=is_leaf))
+        params = sum(p.numel() for p in module._parameters.values() if p is not None)
         if not is_leaf:  # children that never ran (weights used functionally) count here
             params += sum(
                 p.numel()

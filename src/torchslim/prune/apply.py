@@ -33,6 +33,8 @@ def _segment_grid(sp: SpaceTable, seg: tuple[int, ...], keep: Keep) -> torch.Ten
 def kept_positions(sp: SpaceTable, layout: Layout, keep: Keep) -> torch.Tensor | None:
     """Indices to keep along a dim with ``layout``; ``None`` when nothing is removed."""
     resolved = sp.resolve(layout)
+    if len(resolved) == 1 and len(resolved[0]) == 1 and resolved[0][0] >= 0:
+        return keep.get(sp.find(resolved[0][0]))  # the common case: the dim is one space
     if not any(sp.find(f) in keep for seg in resolved for f in seg if f >= 0):
         return None
     parts, offset = [], 0
@@ -45,6 +47,8 @@ def kept_positions(sp: SpaceTable, layout: Layout, keep: Keep) -> torch.Tensor |
 def channel_positions(sp: SpaceTable, layout: Layout, atom: int) -> torch.Tensor:
     """``[size(atom), k]`` positions along a dim of every element belonging to each channel."""
     resolved = sp.resolve(layout)
+    if len(resolved) == 1 and len(resolved[0]) == 1 and sp.find(resolved[0][0]) == atom:
+        return torch.arange(sp.spaces[atom].size).unsqueeze(1)  # the common case: dim == atom
     parts, offset = [], 0
     for seg in resolved:
         sizes = [sp.size(f) for f in seg]
