@@ -22,9 +22,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from _ort_timing import round_robin_ms
 
 import torchslim as ts
+from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset
 from torchslim.export import evaluate_onnx, ort_session
 from torchslim.models import create
@@ -81,7 +81,8 @@ def main() -> None:
         acc = {k: evaluate_onnx(p, test, threads=2) for k, p in paths.items()}
         size = {k: p.stat().st_size for k, p in paths.items()}
         kernels = {k: _kernels(p, tmp) for k, p in paths.items()}
-        lat = round_robin_ms(paths, (1, 28, 28), {1: 200, 32: 50}, args.rounds)
+        inputs = [torch.randn(1, 1, 28, 28), torch.randn(32, 1, 28, 28)]
+        lat = round_robin_latency(paths, inputs, rounds=args.rounds, repeats=(200, 50), threads=2)
         ort_session(paths["torchslim dynamic"])  # loads: the file is valid
     print(f"torchslim export: {report}\n")
     print("| variant | top-1 (ORT) | file bytes | size vs FP32 | b1 ms | b32 ms | "

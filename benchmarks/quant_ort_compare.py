@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torchvision
 from _ort_quantizer import ort_quantize_static
-from _ort_timing import round_robin_ms
 from torch import nn
 from torchvision.transforms import v2
 
 import torchslim as ts
+from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.export import ort_session
 from torchslim.quant.config import cpu_lacks_vnni
@@ -143,7 +143,8 @@ def main() -> None:
             ts.export_onnx(q, test_x[:8], paths["torchslim"])
             preds = {k: ort_top1(p, test_x) for k, p in paths.items()}
             sizes = {k: p.stat().st_size for k, p in paths.items()}
-            lat = round_robin_ms(paths, (3, 224, 224), {1: 20, 32: 3}, args.rounds)
+            inputs = [torch.randn(1, 3, 224, 224), torch.randn(32, 3, 224, 224)]
+            lat = round_robin_latency(paths, inputs, rounds=args.rounds, repeats=(20, 3), threads=2)
             for k in paths:
                 acc = float((preds[k] == test_y.numpy()).mean())
                 agree = float((preds[k] == preds["FP32"]).mean())

@@ -5,7 +5,13 @@ import torch
 import torchvision
 from torch import nn
 
-from torchslim.analysis import analyze, format_count, measure_latency
+from torchslim.analysis import (
+    analyze,
+    export_for_latency,
+    format_count,
+    measure_latency,
+    round_robin_latency,
+)
 from torchslim.models import create
 
 
@@ -161,3 +167,13 @@ def test_shapes_only_pass_rejects_a_bias_of_the_wrong_length() -> None:
         model(torch.randn(2, 6))  # the real op refuses it ...
     with pytest.raises(RuntimeError, match="broadcast"):
         analyze(model, torch.randn(2, 6), shapes_only=True)  # ... and so does the shape check
+
+
+def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
+    x = torch.randn(1, 8)
+    paths = {name: export_for_latency(nn.Linear(8, 8).eval(), (x,), tmp_path / f"{name}.onnx")
+             for name in ("a", "b")}  # fmt: skip
+    ms = round_robin_latency(paths, [x, x + 1], rounds=2, repeats=(3, 2))
+    assert list(ms) == ["a", "b"] and all(len(v) == 2 and min(v) > 0 for v in ms.values())
+    with pytest.raises(ValueError):  # one repeat count per input
+        round_robin_latency(paths, [x], repeats=(3, 2))

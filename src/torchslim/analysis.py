@@ -486,6 +486,42 @@ def measure_latency(
     return _ort_latency(Path(model_or_path), inputs, warmup, repeats, threads, batch, min_seconds)
 
 
+def round_robin_latency(
+    paths: dict[str, str | Path],
+    inputs: Sequence[torch.Tensor],
+    *,
+    rounds: int = 3,
+    repeats: int | Sequence[int] = 20,
+    threads: int | None = None,
+    min_seconds: float = 0.0,
+) -> dict[str, list[float]]:
+    """Median ORT latency (ms) of several ONNX files on each input, timed round-robin.
+
+    Each of ``rounds`` rounds times every file on every input in turn (``measure_latency``,
+    ``repeats`` runs, one count per input or one for all); the result is the median of the
+    rounds' medians, so slow drift of the machine (clock, other load) hits all files alike
+    instead of whichever was timed then.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = export_for_latency(nn.Linear(4, 4).eval(), (torch.randn(1, 4),),
+        ...                               Path(d) / "m.onnx")
+        ...     ms = round_robin_latency({"m": path}, [torch.randn(1, 4)], rounds=2, repeats=3)
+        >>> len(ms["m"]), ms["m"][0] > 0
+        (1, True)
+    """
+    counts = [repeats] * len(inputs) if isinstance(repeats, int) else list(repeats)
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for key, path in paths.items():
+            for i, (x, n) in enumerate(zip(inputs, counts, strict=True)):
+                res = measure_latency(path, x, backend="ort", repeats=n, threads=threads,
+                                      min_seconds=min_seconds)  # fmt: skip
+                times.setdefault((key, i), []).append(res.median_ms)
+    return {k: [statistics.median(times[k, i]) for i in range(len(inputs))] for k in paths}
+
+
 def _time_runs(run: Callable[[], object], warmup: int, repeats: int,
                min_seconds: float) -> list[float]:  # fmt: skip
     """Seconds of each timed call of ``run``, after ``warmup`` untimed ones."""

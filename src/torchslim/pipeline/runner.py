@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import analyze, measure_latency
+from torchslim.analysis import analyze, measure_latency, round_robin_latency
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.export import evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
@@ -86,21 +85,18 @@ def _latency_ms(path: Path, x: torch.Tensor, spec: ReportSpec) -> float:
 
 def _interleaved_latency(report: Report, files: dict[str, Path], ctx: Context,
                          rounds: int = 3) -> None:  # fmt: skip
-    """Re-time every row's ONNX file round-robin and keep the median of the rounds, so slow
-    drift of the machine (clock, other load) hits all rows alike instead of whichever stage
-    happened to run then; the report's ratios use these figures."""
+    """Re-time every row's ONNX file round-robin (median of the rounds), so drift of the
+    machine hits all rows alike instead of whichever stage ran then; the ratios use these."""
     spec = ctx.recipe.report
     shape = tuple(ctx.example.shape[1:])
     log.info("timing the %d models again, interleaved (%d rounds)", len(report.rows), rounds)
-    times: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for row in report.rows:
-            for bs in spec.batch_sizes:
-                ms = _latency_ms(files[row.stage], torch.randn(bs, *shape), spec)
-                times.setdefault((row.stage, bs), []).append(ms)
+    ms = round_robin_latency({row.stage: files[row.stage] for row in report.rows},
+                             [torch.randn(bs, *shape) for bs in spec.batch_sizes], rounds=rounds,
+                             repeats=spec.repeats, threads=spec.threads,
+                             min_seconds=_MIN_TIMED_S)  # fmt: skip
     for row in report.rows:
-        row.latency_ms = {bs: round(statistics.median(times[row.stage, bs]), 4)
-                          for bs in spec.batch_sizes}  # fmt: skip
+        row.latency_ms = {bs: round(m, 4) for bs, m in zip(spec.batch_sizes, ms[row.stage],
+                                                            strict=True)}  # fmt: skip
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
