@@ -16,17 +16,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import collections
 import tempfile
+from collections import Counter
 from pathlib import Path
 
-import onnx
 import torch
 
 import torchslim as ts
 from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset
-from torchslim.export import evaluate_onnx, ort_session
+from torchslim.export import evaluate_onnx, ort_kernels, ort_session
 from torchslim.models import create
 from torchslim.train import Trainer, atomic_save
 
@@ -45,15 +44,8 @@ def _model(path: Path, root: str, epochs: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _kernels(path: Path, tmp: Path) -> str:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp / f"{path.stem}.opt.onnx")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    graph = onnx.load(options.optimized_model_filepath).graph
-    ops = collections.Counter(n.op_type for n in graph.node)
-    return ", ".join(f"{op} ×{n}" for op, n in sorted(ops.items()))
+def _ops(kernels: Counter[str]) -> str:
+    return ", ".join(f"{op} ×{n}" for op, n in sorted(kernels.items()))
 
 
 def main() -> None:
@@ -80,7 +72,7 @@ def main() -> None:
                              reduce_range=reduce, weight_type=QuantType.QInt8)  # fmt: skip
         acc = {k: evaluate_onnx(p, test, threads=2) for k, p in paths.items()}
         size = {k: p.stat().st_size for k, p in paths.items()}
-        kernels = {k: _kernels(p, tmp) for k, p in paths.items()}
+        kernels = {k: ort_kernels(p) for k, p in paths.items()}
         inputs = [torch.randn(1, 1, 28, 28), torch.randn(32, 1, 28, 28)]
         lat = round_robin_latency(paths, inputs, rounds=args.rounds, repeats=(200, 50), threads=2)
         ort_session(paths["torchslim dynamic"])  # loads: the file is valid
@@ -91,7 +83,7 @@ def main() -> None:
     for k in paths:
         print(f"| {k} | {100 * acc[k]:.2f}% | {size[k]:,} | {size[k] / size['FP32']:.3f} | "
               f"{lat[k][0]:.3f} | {lat[k][1]:.2f} | {lat['FP32'][0] / lat[k][0]:.2f}x | "
-              f"{lat['FP32'][1] / lat[k][1]:.2f}x | {kernels[k]} |")  # fmt: skip
+              f"{lat['FP32'][1] / lat[k][1]:.2f}x | {_ops(kernels[k])} |")  # fmt: skip
 
 
 if __name__ == "__main__":

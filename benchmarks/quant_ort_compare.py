@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from torchvision.transforms import v2
 import torchslim as ts
 from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset, stratified_subset
-from torchslim.export import ort_session
+from torchslim.export import ort_kernels, ort_session
 from torchslim.quant.config import cpu_lacks_vnni
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -105,6 +106,10 @@ ORT_S8 = "ORT quantize_static"
 ORT_U8 = "ORT quantize_static U8S8 reduce_range"
 
 
+def _ops(kernels: Counter[str]) -> str:
+    return ", ".join(f"{op} ×{n}" for op, n in sorted(kernels.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
@@ -124,8 +129,8 @@ def main() -> None:
           f"images; torchslim 7-bit weights (reduce_range, no VNNI here): "
           f"{cpu_lacks_vnni()}\n")  # fmt: skip
     print("| model | variant | top-1 | agreement with FP32 | file bytes | size vs FP32 | "
-          "b1 ms | b32 ms | b1 speedup vs FP32 | b32 speedup vs FP32 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "b1 ms | b32 ms | b1 speedup vs FP32 | b32 speedup vs FP32 | ops ORT runs |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.models.split(","):
@@ -150,13 +155,13 @@ def main() -> None:
                 agree = float((preds[k] == preds["FP32"]).mean())
                 print(f"| {name} | {k} | {100 * acc:.1f}% | {100 * agree:.1f}% | {sizes[k]:,} | "
                       f"{sizes[k] / sizes['FP32']:.3f} | {lat[k][0]:.1f} | {lat[k][1]:.0f} | "
-                      f"{lat['FP32'][0] / lat[k][0]:.2f}x | {lat['FP32'][1] / lat[k][1]:.2f}x |",
-                      flush=True)  # fmt: skip
+                      f"{lat['FP32'][0] / lat[k][0]:.2f}x | {lat['FP32'][1] / lat[k][1]:.2f}x | "
+                      f"{_ops(ort_kernels(paths[k]))} |", flush=True)  # fmt: skip
             for label in (ORT_S8, ORT_U8):
                 ratio1 = lat[label][0] / lat["torchslim"][0]
                 ratio32 = lat[label][1] / lat["torchslim"][1]
                 print(f"| {name} | latency ratio {label} / torchslim | | | | | {ratio1:.2f} | "
-                      f"{ratio32:.2f} | | | <!-- {time.perf_counter() - start:.0f}s -->",
+                      f"{ratio32:.2f} | | | | <!-- {time.perf_counter() - start:.0f}s -->",
                       flush=True)  # fmt: skip
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 import torchslim as ts
-from torchslim.export import ExportError
+from torchslim.export import ExportError, ort_kernels
 from torchslim.export.onnx import quantize_array
 
 
@@ -32,14 +31,6 @@ def _convnet() -> nn.Module:
 def _calib(n: int = 4) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     return [torch.randn(8, 3, 16, 16, generator=g) for _ in range(n)]
-
-
-def _fused_ops(path: Path, tmp_path: Path) -> Counter:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
 
 
 def test_float_export_matches_pytorch(tmp_path: Path) -> None:
@@ -69,7 +60,7 @@ def test_int8_export_stores_int8_weights_runs_int8_kernels_and_matches(tmp_path:
     assert all(f.ndim <= 1 and f.size <= 64 for f in floats)
     assert sum(k == onnx.TensorProto.INT32 for k in kinds.values()) >= 4
     assert report.file_bytes < 0.35 * float_report.file_bytes
-    ops = _fused_ops(tmp_path / "q.onnx", tmp_path)
+    ops = ort_kernels(tmp_path / "q.onnx", level="extended")
     assert ops["QLinearConv"] == 3 and ops["QGemm"] + ops["QLinearMatMul"] == 1
     # the classifier head's pooling runs in int8 too (no float island before the Linear)
     assert ops["QLinearGlobalAveragePool"] == 1 and ops["GlobalAveragePool"] == 0
@@ -170,7 +161,7 @@ def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
     float_bytes = ts.export_onnx(mlp, torch.randn(8, 256), tmp_path / "f.onnx").file_bytes
     assert report.file_bytes < 0.3 * float_bytes
     # ONNX Runtime runs each layer as one integer kernel, not a float Gemm on dequantized data
-    ops = _fused_ops(tmp_path / "dyn.onnx", tmp_path)
+    ops = ort_kernels(tmp_path / "dyn.onnx", level="extended")
     assert ops["DynamicQuantizeMatMul"] == 2
     assert ops["Gemm"] + ops["FusedGemm"] + ops["MatMul"] == 0
 

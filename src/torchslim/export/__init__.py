@@ -5,7 +5,15 @@ from torchslim.export.onnx import (
     ExportReport,
     evaluate_onnx,
     export_onnx,
+    ort_kernels,
     ort_session,
 )
 
-__all__ = ["ExportError", "ExportReport", "evaluate_onnx", "export_onnx", "ort_session"]
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "evaluate_onnx",
+    "export_onnx",
+    "ort_kernels",
+    "ort_session",
+]

@@ -13,9 +13,11 @@ The written file is then run in ONNX Runtime and compared with the PyTorch model
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,6 +193,33 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_kernels(path: str | Path, *, level: str = "all") -> collections.Counter[str]:
+    """How many of each op ONNX Runtime runs for a file, after its graph optimisations
+    (``level``: "basic", "extended" or "all"): shows whether int8 layers became integer kernels.
+
+    Example:
+        >>> import tempfile, torch, torchslim as ts
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = ts.export_onnx(torch.nn.Linear(4, 2), torch.randn(1, 4), f"{d}/m.onnx")
+        ...     sorted(ort_kernels(f"{d}/m.onnx"))
+        ['Gemm']
+    """
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}  # fmt: skip
+    if level not in levels:
+        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    return collections.Counter(n.op_type for n in graph.node)
 
 
 def evaluate_onnx(path: str | Path, data: Any, *, batch_size: int = 256,

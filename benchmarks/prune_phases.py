@@ -1,0 +1,95 @@
+"""Where ``ts.prune`` spends its time: each phase of one pruning call, first call and later ones.
+
+Usage:
+    python benchmarks/prune_phases.py [--models mobilenet_v3_small,resnet50] [--calls 3]
+        [--threads 2]
+
+Each call prunes a fresh torchvision model (random weights, 1x3x224x224, 50% of the channels,
+L1) through the same steps as ``ts.prune``, timing each (wall clock): the trace, grouping,
+importance, channel selection, slicing the tensors, fixing module attributes, the shapes-only
+check of the pruned model, the report. The first call in a process also pays one-time costs;
+``full GCs`` counts the interpreter's full garbage collections during the call (a full
+collection of the heap lands in whichever call happens to trigger it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import torch
+import torchvision
+
+from torchslim.analysis import counting
+from torchslim.graph.trace import trace
+from torchslim.prune.apply import shrink_modules, slice_tensors
+from torchslim.prune.importance import get_importance
+from torchslim.prune.pruner import PruneConfig, build_groups, select_channels
+from torchslim.prune.report import build_report
+
+PHASES = ("trace", "groups", "importance", "select", "slice", "shrink", "check", "report")
+
+
+def one_call(name: str, x: torch.Tensor) -> dict[str, float]:
+    """Milliseconds per phase of pruning a fresh ``name``, plus ``full GCs`` during the call."""
+    model = torchvision.models.get_model(name).eval()
+    cfg = PruneConfig(ratio=0.5)
+    full = []
+    gc.callbacks.append(lambda phase, info: full.append(1) if info["generation"] == 2 else None)
+    ms: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def tick(phase: str) -> None:
+        nonlocal start
+        now = time.perf_counter()
+        ms[phase] = 1e3 * (now - start)
+        start = now
+
+    try:
+        graph = trace(model, (x,), count=True)
+        tick("trace")
+        groups = build_groups(graph, cfg.prune_head_dims)
+        tick("groups")
+        fn = get_importance(cfg.importance)
+        scores = {g.id: fn(g) for g in groups}
+        tick("importance")
+        keep = select_channels(groups, scores, cfg, 1.0)
+        tick("select")
+        slice_tensors(graph, keep)
+        tick("slice")
+        shrink_modules(model, graph, keep)
+        tick("shrink")
+        with counting(model, shapes_only=True) as finish:
+            model(x)
+        after = finish()
+        tick("check")
+        build_report(graph.stats, after, graph, groups, keep, 0.0)
+        tick("report")
+    finally:
+        gc.callbacks.pop()
+    ms["full GCs"] = len(full) / 2  # a start and a stop event per collection
+    return ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="mobilenet_v3_small,mobilenet_v2,resnet50")
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    x = torch.randn(1, 3, 224, 224)
+    print(f"{args.threads} threads; ms per phase\n")
+    print("| model | call | " + " | ".join(PHASES) + " | total | full GCs |")
+    print("|---|---|" + "---|" * (len(PHASES) + 2))
+    for name in args.models.split(","):
+        for call in range(1, args.calls + 1):
+            ms = one_call(name, x)
+            total = sum(ms[p] for p in PHASES)
+            cells = " | ".join(f"{ms[p]:.1f}" for p in PHASES)
+            print(f"| {name} | {call} | {cells} | {total:.1f} | {ms['full GCs']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
