@@ -21,7 +21,7 @@ import time
 import torch
 import torchvision
 
-from torchslim.analysis import counting
+from torchslim.analysis import ShapesOnly, measuring
 from torchslim.graph.trace import trace
 from torchslim.prune.apply import shrink_modules, slice_tensors
 from torchslim.prune.importance import get_importance
@@ -60,11 +60,10 @@ def one_call(name: str, x: torch.Tensor) -> dict[str, float]:
         tick("slice")
         shrink_modules(model, graph, keep)
         tick("shrink")
-        with counting(model, shapes_only=True) as finish:
+        with measuring(model), ShapesOnly():  # as ts.prune's apply_keep
             model(x)
-        after = finish()
         tick("check")
-        build_report(graph.stats, after, graph, groups, keep, 0.0)
+        build_report(graph.stats, graph.stats_after(keep), graph, groups, keep, 0.0)
         tick("report")
     finally:
         gc.callbacks.pop()

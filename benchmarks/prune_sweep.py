@@ -14,7 +14,10 @@ down, memory is returned, a per-pair timeout is enforced) and appends one JSON l
 Both tools are measured the same way: parameters and MACs with ``torchslim.analyze`` before and
 after, on the same seeded model and input. ``prune_seconds`` times the pruning call only:
 ``ts.prune(model, x, {"ratio": 0.5})`` for torchslim (its before/after report and forward check
-included), pruner construction (DependencyGraph) plus ``pruner.step()`` for Torch-Pruning.
+included), pruner construction (DependencyGraph) plus ``pruner.step()`` for Torch-Pruning; for
+both, ``gc.collect()`` runs just before the timer starts, so a full collection of garbage left
+by model building cannot land inside one tool's timing by chance. torchslim's report (MACs and
+parameters after, predicted from its trace) is checked against the measurement.
 Torch-Pruning (the project's ``bench`` extra) is set up as its README and torchvision example do:
 L2 magnitude importance, ratio 0.5, the final 1000-way ``nn.Linear`` ignored, ``num_heads`` for
 ``nn.MultiheadAttention``, and ``hidden_dim`` reset on torchvision ViTs after the step.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import inspect
 import json
 import os
@@ -87,11 +91,16 @@ def _error(stage: str, exc: BaseException) -> dict[str, str]:
 def _prune_torchslim(model: Any, x: Any) -> dict[str, Any]:
     import torchslim as ts
 
+    gc.collect()  # as for Torch-Pruning: no garbage left over from before lands in the timing
     start, cpu = time.perf_counter(), time.process_time()
     ts.prune(model, x, {"ratio": RATIO})
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    report = ts.prune_report(model)  # predicted from the trace; run_pair checks it
     return {
-        "prune_seconds": time.perf_counter() - start,
-        "prune_cpu_seconds": time.process_time() - cpu,
+        "prune_seconds": seconds,
+        "prune_cpu_seconds": cpu_seconds,
+        "report_macs_after": report.macs_after,
+        "report_params_after": report.params_after,
     }
 
 
@@ -116,6 +125,7 @@ def _prune_torch_pruning(model: Any, x: Any) -> dict[str, Any]:
     if num_heads:
         kwargs["num_heads"] = num_heads
 
+    gc.collect()
     start, cpu = time.perf_counter(), time.process_time()
     pruner = pruner_cls(model, x, importance=importance_cls(p=2), **kwargs)
     pruner.step()
@@ -229,6 +239,11 @@ def run_pair(
         rec["params_ratio"] = after.params / before.params
         rec["macs_ratio"] = after.macs / before.macs if before.macs else None
         rec["pruned"] = after.params < before.params
+        if "report_macs_after" in rec:  # torchslim's report must equal the measurement
+            rec["report_matches"] = (rec["report_macs_after"], rec["report_params_after"]) == (
+                after.macs,
+                after.params,
+            )
         if not rec["shape_ok"]:
             rec["error"] = (
                 f"output shape changed: {rec['out_shape_before']} -> {rec['out_shape_after']}"
@@ -453,6 +468,13 @@ def summary(path: Path) -> str:
     ):
         if values:
             lines.append(_ratio_line(label, values, spread))
+    checked = [r for r in latest.values() if "report_matches" in r]
+    if checked:
+        wrong = [r["model"] for r in checked if not r["report_matches"]]
+        lines.append(
+            f"torchslim report (MACs, params after) = measured on {len(checked) - len(wrong)}"
+            f"/{len(checked)}" + (f"; differs on {', '.join(wrong)}" if wrong else "")
+        )
     for tool in TOOLS:
         failed = [r for (_, t), r in sorted(latest.items()) if t == tool and not r.get("ok")]
         lines.append("")

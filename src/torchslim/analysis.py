@@ -156,28 +156,62 @@ _EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
 }
 
 
-def _flop_formula(packet: Any) -> Callable[..., int] | None:
+def flop_formula(packet: Any) -> Callable[..., int] | None:
     """PyTorch's FLOP formula for an op (convolutions, matrix products, attention), or ours;
     read at call time, so formulas registered after import count too. None: no MACs."""
     return _EXTRA_FLOP_FORMULAS.get(packet) or flop_registry.get(packet)
 
 
-def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+def map_tensors(fn: Callable[[Any], Any], value: Any, kind: type = torch.Tensor) -> Any:
     """``fn`` applied to every tensor in an ATen argument or result (lists, tuples, dicts).
 
-    A cheap stand-in for ``torch.utils._pytree.tree_map`` on what ATen ops take and return.
+    A cheap stand-in for ``torch.utils._pytree.tree_map`` on what ATen ops take and return;
+    ``kind`` maps leaves of another type instead (e.g. the tracer's stand-ins for tensors).
 
     Example:
         >>> map_tensors(lambda t: t.shape[0], (torch.zeros(2), [torch.zeros(3), 1.5]))
         (2, [3, 1.5])
     """
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, kind):
         return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(map_tensors(fn, v) for v in value)
+        return type(value)(map_tensors(fn, v, kind) for v in value)
     if isinstance(value, dict):
-        return {k: map_tensors(fn, v) for k, v in value.items()}
+        return {k: map_tensors(fn, v, kind) for k, v in value.items()}
     return value
+
+
+def op_macs(
+    packet: Any,
+    args: Any,
+    kwargs: Any,
+    out: Any,
+    shape: Callable[[Any], Sequence[int]] = lambda t: t.shape,
+    kind: type = torch.Tensor,
+) -> int:
+    """MACs of one ATen op (0 if it has no FLOP formula), from its arguments' shapes alone.
+
+    ``shape`` gives the shape of each leaf of type ``kind``, so the same formula serves real
+    tensors and shapes predicted for a pruned model (see ``ChannelGraph.stats_after``).
+
+    Example:
+        >>> a, b = torch.zeros(2, 3), torch.zeros(3, 4)
+        >>> op_macs(torch.ops.aten.mm, (a, b), {}, a @ b)
+        24
+    """
+    formula = flop_formula(packet)
+    if formula is None:
+        return 0
+    raw = getattr(formula, "__wrapped__", None)  # PyTorch's formula on shapes, unwrapped
+    if raw is not None:  # (its wrapper maps arguments to shapes with the slow pytree)
+        size = lambda t: torch.Size(shape(t))  # noqa: E731
+        flops = raw(*map_tensors(size, args, kind), out_shape=map_tensors(size, out, kind),
+                    **map_tensors(size, kwargs, kind))  # fmt: skip
+    else:  # a formula that wants tensors: give it meta tensors of those shapes
+        meta = lambda t: torch.empty(tuple(shape(t)), device="meta")  # noqa: E731
+        flops = formula(*map_tensors(meta, args, kind), out_val=map_tensors(meta, out, kind),
+                        **map_tensors(meta, kwargs, kind))  # fmt: skip
+    return int(flops) // 2
 
 
 def aten_tensors(value: Any) -> list[torch.Tensor]:
@@ -192,7 +226,7 @@ def aten_tensors(value: Any) -> list[torch.Tensor]:
     return found
 
 
-def _shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
+def shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
     """``func``'s output as zeros of the right shapes, from its meta kernel (None if none).
 
     The meta kernel checks the arguments as the real one would (a convolution whose weight no
@@ -248,7 +282,10 @@ class ModuleScope:
         ((2, 4), (2, 3))
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self, model: nn.Module, on_first_call: Callable[[str, Any, Any], None] | None = None
+    ) -> None:
+        self.on_first_call = on_first_call  # (name, args, output) of each module's first call
         self.names = {id(m): n for n, m in model.named_modules()}
         self.stack: list[str] = [""]
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
@@ -264,6 +301,8 @@ class ModuleScope:
         name = self.names.get(id(module))
         if name and name not in self.shapes:
             self.shapes[name] = (_shape(args[0] if args else None), _shape(output))
+            if self.on_first_call is not None:
+                self.on_first_call(name, args, output)
 
     def __enter__(self) -> ModuleScope:
         for m in self._model.modules():
@@ -302,24 +341,37 @@ class MacsCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        formula = _flop_formula(func._overloadpacket)
+        formula = flop_formula(func._overloadpacket)
         if formula is None:
             return func(*args, **kwargs)
-        out = _shape_only_call(func, args, kwargs) if self.shapes_only else None
+        out = shape_only_call(func, args, kwargs) if self.shapes_only else None
         if out is None:
             out = func(*args, **kwargs)
-        raw = getattr(formula, "__wrapped__", None)  # PyTorch's formula on shapes, unwrapped
-        if raw is not None:  # (its wrapper maps arguments to shapes with the slow pytree)
-            shape = lambda t: t.shape  # noqa: E731
-            flops = raw(*map_tensors(shape, args), out_shape=map_tensors(shape, out),
-                        **map_tensors(shape, kwargs))  # fmt: skip
-        else:
-            flops = formula(*args, **kwargs, out_val=out)
-        macs = int(flops) // 2
+        macs = op_macs(func._overloadpacket, args, kwargs, out)
         name = self.scope.stack[-1]
         self.own[name] = self.own.get(name, 0) + macs
         self.total += macs
         return out
+
+
+class ShapesOnly(TorchDispatchMode):
+    """Convolutions and matrix products are only shape-checked, as in :class:`MacsCounter`
+    with ``shapes_only``, and nothing is counted: a cheap check that a model still runs.
+
+    Example:
+        >>> with ShapesOnly():
+        ...     out = nn.Conv2d(3, 8, 3)(torch.randn(1, 3, 10, 10))
+        >>> out.shape, float(out.abs().sum())
+        (torch.Size([1, 8, 8, 8]), 0.0)
+    """
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if flop_formula(func._overloadpacket) is not None:
+            out = shape_only_call(func, args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
 
 
 def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = False) -> ModelStats:
@@ -342,7 +394,7 @@ def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = Fal
 
 
 @contextlib.contextmanager
-def _measuring(model: nn.Module) -> Iterator[None]:
+def measuring(model: nn.Module) -> Iterator[None]:
     """Eval mode, no gradients, no fused attention fast path; all restored on exit."""
     was_training = model.training
     # The fused attention fast path (eval + no_grad) runs one native op the counter cannot see.
@@ -370,15 +422,17 @@ def counting(
     with contextlib.ExitStack() as stack:
         if scope is None:
             scope = stack.enter_context(ModuleScope(model))
-        stack.enter_context(_measuring(model))
+        stack.enter_context(measuring(model))
         counter = stack.enter_context(MacsCounter(scope, shapes_only=shapes_only))
-        yield lambda: _stats(model, counter, scope.shapes)
+        yield lambda: model_stats(model, counter.own, scope.shapes)
 
 
-def _stats(
-    model: nn.Module, counter: MacsCounter, seen: dict[str, tuple[tuple, tuple]]
+def model_stats(
+    model: nn.Module, own: dict[str, int], seen: dict[str, tuple[tuple, tuple]]
 ) -> ModelStats:
-    own = counter.own
+    """``ModelStats`` from MACs per module (``own``: its ops outside any child module) and the
+    (input, output) shapes of the modules that ran (``seen``); parameters are read from
+    ``model`` as it is now."""
     layers = []
     for name, module in model.named_modules():
         if name not in seen:
@@ -402,7 +456,7 @@ def _stats(
     unique_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     return ModelStats(
         params=unique_params,
-        macs=counter.total,
+        macs=sum(own.values()),
         size_bytes=param_bytes + buffer_bytes,
         buffer_bytes=buffer_bytes,
         layers=tuple(layers),

@@ -129,3 +129,28 @@ def random_net(seed: int) -> RandomNet:
 def make_net() -> Callable[[int], RandomNet]:
     """``make_net(seed)``: a random small network in eval mode."""
     return random_net
+
+
+def assert_report_matches_measurement(model: nn.Module, x: torch.Tensor) -> None:
+    """The pruning report's figures after pruning (predicted from the trace, without running
+    the pruned model) equal those measured on the pruned model: totals and every layer."""
+    import torchslim as ts
+
+    report, measured = ts.prune_report(model), ts.analyze(model, x)
+    assert (report.macs_after, report.params_after) == (measured.macs, measured.params)
+    rows = {r.name: r for r in measured.layers}
+    for layer in report.layers:
+        row = rows[layer.name]
+        shape = row.output_shape
+        channels = shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
+        assert (layer.macs_after, layer.params_after, layer.channels_after) == (
+            row.macs,
+            row.params,
+            channels,
+        ), layer.name
+
+
+@pytest.fixture
+def check_report() -> Callable[[nn.Module, torch.Tensor], None]:
+    """``check_report(model, x)``: see :func:`assert_report_matches_measurement`."""
+    return assert_report_matches_measurement

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torchvision
@@ -39,7 +41,9 @@ def _tv(name: str) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
-def test_torchvision_half_channels_runs_with_same_output_shape(name: str) -> None:
+def test_torchvision_half_channels_runs_with_same_output_shape(
+    name: str, check_report: Callable[[nn.Module, torch.Tensor], None]
+) -> None:
     model = _tv(name)
     x = torch.randn(1, 3, TORCHVISION[name], TORCHVISION[name])
     prune(model, x, {"ratio": 0.5})
@@ -49,6 +53,7 @@ def test_torchvision_half_channels_runs_with_same_output_shape(name: str) -> Non
     assert out.shape == (1, 10) and torch.isfinite(out).all()
     assert report.params_ratio < 0.7 and report.macs_ratio < 0.5
     assert report.channels_after <= 0.55 * report.channels_before
+    check_report(model, x)  # predicted from the trace = measured on the pruned model
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5",

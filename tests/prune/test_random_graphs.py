@@ -20,7 +20,10 @@ X = torch.randn(2, 3, 8, 8)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.8])
 def test_any_ratio_gives_a_runnable_model_of_the_same_output_shape(
-    seed: int, ratio: float, make_net: Callable[[int], nn.Module]
+    seed: int,
+    ratio: float,
+    make_net: Callable[[int], nn.Module],
+    check_report: Callable[[nn.Module, torch.Tensor], None],
 ) -> None:
     net = make_net(seed)
     params = sum(p.numel() for p in net.parameters())
@@ -28,6 +31,7 @@ def test_any_ratio_gives_a_runnable_model_of_the_same_output_shape(
     out = net(X)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
     assert sum(p.numel() for p in net.parameters()) < params
+    check_report(net, X)  # the report's predicted figures equal the measured ones
 
 
 @pytest.mark.parametrize("seed", SEEDS)

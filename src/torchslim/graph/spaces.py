@@ -14,6 +14,7 @@ kept). Freezing is always safe; it only costs pruning opportunity, and it record
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 Factor = int  # >= 0: a space id; < 0: an untracked extent of size -factor
@@ -68,6 +69,18 @@ class SpaceTable:
 
     def layout_size(self, layout: Layout) -> int:
         return sum(self.seg_size(s) for s in layout)
+
+    def kept_size(self, layout: Layout, kept: Mapping[int, int]) -> int:
+        """The size of a dim once each atom ``a`` in ``kept`` has only ``kept[a]`` channels."""
+        if not kept:
+            return self.layout_size(layout)
+        total = 0
+        for seg in self.resolve(layout):
+            n = 1
+            for f in seg:
+                n *= -f if f < 0 else kept.get(f, self.spaces[f].size)
+            total += n
+        return total
 
     def is_frozen(self, k: int) -> bool:
         return bool(self.spaces[self.find(k)].frozen)

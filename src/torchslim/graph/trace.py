@@ -11,7 +11,7 @@ values, and those ops are nearly all of a forward pass's time.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,17 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from torchslim.analysis import ModelStats, ModuleScope, aten_tensors, counting, map_tensors
+from torchslim.analysis import (
+    ModelStats,
+    ModuleScope,
+    aten_tensors,
+    flop_formula,
+    map_tensors,
+    measuring,
+    model_stats,
+    op_macs,
+    shape_only_call,
+)
 from torchslim.errors import ConfigError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
@@ -123,6 +133,10 @@ class ChannelGraph:
     active: set[int] = field(default_factory=set)  # spaces some activation runs along
     stats: ModelStats | None = None  # the model measured on the traced pass (count=True)
     output: Any = None  # the traced pass's output
+    # Ops with MACs (convolutions, matrix products...): (module, op, args, kwargs, outputs)
+    # with every tensor as its traced layouts, so MACs can be predicted for any pruning.
+    mac_ops: list[tuple[str, Any, Any, Any, Any]] = field(default_factory=list)
+    module_io: dict[str, tuple[T | None, T | None]] = field(default_factory=dict)
 
     def atoms(self) -> list[int]:
         """Atomic spaces that some parameter and some activation run along (pruning groups)."""
@@ -154,6 +168,49 @@ class ChannelGraph:
             if atom in self.spaces.atoms(layout)
         ]
 
+    def macs_after(self, keep: Mapping[int, Sized] | None = None) -> dict[str, int]:
+        """MACs per module (its own ops) once ``keep`` (atom -> kept channels) is applied,
+        predicted from the traced layouts without running the model; ``None``: as traced.
+
+        Example:
+            >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), torch.randn(1, 4))
+            >>> g.macs_after(), g.macs_after({g.prunable()[0]: [0, 1]})
+            ({'0': 32, '1': 16}, {'0': 8, '1': 4})
+        """
+        kept = {a: len(idx) for a, idx in (keep or {}).items()}
+        sizes: dict[int, int] = {}
+
+        def shape(t: T) -> tuple[int, ...]:
+            if not kept:
+                return t.shape
+            return tuple(self._kept_size(layout, kept, sizes) for layout in t.dims)
+
+        own: dict[str, int] = {}
+        for module, packet, args, kwargs, outs in self.mac_ops:
+            macs = op_macs(packet, args, kwargs, outs, shape, T)
+            own[module] = own.get(module, 0) + macs
+        return own
+
+    def _kept_size(self, layout: Layout, kept: dict[int, int], memo: dict[int, int]) -> int:
+        size = memo.get(id(layout))
+        if size is None:
+            size = memo[id(layout)] = self.spaces.kept_size(layout, kept)
+        return size
+
+    def stats_after(self, keep: Mapping[int, Sized] | None = None) -> ModelStats:
+        """``ModelStats`` of the model once ``keep`` is applied (MACs and shapes predicted from
+        the trace; parameters read from the model as it is now, i.e. call it after pruning)."""
+        kept = {a: len(idx) for a, idx in (keep or {}).items()}
+        sizes: dict[int, int] = {}
+
+        def shape(t: T | None) -> tuple[int, ...]:
+            if t is None or not kept:
+                return () if t is None else t.shape
+            return tuple(self._kept_size(d, kept, sizes) for d in t.dims)
+
+        seen = {name: (shape(i), shape(o)) for name, (i, o) in self.module_io.items()}
+        return model_stats(self.model, self.macs_after(keep), seen)
+
     def freeze_params(self, names: Sequence[str], why: str) -> None:
         for n in names:
             for layout in self.param_dims.get(n, []):
@@ -179,8 +236,12 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = func._overloadpacket.__name__
+        packet = func._overloadpacket
+        has_macs = flop_formula(packet) is not None
+        out = shape_only_call(func, args, kwargs) if has_macs else None
+        if out is None:
+            out = func(*args, **kwargs)
+        name = packet.__name__
         outs = aten_tensors(out)
         if not outs:
             return out
@@ -213,7 +274,27 @@ class _Recorder(TorchDispatchMode):
             self.layouts[id(tensor)] = T(tuple(tensor.shape), dims)
             self.keep.append(tensor)
             self.graph.active.update(f for layout in dims for seg in layout for f in seg if f >= 0)
+        if has_macs:
+            t_out = map_tensors(self.lookup, out)
+            self.graph.mac_ops.append((ctx.module, packet, t_args, t_kwargs, t_out))
         return out
+
+    def module_called(self, name: str, args: Any, output: Any) -> None:
+        """Record the layouts of a module's first input and output (for predicted shapes)."""
+        first_in, first_out = _first_tensor(args[0] if args else None), _first_tensor(output)
+        self.graph.module_io[name] = (
+            None if first_in is None else self.lookup(first_in),
+            None if first_out is None else self.lookup(first_out),
+        )
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    """The tensor whose shape ``ModuleScope`` reports for a module's input or output."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return None
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -249,6 +330,7 @@ def trace(
     sp = graph.spaces
     scope = ModuleScope(model)
     recorder = _Recorder(graph, ignored, scope)
+    scope.on_first_call = recorder.module_called
     seen: dict[int, str] = {}
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if id(tensor) in seen or not tensor.is_floating_point():
@@ -268,9 +350,9 @@ def trace(
     # Eval mode, no gradients, no fused attention kernel (it would hide the projections), and
     # the convolutions and matrix products only shape-checked: the tracer needs shapes, not
     # values (see MacsCounter), and that makes the pass several times cheaper.
-    with scope, counting(model, shapes_only=True, scope=scope) as finish, recorder:
+    with scope, measuring(model), recorder:
         output = model(*inputs)
-    graph.stats = finish() if count else None
+    graph.stats = graph.stats_after() if count else None
     graph.output = output
     for out in tree_flatten(output)[0]:
         if isinstance(out, torch.Tensor):

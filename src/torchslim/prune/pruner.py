@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import Inputs, ModelStats, analyze, counting, input_tuple
+from torchslim.analysis import Inputs, ModelStats, ShapesOnly, analyze, input_tuple, measuring
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import ChannelGraph, matches, select_modules, trace
@@ -201,17 +201,18 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
     """Slice tensors, fix attributes, check the forward and measure the result.
 
     Everything is undone if the pruned model fails to run or changes its output shape. The
-    check is a shapes-only pass (:class:`torchslim.analysis.MacsCounter`): every op runs or is
-    shape-checked by its meta kernel, so a mismatch raises as it would in a real forward.
+    check is a shapes-only pass (:class:`torchslim.analysis.ShapesOnly`): every op runs or is
+    shape-checked by its meta kernel, so a mismatch raises as it would in a real forward. The
+    statistics after pruning are predicted from the trace (``ChannelGraph.stats_after``).
     """
     expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
     snapshot = _Snapshot(model)
     try:
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
-        with counting(model, shapes_only=True) as finish:
+        with measuring(model), ShapesOnly():
             got = _outputs_shape(model(*inputs))
-        after = finish()
+        after = graph.stats_after(keep)
     except Exception as exc:
         snapshot.restore()
         raise PruningError(
@@ -282,8 +283,8 @@ class Pruner:
             stats = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
             base = stats.macs
             top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
-            keep = search_keep(self.model, graph, groups, scores, select, self.inputs, base,
-                               cfg.target_macs, top, cfg.round_to)  # fmt: skip
+            keep = search_keep(graph, groups, scores, select, base, cfg.target_macs, top,
+                               cfg.round_to)  # fmt: skip
         return self.apply(graph, groups, keep, start)
 
     def apply(

@@ -8,30 +8,17 @@ which reaches single-channel granularity.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from torchslim.analysis import Inputs, analyze
 from torchslim.graph.trace import ChannelGraph
-from torchslim.prune.apply import Keep, shrink_modules, slice_tensors
+from torchslim.prune.apply import Keep
 from torchslim.prune.importance import Group
 
 log = logging.getLogger("torchslim.prune")
 TOLERANCE = 0.002  # stop searching when within 0.2% of the original MACs
-
-
-def macs_with(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: Inputs) -> int:
-    """MACs of a pruned copy of ``model`` (the model itself is untouched)."""
-    clone = copy.deepcopy(model)
-    twin = copy.copy(graph)
-    twin.model = clone
-    slice_tensors(twin, keep)
-    shrink_modules(clone, twin, keep)
-    return analyze(clone, inputs, shapes_only=True).macs
 
 
 def _bracket(
@@ -56,26 +43,26 @@ def _bracket(
 
 
 def search_keep(
-    model: nn.Module,
     graph: ChannelGraph,
     groups: list[Group],
     scores: dict[int, torch.Tensor],
     select: Callable[[float], Keep],
-    inputs: Inputs,
     base_macs: int,
     target: float,
     top_scale: float,
     round_to: int = 1,
 ) -> Keep:
     """Kept channels whose pruned model has MACs closest to ``target * base_macs``; channels
-    go in chunks of ``round_to`` per group, so the counts that ``select`` rounded stay round."""
+    go in chunks of ``round_to`` per group, so the counts that ``select`` rounded stay round.
+    Each candidate's MACs are predicted from the trace (``ChannelGraph.macs_after``), so the
+    search never copies or runs the model."""
     goal = target * base_macs
     cache: dict[tuple, int] = {}
 
     def measure(keep: Keep) -> int:
         key = tuple((g, len(v)) for g, v in sorted(keep.items()))
         if key not in cache:
-            cache[key] = macs_with(model, graph, keep, inputs)
+            cache[key] = sum(graph.macs_after(keep).values())
         return cache[key]
 
     above, below = _bracket(select, measure, goal, top_scale)
