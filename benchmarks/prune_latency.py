@@ -1,14 +1,25 @@
 """CPU latency of torchvision models pruned to 50% MACs, PyTorch and ONNX Runtime, batch 1 and 32.
 
 Usage:
-    python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2] [--round-to 8]
+    python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2]
+        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded]
+        [--ratio 0 --ratios 'features.*.conv.0.0=0.5']   # which channels the MACs search cuts
 Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
+
+Backends: ``ort`` (the float ONNX export in ONNX Runtime, which folds BatchNorm and fuses
+activations itself); ``torch`` (PyTorch eager, the model as trained: BatchNorm a separate op,
+NCHW); ``torch-folded`` (PyTorch eager as one deploys it for CPU inference: BatchNorm folded into
+the convolutions with ``ts.quant.fold_batchnorm`` and channels-last memory format, the layout
+oneDNN's convolutions run in). Dense and pruned get the same treatment. Each (backend, batch)
+cell times dense and pruned in turn for ``--rounds`` rounds and keeps the median of the round
+medians, so a drift of the machine hits both alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -18,13 +29,27 @@ import torchvision
 import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
 
+BACKENDS = ("ort", "torch", "torch-folded")
+
+
+def _prepare(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+    if backend != "torch-folded":
+        return model
+    folded = copy.deepcopy(model).eval()
+    ts.quant.fold_batchnorm(folded)
+    return folded.to(memory_format=torch.channels_last)
+
 
 def _latency(model: torch.nn.Module, batch: int, backend: str, threads: int, tmp: Path) -> float:
     x = torch.randn(batch, 3, 224, 224)
     repeats = 30 if batch == 1 else 8
     if backend == "ort":
-        path = export_for_latency(model, (x,), tmp / f"m{id(model)}-{batch}.onnx")
+        path = tmp / f"m{id(model)}-{batch}.onnx"
+        if not path.exists():
+            export_for_latency(model, (x,), path)
         return measure_latency(path, x, backend="ort", threads=threads, repeats=repeats).median_ms
+    if backend == "torch-folded":
+        x = x.contiguous(memory_format=torch.channels_last)
     return measure_latency(model, x, backend="torch", threads=threads, repeats=repeats).median_ms
 
 
@@ -34,7 +59,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target-macs", type=float, default=0.5)
     parser.add_argument("--round-to", type=int, default=1, help="channel-count multiple")
+    parser.add_argument("--rounds", type=int, default=3, help="dense/pruned alternations")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--ratio", type=float, default=0.5, help="base ratio (search scales it)")
+    parser.add_argument("--ratios", default="", help="per-layer ratios: SELECTOR=R,SELECTOR=R")
     args = parser.parse_args()
+    ratios = dict(item.split("=") for item in args.ratios.split(",") if item)
+    config = {"target_macs": args.target_macs, "round_to": args.round_to, "ratio": args.ratio,
+              "ratios": {sel: float(r) for sel, r in ratios.items()}}  # fmt: skip
+    backends = args.backends.split(",")
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
     x = torch.randn(1, 3, 224, 224)
     print("| model | MACs kept | backend | batch | dense ms | pruned ms | speedup | "
           "MACs reduction | speedup / reduction |")  # fmt: skip
@@ -44,12 +80,16 @@ def main() -> None:
             torch.manual_seed(0)
             dense = torchvision.models.get_model(name, weights=None).eval()
             pruned = copy.deepcopy(dense)
-            ts.prune(pruned, x, {"target_macs": args.target_macs, "round_to": args.round_to})
+            ts.prune(pruned, x, config)
             kept = ts.analyze(pruned, x).macs / ts.analyze(dense, x).macs
-            for backend in ("ort", "torch"):
+            for backend in backends:
+                pair = [_prepare(dense, backend), _prepare(pruned, backend)]
                 for batch in (1, 32):
-                    d = _latency(dense, batch, backend, args.threads, Path(tmp))
-                    p = _latency(pruned, batch, backend, args.threads, Path(tmp))
+                    runs: list[list[float]] = [[], []]
+                    for _ in range(args.rounds):
+                        for i, model in enumerate(pair):
+                            runs[i].append(_latency(model, batch, backend, args.threads, Path(tmp)))
+                    d, p = (statistics.median(r) for r in runs)
                     speedup, reduction = d / p, 1 / kept
                     print(f"| {name} | {kept:.3f} | {backend} | {batch} | {d:.1f} | {p:.1f} | "
                           f"{speedup:.2f}x | {reduction:.2f}x | {speedup / reduction:.2f} |",
