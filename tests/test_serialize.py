@@ -254,3 +254,16 @@ def test_sparsity_masks_survive_save_and_load(tmp_path: Path) -> None:
     zeros = sum(int((m.weight == 0).sum()) for m in loaded.modules() if isinstance(m, nn.Conv2d))
     total = sum(m.weight.numel() for m in loaded.modules() if isinstance(m, nn.Conv2d))
     assert zeros / total == pytest.approx(0.6, abs=0.01)
+
+
+def test_quantized_model_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    model = create("resnet8", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    qmodel = ts.quantize(model, [x], {"weight_bits": 8, "act_bits": 8})
+    path = tmp_path / "q.pt"
+    spec = {"name": "resnet8", "num_classes": 10, "in_channels": 1}
+    with pytest.raises(ConfigError, match=r"quantized .*ts\.export_onnx"):
+        ts.save(qmodel, path, spec=spec)
+    assert not path.exists()
+    ts.save(model, path)  # the float model still saves
+    assert path.exists()

@@ -192,7 +192,8 @@ def save(
     ``spec`` is the arguments of ``ts.models.create`` that build the original model (recorded
     automatically by ``create``); ``metadata`` is any plain data (numbers, strings, tensors...)
     stored alongside, read back by :func:`load_metadata`. The write is atomic: an interrupted
-    save leaves the previous file intact.
+    save leaves the previous file intact. Quantized models are refused with a clear error: their
+    deployable form is the int8 ONNX file of ``ts.export_onnx``.
 
     Example:
         >>> import torch, torchslim as ts
@@ -201,6 +202,7 @@ def save(
         >>> save(model, "/tmp/resnet8.pt", metadata={"top1": 0.91}).name
         'resnet8.pt'
     """
+    _refuse_quantized(model)
     spec = _resolve_spec(model, spec)
     masks = masks_of(model)
     if masks:
@@ -212,6 +214,18 @@ def save(
         finally:
             apply_masks(model, masks)
     return _save(model, path, spec, metadata, masks)
+
+
+def _refuse_quantized(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("torchslim.quant."):
+            raise ConfigError(
+                f"save: module {name or '<root>'!r} is a quantized {type(module).__name__}; "
+                "ts.save stores float architectures (pruned or sparse ones included). Export "
+                "a quantized model with ts.export_onnx(qmodel, x, path) — the int8 ONNX file "
+                "is its deployable form — or ts.save the float model before ts.quantize / "
+                "ts.prepare_qat and quantize again after loading"
+            )
 
 
 def _save(
