@@ -6,8 +6,9 @@ Usage:
 
 Each call prunes a fresh torchvision model (random weights, 1x3x224x224, 50% of the channels,
 L1) through the same steps as ``ts.prune``, timing each (wall clock): the trace, grouping,
-importance, channel selection, slicing the tensors, fixing module attributes, the shapes-only
-check of the pruned model, the report. The first call in a process also pays one-time costs;
+importance, channel selection, slicing the tensors, fixing module attributes, predicting the
+statistics after pruning, the check of the pruned model (a real or shapes-only forward), the
+report. The first call in a process also pays one-time costs;
 ``full GCs`` counts the interpreter's full garbage collections during the call (a full
 collection of the heap lands in whichever call happens to trigger it).
 """
@@ -21,14 +22,23 @@ import time
 import torch
 import torchvision
 
-from torchslim.analysis import ShapesOnly, measuring
 from torchslim.graph.trace import trace
 from torchslim.prune.apply import shrink_modules, slice_tensors
 from torchslim.prune.importance import get_importance
-from torchslim.prune.pruner import PruneConfig, build_groups, select_channels
+from torchslim.prune.pruner import PruneConfig, build_groups, check_forward, select_channels
 from torchslim.prune.report import build_report
 
-PHASES = ("trace", "groups", "importance", "select", "slice", "shrink", "check", "report")
+PHASES = (
+    "trace",
+    "groups",
+    "importance",
+    "select",
+    "slice",
+    "shrink",
+    "predict",
+    "check",
+    "report",
+)
 
 
 def one_call(name: str, x: torch.Tensor) -> dict[str, float]:
@@ -60,10 +70,11 @@ def one_call(name: str, x: torch.Tensor) -> dict[str, float]:
         tick("slice")
         shrink_modules(model, graph, keep)
         tick("shrink")
-        with measuring(model), ShapesOnly():  # as ts.prune's apply_keep
-            model(x)
+        after = graph.stats_after(keep)
+        tick("predict")
+        check_forward(model, (x,), after.macs, graph.ops)
         tick("check")
-        build_report(graph.stats, graph.stats_after(keep), graph, groups, keep, 0.0)
+        build_report(graph.stats, after, graph, groups, keep, 0.0)
         tick("report")
     finally:
         gc.callbacks.pop()

@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 import torchslim as ts
+from torchslim.analysis import ShapesOnly
 from torchslim.errors import ConfigError, PruningError, UnsupportedOpError
 from torchslim.prune import PruneConfig, Pruner, prune, prune_report
 
@@ -205,7 +206,15 @@ def test_unsupported_op_names_op_and_module() -> None:
         prune(Odd(), X, {"ratio": 0.5})
 
 
-def test_hard_coded_width_restores_the_model() -> None:
+@pytest.mark.parametrize("check", ["real", "shapes-only"])
+def test_hard_coded_width_restores_the_model(check: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both kinds of check after pruning catch it (the choice depends on MACs per op).
+    from torchslim.prune import pruner
+
+    monkeypatch.setattr(pruner, "REAL_CHECK_MACS_PER_OP", float("inf") if check == "real" else 0)
+    forwards = []
+    monkeypatch.setattr(pruner, "ShapesOnly", lambda: forwards.append(1) or ShapesOnly())
+
     class Hard(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -220,6 +229,7 @@ def test_hard_coded_width_restores_the_model() -> None:
     with pytest.raises(PruningError, match="restored"):
         prune(model, X, {"ratio": 0.5})
     assert model.conv.weight.shape == (8, 3, 1, 1) and model(X).shape == (2, 2)
+    assert len(forwards) == (check == "shapes-only")
 
 
 def test_pruner_config_accepts_dataclass() -> None:

@@ -137,6 +137,7 @@ class ChannelGraph:
     # with every tensor as its traced layouts, so MACs can be predicted for any pruning.
     mac_ops: list[tuple[str, Any, Any, Any, Any]] = field(default_factory=list)
     module_io: dict[str, tuple[T | None, T | None]] = field(default_factory=dict)
+    ops: int = 0  # ATen ops in the traced pass
 
     def atoms(self) -> list[int]:
         """Atomic spaces that some parameter and some activation run along (pruning groups)."""
@@ -236,6 +237,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        self.graph.ops += 1
         packet = func._overloadpacket
         has_macs = flop_formula(packet) is not None
         out = shape_only_call(func, args, kwargs) if has_macs else None
