@@ -178,36 +178,33 @@ class ChannelGraph:
             >>> g.macs_after(), g.macs_after({g.prunable()[0]: [0, 1]})
             ({'0': 32, '1': 16}, {'0': 8, '1': 4})
         """
-        kept = {a: len(idx) for a, idx in (keep or {}).items()}
-        sizes: dict[int, int] = {}
-
-        def shape(t: T) -> tuple[int, ...]:
-            if not kept:
-                return t.shape
-            return tuple(self._kept_size(layout, kept, sizes) for layout in t.dims)
-
+        shape = self._shape_after(keep)
         own: dict[str, int] = {}
         for module, packet, args, kwargs, outs in self.mac_ops:
             macs = op_macs(packet, args, kwargs, outs, shape, T)
             own[module] = own.get(module, 0) + macs
         return own
 
-    def _kept_size(self, layout: Layout, kept: dict[int, int], memo: dict[int, int]) -> int:
-        size = memo.get(id(layout))
-        if size is None:
-            size = memo[id(layout)] = self.spaces.kept_size(layout, kept)
-        return size
+    def _shape_after(self, keep: Mapping[int, Sized] | None) -> Callable[[T], tuple[int, ...]]:
+        """A traced tensor's shape once ``keep`` is applied (sizes memoised per layout)."""
+        kept = {a: len(idx) for a, idx in (keep or {}).items()}
+        memo: dict[int, int] = {}
+
+        def size(layout: Layout) -> int:
+            found = memo.get(id(layout))
+            if found is None:
+                found = memo[id(layout)] = self.spaces.kept_size(layout, kept)
+            return found
+
+        return lambda t: tuple(map(size, t.dims)) if kept else t.shape
 
     def stats_after(self, keep: Mapping[int, Sized] | None = None) -> ModelStats:
         """``ModelStats`` of the model once ``keep`` is applied (MACs and shapes predicted from
         the trace; parameters read from the model as it is now, i.e. call it after pruning)."""
-        kept = {a: len(idx) for a, idx in (keep or {}).items()}
-        sizes: dict[int, int] = {}
+        after = self._shape_after(keep)
 
         def shape(t: T | None) -> tuple[int, ...]:
-            if t is None or not kept:
-                return () if t is None else t.shape
-            return tuple(self._kept_size(d, kept, sizes) for d in t.dims)
+            return () if t is None else after(t)
 
         seen = {name: (shape(i), shape(o)) for name, (i, o) in self.module_io.items()}
         return model_stats(self.model, self.macs_after(keep), seen)
