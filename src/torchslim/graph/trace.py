@@ -250,8 +250,8 @@ class _Recorder(TorchDispatchMode):
         t_args = map_tensors(self.lookup, args)
         t_kwargs = map_tensors(self.lookup, kwargs)
         handler = HANDLERS.get(name)
-        tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
         if handler is None:
+            tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
             if name in NO_CHANNELS or not has_channels(ctx, tensors):
                 result = untracked_outputs(ctx)
             elif self.ignored(ctx.module):
