@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2]
-        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded]
+        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded,torch-compiled]
         [--ratio 0 --ratios 'features.*.conv.0.0=0.5']   # which channels the MACs search cuts
 Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
 
@@ -10,7 +10,9 @@ Backends: ``ort`` (the float ONNX export in ONNX Runtime, which folds BatchNorm 
 activations itself); ``torch`` (PyTorch eager, the model as trained: BatchNorm a separate op,
 NCHW); ``torch-folded`` (PyTorch eager as one deploys it for CPU inference: BatchNorm folded into
 the convolutions with ``ts.quant.fold_batchnorm`` and channels-last memory format, the layout
-oneDNN's convolutions run in). Dense and pruned get the same treatment. Each (backend, batch)
+oneDNN's convolutions run in); ``torch-compiled`` (``torch.compile`` with its default
+inductor backend, which fuses ops and cuts the per-op overhead; needs a C++ compiler, not in the
+default list). Dense and pruned get the same treatment. Each (backend, batch)
 cell times dense and pruned in turn for ``--rounds`` rounds and keeps the median of the round
 medians, so a drift of the machine hits both alike.
 """
@@ -29,10 +31,12 @@ import torchvision
 import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
 
-BACKENDS = ("ort", "torch", "torch-folded")
+BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled")
 
 
 def _prepare(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+    if backend == "torch-compiled":
+        return torch.compile(copy.deepcopy(model).eval())  # compiled at its first (warm-up) run
     if backend != "torch-folded":
         return model
     folded = copy.deepcopy(model).eval()
@@ -60,7 +64,7 @@ def main() -> None:
     parser.add_argument("--target-macs", type=float, default=0.5)
     parser.add_argument("--round-to", type=int, default=1, help="channel-count multiple")
     parser.add_argument("--rounds", type=int, default=3, help="dense/pruned alternations")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backends", default=",".join(BACKENDS[:3]))
     parser.add_argument("--ratio", type=float, default=0.5, help="base ratio (search scales it)")
     parser.add_argument("--ratios", default="", help="per-layer ratios: SELECTOR=R,SELECTOR=R")
     args = parser.parse_args()
