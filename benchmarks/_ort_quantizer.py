@@ -1,7 +1,9 @@
-"""ONNX Runtime's own static quantizer: the peer the torchslim int8 export is measured against."""
+"""ONNX Runtime's own static quantizer: the peer the torchslim int8 export is measured against;
+and how the quantization benchmarks print the ops ONNX Runtime runs for a file."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,3 +37,8 @@ def ort_quantize_static(
     quantize_static(
         str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **extra
     )
+
+
+def format_kernels(kernels: Counter[str]) -> str:
+    """``ts.export.ort_kernels``'s counts as one table cell: ``"Gemm ×1, Relu ×2"``."""
+    return ", ".join(f"{op} ×{n}" for op, n in sorted(kernels.items()))

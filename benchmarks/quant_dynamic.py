@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import torch
+from _ort_quantizer import format_kernels
 
 import torchslim as ts
 from torchslim.analysis import round_robin_latency
@@ -42,10 +42,6 @@ def _model(path: Path, root: str, epochs: int) -> torch.nn.Module:
         Trainer(model, cfg, train, None).fit()
         atomic_save(model.state_dict(), path)
     return model.eval()
-
-
-def _ops(kernels: Counter[str]) -> str:
-    return ", ".join(f"{op} ×{n}" for op, n in sorted(kernels.items()))
 
 
 def main() -> None:
@@ -83,7 +79,7 @@ def main() -> None:
     for k in paths:
         print(f"| {k} | {100 * acc[k]:.2f}% | {size[k]:,} | {size[k] / size['FP32']:.3f} | "
               f"{lat[k][0]:.3f} | {lat[k][1]:.2f} | {lat['FP32'][0] / lat[k][0]:.2f}x | "
-              f"{lat['FP32'][1] / lat[k][1]:.2f}x | {_ops(kernels[k])} |")  # fmt: skip
+              f"{lat['FP32'][1] / lat[k][1]:.2f}x | {format_kernels(kernels[k])} |")  # fmt: skip
 
 
 if __name__ == "__main__":

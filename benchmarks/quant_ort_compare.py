@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-from _ort_quantizer import ort_quantize_static
+from _ort_quantizer import format_kernels, ort_quantize_static
 from torch import nn
 from torchvision.transforms import v2
 
@@ -106,10 +105,6 @@ ORT_S8 = "ORT quantize_static"
 ORT_U8 = "ORT quantize_static U8S8 reduce_range"
 
 
-def _ops(kernels: Counter[str]) -> str:
-    return ", ".join(f"{op} ×{n}" for op, n in sorted(kernels.items()))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
@@ -156,7 +151,7 @@ def main() -> None:
                 print(f"| {name} | {k} | {100 * acc:.1f}% | {100 * agree:.1f}% | {sizes[k]:,} | "
                       f"{sizes[k] / sizes['FP32']:.3f} | {lat[k][0]:.1f} | {lat[k][1]:.0f} | "
                       f"{lat['FP32'][0] / lat[k][0]:.2f}x | {lat['FP32'][1] / lat[k][1]:.2f}x | "
-                      f"{_ops(ort_kernels(paths[k]))} |", flush=True)  # fmt: skip
+                      f"{format_kernels(ort_kernels(paths[k]))} |", flush=True)  # fmt: skip
             for label in (ORT_S8, ORT_U8):
                 ratio1 = lat[label][0] / lat["torchslim"][0]
                 ratio32 = lat[label][1] / lat["torchslim"][1]

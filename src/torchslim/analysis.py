@@ -126,12 +126,23 @@ def first_tensor(out: Any) -> torch.Tensor:
     raise TypeError(f"model output has no tensor: {type(out).__name__}")
 
 
-def _shape(value: Any) -> tuple[int, ...]:
+def lead_tensor(value: Any) -> torch.Tensor | None:
+    """The tensor a module's input or output is reported by: itself, or the first of a list.
+
+    Example:
+        >>> lead_tensor([torch.zeros(2), torch.zeros(3)]).shape, lead_tensor("text")
+        (torch.Size([2]), None)
+    """
     if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
+        return value
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-        return tuple(value[0].shape)
-    return ()
+        return value[0]
+    return None
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    tensor = lead_tensor(value)
+    return () if tensor is None else tuple(tensor.shape)
 
 
 def _storage_bytes(model: nn.Module) -> tuple[int, int]:
@@ -337,7 +348,6 @@ class MacsCounter(TorchDispatchMode):
         self.scope = scope
         self.shapes_only = shapes_only
         self.own: dict[str, int] = {}
-        self.total = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -350,7 +360,6 @@ class MacsCounter(TorchDispatchMode):
         macs = op_macs(func._overloadpacket, args, kwargs, out)
         name = self.scope.stack[-1]
         self.own[name] = self.own.get(name, 0) + macs
-        self.total += macs
         return out
 
 

@@ -25,6 +25,7 @@ from torchslim.analysis import (
     ModuleScope,
     aten_tensors,
     flop_formula,
+    lead_tensor,
     map_tensors,
     measuring,
     model_stats,
@@ -280,20 +281,11 @@ class _Recorder(TorchDispatchMode):
 
     def module_called(self, name: str, args: Any, output: Any) -> None:
         """Record the layouts of a module's first input and output (for predicted shapes)."""
-        first_in, first_out = _first_tensor(args[0] if args else None), _first_tensor(output)
+        first_in, first_out = lead_tensor(args[0] if args else None), lead_tensor(output)
         self.graph.module_io[name] = (
             None if first_in is None else self.lookup(first_in),
             None if first_out is None else self.lookup(first_out),
         )
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    """The tensor whose shape ``ModuleScope`` reports for a module's input or output."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    return None
 
 
 def _leaves(value: Any) -> Iterator[Any]:

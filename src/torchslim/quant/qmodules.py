@@ -105,12 +105,11 @@ def onnx_int8_weight(
     scale, zero = (t.detach().to(torch.float32) for t in wq.frozen)
     if zero.abs().max() > 0:
         return None  # affine weights: left to the generic (float Gemm) export
-    w = layer.weight.detach()
-    s = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(())
-    q = torch.round(w / s).clamp(-128, 127).to(torch.int8)
-    n = w.shape[0]
-    zeros = torch.zeros(n if scale.numel() > 1 else (), dtype=torch.int8)
-    return q.t().contiguous(), zeros, scale.reshape(-1) if scale.numel() > 1 else scale.reshape(())
+    per_channel = scale.numel() > 1
+    scale = scale.reshape(-1) if per_channel else scale.reshape(())
+    q = torch.round(layer.weight.detach() / (scale[:, None] if per_channel else scale))
+    q = q.clamp(-128, 127).to(torch.int8)
+    return q.t().contiguous(), torch.zeros(scale.shape, dtype=torch.int8), scale
 
 
 QUANT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
