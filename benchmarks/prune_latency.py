@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2]
-        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded,torch-compiled]
+        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded,torch-compiled,torch-frozen]
         [--ratio 0 --ratios 'features.*.conv.0.0=0.5']   # which channels the MACs search cuts
 Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
 
@@ -12,9 +12,12 @@ NCHW); ``torch-folded`` (PyTorch eager as one deploys it for CPU inference: Batc
 the convolutions with ``ts.quant.fold_batchnorm`` and channels-last memory format, the layout
 oneDNN's convolutions run in); ``torch-compiled`` (``torch.compile`` with its default
 inductor backend, which fuses ops and cuts the per-op overhead; needs a C++ compiler, not in the
-default list). Dense and pruned get the same treatment. Each (backend, batch)
-cell times dense and pruned in turn for ``--rounds`` rounds and keeps the median of the round
-medians, so a drift of the machine hits both alike.
+default list); ``torch-frozen`` (``torch.compile`` with inductor's ``freezing`` option, PyTorch's
+recommended CPU inference set-up: weights become constants, BatchNorm is folded into the
+convolutions and the convolution weights are pre-packed for oneDNN; not in the default list).
+Dense and pruned get the same treatment. Each (backend, batch) cell times dense and pruned in
+turn for ``--rounds`` rounds and keeps the median of the round medians, so a drift of the
+machine hits both alike.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ import torchvision
 import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
 
-BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled")
+BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled", "torch-frozen")
 
 
 def _prepare(model: torch.nn.Module, backend: str) -> torch.nn.Module:
-    if backend == "torch-compiled":
+    if backend in ("torch-compiled", "torch-frozen"):
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = backend == "torch-frozen"  # read when the model compiles
         return torch.compile(copy.deepcopy(model).eval())  # compiled at its first (warm-up) run
     if backend != "torch-folded":
         return model
