@@ -11,7 +11,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -294,13 +294,18 @@ class ModuleScope:
     """
 
     def __init__(
-        self, model: nn.Module, on_first_call: Callable[[str, Any, Any], None] | None = None
+        self,
+        model: nn.Module,
+        on_first_call: Callable[[str, Any, Any], None] | None = None,
+        *,
+        modules: Mapping[str, nn.Module] | None = None,  # model.named_modules(), if at hand
     ) -> None:
         self.on_first_call = on_first_call  # (name, args, output) of each module's first call
-        self.names = {id(m): n for n, m in model.named_modules()}
+        named = dict(model.named_modules()) if modules is None else modules
+        self.names = {id(m): n for n, m in named.items()}
+        self._modules = list(named.values())
         self.stack: list[str] = [""]
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-        self._model = model
         self._handles: list[Any] = []
 
     def _pre(self, module: nn.Module, _args: Any) -> None:
@@ -316,7 +321,7 @@ class ModuleScope:
                 self.on_first_call(name, args, output)
 
     def __enter__(self) -> ModuleScope:
-        for m in self._model.modules():
+        for m in self._modules:
             self._handles.append(m.register_forward_pre_hook(self._pre))
             self._handles.append(m.register_forward_hook(self._post, always_call=True))
         return self

@@ -104,6 +104,14 @@ class SpaceTable:
     # -- resolution ------------------------------------------------------------------------
     def resolve(self, layout: Layout) -> Layout:
         """Rewrite a layout in terms of atomic (unsplit) root spaces, dropping size-1 factors."""
+        if len(layout) == 1 and len(layout[0]) == 1:  # the common case: one factor
+            f = layout[0][0]
+            if f < 0:
+                return [(f,)] if f != -1 else [()]
+            root = self.find(f)
+            space = self.spaces[root]
+            if space.split is None:
+                return [(root,)] if space.size != 1 else [()]
         out: Layout = []
         for seg in layout:
             out.extend(self._resolve_segment(seg))

@@ -108,6 +108,9 @@ def select_modules(model: nn.Module, selectors: Iterable[str], field_name: str) 
         >>> sorted(select_modules(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), ["Linear"], "skip"))
         ['0']
     """
+    selectors = list(selectors)
+    if not selectors:
+        return set()
     modules = [(n, m) for n, m in model.named_modules() if n]
     names: set[str] = set()
     for sel in selectors:
@@ -139,6 +142,13 @@ class ChannelGraph:
     mac_ops: list[tuple[str, Any, Any, Any, Any]] = field(default_factory=list)
     module_io: dict[str, tuple[T | None, T | None]] = field(default_factory=dict)
     ops: int = 0  # ATen ops in the traced pass
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # model.named_modules()
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # the traced params/buffers
+
+    def module(self, name: str) -> nn.Module:
+        """The submodule called ``name`` (``""``: the model), from the traced module walk."""
+        found = self.modules.get(name)
+        return self.model.get_submodule(name) if found is None else found
 
     def atoms(self) -> list[int]:
         """Atomic spaces that some parameter and some activation run along (pruning groups)."""
@@ -299,6 +309,16 @@ def _leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
+def _named_tensors(modules: Mapping[str, nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(qualified name, tensor) of every parameter, then every buffer, as ``named_parameters``
+    and ``named_buffers`` give them, from an already walked module tree."""
+    for kind in ("_parameters", "_buffers"):
+        for module_name, module in modules.items():
+            for name, tensor in getattr(module, kind).items():
+                if tensor is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), tensor
+
+
 def trace(
     model: nn.Module,
     example_inputs: Inputs,
@@ -317,23 +337,23 @@ def trace(
         1
     """
     ignored = ignore or (lambda _name: False)
-    graph = ChannelGraph(model)
+    graph = ChannelGraph(model, modules=dict(model.named_modules()))
     sp = graph.spaces
-    scope = ModuleScope(model)
+    scope = ModuleScope(model, modules=graph.modules)
     recorder = _Recorder(graph, ignored, scope)
     scope.on_first_call = recorder.module_called
     seen: dict[int, str] = {}
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+    for name, tensor in _named_tensors(graph.modules):
         if id(tensor) in seen or not tensor.is_floating_point():
             continue
         seen[id(tensor)] = name
         dims = [sp.fresh_layout(s, f"{name}[{d}]") for d, s in enumerate(tensor.shape)]
         graph.param_dims[name] = dims
+        graph.tensors[name] = tensor
         recorder.layouts[id(tensor)] = T(tuple(tensor.shape), dims, name)
     # Module rules first: ops traced later (e.g. slicing a packed q/k/v bias) see their structure.
-    for name, module in model.named_modules():
+    for name, module in graph.modules.items():
         _tie_bias(module, name, graph)
-    for name, module in model.named_modules():
         rule = MODULE_RULES.get(type(module).__name__)
         if rule is not None:
             rule(module, name, graph)
@@ -349,7 +369,7 @@ def trace(
         if isinstance(out, torch.Tensor):
             for layout in recorder.lookup(out).dims:
                 sp.freeze_layout(layout, "reaches a model output")
-    for name, module in model.named_modules():
+    for name, module in graph.modules.items():
         if ignored(name):
             graph.freeze_params(
                 [f"{name}.{p}" if name else p for p, _ in module.named_parameters()],

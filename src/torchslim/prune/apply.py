@@ -62,9 +62,9 @@ def channel_positions(sp: SpaceTable, layout: Layout, atom: int) -> torch.Tensor
     return torch.cat(parts, dim=1)
 
 
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+def _owner(graph: ChannelGraph, name: str) -> tuple[nn.Module, str]:
     module_name, _, attr = name.rpartition(".")
-    return (model.get_submodule(module_name) if module_name else model), attr
+    return graph.module(module_name), attr
 
 
 def slice_tensors(graph: ChannelGraph, keep: Keep) -> dict[str, tuple[int, ...]]:
@@ -88,7 +88,7 @@ def slice_tensors(graph: ChannelGraph, keep: Keep) -> dict[str, tuple[int, ...]]
     for name, tensor in tensors.items():
         if id(tensor) not in by_id:
             continue
-        owner, attr = _owner(model, name)
+        owner, attr = _owner(graph, name)
         new = by_id[id(tensor)]
         if isinstance(tensor, nn.Parameter):
             owner._parameters[attr] = nn.Parameter(new, requires_grad=tensor.requires_grad)
@@ -208,21 +208,20 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
         while owner_names[-1]:
             owner_names.append(owner_names[-1].rpartition(".")[0])
         for owner_name in owner_names[:3]:
-            owner = model.get_submodule(owner_name) if owner_name else model
+            owner = ctx.graph.module(owner_name)
             for attrs, old, new in fixes:
                 for attr in attrs:
                     if getattr(owner, attr, None) == old:
                         updates[(owner_name, attr)] = new
     for (owner_name, attr), value in updates.items():
-        owner = model.get_submodule(owner_name) if owner_name else model
-        setattr(owner, attr, value)
+        setattr(ctx.graph.module(owner_name), attr, value)
 
 
 def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
     """Run every registered shrinker on the modules whose tensors changed, then heads."""
     ctx = ShrinkContext(graph, keep)
     fix_head_attributes(model, ctx)
-    for name, module in model.named_modules():
+    for name, module in graph.modules.items():
         for module_type, fn in SHRINKERS:
             if isinstance(module, module_type):
                 fn(module, name, ctx)

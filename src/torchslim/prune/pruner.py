@@ -74,9 +74,6 @@ class PruneConfig:
 
 def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
     """One :class:`Group` per prunable channel space, with every parameter along it."""
-    model = graph.model
-    tensors = dict(model.named_parameters())
-    tensors.update(dict(model.named_buffers()))
     by_atom: dict[int, list[tuple[str, int]]] = {}
     sp = graph.spaces
     prunable = set(graph.prunable(allow_inner=allow_inner))
@@ -89,10 +86,9 @@ def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
     for atom, pairs in by_atom.items():
         members = []
         for name, d in pairs:
-            module_name = name.rpartition(".")[0]
-            module = model.get_submodule(module_name) if module_name else model
+            module = graph.module(name.rpartition(".")[0])
             pos = channel_positions(sp, graph.param_dims[name][d], atom)
-            members.append(Member(name, module, tensors[name], d, pos))
+            members.append(Member(name, module, graph.tensors[name], d, pos))
         producer = next((m for m in members if m.is_producer), members[0])
         groups.append(Group(atom, sp.spaces[atom].size, producer.name.rpartition(".")[0], members))
     return groups
