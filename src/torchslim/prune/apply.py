@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,25 +31,51 @@ def _segment_grid(sp: SpaceTable, seg: tuple[int, ...], keep: Keep) -> torch.Ten
     return pos
 
 
-def kept_positions(sp: SpaceTable, layout: Layout, keep: Keep) -> torch.Tensor | None:
-    """Indices to keep along a dim with ``layout``; ``None`` when nothing is removed."""
+def kept_positions(
+    sp: SpaceTable, layout: Layout, keep: Keep, memo: dict[Any, Any] | None = None
+) -> torch.Tensor | None:
+    """Indices to keep along a dim with ``layout``; ``None`` when nothing is removed.
+
+    ``memo`` (one dict per ``keep``) shares the result between dims with the same layout.
+    """
     resolved = sp.resolve(layout)
     if len(resolved) == 1 and len(resolved[0]) == 1 and resolved[0][0] >= 0:
         return keep.get(sp.find(resolved[0][0]))  # the common case: the dim is one space
-    if not any(sp.find(f) in keep for seg in resolved for f in seg if f >= 0):
-        return None
-    parts, offset = [], 0
-    for seg in resolved:
-        parts.append(_segment_grid(sp, seg, keep) + offset)
-        offset += sp.seg_size(seg)
-    return torch.cat(parts)
+    key = tuple(resolved)
+    if memo is not None and key in memo:
+        return memo[key]
+    found = None
+    if any(sp.find(f) in keep for seg in resolved for f in seg if f >= 0):
+        parts, offset = [], 0
+        for seg in resolved:
+            parts.append(_segment_grid(sp, seg, keep) + offset)
+            offset += sp.seg_size(seg)
+        found = torch.cat(parts)
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
-def channel_positions(sp: SpaceTable, layout: Layout, atom: int) -> torch.Tensor:
-    """``[size(atom), k]`` positions along a dim of every element belonging to each channel."""
+def channel_positions(
+    sp: SpaceTable, layout: Layout, atom: int, memo: dict[Any, Any] | None = None
+) -> torch.Tensor:
+    """``[size(atom), k]`` positions along a dim of every element belonging to each channel.
+
+    ``memo`` shares the result between dims with the same layout (read it, do not modify it).
+    """
     resolved = sp.resolve(layout)
     if len(resolved) == 1 and len(resolved[0]) == 1 and sp.find(resolved[0][0]) == atom:
         return torch.arange(sp.spaces[atom].size).unsqueeze(1)  # the common case: dim == atom
+    key = (tuple(resolved), atom)
+    if memo is not None and key in memo:
+        return memo[key]
+    found = _channel_grid(sp, resolved, atom)
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
+def _channel_grid(sp: SpaceTable, resolved: Layout, atom: int) -> torch.Tensor:
     parts, offset = [], 0
     for seg in resolved:
         sizes = [sp.size(f) for f in seg]
@@ -75,11 +102,12 @@ def slice_tensors(graph: ChannelGraph, keep: Keep) -> dict[str, tuple[int, ...]]
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
     by_id: dict[int, torch.Tensor] = {}
     old_shapes: dict[str, tuple[int, ...]] = {}
+    memo: dict[Any, Any] = {}
     for name, dims in graph.param_dims.items():
         tensor = tensors[name]
         new = tensor.detach()
         for d, layout in enumerate(dims):
-            pos = kept_positions(sp, layout, keep)
+            pos = kept_positions(sp, layout, keep, memo)
             if pos is not None:
                 new = new.index_select(d, pos.to(new.device))
         if new.shape != tensor.shape:
@@ -107,6 +135,7 @@ class ShrinkContext:
 
     def __init__(self, graph: ChannelGraph, keep: Keep) -> None:
         self.graph, self.keep = graph, keep
+        self.memo: dict[Any, Any] = {}
 
     def atom_sizes(self, layout: Layout) -> list[tuple[int, int]]:
         """(old, new) sizes of the channel spaces along a dim, if it holds exactly one."""
@@ -119,7 +148,7 @@ class ShrinkContext:
         return [(old, new)] if new != old else []
 
     def kept(self, layout: Layout) -> int:
-        pos = kept_positions(self.graph.spaces, layout, self.keep)
+        pos = kept_positions(self.graph.spaces, layout, self.keep, self.memo)
         return self.graph.spaces.layout_size(layout) if pos is None else len(pos)
 
 

@@ -83,11 +83,12 @@ def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
                 if atom in prunable:
                     by_atom.setdefault(atom, []).append((name, d))
     groups = []
+    memo: dict[Any, Any] = {}
     for atom, pairs in by_atom.items():
         members = []
         for name, d in pairs:
             module = graph.module(name.rpartition(".")[0])
-            pos = channel_positions(sp, graph.param_dims[name][d], atom)
+            pos = channel_positions(sp, graph.param_dims[name][d], atom, memo)
             members.append(Member(name, module, graph.tensors[name], d, pos))
         producer = next((m for m in members if m.is_producer), members[0])
         groups.append(Group(atom, sp.spaces[atom].size, producer.name.rpartition(".")[0], members))
