@@ -83,23 +83,50 @@ def get_importance(name: str) -> Importance:
     return IMPORTANCE[name]
 
 
+# Above this many elements a weight is reduced in two steps, the leading dim first (a
+# contiguous sum) or, for p=2 along dim 0, by the fused 2-norm kernel; below it one ``sum``
+# call is cheapest, since the per-call overhead is most of the cost.
+_BIG = 1 << 16
+
+
+def _per_index(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+    """sum |t|^p over every dim but ``dim`` (``p`` 1 or 2)."""
+    if t.ndim == 1:
+        return t.abs() if p == 1 else t * t
+    if t.numel() > _BIG and dim == 0 and p == 2:
+        rest = list(range(1, t.ndim))
+        return torch.linalg.vector_norm(t, ord=2, dim=rest).square()
+    powered = t.abs() if p == 1 else t * t
+    if t.numel() > _BIG and dim > 0:
+        powered = powered.sum(0)
+        dim -= 1
+    dims = [d for d in range(powered.ndim) if d != dim]
+    return powered.sum(dims) if dims else powered
+
+
 def _norm_importance(group: Group, p: int) -> torch.Tensor:
-    # Reduce each index of the channel dim first, then gather: no copy of the whole weight
-    # through a non-contiguous gather (that copy was a quarter of ts.prune's time on ResNet-50).
-    # Along a leading dim the fused norm kernel is fastest; along an inner one (a conv's input
-    # channels) it strides through memory, and |t|^p summed over the other dims is 2-3x faster.
-    score = torch.zeros(group.size)
+    """Sum over the group's parameters of |w|^p per channel (``p`` 1 or 2).
+
+    Each index of the channel dim is reduced first, then gathered: no copy of the whole weight
+    through a non-contiguous gather. Vectors along the whole channel dim (biases, norm scales)
+    are reduced in one stacked op: on small models the per-op overhead, not the arithmetic, is
+    most of the cost.
+    """
+    parts: list[torch.Tensor] = []
+    vectors: list[torch.Tensor] = []
     for m in group.parameters():
         t = m.param.detach().float()
-        dims = [d for d in range(t.ndim) if d != m.dim]
-        if not dims:
-            per_index = t.abs() ** p
-        elif m.dim == 0:
-            per_index = torch.linalg.vector_norm(t, ord=p, dim=dims) ** p
-        else:
-            per_index = (t.abs() if p == 1 else t * t).sum(dims)
-        score += per_index[m.positions].sum(1)
-    return score
+        whole = m.positions.shape[1] == 1 and t.shape[m.dim] == group.size  # 0..size-1
+        if t.ndim == 1 and whole:
+            vectors.append(t)
+            continue
+        per_index = _per_index(t, m.dim, p)
+        parts.append(per_index if whole else per_index[m.positions].sum(1))
+    if vectors:
+        parts.append(_per_index(torch.stack(vectors), 1, p))
+    if not parts:
+        return torch.zeros(group.size)
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
 @register_importance("l1")
