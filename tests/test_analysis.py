@@ -6,11 +6,14 @@ import torchvision
 from torch import nn
 
 from torchslim.analysis import (
+    ShapesOnly,
     analyze,
+    conv_output_shape,
     export_for_latency,
     format_count,
     measure_latency,
     round_robin_latency,
+    shape_only_call,
 )
 from torchslim.models import create
 
@@ -169,6 +172,76 @@ def test_shapes_only_pass_rejects_a_bias_of_the_wrong_length() -> None:
         analyze(model, torch.randn(2, 6), shapes_only=True)  # ... and so does the shape check
 
 
+CONVS = [  # (input shape, weight shape, stride, padding, dilation, groups)
+    ((2, 3, 17, 17), (8, 3, 3, 3), [2, 2], [1, 1], [1, 1], 1),
+    ((1, 16, 9, 11), (16, 1, 5, 5), [1, 2], [2, 0], [1, 1], 16),  # depthwise, uneven
+    ((1, 8, 12, 12), (12, 4, 3, 3), [1, 1], [2, 2], [2, 2], 2),  # grouped, dilated
+    ((3, 4, 20), (6, 4, 4), [3], [0], [1], 1),  # 1-d
+    ((1, 2, 5, 6, 7), (4, 2, 1, 3, 3), [1, 1, 2], [0, 1, 1], [1, 1, 1], 1),  # 3-d
+]
+
+
+@pytest.mark.parametrize(("x", "w", "stride", "padding", "dilation", "groups"), CONVS)
+def test_conv_output_shape_equals_the_real_convolution(x, w, stride, padding, dilation, groups):
+    args = (torch.randn(x), torch.randn(w), torch.randn(w[0]), stride, padding, dilation,
+            False, [0] * len(stride), groups)  # fmt: skip
+    real = torch.ops.aten.convolution.default(*args)
+    assert conv_output_shape(*args) == list(real.shape)
+    fake = shape_only_call(torch.ops.aten.convolution.default, args, {})
+    assert fake.shape == real.shape and not fake.any()
+
+
+@pytest.mark.parametrize("broken", ["channels", "bias", "dtype", "too small"])
+def test_conv_output_shape_refuses_what_the_real_convolution_refuses(broken: str) -> None:
+    x, w, b = torch.randn(1, 4, 6, 6), torch.randn(8, 4, 3, 3), torch.randn(8)
+    if broken == "channels":
+        w = w[:, :3]
+    elif broken == "bias":
+        b = b[:5]
+    elif broken == "dtype":
+        w = w.double()
+    else:
+        x = x[..., :2, :2]
+    args = (x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    with pytest.raises(RuntimeError):
+        torch.ops.aten.convolution.default(*args)
+    with pytest.raises(RuntimeError):
+        conv_output_shape(*args)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "op",
+    [nn.ReLU(), nn.SiLU(inplace=True), nn.Hardswish(), nn.GELU(), nn.BatchNorm2d(6).eval()],
+    ids=["relu", "silu_", "hardswish", "gelu", "batchnorm"],
+)
+def test_shapes_only_activation_and_norm_keep_shape_and_strides(op, channels_last) -> None:
+    x = torch.randn(2, 6, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    inp = x.clone()
+    with torch.no_grad():
+        real = op(x.clone())
+        with ShapesOnly():
+            fake = op(inp)
+    assert fake.shape == real.shape and fake.stride() == real.stride()
+    if getattr(op, "inplace", False):
+        assert fake is inp and torch.equal(fake, x)  # returned untouched
+    else:
+        assert not fake.any()  # not computed
+
+
+def test_shapes_only_pass_rejects_a_batchnorm_left_unpruned() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].weight = nn.Parameter(model[0].weight[:6].clone())  # a broken pruning:
+        model[0].bias = nn.Parameter(model[0].bias[:6].clone())  # the norm still has 8
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="should contain 6 elements"):
+        analyze(model, torch.randn(1, 3, 8, 8), shapes_only=True)
+
+
 def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
     x = torch.randn(1, 8)
     paths = {name: export_for_latency(nn.Linear(8, 8).eval(), (x,), tmp_path / f"{name}.onnx")
@@ -177,3 +250,11 @@ def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
     assert list(ms) == ["a", "b"] and all(len(v) == 2 and min(v) > 0 for v in ms.values())
     with pytest.raises(ValueError):  # one repeat count per input
         round_robin_latency(paths, [x], repeats=(3, 2))
+
+
+def test_shapes_only_batchnorm_checks_its_weight() -> None:
+    # Stricter than the CPU kernel, which does not check the affine weight's length.
+    x, stats = torch.randn(1, 8, 4, 4), torch.ones(8)
+    args = (x, torch.ones(6), torch.zeros(8), stats, stats, False, 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match="weight should contain 8"):
+        shape_only_call(torch.ops.aten.native_batch_norm.default, args, {})

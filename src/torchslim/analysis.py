@@ -238,11 +238,22 @@ def aten_tensors(value: Any) -> list[torch.Tensor]:
 
 
 def shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
-    """``func``'s output as zeros of the right shapes, from its meta kernel (None if none).
+    """``func``'s output as zeros of the right shapes, without its arithmetic (None: run it).
 
-    The meta kernel checks the arguments as the real one would (a convolution whose weight no
-    longer matches its input's channels raises the same error) without doing the arithmetic.
+    Convolutions are checked and shaped by :func:`conv_output_shape`, the other ops with MACs
+    by their meta kernels, which check the arguments as the real ones would (a weight that no
+    longer matches its input's channels raises). Activations and BatchNorm in eval mode, whose
+    cost on a large input is all arithmetic, are checked and shaped by :func:`value_free_call`.
+    Every other op returns None and must run.
     """
+    if func in _VALUE_FREE:
+        return value_free_call(func, args, kwargs)
+    if func is _CONV and not kwargs:
+        shape = conv_output_shape(*args)
+        if shape is not None:
+            return torch.zeros(shape, dtype=args[0].dtype, device=args[0].device)
+    if flop_formula(func._overloadpacket) is None:
+        return None
     device = next(
         (a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None
     )
@@ -260,7 +271,110 @@ def shape_only_call(func: Any, args: tuple, kwargs: dict) -> Any:
             out = func(*meta_args, **meta_kwargs)
     except NotImplementedError:  # no meta kernel: run the real one
         return None
-    return map_tensors(lambda t: _zeros(t, device), out)
+    return map_tensors(lambda t: _zeros(t.shape, t.stride(), t.dtype, device), out)
+
+
+_CONV = torch.ops.aten.convolution.default
+
+
+def _per_dim(value: Any, n: int) -> list[int]:
+    values = [value] if isinstance(value, int) else list(value)
+    return values * n if len(values) == 1 else values
+
+
+def conv_output_shape(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    output_padding: Any,
+    groups: int,
+) -> list[int] | None:
+    """The output shape of ``aten.convolution`` on these arguments, with the checks the real
+    kernel makes (channels, groups, bias, dtype, size); None for what it does not cover
+    (transposed or unbatched). A few microseconds, where the meta kernel takes ~0.1 ms.
+
+    Example:
+        >>> conv_output_shape(torch.zeros(1, 3, 32, 32), torch.zeros(8, 3, 3, 3), None,
+        ...                   [2, 2], [1, 1], [1, 1], False, [0, 0], 1)
+        [1, 8, 16, 16]
+    """
+    n = weight.dim() - 2
+    if transposed or x.dim() != weight.dim() or n < 1:
+        return None
+    if x.dtype != weight.dtype:
+        raise RuntimeError(
+            f"Input type ({x.dtype}) and weight type ({weight.dtype}) should be the same"
+        )
+    if weight.shape[1] * groups != x.shape[1] or weight.shape[0] % groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected "
+            f"input{list(x.shape)} to have {weight.shape[1] * groups} channels, but got "
+            f"{x.shape[1]} channels instead"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(
+            f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional "
+            f"with {weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    s, p, d = _per_dim(stride, n), _per_dim(padding, n), _per_dim(dilation, n)
+    shape = [x.shape[0], weight.shape[0]]
+    for i in range(n):
+        size = (x.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1
+        if size < 1:
+            raise RuntimeError(
+                f"Calculated output size is too small: input {list(x.shape)}, kernel "
+                f"{list(weight.shape[2:])}, padding {p}, dilation {d}, stride {s}"
+            )
+        shape.append(size)
+    return shape
+
+
+# Ops whose cost is all arithmetic and whose output has the input's shape and strides (dense
+# input): activations, and BatchNorm in eval mode. In-place ones return their input untouched.
+_A = torch.ops.aten
+_ACTIVATION_NAMES = (
+    "relu silu gelu hardswish hardsigmoid sigmoid tanh hardtanh leaky_relu elu mish softplus"
+)
+_ACTIVATIONS = {getattr(_A, name).default for name in _ACTIVATION_NAMES.split(" ")}
+_ACTIVATIONS_INPLACE = {
+    getattr(_A, f"{name}_").default
+    for name in _ACTIVATION_NAMES.split(" ")
+    if hasattr(_A, f"{name}_")
+}
+_BATCH_NORM = _A.native_batch_norm.default
+_VALUE_FREE = _ACTIVATIONS | _ACTIVATIONS_INPLACE | {_BATCH_NORM}
+
+
+def _dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or (
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def value_free_call(func: Any, args: tuple, kwargs: dict) -> Any:
+    """An activation's or eval-mode BatchNorm's output as zeros (in place: the input itself),
+    after the checks the real kernel makes on shapes; None where it must really run."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not _dense(x) or not x.is_floating_point():
+        return None
+    if func in _ACTIVATIONS_INPLACE:
+        return x
+    if func in _ACTIVATIONS:
+        return _zeros(x.shape, x.stride(), x.dtype, x.device)
+    training = args[5] if len(args) > 5 else kwargs.get("training", True)
+    if training or x.dim() < 2:
+        return None
+    for name, t in zip(("weight", "bias", "running_mean", "running_var"), args[1:5], strict=False):
+        if t is not None and tuple(t.shape) != (x.shape[1],):
+            raise RuntimeError(
+                f"batch_norm: {name} should contain {x.shape[1]} elements, not {t.numel()}"
+            )
+    empty = x.new_zeros(0)
+    return _zeros(x.shape, x.stride(), x.dtype, x.device), empty, empty.clone()
 
 
 _WITH_BIAS = {
@@ -269,14 +383,16 @@ _WITH_BIAS = {
 }
 
 
-def _zeros(meta: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Zeros with the shape and strides of a meta tensor (``zeros_like`` on a meta tensor goes
-    through a slow Python decomposition; ``torch.zeros`` maps zero pages, nearly free)."""
-    if meta.is_contiguous():
-        return torch.zeros(meta.shape, dtype=meta.dtype, device=device)
-    span = 1 + sum((n - 1) * st for n, st in zip(meta.shape, meta.stride(), strict=True))
-    flat = torch.zeros(span if meta.numel() else 0, dtype=meta.dtype, device=device)
-    return flat.as_strided(meta.shape, meta.stride())
+def _zeros(shape: Any, stride: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros with these shape and strides (``zeros_like`` on a meta tensor goes through a slow
+    Python decomposition; ``torch.zeros`` maps zero pages, nearly free)."""
+    numel = math.prod(shape)
+    contiguous = torch.zeros(shape, dtype=dtype, device=device)
+    if numel <= 1 or contiguous.stride() == tuple(stride):
+        return contiguous
+    span = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
+    flat = torch.zeros(span if numel else 0, dtype=dtype, device=device)
+    return flat.as_strided(shape, stride)
 
 
 class ModuleScope:
@@ -336,9 +452,10 @@ class MacsCounter(TorchDispatchMode):
     """Counts the MACs of every ATen op with a formula, per innermost running module.
 
     With ``shapes_only`` those ops (the convolutions and matrix products that make up nearly
-    all of a forward pass's time) do not compute: their outputs are zeros of the shapes their
-    meta kernels give. Everything else runs for real, so the pass still checks that every shape
-    fits, at a fraction of the cost, but the model's output values are meaningless.
+    all of a forward pass's time), the activations and eval-mode BatchNorm do not compute:
+    their outputs are zeros of the right shapes, after the same checks of their arguments (see
+    :func:`shape_only_call`). Everything else runs for real, so the pass still checks that
+    every shape fits, at a fraction of the cost, but the model's output values are meaningless.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3))
@@ -356,12 +473,11 @@ class MacsCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        formula = flop_formula(func._overloadpacket)
-        if formula is None:
-            return func(*args, **kwargs)
         out = shape_only_call(func, args, kwargs) if self.shapes_only else None
         if out is None:
             out = func(*args, **kwargs)
+        if flop_formula(func._overloadpacket) is None:
+            return out
         macs = op_macs(func._overloadpacket, args, kwargs, out)
         name = self.scope.stack[-1]
         self.own[name] = self.own.get(name, 0) + macs
@@ -369,8 +485,9 @@ class MacsCounter(TorchDispatchMode):
 
 
 class ShapesOnly(TorchDispatchMode):
-    """Convolutions and matrix products are only shape-checked, as in :class:`MacsCounter`
-    with ``shapes_only``, and nothing is counted: a cheap check that a model still runs.
+    """Convolutions, matrix products, activations and BatchNorm are only shape-checked, as in
+    :class:`MacsCounter` with ``shapes_only``, and nothing is counted: a cheap check that a
+    model still runs.
 
     Example:
         >>> with ShapesOnly():
@@ -381,11 +498,8 @@ class ShapesOnly(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if flop_formula(func._overloadpacket) is not None:
-            out = shape_only_call(func, args, kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
+        out = shape_only_call(func, args, kwargs)
+        return func(*args, **kwargs) if out is None else out
 
 
 def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = False) -> ModelStats:

@@ -273,6 +273,11 @@ class SpaceTable:
     def unify(self, a: Layout, b: Layout, why: str) -> None:
         """Constrain two equally sized dimension layouts to be pruned identically."""
         a, b = self.resolve(a), self.resolve(b)
+        if len(a) == 1 and len(b) == 1 and len(a[0]) == 1 and len(b[0]) == 1:
+            fa, fb = a[0][0], b[0][0]  # the common case: one unsplit space each (resolved)
+            if fa >= 0 and fb >= 0 and self.spaces[fa].size == self.spaces[fb].size:
+                self.union(fa, fb, why)
+                return
         total_a, total_b = self.layout_size(a), self.layout_size(b)
         if total_a != total_b:
             raise RuntimeError(f"unify: sizes {total_a} != {total_b} ({why})")

@@ -248,7 +248,7 @@ class _Recorder(TorchDispatchMode):
         self.graph.ops += 1
         packet = func._overloadpacket
         has_macs = flop_formula(packet) is not None
-        out = shape_only_call(func, args, kwargs) if has_macs else None
+        out = shape_only_call(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         name = packet.__name__

@@ -197,7 +197,7 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
 
 # Below this many MACs per traced op, the check after pruning runs the model for real: on a CPU
 # the arithmetic then costs less than intercepting every op for a shapes-only pass.
-REAL_CHECK_MACS_PER_OP = 1_000_000
+REAL_CHECK_MACS_PER_OP = 200_000
 
 
 def check_forward(model: nn.Module, inputs: tuple, macs: int, ops: int) -> Any:
