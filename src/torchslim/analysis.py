@@ -145,9 +145,9 @@ def _shape(value: Any) -> tuple[int, ...]:
     return () if tensor is None else tuple(tensor.shape)
 
 
-def _storage_bytes(model: nn.Module) -> tuple[int, int]:
-    """Bytes of unique parameters and of persistent buffers, at their stored dtypes."""
-    params = {id(p): p for p in model.parameters()}
+def _storage_bytes(model: nn.Module, params: dict[int, torch.Tensor]) -> tuple[int, int]:
+    """Bytes of the model's unique parameters (``params``, by ``id``) and of its persistent
+    buffers, at their stored dtypes."""
     param_bytes = sum(p.numel() * p.element_size() for p in params.values())
     buffers: dict[int, torch.Tensor] = {}
     for value in model.state_dict(keep_vars=True).values():
@@ -185,11 +185,20 @@ def map_tensors(fn: Callable[[Any], Any], value: Any, kind: type = torch.Tensor)
     """
     if isinstance(value, kind):
         return fn(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(map_tensors(fn, v, kind) for v in value)
+    if isinstance(value, (list, tuple)):  # leaves inline: this runs for every traced op
+        return type(value)(
+            [
+                fn(v) if isinstance(v, kind) else map_tensors(fn, v, kind) if _nested(v) else v
+                for v in value
+            ]
+        )
     if isinstance(value, dict):
         return {k: map_tensors(fn, v, kind) for k, v in value.items()}
     return value
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict))
 
 
 def op_macs(
@@ -562,26 +571,25 @@ def model_stats(
     (input, output) shapes of the modules that ran (``seen``); parameters are read from
     ``model`` as it is now."""
     layers = []
+    unique: dict[int, torch.Tensor] = {}  # parameters by identity (shared ones count once)
     for name, module in model.named_modules():
+        own_params = [p for p in module._parameters.values() if p is not None]
+        for p in own_params:
+            unique.setdefault(id(p), p)
         if name not in seen:
             continue
-        is_leaf = not any(True for _ in module.children())
-        if not is_leaf and own.get(name, 0) == 0:
+        children = [(n, c) for n, c in module._modules.items() if c is not None]
+        macs = own.get(name, 0)
+        if children and macs == 0:
             continue
-        params = sum(p.numel() for p in module._parameters.values() if p is not None)
-        if not is_leaf:  # children that never ran (weights used functionally) count here
-            params += sum(
-                p.numel()
-                for c_name, child in module.named_children()
-                if f"{name}.{c_name}" not in seen
-                for p in child.parameters()
-            )
+        params = sum(p.numel() for p in own_params)
+        for c_name, child in children:  # children that never ran (weights used functionally)
+            if f"{name}.{c_name}" not in seen:
+                params += sum(p.numel() for p in child.parameters())
         shapes = seen[name]
-        layers.append(
-            LayerStats(name, type(module).__name__, shapes[0], shapes[1], params, own.get(name, 0))
-        )
-    param_bytes, buffer_bytes = _storage_bytes(model)
-    unique_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        layers.append(LayerStats(name, type(module).__name__, shapes[0], shapes[1], params, macs))
+    param_bytes, buffer_bytes = _storage_bytes(model, unique)
+    unique_params = sum(p.numel() for p in unique.values())
     return ModelStats(
         params=unique_params,
         macs=sum(own.values()),
