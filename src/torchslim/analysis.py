@@ -330,6 +330,8 @@ def conv_output_shape(
             f"with {weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead"
         )
     s, p, d = _per_dim(stride, n), _per_dim(padding, n), _per_dim(dilation, n)
+    if not len(s) == len(p) == len(d) == n:
+        return None  # malformed: left to the meta kernel's own error
     shape = [x.shape[0], weight.shape[0]]
     for i in range(n):
         size = (x.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1

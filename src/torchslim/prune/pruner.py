@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import time
@@ -195,16 +194,11 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
         model.train(was)
 
 
-# Below this many MACs per traced op, the check after pruning runs the model for real: on a CPU
-# the arithmetic then costs less than intercepting every op for a shapes-only pass.
-REAL_CHECK_MACS_PER_OP = 200_000
-
-
-def check_forward(model: nn.Module, inputs: tuple, macs: int, ops: int) -> Any:
-    """One eval-mode forward pass that raises where the model no longer fits together: real
-    when the model does under ``REAL_CHECK_MACS_PER_OP`` MACs per op, else shapes-only."""
-    real = macs < REAL_CHECK_MACS_PER_OP * max(1, ops)
-    with measuring(model), contextlib.nullcontext() if real else ShapesOnly():
+def check_forward(model: nn.Module, inputs: tuple) -> Any:
+    """One eval-mode, shapes-only forward pass (:class:`torchslim.analysis.ShapesOnly`) that
+    raises where the model no longer fits together. Cheaper than a real pass even on small
+    models: a real one would first build a oneDNN kernel for every new convolution shape."""
+    with measuring(model), ShapesOnly():
         return model(*inputs)
 
 
@@ -213,10 +207,9 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
 
     Everything is undone if the pruned model fails to run or changes its output shape. The
     statistics after pruning are predicted from the trace (``ChannelGraph.stats_after``). The
-    check is a forward pass in eval mode: a real one where the model does little arithmetic per
-    op (small, depthwise-heavy models, where intercepting every op would cost more than the
-    arithmetic), otherwise shapes-only (:class:`torchslim.analysis.ShapesOnly`: convolutions
-    and matrix products shape-checked by their meta kernels). Either way a mismatch raises.
+    check is a shapes-only forward pass in eval mode (:func:`check_forward`): convolutions,
+    matrix products, activations and BatchNorm are shape-checked without their arithmetic,
+    everything else runs; a mismatch raises.
     """
     expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
     snapshot = _Snapshot(model)
@@ -224,7 +217,7 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
         after = graph.stats_after(keep)
-        got = _outputs_shape(check_forward(model, inputs, after.macs, graph.ops))
+        got = _outputs_shape(check_forward(model, inputs))
     except Exception as exc:
         snapshot.restore()
         raise PruningError(
