@@ -2,10 +2,11 @@
 
 The tracer runs one forward pass under a ``TorchDispatchMode``: every ATen op the model
 executes is seen with its actual tensors, whatever Python control flow produced it, so models
-``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way. Only the
-convolutions and matrix products skip their arithmetic (their meta kernels give the shapes and
-check the arguments; see :class:`torchslim.analysis.MacsCounter`): channels need shapes, not
-values, and those ops are nearly all of a forward pass's time.
+``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way. The
+convolutions, matrix products, activations and eval-mode BatchNorm skip their arithmetic (their
+outputs are zeros of the shapes a formula or meta kernel gives, after the same argument checks;
+see :func:`torchslim.analysis.shape_only_call`): channels need shapes, not values, and those
+ops are nearly all of a forward pass's time.
 """
 
 from __future__ import annotations
@@ -359,8 +360,8 @@ def trace(
             rule(module, name, graph)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
     # Eval mode, no gradients, no fused attention kernel (it would hide the projections), and
-    # the convolutions and matrix products only shape-checked: the tracer needs shapes, not
-    # values (see MacsCounter), and that makes the pass several times cheaper.
+    # the arithmetic-heavy ops only shape-checked: the tracer needs shapes, not values (see
+    # shape_only_call), and that makes the pass several times cheaper.
     with scope, measuring(model), recorder:
         output = model(*inputs)
     graph.stats = graph.stats_after() if count else None
