@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 from torchslim.analysis import (
+    ModuleScope,
     ShapesOnly,
     analyze,
     conv_output_shape,
@@ -95,6 +96,36 @@ def test_shared_parameters_counted_once_and_training_flag_restored() -> None:
     stats = analyze(model, torch.randn(2, 4))
     assert stats.params == 20 and model.training
     assert stats.macs == 2 * 2 * 16
+
+
+def test_mixed_training_flags_come_back_exactly() -> None:
+    # A model in training with a frozen BatchNorm: measuring it must not unfreeze the norm.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    model.train()
+    model[1].eval()
+    seen: list[bool] = []
+    model[1].register_forward_pre_hook(lambda m, _a: seen.append(m.training))
+    analyze(model, torch.randn(1, 3, 8, 8))
+    assert seen == [False]  # measured in eval mode
+    assert [m.training for m in model] == [True, False, True, True] and model.training
+
+
+def test_module_scope_ignores_modules_run_by_other_threads() -> None:
+    import threading
+
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    other = nn.Sequential(nn.Linear(4, 4))
+    with ModuleScope(net) as scope:
+        inside: list[list[str]] = []
+        net[0].register_forward_pre_hook(lambda _m, _a: inside.append(list(scope.stack)))
+        worker = threading.Thread(target=lambda: (net(torch.randn(1, 4)), other(torch.randn(1, 4))))
+        worker.start()
+        worker.join()
+        assert scope.stack == [""] and scope.shapes == {}  # the other thread left no trace
+        net(torch.randn(2, 4))
+    assert inside[-1] == ["", "", "0"]  # root, then the Linear, on this thread
+    assert scope.shapes == {"0": ((2, 4), (2, 3)), "1": ((2, 3), (2, 3))}
+    assert scope.stack == [""]
 
 
 def test_table_prints_rows_and_totals() -> None:

@@ -280,3 +280,14 @@ def test_third_batch_element_reaches_extra_losses_as_extra() -> None:
     cfg = {"epochs": 1, "batch_size": 8, "progress": False}
     Trainer(tiny_model(), cfg, data, extra_losses=[record]).fit()
     assert sorted(torch.cat(seen).tolist()) == list(range(16))
+
+
+def test_evaluate_leaves_a_frozen_batchnorm_frozen() -> None:
+    # Fine-tuning with frozen BatchNorm statistics: an evaluation in between must not unfreeze
+    # them (model.train(was) after eval() would set the whole tree back to training).
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    model.train()
+    model[2].eval()
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    evaluate(model, data)
+    assert [m.training for m in model] == [True, True, False, True]

@@ -31,7 +31,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader
 
-from torchslim.analysis import first_tensor, input_tuple
+from torchslim.analysis import first_tensor, input_tuple, module_mode
 from torchslim.errors import TorchslimError
 from torchslim.quant.fake_quant import DynamicQuantize, FakeQuantize, WeightQuantize
 from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
@@ -102,14 +102,17 @@ def export_onnx(
     path = Path(path)
     inputs = input_tuple(example_inputs)
     quantized = is_quantized(model)
-    was_training = model.training
-    model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     names = [f"input{i}" if len(inputs) > 1 else "input" for i in range(len(inputs))]
     axes = {n: {0: "batch"} for n in names} if dynamic_batch else None
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _constant_qparams(model):
+        with (
+            module_mode(model, training=False),
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            _constant_qparams(model),
+        ):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             if axes is not None:
                 axes["output"] = {0: "batch"}
@@ -135,8 +138,6 @@ def export_onnx(
             raise
         raise ExportError(f"export_onnx: exporting {type(model).__name__} failed: "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
-    finally:
-        model.train(was_training)
     report = ExportReport(path, path.stat().st_size, quantized, int8)
     if check:
         report.max_abs_error, report.top1_agreement = ort_parity(model, inputs, path)

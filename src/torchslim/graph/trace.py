@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from torchslim.analysis import (
     ModelStats,
     ModuleScope,
+    PlainDispatchMode,
     aten_tensors,
     flop_formula,
     lead_tensor,
@@ -227,7 +227,7 @@ class ChannelGraph:
                 self.spaces.freeze_layout(layout, why)
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(PlainDispatchMode):
     def __init__(
         self, graph: ChannelGraph, ignored: Callable[[str], bool], scope: ModuleScope
     ) -> None:

@@ -13,7 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import Inputs, ModelStats, ShapesOnly, analyze, input_tuple, measuring
+from torchslim.analysis import (
+    Inputs,
+    ModelStats,
+    ShapesOnly,
+    analyze,
+    input_tuple,
+    measuring,
+    module_mode,
+)
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import ChannelGraph, matches, select_modules, trace
@@ -141,9 +149,7 @@ def _accumulate_grads(
     model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor], batches: int
 ) -> None:
     model.zero_grad(set_to_none=True)
-    was = model.training
-    model.train()
-    try:
+    with module_mode(model, training=True):
         for i, batch in enumerate(data):
             if i >= batches:
                 break
@@ -153,8 +159,6 @@ def _accumulate_grads(
             out = model(inputs)
             loss = loss_fn(out, targets) if targets is not None else loss_fn(out)
             loss.backward()
-    finally:
-        model.train(was)
 
 
 class _Snapshot:
@@ -185,13 +189,8 @@ def _outputs_shape(out: Any) -> Any:
 
 
 def _run(model: nn.Module, inputs: tuple) -> Any:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(*inputs)
-    finally:
-        model.train(was)
+    with module_mode(model, training=False), torch.no_grad():
+        return model(*inputs)
 
 
 def check_forward(model: nn.Module, inputs: tuple) -> Any:

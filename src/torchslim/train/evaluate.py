@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from torchslim.analysis import module_mode
 from torchslim.train.distributed import all_reduce_sum, current
 
 
@@ -74,10 +75,8 @@ def evaluate(
         if info.enabled:
             data = Subset(data, list(range(info.rank, len(data), info.world_size)))
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    was_training = model.training
-    model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
-    try:
+    with module_mode(model, training=False):
         bar = tqdm(loader, desc="eval", leave=False, disable=True if not progress else None)
         for batch in bar:
             inputs, targets = split_batch(batch)
@@ -88,8 +87,6 @@ def evaluate(
             loss_sum += float(loss_fn(outputs, targets)) * len(targets)
             correct += correct_count(outputs, targets)
             seen += len(targets)
-    finally:
-        model.train(was_training)
     loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
     seen = int(seen)
     return EvalResult(loss=loss_sum / max(seen, 1), accuracy=correct / max(seen, 1), samples=seen)
