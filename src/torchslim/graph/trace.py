@@ -12,6 +12,7 @@ ops are nearly all of a forward pass's time.
 from __future__ import annotations
 
 import fnmatch
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,14 +235,16 @@ class _Recorder(PlainDispatchMode):
         super().__init__()
         self.graph = graph
         self.ignored = ignored
-        self.layouts: dict[int, T] = {}
-        self.keep: list[torch.Tensor] = []  # keeps ids unique while tracing
+        # id(tensor) -> (weak reference, layouts). The reference tells a live tensor from a
+        # new one that reuses a freed one's id; holding the tensors instead would keep every
+        # activation of the pass alive (memory, and fresh pages for each new output).
+        self.layouts: dict[int, tuple[weakref.ref, T]] = {}
         self.stack = scope.stack  # qualified names of the running modules, innermost last
 
     def lookup(self, t: torch.Tensor) -> T:
         found = self.layouts.get(id(t))
-        if found is not None and found.shape == tuple(t.shape):
-            return found
+        if found is not None and found[0]() is t and found[1].shape == tuple(t.shape):
+            return found[1]
         return T(tuple(t.shape), [untracked(s) for s in t.shape])
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -282,8 +285,7 @@ class _Recorder(PlainDispatchMode):
         else:
             result = handler(ctx, *t_args, **t_kwargs)
         for tensor, dims in zip(outs, result, strict=False):
-            self.layouts[id(tensor)] = T(tuple(tensor.shape), dims)
-            self.keep.append(tensor)
+            self.layouts[id(tensor)] = (weakref.ref(tensor), T(tuple(tensor.shape), dims))
             self.graph.active.update(f for layout in dims for seg in layout for f in seg if f >= 0)
         if has_macs:
             t_out = map_tensors(self.lookup, out)
@@ -351,7 +353,7 @@ def trace(
         dims = [sp.fresh_layout(s, f"{name}[{d}]") for d, s in enumerate(tensor.shape)]
         graph.param_dims[name] = dims
         graph.tensors[name] = tensor
-        recorder.layouts[id(tensor)] = T(tuple(tensor.shape), dims, name)
+        recorder.layouts[id(tensor)] = (weakref.ref(tensor), T(tuple(tensor.shape), dims, name))
     # Module rules first: ops traced later (e.g. slicing a packed q/k/v bias) see their structure.
     for name, module in graph.modules.items():
         _tie_bias(module, name, graph)
