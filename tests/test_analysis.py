@@ -289,3 +289,27 @@ def test_shapes_only_batchnorm_checks_its_weight() -> None:
     args = (x, torch.ones(6), torch.zeros(8), stats, stats, False, 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="weight should contain 8"):
         shape_only_call(torch.ops.aten.native_batch_norm.default, args, {})
+
+
+def test_a_compiled_submodule_is_measured_and_pruned_without_warnings() -> None:
+    import warnings
+
+    import torchslim as ts
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3)
+            self.b = torch.compile(nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU()), backend="eager")
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.b(self.a(x)))
+
+    net, x = Net().eval(), torch.randn(1, 3, 12, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. PyTorch's note on global hooks and torch.compile
+        assert analyze(net, x).macs == 8 * 27 * 100 + 8 * 72 * 64 + 4 * 8 * 64
+        ts.prune(net, x, {"ratio": 0.5})
+    assert (net.a.out_channels, net.c.in_channels) == (4, 4)
+    assert net(x).shape == (1, 4, 8, 8)

@@ -12,6 +12,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -437,6 +438,7 @@ class ModuleScope:
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._handles: list[Any] = []
         self._thread = 0
+        self._quiet: warnings.catch_warnings | None = None
 
     def _pre(self, module: nn.Module, _args: Any) -> None:
         if threading.get_ident() == self._thread:
@@ -455,6 +457,11 @@ class ModuleScope:
 
     def __enter__(self) -> ModuleScope:
         self._thread = threading.get_ident()
+        # PyTorch warns that global hooks fire once more for a torch.compile'd submodule's
+        # wrapper; the wrapper is a module of the tree like any other here, so say nothing.
+        self._quiet = warnings.catch_warnings()
+        self._quiet.__enter__()
+        warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there")
         hooks = nn.modules.module
         self._handles.append(hooks.register_module_forward_pre_hook(self._pre))
         self._handles.append(hooks.register_module_forward_hook(self._post, always_call=True))
@@ -464,6 +471,9 @@ class ModuleScope:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        if self._quiet is not None:
+            self._quiet.__exit__(*exc)
+            self._quiet = None
 
 
 class PlainDispatchMode(TorchDispatchMode):
