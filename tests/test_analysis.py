@@ -15,6 +15,7 @@ from torchslim.analysis import (
     measure_latency,
     round_robin_latency,
     shape_only_call,
+    shape_only_modules,
 )
 from torchslim.models import create
 
@@ -313,3 +314,77 @@ def test_a_compiled_submodule_is_measured_and_pruned_without_warnings() -> None:
         ts.prune(net, x, {"ratio": 0.5})
     assert (net.a.out_channels, net.c.in_channels) == (4, 4)
     assert net(x).shape == (1, 4, 8, 8)
+
+
+class _OwnConv(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1.0
+
+
+def _module_zoo() -> list[tuple[nn.Module, torch.Tensor]]:
+    nets = [
+        (torchvision.models.mobilenet_v3_small(), torch.randn(1, 3, 64, 64)),
+        (torchvision.models.resnet18(), torch.randn(2, 3, 64, 64)),
+        (torchvision.models.regnet_y_400mf(), torch.randn(1, 3, 64, 64)),
+        (
+            nn.Sequential(
+                nn.Conv2d(3, 6, 3, stride=2, padding=2, dilation=2),
+                nn.BatchNorm2d(6),
+                nn.ReLU6(),
+                nn.Conv2d(6, 6, 3, groups=3, padding="same"),
+                nn.GELU(),
+                _OwnConv(6, 4, 1),
+                nn.SiLU(inplace=True),
+            ),
+            torch.randn(2, 3, 17, 19).contiguous(memory_format=torch.channels_last),
+        ),
+        (
+            nn.Sequential(
+                nn.Conv1d(4, 8, 5, padding=1),
+                nn.BatchNorm1d(8),
+                nn.Hardswish(),
+                nn.Conv1d(8, 8, 3, padding_mode="reflect", padding=1),
+                nn.Tanh(),
+            ),
+            torch.randn(2, 4, 30),
+        ),
+        (nn.Sequential(nn.Conv2d(3, 5, 3), nn.Sigmoid()), torch.randn(3, 9, 9)),  # unbatched
+    ]
+    return [(net.eval(), x) for net, x in nets]
+
+
+def test_shape_only_modules_give_the_real_shapes_and_put_forward_back() -> None:
+    for net, x in _module_zoo():
+        with torch.no_grad():
+            real = net(x)
+        with torch.no_grad(), ShapesOnly(), shape_only_modules(net):
+            out = net(x)
+        assert out.shape == real.shape, type(net).__name__
+        if x.is_contiguous():  # (shapes-only convolutions give contiguous outputs, as before)
+            assert out.stride() == real.stride()
+        assert not any("forward" in vars(m) for m in net.modules())
+
+
+def test_shape_only_modules_swap_only_the_exact_types() -> None:
+    net = nn.Sequential(_OwnConv(3, 4, 1), nn.Conv2d(4, 4, 1), nn.ReLU())
+    with shape_only_modules(net):
+        swapped = ["forward" in vars(m) for m in net]
+    assert swapped == [False, True, True]
+
+
+def test_shape_only_modules_still_reject_a_broken_pruning_and_restore_forward() -> None:
+    from torchslim.prune.pruner import check_forward
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    model.eval()
+    x = torch.randn(1, 3, 8, 8)
+    assert check_forward(model, (x,)).shape == (1, 4, 6, 6)
+    with torch.no_grad():
+        model[0].weight = nn.Parameter(model[0].weight[:6].clone())  # the norm still has 8
+        model[0].bias = nn.Parameter(model[0].bias[:6].clone())
+    with pytest.raises(RuntimeError, match="should contain 6 elements"):
+        check_forward(model, (x,))
+    model[1] = nn.BatchNorm2d(6).eval()  # the norm fixed, the next conv still reads 8
+    with pytest.raises(RuntimeError, match="channels"):
+        check_forward(model, (x,))
+    assert not any("forward" in vars(m) for m in model.modules())

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count, shape_wrapper
 
@@ -381,13 +382,18 @@ def value_free_call(func: Any, args: tuple, kwargs: dict) -> Any:
     training = args[5] if len(args) > 5 else kwargs.get("training", True)
     if training or x.dim() < 2:
         return None
-    for name, t in zip(("weight", "bias", "running_mean", "running_var"), args[1:5], strict=False):
+    _check_batch_norm(x, args[1:5])
+    empty = x.new_zeros(0)
+    return _zeros(x.shape, x.stride(), x.dtype, x.device), empty, empty.clone()
+
+
+def _check_batch_norm(x: torch.Tensor, tensors: Sequence[torch.Tensor | None]) -> None:
+    """Raise as the real kernel does when weight, bias or running stats do not fit ``x``."""
+    for name, t in zip(("weight", "bias", "running_mean", "running_var"), tensors, strict=False):
         if t is not None and tuple(t.shape) != (x.shape[1],):
             raise RuntimeError(
                 f"batch_norm: {name} should contain {x.shape[1]} elements, not {t.numel()}"
             )
-    empty = x.new_zeros(0)
-    return _zeros(x.shape, x.stride(), x.dtype, x.device), empty, empty.clone()
 
 
 _WITH_BIAS = {
@@ -541,6 +547,106 @@ class ShapesOnly(PlainDispatchMode):
         kwargs = kwargs or {}
         out = shape_only_call(func, args, kwargs)
         return func(*args, **kwargs) if out is None else out
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Element-wise activations whose output has the input's shape and strides (value_free_call's).
+_ACTIVATION_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+
+
+def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | None:
+    """A forward for ``module`` that checks and shapes like :func:`shape_only_call`, or None
+    for modules left alone (only these exact types, so a subclass's own forward always runs)."""
+    kind = type(module)
+    real = kind.forward
+
+    def fallback(x: torch.Tensor) -> Any:
+        return real(module, x)
+
+    if kind in _CONVS and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+
+        def conv(x: torch.Tensor) -> Any:
+            w = module.weight
+            if not isinstance(x, torch.Tensor) or x.dim() != w.dim():  # e.g. unbatched input
+                return fallback(x)
+            m = module
+            zeros = [0] * (w.dim() - 2)
+            shape = conv_output_shape(x, w, m.bias, m.stride, m.padding, m.dilation, False, zeros,
+                                      m.groups)  # fmt: skip
+            if shape is None:
+                return fallback(x)
+            with no_dispatch():
+                return torch.zeros(shape, dtype=x.dtype, device=x.device)
+
+        return conv
+    if kind in _BATCH_NORMS:
+
+        def batch_norm(x: torch.Tensor) -> Any:
+            if module.training or module.running_mean is None or not isinstance(x, torch.Tensor):
+                return fallback(x)
+            module._check_input_dim(x)
+            if not _dense(x) or not x.is_floating_point():
+                return fallback(x)
+            m = module
+            _check_batch_norm(x, (m.weight, m.bias, m.running_mean, m.running_var))
+            with no_dispatch():
+                return _zeros(x.shape, x.stride(), x.dtype, x.device)
+
+        return batch_norm
+    if kind in _ACTIVATION_MODULES:
+        inplace = getattr(module, "inplace", False)
+
+        def activation(x: torch.Tensor) -> Any:
+            if not isinstance(x, torch.Tensor) or not _dense(x) or not x.is_floating_point():
+                return fallback(x)
+            if inplace:  # as value_free_call: the input, untouched
+                return x
+            with no_dispatch():
+                return _zeros(x.shape, x.stride(), x.dtype, x.device)
+
+        return activation
+    return None
+
+
+@contextlib.contextmanager
+def shape_only_modules(model: nn.Module) -> Iterator[None]:
+    """Convolutions, BatchNorm and activations of ``model`` shaped at the module level.
+
+    For use inside :class:`ShapesOnly`: the same checks and output shapes (see
+    :func:`conv_output_shape`, :func:`value_free_call`), but the op never reaches the Python
+    dispatch mode, whose boxing of each op's arguments costs more than the check itself (a
+    shapes-only pass of a pruned MNASNet0.5: 8.0 -> 3.7 ms). Only the exact ``torch.nn``
+    types are swapped, and only on this instance for the duration of the block.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8).eval(), nn.ReLU())
+        >>> with ShapesOnly(), shape_only_modules(net):
+        ...     net(torch.randn(1, 3, 10, 10)).shape
+        torch.Size([1, 8, 8, 8])
+        >>> "forward" in vars(net[0])
+        False
+    """
+    swapped = []
+    try:
+        for m in model.modules():
+            forward = _module_shape_only(m)
+            if forward is not None and "forward" not in vars(m):
+                m.forward = forward
+                swapped.append(m)
+        yield
+    finally:
+        for m in swapped:
+            del m.forward
 
 
 def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = False) -> ModelStats:

@@ -21,6 +21,7 @@ from torchslim.analysis import (
     input_tuple,
     measuring,
     module_mode,
+    shape_only_modules,
 )
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
@@ -194,10 +195,11 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
 
 
 def check_forward(model: nn.Module, inputs: tuple) -> Any:
-    """One eval-mode, shapes-only forward pass (:class:`torchslim.analysis.ShapesOnly`) that
-    raises where the model no longer fits together. Cheaper than a real pass even on small
-    models: a real one would first build a oneDNN kernel for every new convolution shape."""
-    with measuring(model), ShapesOnly():
+    """One eval-mode, shapes-only forward pass (:class:`torchslim.analysis.ShapesOnly`, with
+    :func:`torchslim.analysis.shape_only_modules`) that raises where the model no longer fits
+    together. Cheaper than a real pass even on small models: a real one would first build a
+    oneDNN kernel for every new convolution shape."""
+    with measuring(model), ShapesOnly(), shape_only_modules(model):
         return model(*inputs)
 
 
