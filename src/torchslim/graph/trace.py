@@ -11,6 +11,7 @@ ops are nearly all of a forward pass's time.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -19,12 +20,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._mode_utils import no_dispatch
 from torch.utils._pytree import tree_flatten
 
 from torchslim.analysis import (
     ModelStats,
     ModuleScope,
     PlainDispatchMode,
+    _check_batch_norm,
+    _dense,
+    _zeros,
     aten_tensors,
     flop_formula,
     lead_tensor,
@@ -284,13 +289,27 @@ class _Recorder(PlainDispatchMode):
                 )
         else:
             result = handler(ctx, *t_args, **t_kwargs)
-        for tensor, dims in zip(outs, result, strict=False):
-            self.layouts[id(tensor)] = (weakref.ref(tensor), T(tuple(tensor.shape), dims))
-            self.graph.active.update(f for layout in dims for seg in layout for f in seg if f >= 0)
+        self.record(outs, result)
         if has_macs:
             t_out = map_tensors(self.lookup, out)
             self.graph.mac_ops.append((ctx.module, packet, t_args, t_kwargs, t_out))
         return out
+
+    def record(self, outs: Sequence[torch.Tensor], result: Sequence[list[Layout]]) -> None:
+        """Remember each output tensor's layouts (as a handler returned them)."""
+        for tensor, dims in zip(outs, result, strict=False):
+            self.layouts[id(tensor)] = (weakref.ref(tensor), T(tuple(tensor.shape), dims))
+            self.graph.active.update(f for layout in dims for seg in layout for f in seg if f >= 0)
+
+    def shortcut(self, name: str, out: torch.Tensor, args: Sequence[torch.Tensor | None]) -> None:
+        """What ``__torch_dispatch__`` does for the op ``name`` that made ``out`` from ``args``,
+        for a module that computed ``out`` itself (see :func:`_module_shortcuts`)."""
+        self.graph.ops += 1
+        ctx = OpContext(
+            self.graph.spaces, self.stack[-1], name, [out], self.graph.views, self.graph.groups
+        )
+        t_args = [None if a is None else self.lookup(a) for a in args]
+        self.record([out], HANDLERS[name](ctx, *t_args))
 
     def module_called(self, name: str, args: Any, output: Any) -> None:
         """Record the layouts of a module's first input and output (for predicted shapes)."""
@@ -299,6 +318,80 @@ class _Recorder(PlainDispatchMode):
             None if first_in is None else self.lookup(first_in),
             None if first_out is None else self.lookup(first_out),
         )
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ACTIVATION_OPS = {  # exact module type -> the ATen op (and handler) its forward runs
+    nn.ReLU: "relu",
+    nn.ReLU6: "hardtanh",
+    nn.SiLU: "silu",
+    nn.GELU: "gelu",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+}
+
+
+def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any], Any] | None:
+    """For eval BatchNorm and activations (exact ``torch.nn`` types): a forward that checks
+    and shapes the output as the shapes-only op would and records it as the op's handler
+    would, without the op going through the dispatch mode (its argument boxing is most of the
+    cost of such an op in the trace). Anything unusual falls back to the real forward."""
+    kind = type(module)
+    real = kind.forward
+
+    def usable(x: Any) -> bool:
+        return isinstance(x, torch.Tensor) and _dense(x) and x.is_floating_point()
+
+    if kind in _BATCH_NORMS:
+
+        def batch_norm(x: Any) -> Any:
+            m = module
+            if m.training or m.running_mean is None or not usable(x) or x.dim() < 2:
+                return real(m, x)
+            m._check_input_dim(x)
+            params = (m.weight, m.bias, m.running_mean, m.running_var)
+            _check_batch_norm(x, params)
+            with no_dispatch():
+                out = _zeros(x.shape, x.stride(), x.dtype, x.device)
+            recorder.shortcut("native_batch_norm", out, (x, *params))
+            return out
+
+        return batch_norm
+    op = _ACTIVATION_OPS.get(kind)
+    if op is None:
+        return None
+    inplace = bool(getattr(module, "inplace", False))
+
+    def activation(x: Any) -> Any:
+        if not usable(x) or op not in HANDLERS:
+            return real(module, x)
+        if inplace:  # the in-place op returns its input, whose layouts stay as they are
+            recorder.graph.ops += 1
+            return x
+        with no_dispatch():
+            out = _zeros(x.shape, x.stride(), x.dtype, x.device)
+        recorder.shortcut(op, out, (x,))
+        return out
+
+    return activation
+
+
+@contextlib.contextmanager
+def _module_shortcuts(recorder: _Recorder, modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Swap in the shortcut forwards on these module instances for the duration of the trace."""
+    swapped = []
+    try:
+        for m in modules:
+            forward = _shortcut_forward(recorder, m)
+            if forward is not None and "forward" not in vars(m):
+                m.forward = forward
+                swapped.append(m)
+        yield
+    finally:
+        for m in swapped:
+            del m.forward
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -364,7 +457,7 @@ def trace(
     # Eval mode, no gradients, no fused attention kernel (it would hide the projections), and
     # the arithmetic-heavy ops only shape-checked: the tracer needs shapes, not values (see
     # shape_only_call), and that makes the pass several times cheaper.
-    with scope, measuring(model), recorder:
+    with scope, measuring(model), recorder, _module_shortcuts(recorder, graph.modules.values()):
         output = model(*inputs)
     graph.stats = graph.stats_after() if count else None
     graph.output = output
