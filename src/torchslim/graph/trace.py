@@ -6,7 +6,8 @@ executes is seen with its actual tensors, whatever Python control flow produced 
 convolutions, matrix products, activations and eval-mode BatchNorm skip their arithmetic (their
 outputs are zeros of the shapes a formula or meta kernel gives, after the same argument checks;
 see :func:`torchslim.analysis.shape_only_call`): channels need shapes, not values, and those
-ops are nearly all of a forward pass's time.
+ops are nearly all of a forward pass's time. Eval BatchNorm and activation modules go one step
+further and record their op without it entering the dispatch mode (see ``_shortcut_forward``).
 """
 
 from __future__ import annotations
