@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -550,18 +550,19 @@ class ShapesOnly(PlainDispatchMode):
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# Element-wise activations whose output has the input's shape and strides (value_free_call's).
-_ACTIVATION_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.SiLU,
-    nn.GELU,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Element-wise activation modules whose output has the input's shape and strides, and the
+# ATen op each one's forward runs (value_free_call's ops).
+ACTIVATION_MODULE_OPS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.ReLU6: "hardtanh",
+    nn.SiLU: "silu",
+    nn.GELU: "gelu",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+}
 
 
 def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | None:
@@ -589,7 +590,7 @@ def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | Non
                 return torch.zeros(shape, dtype=x.dtype, device=x.device)
 
         return conv
-    if kind in _BATCH_NORMS:
+    if kind in BATCH_NORMS:
 
         def batch_norm(x: torch.Tensor) -> Any:
             if module.training or module.running_mean is None or not isinstance(x, torch.Tensor):
@@ -603,7 +604,7 @@ def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | Non
                 return _zeros(x.shape, x.stride(), x.dtype, x.device)
 
         return batch_norm
-    if kind in _ACTIVATION_MODULES:
+    if kind in ACTIVATION_MODULE_OPS:
         inplace = getattr(module, "inplace", False)
 
         def activation(x: torch.Tensor) -> Any:
@@ -636,10 +637,21 @@ def shape_only_modules(model: nn.Module) -> Iterator[None]:
         >>> "forward" in vars(net[0])
         False
     """
+    with swapped_forwards(model.modules(), _module_shape_only):
+        yield
+
+
+@contextlib.contextmanager
+def swapped_forwards(
+    modules: Iterable[nn.Module], make: Callable[[nn.Module], Callable[..., Any] | None]
+) -> Iterator[None]:
+    """Each module gets the forward ``make`` returns for it (None: left alone), set on the
+    instance for the duration of the block and removed after, whatever happens inside.
+    Modules that already have an instance-level forward are left alone."""
     swapped = []
     try:
-        for m in model.modules():
-            forward = _module_shape_only(m)
+        for m in modules:
+            forward = make(m)
             if forward is not None and "forward" not in vars(m):
                 m.forward = forward
                 swapped.append(m)

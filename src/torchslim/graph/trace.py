@@ -12,7 +12,6 @@ further and record their op without it entering the dispatch mode (see ``_shortc
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -25,6 +24,8 @@ from torch.utils._mode_utils import no_dispatch
 from torch.utils._pytree import tree_flatten
 
 from torchslim.analysis import (
+    ACTIVATION_MODULE_OPS,
+    BATCH_NORMS,
     ModelStats,
     ModuleScope,
     PlainDispatchMode,
@@ -39,6 +40,7 @@ from torchslim.analysis import (
     model_stats,
     op_macs,
     shape_only_call,
+    swapped_forwards,
 )
 from torchslim.errors import ConfigError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
@@ -321,19 +323,6 @@ class _Recorder(PlainDispatchMode):
         )
 
 
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ACTIVATION_OPS = {  # exact module type -> the ATen op (and handler) its forward runs
-    nn.ReLU: "relu",
-    nn.ReLU6: "hardtanh",
-    nn.SiLU: "silu",
-    nn.GELU: "gelu",
-    nn.Hardswish: "hardswish",
-    nn.Hardsigmoid: "hardsigmoid",
-    nn.Sigmoid: "sigmoid",
-    nn.Tanh: "tanh",
-}
-
-
 def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any], Any] | None:
     """For eval BatchNorm and activations (exact ``torch.nn`` types): a forward that checks
     and shapes the output as the shapes-only op would and records it as the op's handler
@@ -345,7 +334,7 @@ def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any],
     def usable(x: Any) -> bool:
         return isinstance(x, torch.Tensor) and _dense(x) and x.is_floating_point()
 
-    if kind in _BATCH_NORMS:
+    if kind in BATCH_NORMS:
 
         def batch_norm(x: Any) -> Any:
             m = module
@@ -360,7 +349,7 @@ def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any],
             return out
 
         return batch_norm
-    op = _ACTIVATION_OPS.get(kind)
+    op = ACTIVATION_MODULE_OPS.get(kind)
     if op is None:
         return None
     inplace = bool(getattr(module, "inplace", False))
@@ -379,20 +368,9 @@ def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any],
     return activation
 
 
-@contextlib.contextmanager
-def _module_shortcuts(recorder: _Recorder, modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Swap in the shortcut forwards on these module instances for the duration of the trace."""
-    swapped = []
-    try:
-        for m in modules:
-            forward = _shortcut_forward(recorder, m)
-            if forward is not None and "forward" not in vars(m):
-                m.forward = forward
-                swapped.append(m)
-        yield
-    finally:
-        for m in swapped:
-            del m.forward
+def _module_shortcuts(recorder: _Recorder, modules: Iterable[nn.Module]) -> Any:
+    """The shortcut forwards swapped in on these module instances (a context manager)."""
+    return swapped_forwards(modules, lambda m: _shortcut_forward(recorder, m))
 
 
 def _leaves(value: Any) -> Iterator[Any]:
