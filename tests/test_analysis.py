@@ -158,6 +158,22 @@ def test_latency_min_seconds_times_more_runs() -> None:
     assert res.repeats * res.mean_ms >= 20 or res.repeats == 200
 
 
+def test_latency_keeps_each_submodules_mode() -> None:
+    # a model in training with a frozen BatchNorm: timing must not unfreeze it
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).train()
+    model[1].eval()
+    measure_latency(model, torch.randn(2, 1, 8, 8), warmup=1, repeats=2)
+    assert [m.training for m in model] == [True, False]
+
+
+def test_latency_of_frozen_torchscript_module() -> None:
+    # a frozen ScriptModule has no ``training`` attribute; timing it must still work
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    frozen = torch.jit.freeze(torch.jit.script(model))
+    res = measure_latency(frozen, torch.randn(1, 1, 8, 8), warmup=1, repeats=2)
+    assert res.median_ms > 0
+
+
 def test_latency_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="backend"):
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), backend="tvm")  # type: ignore[arg-type]

@@ -711,7 +711,8 @@ def module_mode(model: nn.Module, *, training: bool) -> Iterator[nn.Module]:
         >>> [m.training for m in net]
         [True, False]
     """
-    flags = [(m, m.training) for m in model.modules()]
+    # a frozen TorchScript module has no training flag (it is inference-only)
+    flags = [(m, m.training) for m in model.modules() if hasattr(m, "training")]
     if any(was != training for _, was in flags):
         model.train(training)
     try:
@@ -904,15 +905,12 @@ def _time_runs(run: Callable[[], object], warmup: int, repeats: int,
 def _torch_latency(model: nn.Module, inputs: tuple, warmup: int, repeats: int, threads: int,
                    batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
     previous = torch.get_num_threads()
-    was_training = model.training
     torch.set_num_threads(threads)
-    model.eval()
     try:
-        with torch.inference_mode():
+        with module_mode(model, training=False), torch.inference_mode():
             times = _time_runs(lambda: model(*inputs), warmup, repeats, min_seconds)
     finally:
         torch.set_num_threads(previous)
-        model.train(was_training)
     return _summarise(times, "torch", threads, batch)
 
 
