@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/prune_latency.py [--models resnet50,mobilenet_v2] [--threads 2]
-        [--round-to 8] [--rounds 3] [--backends ort,torch,torch-folded,torch-compiled,torch-frozen]
+        [--round-to 8] [--rounds 3]
+        [--backends ort,torch,torch-folded,torch-compiled,torch-frozen,torch-onednn-graph]
         [--ratio 0 --ratios 'features.*.conv.0.0=0.5']   # which channels the MACs search cuts
 Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
 
@@ -14,7 +15,13 @@ oneDNN's convolutions run in); ``torch-compiled`` (``torch.compile`` with its de
 inductor backend, which fuses ops and cuts the per-op overhead; needs a C++ compiler, not in the
 default list); ``torch-frozen`` (``torch.compile`` with inductor's ``freezing`` option, PyTorch's
 recommended CPU inference set-up: weights become constants, BatchNorm is folded into the
-convolutions and the convolution weights are pre-packed for oneDNN; not in the default list).
+convolutions and the convolution weights are pre-packed for oneDNN; not in the default list);
+``torch-onednn-graph`` (``torch.jit.trace`` + ``torch.jit.freeze`` with PyTorch's oneDNN Graph
+fuser, ``torch.jit.enable_onednn_fusion(True)``: fused partitions are compiled once, so a
+convolution does not pay oneDNN's per-call primitive-descriptor creation — 40–60 µs, which at
+batch 1 is most of a small depthwise layer's time; TorchScript is deprecated in PyTorch 2.x,
+so this is a measurement of what the pruned shapes can give, not a recommended path; one trace
+per input shape, checked against eager; not in the default list).
 Dense and pruned get the same treatment. Each (backend, batch) cell times dense and pruned in
 turn for ``--rounds`` rounds and keeps the median of the round medians, so a drift of the
 machine hits both alike.
@@ -26,6 +33,7 @@ import argparse
 import copy
 import statistics
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +42,23 @@ import torchvision
 import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
 
-BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled", "torch-frozen")
+BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled", "torch-frozen", "torch-onednn-graph")
+_TRACED: dict[tuple[int, int], torch.jit.ScriptModule] = {}
+
+
+def _onednn_graph(model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+    """``model`` traced for ``x``'s shape, frozen, run by the oneDNN Graph fuser (cached)."""
+    key = (id(model), x.shape[0])
+    if key not in _TRACED:
+        torch.jit.enable_onednn_fusion(True)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, x))
+            for _ in range(3):  # the profiling executor fuses after its first runs
+                out = traced(x)
+            torch.testing.assert_close(out, model(x), rtol=1e-3, atol=1e-4)
+        _TRACED[key] = traced
+    return _TRACED[key]
 
 
 def _prepare(model: torch.nn.Module, backend: str) -> torch.nn.Module:
@@ -60,6 +84,8 @@ def _latency(model: torch.nn.Module, batch: int, backend: str, threads: int, tmp
         return measure_latency(path, x, backend="ort", threads=threads, repeats=repeats).median_ms
     if backend == "torch-folded":
         x = x.contiguous(memory_format=torch.channels_last)
+    if backend == "torch-onednn-graph":
+        model = _onednn_graph(model, x)
     return measure_latency(model, x, backend="torch", threads=threads, repeats=repeats).median_ms
 
 
