@@ -166,6 +166,7 @@ def test_latency_keeps_each_submodules_mode() -> None:
     assert [m.training for m in model] == [True, False]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TorchScript is deprecated
 def test_latency_of_frozen_torchscript_module() -> None:
     # a frozen ScriptModule has no ``training`` attribute; timing it must still work
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
