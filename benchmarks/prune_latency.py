@@ -43,12 +43,12 @@ import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
 
 BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled", "torch-frozen", "torch-onednn-graph")
-_TRACED: dict[tuple[int, int], torch.jit.ScriptModule] = {}
+_TRACED: dict[tuple[torch.nn.Module, int], torch.jit.ScriptModule] = {}  # keeps keys alive
 
 
 def _onednn_graph(model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
     """``model`` traced for ``x``'s shape, frozen, run by the oneDNN Graph fuser (cached)."""
-    key = (id(model), x.shape[0])
+    key = (model, x.shape[0])  # the module itself: an id could be reused once it is freed
     if key not in _TRACED:
         torch.jit.enable_onednn_fusion(True)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
