@@ -565,51 +565,57 @@ ACTIVATION_MODULE_OPS: dict[type[nn.Module], str] = {
 }
 
 
-def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | None:
-    """A forward for ``module`` that checks and shapes like :func:`shape_only_call`, or None
-    for modules left alone (only these exact types, so a subclass's own forward always runs)."""
+def _usable(x: Any) -> bool:
+    """A dense floating-point tensor: what the module-level shapes-only forwards handle."""
+    return isinstance(x, torch.Tensor) and _dense(x) and x.is_floating_point()
+
+
+def shape_only_forward(module: nn.Module) -> Callable[[Any], torch.Tensor | None] | None:
+    """For the exact ``torch.nn`` convolution, eval BatchNorm and activation types: a function
+    of the input that runs the checks of :func:`shape_only_call` and returns the output as it
+    shapes it (zeros, or the input itself for an in-place activation), or None where the real
+    forward must run instead (training BatchNorm, an unbatched input, ...). None for any other
+    module, subclasses included, so that a subclass's own forward always runs.
+
+    Example:
+        >>> shape = shape_only_forward(nn.Conv2d(3, 8, 3))
+        >>> shape(torch.randn(1, 3, 10, 10)).shape
+        torch.Size([1, 8, 8, 8])
+    """
     kind = type(module)
-    real = kind.forward
-
-    def fallback(x: torch.Tensor) -> Any:
-        return real(module, x)
-
     if kind in _CONVS and module.padding_mode == "zeros" and not isinstance(module.padding, str):
 
-        def conv(x: torch.Tensor) -> Any:
-            w = module.weight
+        def conv(x: Any) -> torch.Tensor | None:
+            m, w = module, module.weight
             if not isinstance(x, torch.Tensor) or x.dim() != w.dim():  # e.g. unbatched input
-                return fallback(x)
-            m = module
+                return None
             zeros = [0] * (w.dim() - 2)
             shape = conv_output_shape(x, w, m.bias, m.stride, m.padding, m.dilation, False, zeros,
                                       m.groups)  # fmt: skip
             if shape is None:
-                return fallback(x)
+                return None
             with no_dispatch():
                 return torch.zeros(shape, dtype=x.dtype, device=x.device)
 
         return conv
     if kind in BATCH_NORMS:
 
-        def batch_norm(x: torch.Tensor) -> Any:
-            if module.training or module.running_mean is None or not isinstance(x, torch.Tensor):
-                return fallback(x)
-            module._check_input_dim(x)
-            if not _dense(x) or not x.is_floating_point():
-                return fallback(x)
+        def batch_norm(x: Any) -> torch.Tensor | None:
             m = module
+            if m.training or m.running_mean is None or not _usable(x):
+                return None
+            m._check_input_dim(x)
             _check_batch_norm(x, (m.weight, m.bias, m.running_mean, m.running_var))
             with no_dispatch():
                 return _zeros(x.shape, x.stride(), x.dtype, x.device)
 
         return batch_norm
     if kind in ACTIVATION_MODULE_OPS:
-        inplace = getattr(module, "inplace", False)
+        inplace = bool(getattr(module, "inplace", False))
 
-        def activation(x: torch.Tensor) -> Any:
-            if not isinstance(x, torch.Tensor) or not _dense(x) or not x.is_floating_point():
-                return fallback(x)
+        def activation(x: Any) -> torch.Tensor | None:
+            if not _usable(x):
+                return None
             if inplace:  # as value_free_call: the input, untouched
                 return x
             with no_dispatch():
@@ -617,6 +623,20 @@ def _module_shape_only(module: nn.Module) -> Callable[[torch.Tensor], Any] | Non
 
         return activation
     return None
+
+
+def _module_shape_only(module: nn.Module) -> Callable[[Any], Any] | None:
+    """``module``'s forward as :func:`shape_only_forward`, the real one where it gives None."""
+    shape = shape_only_forward(module)
+    if shape is None:
+        return None
+    real = type(module).forward
+
+    def forward(x: Any) -> Any:
+        out = shape(x)
+        return real(module, x) if out is None else out
+
+    return forward
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._mode_utils import no_dispatch
 from torch.utils._pytree import tree_flatten
 
 from torchslim.analysis import (
@@ -29,9 +28,6 @@ from torchslim.analysis import (
     ModelStats,
     ModuleScope,
     PlainDispatchMode,
-    _check_batch_norm,
-    _dense,
-    _zeros,
     aten_tensors,
     flop_formula,
     lead_tensor,
@@ -40,6 +36,7 @@ from torchslim.analysis import (
     model_stats,
     op_macs,
     shape_only_call,
+    shape_only_forward,
     swapped_forwards,
 )
 from torchslim.errors import ConfigError, UnsupportedOpError
@@ -325,47 +322,30 @@ class _Recorder(PlainDispatchMode):
 
 def _shortcut_forward(recorder: _Recorder, module: nn.Module) -> Callable[[Any], Any] | None:
     """For eval BatchNorm and activations (exact ``torch.nn`` types): a forward that checks
-    and shapes the output as the shapes-only op would and records it as the op's handler
-    would, without the op going through the dispatch mode (its argument boxing is most of the
-    cost of such an op in the trace). Anything unusual falls back to the real forward."""
+    and shapes the output as the shapes-only op would (:func:`shape_only_forward`) and records
+    it as the op's handler would, without the op going through the dispatch mode (its argument
+    boxing is most of the cost of such an op in the trace). Anything unusual falls back to the
+    real forward."""
     kind = type(module)
+    op = "native_batch_norm" if kind in BATCH_NORMS else ACTIVATION_MODULE_OPS.get(kind)
+    shape = shape_only_forward(module) if op in HANDLERS else None
+    if shape is None:
+        return None
     real = kind.forward
 
-    def usable(x: Any) -> bool:
-        return isinstance(x, torch.Tensor) and _dense(x) and x.is_floating_point()
-
-    if kind in BATCH_NORMS:
-
-        def batch_norm(x: Any) -> Any:
-            m = module
-            if m.training or m.running_mean is None or not usable(x) or x.dim() < 2:
-                return real(m, x)
-            m._check_input_dim(x)
-            params = (m.weight, m.bias, m.running_mean, m.running_var)
-            _check_batch_norm(x, params)
-            with no_dispatch():
-                out = _zeros(x.shape, x.stride(), x.dtype, x.device)
-            recorder.shortcut("native_batch_norm", out, (x, *params))
-            return out
-
-        return batch_norm
-    op = ACTIVATION_MODULE_OPS.get(kind)
-    if op is None:
-        return None
-    inplace = bool(getattr(module, "inplace", False))
-
-    def activation(x: Any) -> Any:
-        if not usable(x) or op not in HANDLERS:
+    def forward(x: Any) -> Any:
+        out = shape(x)
+        if out is None:
             return real(module, x)
-        if inplace:  # the in-place op returns its input, whose layouts stay as they are
+        if out is x:  # an in-place activation returns its input, whose layouts stay as they are
             recorder.graph.ops += 1
             return x
-        with no_dispatch():
-            out = _zeros(x.shape, x.stride(), x.dtype, x.device)
-        recorder.shortcut(op, out, (x,))
+        m = module
+        args = (x, m.weight, m.bias, m.running_mean, m.running_var) if kind in BATCH_NORMS else (x,)
+        recorder.shortcut(op, out, args)
         return out
 
-    return activation
+    return forward
 
 
 def _module_shortcuts(recorder: _Recorder, modules: Iterable[nn.Module]) -> Any:
