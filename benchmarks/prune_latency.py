@@ -18,10 +18,10 @@ recommended CPU inference set-up: weights become constants, BatchNorm is folded 
 convolutions and the convolution weights are pre-packed for oneDNN; not in the default list);
 ``torch-onednn-graph`` (``torch.jit.trace`` + ``torch.jit.freeze`` with PyTorch's oneDNN Graph
 fuser, ``torch.jit.enable_onednn_fusion(True)``: fused partitions are compiled once, so a
-convolution does not pay oneDNN's per-call primitive-descriptor creation — 40–60 µs, which at
-batch 1 is most of a small depthwise layer's time; TorchScript is deprecated in PyTorch 2.x,
-so this is a measurement of what the pruned shapes can give, not a recommended path; one trace
-per input shape, checked against eager; not in the default list).
+convolution does not pay oneDNN's per-call primitive-descriptor creation, most of a small
+depthwise call's 47–76 µs at batch 1 (kernel: ~4 µs; BENCHMARKS.md); TorchScript is
+deprecated in PyTorch 2.x, so this is a measurement of what the pruned shapes can give, not a
+recommended path; one trace per input shape, checked against eager; not in the default list).
 Dense and pruned get the same treatment. Each (backend, batch) cell times dense and pruned in
 turn for ``--rounds`` rounds and keeps the median of the round medians, so a drift of the
 machine hits both alike.
