@@ -2,17 +2,20 @@
 
 Every public ``config`` argument accepts the dataclass itself or a plain dict of its fields.
 Unknown keys are rejected with a did-you-mean, and values are checked against the field types,
-so a YAML file and Python code read the same.
+so a YAML file and Python code read the same. Every problem of a config is reported at once, one
+line each, key path first: fixing a file should not take one run per typo.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from torchslim.errors import ConfigError
@@ -31,6 +34,99 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class ConfigProblems(ConfigError):
+    """Several config problems at once; ``problems`` holds one line each, key path first."""
+
+    def __init__(self, problems: Sequence[str], source: str) -> None:
+        self.problems = tuple(problems)
+        lines = "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problems in {source}:{lines}")
+
+
+class Problems:
+    """Collects the problems of a config so that one error reports them all.
+
+    Example:
+        >>> problems = Problems()
+        >>> problems.add("a: missing")
+        >>> with problems.collect():
+        ...     raise ConfigError("b: expected a number, got 'x'")
+        >>> problems.raise_if_any("cfg.yaml")
+        Traceback (most recent call last):
+        ...
+        torchslim.config.ConfigProblems: 2 problems in cfg.yaml:
+          a: missing
+          b: expected a number, got 'x'
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.lines.append(problem)
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a :class:`ConfigError` raised inside the block (all its problems) and go on."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.lines.extend(problems_of(exc))
+
+    def raise_if_any(self, source: str) -> None:
+        """Raise one error: the problem itself if there is one, else :class:`ConfigProblems`."""
+        if len(self.lines) == 1:
+            raise ConfigError(self.lines[0])
+        if self.lines:
+            raise ConfigProblems(self.lines, source)
+
+
+def problems_of(exc: ConfigError) -> tuple[str, ...]:
+    """The problem lines of a config error (one for a plain :class:`ConfigError`)."""
+    return exc.problems if isinstance(exc, ConfigProblems) else (str(exc),)
+
+
+def with_source(exc: ConfigError, source: str) -> ConfigError:
+    """The same problems, said to be in ``source`` (a file): ``source: problem`` for one."""
+    problems = problems_of(exc)
+    if len(problems) == 1:
+        return ConfigError(f"{source}: {problems[0]}")
+    return ConfigProblems(problems, source)
+
+
+def _as_float(value: Any, where: str) -> float:
+    # PyYAML (YAML 1.1) reads 1e-3 without a dot as a string: take numeric strings as numbers
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{where}: expected a number, got {value!r} (write a plain number such as 0.5 "
+                "or 1e-3)"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    hint = ""
+    if isinstance(value, (str, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if number.is_integer():  # 1e3 or 1000.0 where a count is meant
+            hint = f" (write {int(number)})"
+    raise ConfigError(f"{where}: expected an integer, got {value!r}{hint}")
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -39,15 +135,17 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
         if value not in args:
             hint = did_you_mean(str(value), map(str, args))
@@ -57,12 +155,24 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        problems = Problems()
+        items = []
+        for i, v in enumerate(value):
+            with problems.collect():
+                items.append(_coerce(v, item_type, f"{where}[{i}]"))
+        problems.raise_if_any(where)
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
+        value_type = args[1] if len(args) == 2 else Any
+        problems = Problems()
+        out = {}
+        for k, v in value.items():
+            with problems.collect():
+                out[k] = _coerce(v, value_type, f"{where}.{k}")
+        problems.raise_if_any(where)
+        return out
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         try:
             return annotation(value)
@@ -76,13 +186,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        return _as_int(value, where)
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return _as_float(value, where)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -95,7 +201,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 def from_dict(cls: type[C], data: Mapping[str, Any] | C | None, where: str = "") -> C:
     """Build config dataclass ``cls`` from a mapping, checking every key and value type.
 
-    An instance of ``cls`` is returned unchanged; ``None`` gives the defaults.
+    An instance of ``cls`` is returned unchanged; ``None`` gives the defaults. Every unknown key,
+    missing required field and bad value (nested configs included, with their key paths) is
+    reported in one :class:`ConfigError`; ``__post_init__`` checks run once those pass.
 
     Example:
         >>> from torchslim.train import TrainConfig
@@ -113,12 +221,22 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | C | None, where: str = "")
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    problems = Problems()
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"{path}: unknown key{did_you_mean(str(key), fields)}")
-        kwargs[key] = _coerce(value, hints[key], path)
+            problems.add(f"{path}: unknown key{did_you_mean(str(key), fields)}")
+            continue
+        with problems.collect():
+            kwargs[key] = _coerce(value, hints[key], path)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in data:
+            path = f"{where}.{name}" if where else name
+            hint = f" ({f.metadata['missing']})" if "missing" in f.metadata else ""
+            problems.add(f"{path}: missing{hint}")
+    problems.raise_if_any(where or cls.__name__)
     try:
         return cls(**kwargs)
     except ConfigError as exc:

@@ -86,6 +86,62 @@ def test_malformed_recipes_name_the_key_path(edit, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; a practitioner means 0.001
+    path = tmp_path / "r.yaml"
+    path.write_text("model: {name: smallcnn}\n"
+                    "stages:\n- {type: train, train: {epochs: 1, lr: 1e-3, weight_decay: 5E-5}}\n"
+                    "- {type: prune, ratio: 2.5e-1}\n")  # fmt: skip
+    recipe = load_recipe(path)
+    assert recipe.stages[0].train.lr == 0.001 and recipe.stages[0].train.weight_decay == 5e-5
+    assert recipe.stages[1].config.ratio == 0.25
+    assert load_recipe(path, ["stages.0.train.lr=2e-3"]).stages[0].train.lr == 0.002
+
+
+def test_every_problem_of_a_recipe_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("stages: [{type: prune, ratoi: 0.5}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    assert str(info.value).splitlines() == [
+        f"2 problems in {path}:",
+        "  model: missing (give model: {name: resnet20}, or model: {checkpoint: RUN_FOLDER})",
+        "  stages.0.ratoi: unknown key for a prune stage (did you mean 'ratio'?)",
+    ]
+    raw = _raw()
+    raw.update(data={"subset": "all", "seeed": 1}, report={"threads": 2.5}, baselne="base")
+    raw["stages"][0]["train"].update(epoch=3, lr="fast")
+    raw["stages"][1].update(name="base", ratio=2)  # the failed train stage's name still counts
+    raw["stages"][2].update(weight_bits="8", calib="all")
+    raw["stages"][3].update(input="nowhere")  # references wait until the stages parse
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(raw)
+    assert info.value.problems == (
+        "baselne: unknown key (did you mean 'baseline'?)",
+        "data.subset: expected an integer, got 'all'",
+        "data.seeed: unknown key (did you mean 'seed'?)",
+        "report.threads: expected an integer, got 2.5",
+        "stages.0.train.epoch: unknown key (did you mean 'epochs'?)",
+        "stages.0.train.lr: expected a number, got 'fast' (write a plain number such as 0.5 or "
+        "1e-3)",
+        "stages.1.name: 'base' is already the name of an earlier stage",
+        "stages.1: ratio: must be in [0, 1), got 2.0",
+        "stages.2.calib: expected an integer, got 'all'",
+        "stages.2.weight_bits: expected an integer, got '8' (write 8)",
+    )
+
+
+def test_every_reference_problem_is_reported() -> None:
+    raw = _raw()
+    raw["stages"][2]["input"] = "prunde"
+    raw["stages"].append({"type": "distill", "teacher": "nope.pt"})
+    raw.update(baseline="bsae", data={"name": "imagefolder:/no/such/folder"})
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(raw)
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "stages.2.input", "stages.4.teacher", "baseline", "data.name"]  # fmt: skip
+
+
 def test_overrides_by_index_and_by_stage_name() -> None:
     raw = apply_overrides(_raw(), ["stages.1.ratio=0.4", "stages.base.train.epochs=3",
                                    "data.subset=100"])  # fmt: skip
@@ -98,7 +154,7 @@ def test_overrides_by_index_and_by_stage_name() -> None:
         apply_overrides(_raw(), ["stages.1.ratio"])
 
 
-def test_cli_reports_a_malformed_recipe_in_one_line_and_exits_2(
+def test_cli_reports_a_malformed_recipe_one_problem_a_line_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw = _raw()
@@ -110,6 +166,15 @@ def test_cli_reports_a_malformed_recipe_in_one_line_and_exits_2(
     assert err == [f"torchslim compress: error: {path}: stages.1.ratoi: unknown key for a prune "
                    "stage (did you mean 'ratio'?)"]  # fmt: skip
     assert not (tmp_path / "out").exists()
+    raw["stages"][0]["train"]["epoch"] = 1
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["compress", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"torchslim compress: error: 2 problems in {path}:",
+        "  stages.0.train.epoch: unknown key (did you mean 'epochs'?)",
+        "  stages.1.ratoi: unknown key for a prune stage (did you mean 'ratio'?)",
+    ]
     path.write_text("stages: [\n")
     assert main(["compress", str(path)]) == 2
     assert "not valid YAML" in capsys.readouterr().err

@@ -4,7 +4,7 @@ A stage's YAML mapping holds its ``type``, its own keys (``name``, ``input``, ..
 beside them, the fields of its method's config (``ratio`` of :class:`~torchslim.PruneConfig`,
 ``weight_bits`` of :class:`~torchslim.QuantConfig`...), so ``--set stages.2.ratio=0.4`` reads
 the way the YAML does. Every error names the key path, e.g. ``stages.2.ratoi: unknown key (did
-you mean 'ratio'?)``.
+you mean 'ratio'?)``, and all the problems of a recipe are reported together, one per line.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from torchslim.config import did_you_mean, from_dict, to_dict
+from torchslim.config import Problems, did_you_mean, from_dict, to_dict, with_source
 from torchslim.distill.config import DistillConfig
 from torchslim.errors import ConfigError
 from torchslim.prune.pruner import PruneConfig
@@ -156,7 +156,9 @@ class Recipe:
         (['train', 'prune'], 0.5)
     """
 
-    model: ModelSpec
+    model: ModelSpec = field(
+        metadata={"missing": "give model: {name: resnet20}, or model: {checkpoint: RUN_FOLDER}"}
+    )
     stages: tuple[Stage, ...]
     data: DataSpec = field(default_factory=DataSpec)
     baseline: str | None = None
@@ -191,6 +193,11 @@ class Recipe:
 
 
 def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
+    """One stage from its YAML mapping; every problem of it is reported in one error.
+
+    ``names`` holds the names of the earlier stages; this stage's name is added to it even when
+    the stage has other problems, so later stages are checked against the names the user meant.
+    """
     where = f"stages.{index}"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a type, got {raw!r}")
@@ -205,6 +212,7 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
     method_fields = (
         {f.name for f in dataclasses.fields(kind.config) if f.init} if kind.config else set()
     )
+    problems = Problems()
     stage_args: dict[str, Any] = {}
     method_args: dict[str, Any] = {}
     for key, value in raw.items():
@@ -214,73 +222,85 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
             method_args[key] = value
         else:
             hint = did_you_mean(str(key), own | method_fields)
-            raise ConfigError(f"{where}.{key}: unknown key for a {kind_name} stage{hint}")
+            problems.add(f"{where}.{key}: unknown key for a {kind_name} stage{hint}")
     name = stage_args.get("name", kind_name)
     if not isinstance(name, str) or not name or "/" in name or name == INITIAL:
-        raise ConfigError(f"{where}.name: expected a plain name other than '{INITIAL}'")
-    if name in names:
-        if "name" in stage_args:
-            raise ConfigError(f"{where}.name: {name!r} is already the name of an earlier stage")
+        problems.add(f"{where}.name: expected a plain name other than '{INITIAL}'")
+    elif name in names and "name" in stage_args:
+        problems.add(f"{where}.name: {name!r} is already the name of an earlier stage")
+    elif name in names:
         name = f"{name}-{index}"
+    names.add(name)
     stage_args["name"] = name
     for key, value in list(stage_args.items()):
         path = f"{where}.{key}"
         if key in _STAGE_TYPES and value is not None:
-            stage_args[key] = from_dict(_STAGE_TYPES[key], value, path)
+            with problems.collect():
+                stage_args[key] = from_dict(_STAGE_TYPES[key], value, path)
         elif key == "calib" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            problems.add(f"{path}: expected an integer, got {value!r}")
         elif key in ("input", "teacher", "path") and not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            problems.add(f"{path}: expected a string, got {value!r}")
     if kind.config is not None:
-        stage_args["config"] = from_dict(kind.config, method_args, where)
-    if "sensitivity" in stage_args and stage_args["config"].target_macs is None:
-        raise ConfigError(f"{where}.sensitivity: needs target_macs (the MACs to keep)")
+        with problems.collect():
+            stage_args["config"] = from_dict(kind.config, method_args, where)
+    config = stage_args.get("config")
+    if "sensitivity" in stage_args and config is not None and config.target_macs is None:
+        problems.add(f"{where}.sensitivity: needs target_macs (the MACs to keep)")
     if kind_name == "distill" and "teacher" not in stage_args:
-        raise ConfigError(f"{where}.teacher: a distill stage needs a teacher (stage or file)")
+        problems.add(f"{where}.teacher: a distill stage needs a teacher (stage or file)")
+    problems.raise_if_any(where)
     try:
         return Stage(**stage_args)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _check_references(recipe: Recipe, base_dir: Path) -> None:
+def _check_references(recipe: Recipe, base_dir: Path, problems: Problems) -> None:
     known = {INITIAL}
     for i, stage in enumerate(recipe.stages):
         if stage.input is not None and stage.input not in known:
             hint = did_you_mean(stage.input, known)
-            raise ConfigError(f"stages.{i}.input: no earlier stage named {stage.input!r}{hint}")
+            problems.add(f"stages.{i}.input: no earlier stage named {stage.input!r}{hint}")
         teacher = stage.teacher
         if teacher is not None and teacher not in known and not (base_dir / teacher).exists():
             hint = did_you_mean(teacher, known)
-            raise ConfigError(f"stages.{i}.teacher: {teacher!r} is neither an earlier stage nor "
-                              f"an existing file{hint}")  # fmt: skip
+            problems.add(f"stages.{i}.teacher: {teacher!r} is neither an earlier stage nor "
+                         f"an existing file{hint}")  # fmt: skip
         if stage.model is not None and stage.model.checkpoint is not None:
-            _check_path(stage.model.checkpoint, base_dir, f"stages.{i}.model.checkpoint")
+            _check_path(stage.model.checkpoint, base_dir, f"stages.{i}.model.checkpoint", problems)
         if stage.type != "export":
             known.add(stage.name)
     if recipe.baseline is not None and recipe.baseline not in known - {INITIAL}:
         hint = did_you_mean(recipe.baseline, known)
-        raise ConfigError(f"baseline: no stage named {recipe.baseline!r}{hint}")
+        problems.add(f"baseline: no stage named {recipe.baseline!r}{hint}")
+    _check_inputs(recipe, base_dir, problems)
+
+
+def _check_inputs(recipe: Recipe, base_dir: Path, problems: Problems) -> None:
+    """The recipe's starting checkpoint and data folder exist (stages aside)."""
     if recipe.model.checkpoint is not None:
-        _check_path(recipe.model.checkpoint, base_dir, "model.checkpoint")
+        _check_path(recipe.model.checkpoint, base_dir, "model.checkpoint", problems)
     data = recipe.data.name
     folder = data.split(":", 1)[1] if data.startswith("imagefolder:") else None
     if folder is None and (os.sep in data or data.startswith(".")):
         folder = data
     if folder is not None:
-        _check_path(folder, base_dir, "data.name")
+        _check_path(folder, base_dir, "data.name", problems)
 
 
-def _check_path(path: str, base_dir: Path, where: str) -> None:
+def _check_path(path: str, base_dir: Path, where: str, problems: Problems) -> None:
     if not (base_dir / path).exists():
-        raise ConfigError(f"{where}: {path} does not exist")
+        problems.add(f"{where}: {path} does not exist")
 
 
 def parse_recipe(raw: Any, base_dir: str | Path = ".") -> Recipe:
     """Build a :class:`Recipe` from plain data (what ``yaml.safe_load`` returns).
 
     Relative paths (checkpoints, data folders, teacher files) are relative to ``base_dir``, the
-    working directory the run starts in.
+    working directory the run starts in. Every problem of the recipe (unknown keys, bad values,
+    in any section or stage) is reported in one :class:`~torchslim.errors.ConfigError`, one line
+    each; references between stages are checked once the stages themselves are valid.
 
     Example:
         >>> r = parse_recipe({"model": {"name": "resnet8"},
@@ -290,22 +310,34 @@ def parse_recipe(raw: Any, base_dir: str | Path = ".") -> Recipe:
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a recipe is a mapping with a stages list, got {type(raw).__name__}")
+    problems = Problems()
     allowed = {f.name for f in dataclasses.fields(Recipe)}
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"{key}: unknown key{did_you_mean(str(key), allowed)}")
-    if "model" not in raw:
-        raise ConfigError("model: missing (e.g. model: {name: resnet20})")
+            problems.add(f"{key}: unknown key{did_you_mean(str(key), allowed)}")
+    rest = {k: v for k, v in raw.items() if k in allowed and k != "stages"}
+    recipe = None
+    with problems.collect():
+        recipe = from_dict(Recipe, {**rest, "stages": ()})
     stages_raw = raw.get("stages")
-    if not isinstance(stages_raw, Sequence) or isinstance(stages_raw, str) or not stages_raw:
-        raise ConfigError("stages: expected a non-empty list of stages")
     stages: list[Stage] = []
-    for i, s in enumerate(stages_raw):
-        stages.append(_parse_stage(s, i, {st.name for st in stages}))
-    rest = {k: v for k, v in raw.items() if k != "stages"}
-    recipe = from_dict(Recipe, {**rest, "stages": ()})
-    recipe = dataclasses.replace(recipe, stages=tuple(stages))
-    _check_references(recipe, Path(base_dir))
+    stages_ok = False
+    if not isinstance(stages_raw, Sequence) or isinstance(stages_raw, str) or not stages_raw:
+        problems.add("stages: expected a non-empty list of stages")
+    else:
+        names: set[str] = set()
+        for i, s in enumerate(stages_raw):
+            with problems.collect():
+                stages.append(_parse_stage(s, i, names))
+        stages_ok = len(stages) == len(stages_raw)
+    if recipe is not None:
+        recipe = dataclasses.replace(recipe, stages=tuple(stages))
+        if stages_ok:
+            _check_references(recipe, Path(base_dir), problems)
+        else:  # references to a stage that failed to parse would only add noise
+            _check_inputs(recipe, Path(base_dir), problems)
+    problems.raise_if_any("the recipe")
+    assert recipe is not None  # no problems: from_dict returned
     return recipe
 
 
@@ -362,7 +394,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe YAML file (``yaml.safe_load``), apply ``--set`` overrides and check it.
 
     Errors name the file and the key path: ``recipe.yaml: stages.2.ratoi: unknown key (did you
-    mean 'ratio'?)``.
+    mean 'ratio'?)``; several problems read ``3 problems in recipe.yaml:`` and one per line.
 
     Example:
         >>> r = load_recipe("recipes/demo.yaml")  # doctest: +SKIP
@@ -380,4 +412,4 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     try:
         return parse_recipe(apply_overrides(raw, overrides))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise with_source(exc, str(path)) from None
