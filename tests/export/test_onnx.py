@@ -175,3 +175,42 @@ def test_dynamic_export_handles_token_inputs_and_missing_bias(tmp_path: Path) ->
     with torch.no_grad():
         scale = float(q(torch.randn(2, 7, 32)).abs().max())
     assert report.max_abs_error < 1e-4 * max(scale, 1.0)
+
+
+class _Batches:
+    """A CalibrationDataReader for ONNX Runtime's quantizer: two random batches."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        g = torch.Generator().manual_seed(5)
+        self._it = iter([{"input": torch.randn(shape, generator=g).numpy()} for _ in range(2)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_default_float_export_is_accepted_by_onnx_tools(tmp_path: Path, arch: str) -> None:
+    # The compact names once let ORT's quantizer name a shared bias's copy ("t3" + "0") like
+    # an existing activation ("t30"): quantize_static raised KeyError or wrote a broken file.
+    import torchvision
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    ts.export_onnx(net, x, tmp_path / "fp.onnx", check=False)
+    model = onnx.load(str(tmp_path / "fp.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    quant_pre_process(str(tmp_path / "fp.onnx"), str(tmp_path / "pre.onnx"))
+    quantize_static(str(tmp_path / "pre.onnx"), str(tmp_path / "q.onnx"), _Batches(x.shape),
+                    quant_format=QuantFormat.QDQ, per_channel=True)  # fmt: skip
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    qops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert qops.count("DequantizeLinear") > 2 * convs  # every conv: weight, input and bias
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x.numpy()})[0]
+    assert out.shape == (1, 1000) and np.isfinite(out).all()
+    names = [n.name for n in model.graph.node]  # tools look nodes up by name
+    assert all(names) and len(set(names)) == len(names)

@@ -537,21 +537,38 @@ def share_constants(graph: onnx.GraphProto) -> int:
 
 
 def compact_names(graph: onnx.GraphProto) -> None:
-    """Short tensor names (``t1f``) instead of module paths; inputs and outputs keep theirs."""
+    """Short names instead of module paths: tensors ``t01f``, nodes ``n01f``; the graph's inputs
+    and outputs keep theirs.
+
+    The names have one width per family, so appending characters to one never gives another:
+    tools that derive new names that way (ONNX Runtime's quantizer names the copy of a shared
+    bias ``t3`` as ``t30``) cannot collide with a tensor of the file. Every node gets a unique
+    name, since tools look nodes up by name (the same quantizer rewires "the node named ''"
+    as every unnamed node at once).
+
+    Example:
+        >>> g = helper.make_graph(
+        ...     [helper.make_node("Relu", ["x"], ["model.relu.out"], name="/relu/Relu")],
+        ...     "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        ...     [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+        >>> compact_names(g); (g.node[0].name, list(g.node[0].output))
+        ('n0', ['t0'])
+    """
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
-    names: dict[str, str] = {}
+    seen = [t.name for t in graph.initializer]
+    seen += [n for node in graph.node for n in (*node.input, *node.output)]
+    seen += [v.name for v in graph.value_info]
+    order = [n for n in dict.fromkeys(seen) if n and n not in keep]
+    width = len(f"{max(len(order), len(graph.node), 1) - 1:x}")
+    names = {name: f"t{i:0{width}x}" for i, name in enumerate(order)}
 
     def short(name: str) -> str:
-        if not name or name in keep:
-            return name
-        if name not in names:
-            names[name] = f"t{len(names):x}"
-        return names[name]
+        return names.get(name, name)
 
     for tensor in graph.initializer:
         tensor.name = short(tensor.name)
-    for node in graph.node:
-        node.name = ""
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i:0{width}x}"
         node.doc_string = ""
         node.input[:] = [short(n) for n in node.input]
         node.output[:] = [short(n) for n in node.output]
