@@ -36,3 +36,7 @@ class UnsupportedOpError(TorchslimError, RuntimeError):
 
 class PruningError(TorchslimError, RuntimeError):
     """Pruning could not produce a working model; the original model was restored."""
+
+
+class InputError(TorchslimError, ValueError):
+    """The model does not run on the example inputs given (their shape, dtype or number)."""

@@ -83,3 +83,96 @@ def test_module_shortcuts_leave_the_graph_as_the_op_by_op_trace(monkeypatch, bui
     assert groups(fast) == groups(slow) and groups(fast)
     assert fast.macs_after() == slow.macs_after()
     assert fast.stats_after() == slow.stats_after()
+
+
+class _Branchy(nn.Module):
+    """c1, then c2 or c3 by the sign of c1's output: control flow that depends on values.
+
+    The shapes-only pass gives c1 an all-zero output, so ``a.sum() > 0`` is False there and
+    ``a.sum() <= 0`` True; the example input below makes the real sum positive, so the real
+    branch is the other one in both cases."""
+
+    def __init__(self, take_c2_if_positive: bool, via_item: bool = False) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 1)
+        self.c2 = nn.Conv2d(8, 4, 1)
+        self.c3 = nn.Conv2d(8, 4, 3, padding=1)
+        nn.init.constant_(self.c1.weight, 0.1)
+        nn.init.zeros_(self.c1.bias)
+        self.positive_to_c2 = take_c2_if_positive
+        self.via_item = via_item
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.c1(x)
+        total = a.sum().item() if self.via_item else a.sum()
+        cond = total > 0 if self.positive_to_c2 else total <= 0
+        return self.c2(a) if cond else self.c3(a)
+
+
+_POSITIVE = torch.rand(1, 3, 8, 8) + 0.1  # c1's real output sums to > 0
+
+
+@pytest.mark.parametrize("positive_to_c2", [True, False], ids=["real-c2", "real-c3"])
+@pytest.mark.parametrize("via_item", [False, True], ids=["bool", "item"])
+def test_data_dependent_branch_is_traced_on_real_values(
+    positive_to_c2: bool, via_item: bool
+) -> None:
+    model = _Branchy(positive_to_c2, via_item)
+    taken = "c2" if positive_to_c2 else "c3"
+    with pytest.warns(UserWarning, match=r"branch.*example input"):
+        graph = trace(model, _POSITIVE)
+    op = "_local_scalar_dense"  # what bool(tensor) and .item() both come down to
+    assert graph.data_dependent == [f"aten.{op} in the model's own forward (_Branchy)"]
+    # The traced branch is the real one: its conv is coupled to c1, the other conv is not.
+    assert f"{taken}.weight" in {n for a in graph.prunable() for n, _ in graph.members(a)}
+    with pytest.warns(UserWarning, match=r"never reached.*" + ("c3" if positive_to_c2 else "c2")):
+        ts.prune(model, _POSITIVE, {"ratio": 0.5})
+    assert model.c1.out_channels == 4 and getattr(model, taken).in_channels == 4
+    assert model(_POSITIVE).shape == (1, 4, 8, 8)
+
+
+def test_ordinary_model_keeps_the_shapes_only_trace(recwarn: pytest.WarningsRecorder) -> None:
+    graph = trace(_Chain(), torch.randn(1, 3, 8, 8))
+    assert graph.data_dependent == [] and not recwarn.list
+
+
+def test_data_dependent_pruning_is_checked_on_the_real_input() -> None:
+    class Fragile(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, 4)
+            nn.init.constant_(self.c1.weight, 0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.c1(x)
+            if a.sum() > 0:  # the example input's branch; 8 is a constant of the code
+                return self.fc(a.mean((2, 3)).reshape(-1, 8))
+            return a.mean((1, 2, 3)).unsqueeze(1).repeat(1, 4)  # any channel count runs
+
+    # Pruned, only the other branch still runs, and a shapes-only check would take it (its
+    # all-zero c1 output): the check must run the real input, refuse and restore.
+    model = Fragile()
+    with pytest.warns(UserWarning), pytest.raises(ts.PruningError, match="restored"):
+        ts.prune(model, _POSITIVE, {"ratio": 0.5})
+    assert model.c1.out_channels == 8 and model(_POSITIVE).shape == (1, 4)
+
+
+def test_values_that_cannot_be_read_are_a_typed_error_naming_the_module() -> None:
+    class Gate(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.mean().item() > 0 else -x
+
+    model = nn.Sequential(nn.Linear(4, 8), Gate(), nn.Linear(8, 2)).to("meta")
+    with pytest.raises(ts.UnsupportedOpError, match=r"module '1' \(Gate\).*real values"):
+        trace(model, torch.randn(2, 4, device="meta"))
+
+
+def test_wrong_input_names_the_input_and_the_module() -> None:
+    from torchslim.errors import InputError
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    with pytest.raises(InputError, match=r"\(1, 1, 16, 16\).*float32.*'0' \(Conv2d\).*3 channels"):
+        ts.prune(model, torch.randn(1, 1, 16, 16), {"ratio": 0.5})
+    with pytest.raises(InputError, match=r"'0' \(Conv2d\)"):
+        trace(model, torch.randn(1, 1, 16, 16))

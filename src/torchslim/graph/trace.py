@@ -8,11 +8,16 @@ outputs are zeros of the shapes a formula or meta kernel gives, after the same a
 see :func:`torchslim.analysis.shape_only_call`): channels need shapes, not values, and those
 ops are nearly all of a forward pass's time. Eval BatchNorm and activation modules go one step
 further and record their op without it entering the dispatch mode (see ``_shortcut_forward``).
+
+A forward that reads tensor values (``.item()``, ``bool(tensor)``, ``nonzero``... see
+``VALUE_READS``) would read those zeros and could take a branch the real input does not: such a
+model is traced again with every op computed for real (see :func:`trace`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -39,7 +44,7 @@ from torchslim.analysis import (
     shape_only_forward,
     swapped_forwards,
 )
-from torchslim.errors import ConfigError, UnsupportedOpError
+from torchslim.errors import ConfigError, InputError, TorchslimError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
     HANDLERS,
@@ -52,6 +57,15 @@ from torchslim.graph.ops import (
 from torchslim.graph.spaces import Layout, SpaceTable, untracked
 
 Inputs = torch.Tensor | Sequence[Any]
+
+_A = torch.ops.aten
+# ATen ops that turn tensor values into Python values (``.item()``, ``bool(t)``, ``int(t)``) or
+# into shapes: what a forward's control flow can depend on. ``Tensor.tolist`` reads values
+# without any op the dispatch mode sees, so it goes unnoticed.
+VALUE_READS = frozenset(
+    (_A._local_scalar_dense, _A.is_nonzero, _A.equal, _A.nonzero, _A.masked_select, _A._unique2,
+     _A.unique_dim, _A.unique_consecutive, _A.bincount)
+)  # fmt: skip
 
 # Modules whose forward derives a reshape size from the *input* width, so the projection's inner
 # width must equal the input width: (qkv weight attribute path, input-width weight dim source).
@@ -151,6 +165,9 @@ class ChannelGraph:
     ops: int = 0  # ATen ops in the traced pass
     modules: dict[str, nn.Module] = field(default_factory=dict)  # model.named_modules()
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # the traced params/buffers
+    # Where the forward read tensor values ("aten.<op> in module 'name' (Type)"); not empty:
+    # the trace ran on the example input's real values and holds for the branches it took.
+    data_dependent: list[str] = field(default_factory=list)
 
     def module(self, name: str) -> nn.Module:
         """The submodule called ``name`` (``""``: the model), from the traced module walk."""
@@ -233,13 +250,24 @@ class ChannelGraph:
                 self.spaces.freeze_layout(layout, why)
 
 
+class _ValuesNeeded(Exception):
+    """Stops a shapes-only trace where the forward reads tensor values (see ``VALUE_READS``)."""
+
+
 class _Recorder(PlainDispatchMode):
     def __init__(
-        self, graph: ChannelGraph, ignored: Callable[[str], bool], scope: ModuleScope
+        self,
+        graph: ChannelGraph,
+        ignored: Callable[[str], bool],
+        scope: ModuleScope,
+        *,
+        real: bool = False,
     ) -> None:
         super().__init__()
         self.graph = graph
         self.ignored = ignored
+        self.real = real  # every op computed (not shapes-only): values can be read
+        self.values_needed = ""  # set where a shapes-only pass met a value read
         # id(tensor) -> (weak reference, layouts). The reference tells a live tensor from a
         # new one that reuses a freed one's id; holding the tensors instead would keep every
         # activation of the pass alive (memory, and fresh pages for each new output).
@@ -257,10 +285,13 @@ class _Recorder(PlainDispatchMode):
         self.graph.ops += 1
         packet = func._overloadpacket
         has_macs = flop_formula(packet) is not None
-        out = shape_only_call(func, args, kwargs)
-        if out is None:
-            out = func(*args, **kwargs)
         name = packet.__name__
+        if packet in VALUE_READS:
+            out = self.read_values(name, func, args, kwargs)
+        else:
+            out = None if self.real else shape_only_call(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
         outs = aten_tensors(out)
         if not outs:
             return out
@@ -293,6 +324,26 @@ class _Recorder(PlainDispatchMode):
         if has_macs:
             t_out = map_tensors(self.lookup, out)
             self.graph.mac_ops.append((ctx.module, packet, t_args, t_kwargs, t_out))
+        return out
+
+    def read_values(self, name: str, func: Any, args: Any, kwargs: Any) -> Any:
+        """Run a value-reading op: stop a shapes-only pass (its values are placeholders), note
+        where it happened in a real one."""
+        where = f"aten.{name} in {_describe(self.graph, self.stack[-1])}"
+        if not self.real:
+            self.values_needed = where
+            raise _ValuesNeeded(where)
+        try:
+            out = func(*args, **kwargs)
+        except (RuntimeError, NotImplementedError) as exc:
+            raise UnsupportedOpError(
+                f"{where}: the forward reads tensor values, so it must be traced with real "
+                f"values, and these inputs or weights have none ({type(exc).__name__}: "
+                f"{_one_line(exc)}); trace with real example inputs and weights (not on the "
+                "meta device)"
+            ) from exc
+        if where not in self.graph.data_dependent:
+            self.graph.data_dependent.append(where)
         return out
 
     def record(self, outs: Sequence[torch.Tensor], result: Sequence[list[Layout]]) -> None:
@@ -386,16 +437,41 @@ def trace(
     Channels that reach a model output are frozen (never pruned). ``count=True`` also measures
     the model (``graph.stats``, as :func:`torchslim.analyze`) on the same forward pass.
 
+    The pass is shapes-only (see the module docstring). A forward that reads tensor values
+    (``if x.sum() > 0``, ``.item()``; ``VALUE_READS``) would read placeholders there, so it is
+    traced again on the example input's real values and ``graph.data_dependent`` says where:
+    the graph then describes the branches that input takes. A warning says so and names the
+    modules with parameters it never reached: their channels are not tied to anything, so the
+    pruning leaves them whole, but the layers feeding them may be pruned and they may no
+    longer fit if another input takes their branch. Prune with an example input that takes
+    the branch that matters (or exclude the layers that feed the other branch with
+    ``ignore``). A model that does not run on ``example_inputs`` raises
+    :class:`~torchslim.errors.InputError`, naming the inputs and the module that failed.
+
     Example:
         >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
         >>> len(g.prunable())  # the 8 hidden channels
         1
     """
     ignored = ignore or (lambda _name: False)
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=False)
+    if graph is None:
+        graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=True)
+        assert graph is not None  # a real pass never stops for values
+        warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
+    return graph
+
+
+def _trace_pass(
+    model: nn.Module, inputs: tuple, ignored: Callable[[str], bool], *, count: bool, real: bool
+) -> ChannelGraph | None:
+    """One traced forward (shapes-only, or ``real``); None where a shapes-only one met a
+    value read and must be done again for real."""
     graph = ChannelGraph(model, modules=dict(model.named_modules()))
     sp = graph.spaces
     scope = ModuleScope(model, modules=graph.modules)
-    recorder = _Recorder(graph, ignored, scope)
+    recorder = _Recorder(graph, ignored, scope, real=real)
     scope.on_first_call = recorder.module_called
     seen: dict[int, str] = {}
     for name, tensor in _named_tensors(graph.modules):
@@ -412,12 +488,21 @@ def trace(
         rule = MODULE_RULES.get(type(module).__name__)
         if rule is not None:
             rule(module, name, graph)
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
     # Eval mode, no gradients, no fused attention kernel (it would hide the projections), and
     # the arithmetic-heavy ops only shape-checked: the tracer needs shapes, not values (see
     # shape_only_call), and that makes the pass several times cheaper.
-    with scope, measuring(model), recorder, _module_shortcuts(recorder, graph.modules.values()):
-        output = model(*inputs)
+    shortcuts = graph.modules.values() if not real else ()
+    try:
+        with scope, measuring(model), recorder, _module_shortcuts(recorder, shortcuts):
+            output = model(*inputs)
+    except TorchslimError:
+        raise
+    except Exception as exc:
+        if recorder.values_needed:  # also where the model caught _ValuesNeeded and went on
+            return None
+        raise input_error(graph, inputs, exc) from exc
+    if recorder.values_needed:
+        return None
     graph.stats = graph.stats_after() if count else None
     graph.output = output
     for out in tree_flatten(output)[0]:
@@ -431,3 +516,62 @@ def trace(
                 f"module {name} is ignored",
             )
     return graph
+
+
+def _describe(graph: ChannelGraph, name: str) -> str:
+    kind = type(graph.module(name)).__name__
+    return f"module {name!r} ({kind})" if name else f"the model's own forward ({kind})"
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _branch_warning(graph: ChannelGraph) -> str:
+    reached = set(graph.module_io)
+    unreached: list[str] = []
+    for name, module in graph.modules.items():
+        if not name or name in reached or any(name.startswith(u + ".") for u in unreached):
+            continue
+        if next(module.parameters(), None) is not None:
+            unreached.append(name)
+    text = (
+        f"{graph.data_dependent[0]} reads tensor values, so the forward's control flow may "
+        "depend on its input: the model was traced on the example input's real values, and "
+        "its pruning holds for the branch the example input takes."
+    )
+    if unreached:
+        shown = ", ".join(repr(n) for n in unreached[:5])
+        more = f" and {len(unreached) - 5} more" if len(unreached) > 5 else ""
+        text += (
+            f" Modules it never reached ({shown}{more}) are left whole but may no longer fit "
+            "if another input takes their branch: prune with an example input that reaches "
+            "them, or ignore=[...] the layers that feed them."
+        )
+    return text
+
+
+def input_error(graph: ChannelGraph, inputs: Sequence[Any], exc: BaseException) -> InputError:
+    """The :class:`InputError` for a traced forward that raised ``exc``: the example inputs
+    (shapes, dtypes), the innermost module of the model running when it was raised (found
+    from the traceback) and ``exc`` in one line."""
+    names = {id(m): n for n, m in graph.modules.items()}
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:  # outermost frame first: the last module found is the innermost
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            where = names[id(owner)]
+        tb = tb.tb_next
+    described = [
+        f"shape {tuple(x.shape)}, {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        for x in tree_flatten(list(inputs))[0]
+    ]
+    return InputError(
+        f"the model does not run on the example input{'s' if len(described) > 1 else ''} "
+        f"({'; '.join(described)}): {_describe(graph, where)} rejected "
+        f"{'them' if len(described) > 1 else 'it'} "
+        f"({type(exc).__name__}: {_one_line(exc)}). Pass example inputs of the shape, dtype "
+        "and number the model's forward expects"
+    )

@@ -210,7 +210,9 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
     statistics after pruning are predicted from the trace (``ChannelGraph.stats_after``). The
     check is a shapes-only forward pass in eval mode (:func:`check_forward`): convolutions,
     matrix products, activations and BatchNorm are shape-checked without their arithmetic,
-    everything else runs; a mismatch raises.
+    everything else runs; a mismatch raises. A model whose control flow reads tensor values
+    (``graph.data_dependent``) is checked with a real forward pass on ``inputs`` instead: a
+    shapes-only one could take a branch the real input does not.
     """
     expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
     snapshot = _Snapshot(model)
@@ -218,7 +220,8 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
         after = graph.stats_after(keep)
-        got = _outputs_shape(check_forward(model, inputs))
+        check = _run if graph.data_dependent else check_forward
+        got = _outputs_shape(check(model, inputs))
     except Exception as exc:
         snapshot.restore()
         raise PruningError(
@@ -324,6 +327,12 @@ def prune(
     Coupled channels (residual adds, concatenations, depthwise convs, attention heads...) are
     found by tracing one forward pass and removed together; channels reaching an output are
     kept. The per-layer report is available from :func:`prune_report`.
+
+    A forward whose control flow reads tensor values (``if x.sum() > 0``, ``.item()``) is
+    traced and checked on the example input's real values, and pruned for the branches that
+    input takes; a warning says so and names the modules it never reached, which may no
+    longer fit if another input takes their branch (see :func:`torchslim.graph.trace`).
+    Example inputs the model does not run on raise :class:`~torchslim.errors.InputError`.
 
     Example:
         >>> import torchvision, torch
