@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,11 @@ import torch
 
 from torchslim.cli import TRAIN_HELP, build_parser, main
 from torchslim.train import TrainConfig
+from torchslim.train.checkpoint import checksums
+
+sys.path.insert(0, str(Path(__file__).parent / "train"))
+from test_checkpoint import payload_file
+from test_run_folder import hold_folder
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +107,13 @@ def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path
         (["distill", "--teacher", "/nonexistent/run", "--student", "mlp"], "no checkpoint at"),
         (["quantize", "--model", "resnet8", "--out", "x.onnx"], "--input"),
         (["quantize", "--model", "resnet8", "--input", "1,1,8,8", "--out", "x.onnx"], "--data"),
+        (["demo", "--set", "stages.0.ratio=[1,"], "--set stages.0.ratio: not valid YAML"),
+        (["train", "--model", "smallcnn", "--config", "/nonexistent.yaml"], "no such file"),
+        (
+            ["train", "--model", "mlp", "--model-arg", "hidden=[16,"],
+            "--model-arg hidden: not valid",
+        ),
+        (["train", "--model", "mlp", "--model-arg", "hidden"], "expected KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
@@ -159,3 +174,73 @@ def test_quantize_command_writes_int8_onnx_and_compares_accuracy(
     assert "test top-1 in ONNX Runtime" in text and "int8 (" in text
     kinds = {t.data_type for t in onnx.load(str(out)).graph.initializer}
     assert onnx.TensorProto.INT8 in kinds
+
+
+TINY_TRAIN = ["--subset", "100", "--epochs", "1", "--batch-size", "50", "--no-progress"]
+
+
+def test_bad_train_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: [0.1\nepochs: 2\n")
+    assert main(["train", "--model", "smallcnn", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{config}: line" in err and "not valid YAML" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "{f}"],
+        ["prune", "--checkpoint", "{f}", "--out", "{d}/p.pt"],
+        ["quantize", "--checkpoint", "{f}", "--out", "{d}/q.onnx"],
+        ["distill", "--teacher", "{f}", "--student", "mlp", "--out", "{d}/s"],
+        ["train", "--model", "smallcnn", "--out", "{d}", "--resume", *TINY_TRAIN],
+        ["compress", "{d}/recipe.yaml", "--out", "{d}/run"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_pickled_payload_never_runs(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path, marker = payload_file(tmp_path)
+    recipe = f"model: {{checkpoint: {path}}}\nstages: [{{type: evaluate}}]\n"
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    assert main([a.format(f=path, d=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "posix.system" in err and "arbitrary code" in err
+    assert not marker.exists()
+
+
+def test_eval_refuses_non_finite_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--model", "smallcnn", *TINY_TRAIN, "--out", str(run)]) == 0
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"]["fc.weight"][0, 0] = float("nan")
+    ckpt["checksums"] = checksums(ckpt)
+    torch.save(ckpt, run / "last.pt")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run)]) == 2
+    assert "non-finite weights: fc.weight (1 of" in capsys.readouterr().err
+
+
+def test_one_run_per_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    train = ["train", "--model", "smallcnn", *TINY_TRAIN, "--out", str(run)]
+    holder = hold_folder(run)
+    try:
+        assert main(train) == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert main(train) == 0
+    first = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(train) == 2  # a plain rerun would replace the finished run
+    assert "--resume" in capsys.readouterr().err and (run / "last.pt").read_bytes() == first
+    # resuming it with another model is refused, naming the difference
+    other = ["train", "--model", "mlp", *TINY_TRAIN, "--out", str(run), "--resume"]
+    assert main(other) == 2
+    assert "model: 'smallcnn' -> 'mlp'" in capsys.readouterr().err
+    assert main([*train, "--overwrite", "--seed", "3"]) == 0
+    assert (run / "last.pt").read_bytes() != first

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from torchslim.config import from_dict
+from torchslim.config import from_dict, parse_yaml, with_source
 from torchslim.errors import ConfigError, TorchslimError
 
 log = logging.getLogger("torchslim")
@@ -69,10 +67,11 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _parse_kv(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML; a ConfigError (one line, exit 2) when malformed."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    if not sep or not key.strip():
+        raise ConfigError(f"--model-arg {text!r}: expected KEY=VALUE, e.g. width_mult=0.5")
+    return key.strip(), parse_yaml(value, f"--model-arg {key.strip()}")
 
 
 def _scalar_parser(annotation: Any) -> tuple[Any, str]:
@@ -116,15 +115,21 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     values = {}
     if args.config:
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        loaded = parse_yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of TrainConfig fields")
+            raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
         values.update(loaded)
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name)
         if value is not None:
             values[f.name] = value
-    return from_dict(TrainConfig, values)
+    try:
+        return from_dict(TrainConfig, values)
+    except ConfigError as exc:
+        raise with_source(exc, args.config or "options") from None
 
 
 def _data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -177,7 +182,6 @@ def _run_metadata(model: str, args: argparse.Namespace, data: str, info: Any) ->
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-arg",
-        type=_parse_kv,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -200,6 +204,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--config", default=None, help="YAML file of TrainConfig fields (flags override it)"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    _add_overwrite(p)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out already holds (default: refuse)")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -215,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metadata = _run_metadata(args.model, args, args.data, info)
     trainer = Trainer(model, config, train, test, out_dir=out, metadata=metadata)
     log.info("training %s on %s: %d samples, %s", args.model, args.data, len(train), out)
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if trainer.dist.is_main:
         final = result.final
         print(
@@ -429,7 +439,9 @@ def _run_recipe(args: argparse.Namespace, recipe: Any, out: Path, render: Any) -
     """Run ``recipe`` into ``out`` and print ``render(report)`` and where the files went."""
     from torchslim.pipeline import compress
 
-    result = compress(recipe, out, resume=args.resume, progress=not args.quiet)
+    result = compress(
+        recipe, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+    )
     print(render(result.report))
     print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'report.json'}")
     return 0
@@ -456,6 +468,7 @@ def _add_recipe_run_options(p: argparse.ArgumentParser) -> None:
                         "stages.pruned.ratio=0.4 (repeatable)")  # fmt: skip
     p.add_argument("--resume", action="store_true",
                    help="skip finished stages and continue the interrupted one")  # fmt: skip
+    _add_overwrite(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -648,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", force=True
     )
     try:
+        if hasattr(args, "model_arg"):
+            args.model_arg = [_parse_kv(text) for text in args.model_arg]
         return args.func(args)
     except TorchslimError as exc:
         print(f"torchslim {args.command}: error: {exc}", file=sys.stderr)

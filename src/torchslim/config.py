@@ -18,6 +18,8 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import yaml
+
 from torchslim.errors import ConfigError
 
 C = TypeVar("C")
@@ -84,6 +86,26 @@ class Problems:
 def problems_of(exc: ConfigError) -> tuple[str, ...]:
     """The problem lines of a config error (one for a plain :class:`ConfigError`)."""
     return exc.problems if isinstance(exc, ConfigProblems) else (str(exc),)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` with a one-line :class:`ConfigError` naming ``where`` (a file,
+    ``--set stages.0.ratio``...) and the line of the problem when the YAML is malformed.
+
+    Example:
+        >>> parse_yaml("[1, 2]", "--set ratios")
+        [1, 2]
+        >>> parse_yaml("[1, 2", "--set ratios")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        torchslim.errors.ConfigError: --set ratios: not valid YAML (expected ',' or ']', ...)
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None and "\n" in text.strip() else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}:{line} not valid YAML ({problem})") from None
 
 
 def with_source(exc: ConfigError, source: str) -> ConfigError:

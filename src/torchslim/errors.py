@@ -40,3 +40,11 @@ class PruningError(TorchslimError, RuntimeError):
 
 class InputError(TorchslimError, ValueError):
     """The model does not run on the example inputs given (their shape, dtype or number)."""
+
+
+class RunFolderError(TorchslimError, RuntimeError):
+    """An output folder is in use by another run, or already holds a run that would be lost."""
+
+
+class NonFiniteError(TorchslimError, ValueError):
+    """Data, a weight or an activation is NaN or infinite where a finite value is needed."""

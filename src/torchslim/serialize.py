@@ -5,7 +5,9 @@ loaded back. :func:`save` writes, as plain data only (no pickled classes), how t
 (its *spec*), the shape of every parameter and buffer, the plain-valued module attributes that
 differ from a freshly built model (``out_channels``, ``num_heads``...) and the ``state_dict``.
 :func:`load` rebuilds the model from the spec, reshapes the tensors, restores the attributes and
-loads the weights with ``strict=True``. Files are read with ``torch.load(weights_only=True)``.
+loads the weights with ``strict=True``. Files are read with ``torch.load(weights_only=True)``
+(no code is unpickled), each tensor's CRC-32 recorded at save is checked, and non-finite weights
+are refused both ways.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from torchslim.config import did_you_mean
 from torchslim.errors import CheckpointError, ConfigError, ModelNotFoundError
 from torchslim.prune.sparsity import apply_masks, make_permanent, masks_of
-from torchslim.train.checkpoint import atomic_save
+from torchslim.train import checkpoint as ckpt_io
 
 FORMAT = "torchslim.model/1"
 _FORMAT_PREFIX = "torchslim.model/"
@@ -257,20 +259,29 @@ def _save(
         "metadata": None if metadata is None else dict(metadata),
         "masks": masks,
     }
-    return atomic_save(payload, path)
+    bad = ckpt_io.first_nonfinite(payload["state_dict"])
+    if bad is not None:
+        raise CheckpointError(
+            "save: the model holds non-finite values, "
+            f"{ckpt_io.describe_nonfinite(bad, payload['state_dict'][bad])}; refusing to write "
+            f"{path}. Did training diverge? Save an earlier, finite model"
+        )
+    return ckpt_io.save_verified(payload, path)
 
 
 def _read(path: str | os.PathLike, map_location: str | torch.device) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}; save one with ts.save(model, path)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # any unreadable file is "not ours": say so, keep the cause
-        raise CheckpointError(
-            f"cannot read {path} as a torchslim model file (written by ts.save): {exc}"
-        ) from exc
+    payload = ckpt_io.read_verified(path, map_location)
     found = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(found, str) and found.startswith("torchslim.train/"):
+        raise CheckpointError(
+            f"{path} is a trainer checkpoint ({found}: weights, optimizer and run state written "
+            "by `torchslim train` / ts.train.Trainer), not a ts.save model file; read it with "
+            "torchslim.pipeline.load_run(path) (model and metadata) or "
+            "torchslim.train.load_checkpoint(path) (the raw checkpoint)"
+        )
     if isinstance(found, str) and found.startswith(_FORMAT_PREFIX) and found != FORMAT:
         raise CheckpointError(
             f"{path} has format {found!r}; this torchslim reads {FORMAT!r}: "
@@ -368,6 +379,12 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     _reshape_tensors(model, payload["shapes"], payload["buffers"])
     _set_attributes(model, payload["attributes"])
     model.to(map_location)
+    bad = ckpt_io.first_nonfinite(payload["state_dict"])
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} holds non-finite weights: "
+            f"{ckpt_io.describe_nonfinite(bad, payload['state_dict'][bad])}"
+        )
     _load_weights(model, payload["state_dict"], path)
     if payload.get("masks"):
         apply_masks(model, payload["masks"])

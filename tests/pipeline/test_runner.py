@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from torchslim.cli import main
-from torchslim.errors import ConfigError
+from torchslim.errors import ConfigError, RunFolderError
 from torchslim.pipeline import StageError, compress, parse_recipe
 
 QUIET = {"batch_size": 50, "progress": False, "lr": 0.05}
@@ -63,13 +64,18 @@ def test_compress_runs_stages_and_writes_reports(tmp_path: Path) -> None:
         assert (folder / "done.json").exists() and (folder / "model.onnx").exists()
     assert set(res.models) == {"base", "pruned", "pruned_int8"}
 
+    # no pickled modules: the quantized stage lives in its ONNX file, recomputed on resume
+    assert not list(out.rglob("*.module.pt"))
     # a finished run is not overwritten by accident; --resume recomputes nothing
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(RunFolderError, match=r"already holds a run \(4 stage folders, 4 finished"):
         compress(parse_recipe(_tiny()), out, progress=False)
     before = _mtimes(out)
     again = compress(parse_recipe(_tiny()), out, resume=True, progress=False)
     assert _mtimes(out) == before
     assert [r.top1 for r in again.report.rows] == [r.top1 for r in res.report.rows]
+    q_again = again.models["pruned_int8"].eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(q_again(x), res.models["pruned_int8"].eval()(x))
     # a stage that changed since it ran is not silently reused
     changed = _tiny()
     changed["stages"][1]["ratio"] = 0.3

@@ -291,3 +291,53 @@ def test_evaluate_leaves_a_frozen_batchnorm_frozen() -> None:
     data = TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
     evaluate(model, data)
     assert [m.training for m in model] == [True, True, False, True]
+
+
+class _InfVarianceAt(Callback):
+    """Sets a BatchNorm running variance to inf after step ``step``, as a huge lr does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: object) -> None:
+        if step == self.step:
+            trainer.model[1].running_var[2] = float("inf")
+
+
+def test_a_poisoned_model_is_never_checkpointed_nor_called_good(tmp_path: Path) -> None:
+    from torchslim.train import load_checkpoint
+
+    cfg = {"epochs": 2, "batch_size": 16, "progress": False, "checkpoint_every_steps": 1}
+    trainer = Trainer(
+        tiny_model(), cfg, tiny_data(), out_dir=tmp_path, callbacks=[_InfVarianceAt(3)]
+    )
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "after step 3" in message and "1.running_var (1 of 4 values NaN/inf" in message
+    assert "not written" in message and "(step 2; finite weights" in message
+    assert load_checkpoint(tmp_path / "last.pt")["global_step"] == 2
+
+
+def test_a_huge_learning_rate_leaves_only_finite_checkpoints(tmp_path: Path) -> None:
+    from torchslim.train import load_checkpoint
+
+    cfg = {"epochs": 3, "batch_size": 16, "lr": 1e6, "warmup_epochs": 0, "progress": False,
+           "checkpoint_every_steps": 1}  # fmt: skip
+    seed_everything(0)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite|loss became") as info:
+        Trainer(tiny_model(), cfg, tiny_data(), out_dir=tmp_path).fit()
+    # what was kept loads (finite, checksums verified) and only that is called good
+    step = load_checkpoint(tmp_path / "last.pt")["global_step"]
+    assert f"(step {step}; finite weights, checksums verified) is intact" in str(info.value)
+
+
+def test_resume_of_another_model_or_architecture_is_refused(tmp_path: Path) -> None:
+    cfg = {"epochs": 1, "batch_size": 16, "progress": False}
+    Trainer(tiny_model(), cfg, tiny_data(), out_dir=tmp_path, metadata={"model": "a"}).fit()
+    trainer = Trainer(tiny_model(), cfg, tiny_data(), out_dir=tmp_path, metadata={"model": "b"})
+    with pytest.raises(CheckpointError, match=r"different model or data \(model: 'a' -> 'b'\)"):
+        trainer.fit(resume=True)
+    wider = nn.Sequential(*tiny_model()[:-1], nn.Linear(16, 5))
+    with pytest.raises(CheckpointError, match=r"different architecture.*6\.weight: \(3, 16\)"):
+        Trainer(wider, cfg, tiny_data(), out_dir=tmp_path).fit(resume=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from torchslim.config import Problems, did_you_mean, from_dict, to_dict, with_source
+from torchslim.config import Problems, did_you_mean, from_dict, parse_yaml, to_dict, with_source
 from torchslim.distill.config import DistillConfig
 from torchslim.errors import ConfigError
 from torchslim.prune.pruner import PruneConfig
@@ -358,7 +358,7 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
         for depth, key in enumerate(keys[:-1]):
             node = _child(node, key, ".".join(keys[: depth + 1]))
         last = keys[-1]
-        value = yaml.safe_load(value_text)
+        value = parse_yaml(value_text, f"--set {path}")
         if isinstance(node, list):
             node[_index(node, last, path)] = value
         elif isinstance(node, dict):
@@ -402,13 +402,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", exc)
-        raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
+    raw = parse_yaml(path.read_text(), str(path))
     try:
         return parse_recipe(apply_overrides(raw, overrides))
     except ConfigError as exc:

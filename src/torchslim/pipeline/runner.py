@@ -5,7 +5,8 @@ Layout of ``OUT``::
     recipe.yaml                 the resolved recipe (overrides applied, defaults filled in)
     report.md / .json / .html   rewritten after every stage
     stages/NN-NAME/             one folder per stage
-        model.pt                its result (``model.module.pt`` for quantized models)
+        model.pt                its result (float models; quantized ones live in model.onnx and
+                                are recomputed from their input on --resume)
         model.onnx              the export the report measured (int8 QDQ when quantized)
         train/ finetune/ ...    the trainer's checkpoints while the stage trains
         done.json               written last: the stage is finished (config + measured row)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from torchslim.pipeline.stages import (
 )
 from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
+from torchslim.train.run_folder import claim_run_folder
 
 log = logging.getLogger("torchslim.pipeline")
 _MIN_TIMED_S = 0.5  # time at least this much per latency figure
@@ -99,11 +102,20 @@ def _interleaved_latency(report: Report, files: dict[str, Path], ctx: Context,
                                                             strict=True)}  # fmt: skip
 
 
-def _check_out_dir(out: Path, resume: bool) -> None:
+def _existing_run(out: Path) -> str | None:
     stages = out / "stages"
-    if not resume and stages.is_dir() and any(stages.iterdir()):
-        raise ConfigError(f"{out} already holds a run: pass --resume to continue it, or choose "
-                          "another --out")  # fmt: skip
+    if not stages.is_dir():
+        return None
+    names = sorted(p.name for p in stages.iterdir())
+    done = sum((stages / n / "done.json").exists() for n in names)
+    return f"{len(names)} stage folders, {done} finished" if names else None
+
+
+def _clear_run(out: Path) -> None:
+    """``overwrite``: remove the previous run's stages and reports before starting afresh."""
+    shutil.rmtree(out / "stages", ignore_errors=True)
+    for name in ("report.md", "report.json", "report.html", "recipe.yaml"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _finished(folder: Path, stage: Stage, index: int) -> dict[str, Any] | None:
@@ -123,6 +135,7 @@ def compress(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     overrides: tuple[str, ...] = (),
     progress: bool = True,
 ) -> CompressResult:
@@ -132,6 +145,8 @@ def compress(
     one from its trainer's last checkpoint. A failing stage raises :class:`StageError` naming
     it; earlier stages' results stay on disk. The report (Markdown, JSON, HTML) is rewritten
     after every stage. ``overrides`` (``key.path=value``) apply when ``recipe`` is a file.
+    ``out_dir`` is locked while the run writes there; a folder that holds a run is refused
+    unless ``resume`` continues it or ``overwrite`` deletes it first.
 
     Example:
         >>> res = compress("recipes/demo.yaml", "runs/demo")  # doctest: +SKIP
@@ -140,8 +155,14 @@ def compress(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     out = Path(out_dir)
-    _check_out_dir(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_run_folder(out, existing=lambda: _existing_run(out), resume=resume,
+                          overwrite=overwrite):  # fmt: skip
+        if overwrite and not resume:
+            _clear_run(out)
+        return _run(recipe, out, resume, progress)
+
+
+def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressResult:
     atomic_write_text(recipe.to_yaml(), out / "recipe.yaml")
     ctx = Context(recipe, resume=resume, progress=progress)
     report = Report(recipe.description or "torchslim compression report", recipe.baseline_name)
@@ -155,14 +176,10 @@ def compress(
             report.artifacts[stage.name] = record["file"]
             continue
         if record is not None and stage.type != "export":
-            model_file = stage_model_file(folder)
-            if model_file is not None:
-                log.info("stage %d/%d %s: finished earlier, loading %s", i + 1,
-                         len(recipe.stages), stage.name, model_file)  # fmt: skip
-                ctx.models[stage.name] = load_model_file(model_file)
-                report.rows.extend(rows_from_json([record["row"]]))
-                previous = stage.name
-                continue
+            ctx.models[stage.name] = _finished_model(ctx, stage, i, folder, previous)
+            report.rows.extend(rows_from_json([record["row"]]))
+            previous = stage.name
+            continue
         log.info("stage %d/%d %s (%s)", i + 1, len(recipe.stages), stage.name, stage.type)
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -197,6 +214,26 @@ def compress(
         _interleaved_latency(report, files, ctx)
     report.write(out, html_page=recipe.report.html)
     return CompressResult(out, report, {k: v for k, v in ctx.models.items() if k != INITIAL})
+
+
+def _finished_model(ctx: Context, stage: Stage, index: int, folder: Path,
+                    previous: str) -> nn.Module:  # fmt: skip
+    """A finished stage's model on ``--resume``: loaded from its file, or (quantized models,
+    which are not stored as files) recomputed from its input; the trainer of a QAT stage
+    resumes from its finished checkpoint, so no training is repeated."""
+    total, model_file = len(ctx.recipe.stages), stage_model_file(folder)
+    if model_file is not None:
+        log.info("stage %d/%d %s: finished earlier, loading %s", index + 1, total, stage.name,
+                 model_file)  # fmt: skip
+        return load_model_file(model_file)
+    log.info("stage %d/%d %s: finished earlier, recomputing its quantized model from its input",
+             index + 1, total, stage.name)  # fmt: skip
+    try:
+        return STAGES[stage.type](ctx, stage, stage_input(ctx, stage, previous), folder)[0]
+    except TorchslimError as exc:
+        raise StageError(
+            f"stage {index} ({stage.name}): recomputing on resume failed: {exc}"
+        ) from exc
 
 
 def _summary(row: StageRow) -> str:

@@ -15,13 +15,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
-from torchslim.errors import ConfigError
+from torchslim.errors import CheckpointError, ConfigError
 from torchslim.export.onnx import is_quantized
 from torchslim.models import create
 from torchslim.pipeline.recipe import INITIAL, DataSpec, ModelSpec, Recipe, Stage
 from torchslim.serialize import load, save
 from torchslim.train import TrainConfig, Trainer, load_checkpoint
-from torchslim.train.checkpoint import atomic_save
 
 log = logging.getLogger("torchslim.pipeline")
 
@@ -40,12 +39,22 @@ def load_run(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     info = dataset_info(meta.get("data", "fashion-mnist"))
     model = create(meta["model"], num_classes=info.num_classes, in_channels=info.in_channels,
                    **meta.get("model_args", {}))  # fmt: skip
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")[1:2] or [str(exc)]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {meta['model']!r} model its metadata names "
+            f"({first[0].strip()}); was the checkpoint edited, or the model's definition "
+            "changed since?"
+        ) from None
     return model, meta
 
 
 def load_model_file(path: str | Path) -> nn.Module:
     """A model from a run folder, a trainer checkpoint, a ``ts.save`` file or a stage result.
+
+    Every one is read with ``torch.load(weights_only=True)``: no file can run code here.
 
     Example:
         >>> model = load_model_file("runs/demo/stages/04-pruned/model.pt")  # doctest: +SKIP
@@ -54,25 +63,28 @@ def load_model_file(path: str | Path) -> nn.Module:
     if path.is_dir() or path.name == "last.pt":
         return load_run(path)[0]
     if path.name.endswith(".module.pt"):
-        return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(
+            f"{path} is a pickled module (how torchslim before 0.2 kept quantized stage "
+            "results); loading it could run arbitrary code, so torchslim no longer reads it. "
+            "Use the stage's model.onnx, or the float model it was quantized from"
+        )
     return load(path)
 
 
-def save_stage_model(model: nn.Module, folder: Path) -> Path:
-    """Write a stage result: ``ts.save`` (rebuilt from shapes) for float models; quantized
-    models, which ``ts.save`` does not rebuild, as a pickled module for this run's resume."""
+def save_stage_model(model: nn.Module, folder: Path) -> Path | None:
+    """Write a stage result with ``ts.save`` (rebuilt from shapes). Quantized models, which
+    ``ts.save`` does not rebuild, are not stored (a pickled module would be code to run on
+    load): their deployable form is the stage's ``model.onnx``, and ``--resume`` recomputes
+    them from their input. Returns the file written, if any."""
     for old in folder.glob("model*.pt"):
         old.unlink()
     if is_quantized(model):
-        return atomic_save(model, folder / "model.module.pt")
+        return None
     return save(model, folder / "model.pt")
 
 
 def stage_model_file(folder: Path) -> Path | None:
-    for name in ("model.pt", "model.module.pt"):
-        if (folder / name).exists():
-            return folder / name
-    return None
+    return folder / "model.pt" if (folder / "model.pt").exists() else None
 
 
 @dataclass

@@ -1,11 +1,19 @@
-"""Atomic checkpoint files and the random-number state that makes a resumed run identical."""
+"""Atomic, verified checkpoint files and the random-number state that makes a resumed run
+identical.
+
+Every file torchslim writes holds tensors and plain data only, is read back with
+``torch.load(weights_only=True)`` (unpickling nothing that could run code) and carries a CRC-32
+of each tensor, checked on load, so damaged bytes are an error instead of silently wrong weights.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,7 +22,10 @@ import torch
 
 from torchslim.errors import CheckpointError
 
-FORMAT = "torchslim.train/1"
+FORMAT = "torchslim.train/2"
+_FORMAT_PREFIX = "torchslim.train/"
+MODEL_FORMAT_PREFIX = "torchslim.model/"  # files written by ts.save (torchslim.serialize)
+CHECKSUMS = "checksums"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -60,8 +71,138 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside nested dicts / lists / tuples, with its key path.
+
+    Example:
+        >>> [name for name, _ in named_tensors({"a": torch.zeros(1), "b": [torch.ones(2)]})]
+        ['a', 'b.0']
+    """
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from named_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _crc32(tensor: torch.Tensor) -> int:
+    t = tensor.detach().cpu().contiguous()
+    if t.numel() == 0:
+        return 0
+    return zlib.crc32(t.reshape(-1).view(torch.uint8).numpy().data)
+
+
+def checksums(payload: Mapping[str, Any]) -> dict[str, int]:
+    """CRC-32 of every tensor's bytes in ``payload`` (the ``checksums`` entry itself excluded).
+
+    Example:
+        >>> checksums({"w": torch.zeros(2)})
+        {'w': 1696784233}
+    """
+    body = {k: v for k, v in payload.items() if k != CHECKSUMS}
+    return {name: _crc32(t) for name, t in named_tensors(body)}
+
+
+def first_nonfinite(tensors: Mapping[str, Any] | Iterator[tuple[str, Any]]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity, else ``None``.
+
+    Example:
+        >>> first_nonfinite({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])})
+        'b'
+    """
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    for name, t in items:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+            return name
+    return None
+
+
+def describe_nonfinite(name: str, tensor: torch.Tensor) -> str:
+    """``"bn.running_var (3 of 4 values NaN/inf, largest finite 3.1e+15)"``-style text."""
+    t = tensor.detach().float()
+    bad = int((~t.isfinite()).sum())
+    finite = t[t.isfinite()]
+    largest = (
+        f", largest finite magnitude {finite.abs().max().item():.3g}" if finite.numel() else ""
+    )
+    return f"{name} ({bad} of {t.numel()} values NaN/inf{largest})"
+
+
+def save_verified(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """:func:`atomic_save` of a plain-data payload with the CRC-32 of each tensor recorded, so
+    :func:`read_verified` detects damaged bytes.
+
+    Example:
+        >>> save_verified({"w": torch.ones(3)}, "/tmp/verified.pt").name
+        'verified.pt'
+    """
+    return atomic_save({**payload, CHECKSUMS: checksums(payload)}, path)
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def read_plain(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never code.
+
+    A file that holds pickled Python objects is refused with a :class:`CheckpointError` naming
+    the object, before anything in it runs.
+
+    Example:
+        >>> read_plain(save_verified({"w": torch.ones(1)}, "/tmp/plain.pt"))["w"]
+        tensor([1.])
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        found = _GLOBAL.search(text)
+        if found:
+            what = f" ({found.group(1)})"
+            raise CheckpointError(
+                f"{path} holds pickled Python objects{what}, not just tensors and plain data; "
+                "torchslim refuses to unpickle them because that can run arbitrary code. Files "
+                "written by torchslim never need it: was this file written by another tool or "
+                "an older torchslim? If you trust it, load it yourself with torch.load(path, "
+                "weights_only=False) and pass the model object instead"
+            ) from None
+        reason = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        reason = " ".join(reason.split()) if "WeightsUnpickler" in text else " ".join(text.split())
+        raise CheckpointError(
+            f"cannot read {path}: not a PyTorch file, or a damaged one ({reason})"
+        ) from exc
+
+
+def read_verified(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """:func:`read_plain`, then the recorded CRC-32 of every tensor checked (when the file has
+    them): a damaged file is a :class:`CheckpointError` naming the first damaged tensor.
+
+    Example:
+        >>> read_verified("/tmp/verified.pt")["w"]
+        tensor([1., 1., 1.])
+    """
+    payload = read_plain(path, map_location)
+    recorded = payload.get(CHECKSUMS) if isinstance(payload, dict) else None
+    if recorded is None:
+        return payload
+    found = checksums(payload)
+    for name in [*found, *(n for n in recorded if n not in found)]:
+        if recorded.get(name) != found.get(name):
+            state = "missing" if name not in found else "damaged (checksum mismatch)"
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {name!r} is {state}; the file was changed after "
+                "torchslim wrote it. Use another copy or the previous checkpoint"
+            )
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a trainer checkpoint, with a clear error when it is missing or foreign.
+    """Read a trainer checkpoint safely (tensors and plain data only, checksums and finite
+    weights checked), with a clear error when it is missing, foreign or damaged.
 
     Example:
         >>> ckpt = load_checkpoint("runs/fmnist/last.pt")  # doctest: +SKIP
@@ -71,20 +212,44 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first or point to the right folder")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    ckpt = read_verified(path)
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if isinstance(found, str) and found.startswith(MODEL_FORMAT_PREFIX):
+        raise CheckpointError(
+            f"{path} is a model file written by ts.save ({found}), not a trainer checkpoint; "
+            "read it with torchslim.load(path) (or name it in a recipe's model.checkpoint)"
+        )
+    if isinstance(found, str) and found.startswith(_FORMAT_PREFIX) and found != FORMAT:
+        raise CheckpointError(
+            f"{path} is a trainer checkpoint in format {found!r}; this torchslim reads {FORMAT!r} "
+            "(older checkpoints stored pickled random-number state): retrain, or load the "
+            "weights with the torchslim version that wrote it"
+        )
+    if found != FORMAT:
         raise CheckpointError(f"{path} is not a torchslim trainer checkpoint ({FORMAT})")
+    bad = first_nonfinite(named_tensors(ckpt.get("model", {})))
+    if bad is not None:
+        tensor = dict(named_tensors(ckpt["model"]))[bad]
+        raise CheckpointError(
+            f"{path} holds non-finite weights: {describe_nonfinite(bad, tensor)}; the run that "
+            "wrote it had diverged. Use an earlier checkpoint or retrain with a lower lr"
+        )
     return ckpt
 
 
 def rng_state() -> dict[str, Any]:
     """Snapshot of the Python, NumPy, torch (and CUDA) generators."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # As tensors and plain numbers: ``torch.load(weights_only=True)`` reads no NumPy arrays.
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -94,8 +259,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

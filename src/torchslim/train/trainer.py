@@ -8,8 +8,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from torchslim.config import from_dict, to_dict
-from torchslim.errors import CheckpointError, ConfigError, TrainingDivergedError
+from torchslim.errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
 from torchslim.train import checkpoint as ckpt_io
 from torchslim.train.config import RESUMABLE_CHANGES, Precision, TrainConfig
 from torchslim.train.distributed import EpochSampler, all_reduce_sum, init_distributed
 from torchslim.train.evaluate import correct_count, evaluate, split_batch
+from torchslim.train.run_folder import claim_run_folder
 from torchslim.train.schedules import build_optimizer, lr_factor
 
 log = logging.getLogger("torchslim.train")
@@ -219,13 +220,54 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
 
     # -- the loop -------------------------------------------------------------------------
-    def fit(self, resume: bool | str | Path = False) -> TrainResult:
+    def fit(self, resume: bool | str | Path = False, *, overwrite: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs; ``resume=True`` continues from ``out_dir/last.pt``.
+
+        ``out_dir`` is locked while the run writes there (a second run into it is refused,
+        naming the holder), and a folder that already holds a run's checkpoint is refused
+        unless ``resume`` continues it or ``overwrite=True`` replaces it.
 
         Example:
             >>> trainer = Trainer(model, {"epochs": 2}, data, out_dir="runs/a")  # doctest: +SKIP
             >>> trainer.fit(resume=True)  # doctest: +SKIP
         """
+        with self._claim_out_dir(resuming=resume is not False, overwrite=overwrite):
+            return self._fit(resume)
+
+    @contextmanager
+    def _claim_out_dir(self, *, resuming: bool, overwrite: bool) -> Iterator[None]:
+        stack, error = ExitStack(), None
+        if self.out_dir is not None and self.dist.is_main:
+            try:
+                stack.enter_context(
+                    claim_run_folder(
+                        self.out_dir, existing=self._existing_run, resume=resuming,
+                        overwrite=overwrite,
+                    )
+                )  # fmt: skip
+            except RunFolderError as exc:
+                error = exc
+        if self.dist.enabled:  # every rank stops when rank 0 could not claim the folder
+            flag = torch.tensor([0.0 if error is None else 1.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and error is None:
+                error = RunFolderError(f"rank 0 could not claim the run folder {self.out_dir}")
+        if error is not None:
+            raise error
+        with stack:
+            if overwrite and not resuming and self.out_dir is not None and self.dist.is_main:
+                for name in (CHECKPOINT_NAME, "metrics.jsonl", "metrics.csv"):
+                    (self.out_dir / name).unlink(missing_ok=True)
+            yield
+
+    def _existing_run(self) -> str | None:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return None
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+        return f"its checkpoint {path.name}, written {stamp}"
+
+    def _fit(self, resume: bool | str | Path) -> TrainResult:
         started = time.perf_counter()
         cfg = self.config
         if not self._maybe_restore(resume):
@@ -422,16 +464,36 @@ class Trainer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item() == 1.0:
             return
-        where = self.checkpoint_path
-        kept = (
-            f"the last good checkpoint {where} is intact"
-            if where is not None and where.exists()
-            else "no checkpoint was written yet"
-        )
+        bad = self._nonfinite_tensor()
+        weights = f"; the model was already non-finite: {bad}" if bad else ""
         raise TrainingDivergedError(
             f"loss became {float(loss.detach())} at step {self.global_step + 1} "
-            f"(epoch {self.epoch + 1}, batch {self.step_in_epoch + 1}); the step was not applied "
-            f"and {kept}. Lower the learning rate, set grad_clip_norm, or train in fp32."
+            f"(epoch {self.epoch + 1}, batch {self.step_in_epoch + 1}){weights}. The step was "
+            f"not applied and {self._last_good()}. Lower the learning rate, set grad_clip_norm, "
+            "or train in fp32."
+        )
+
+    def _nonfinite_tensor(self) -> str | None:
+        """The first parameter or buffer (model order, then loss modules) holding NaN/inf."""
+        named = list(self.model.state_dict().items())
+        for i, m in enumerate(self.extra_modules):
+            named += [(f"extra_losses[{i}].{k}", v) for k, v in m.state_dict().items()]
+        bad = ckpt_io.first_nonfinite(named)
+        return None if bad is None else ckpt_io.describe_nonfinite(bad, dict(named)[bad])
+
+    def _last_good(self) -> str:
+        """What the folder's checkpoint is worth, checked (readable, checksums, finite weights)
+        rather than assumed."""
+        where = self.checkpoint_path
+        if where is None or not where.exists():
+            return "no checkpoint was written yet"
+        try:
+            ckpt = ckpt_io.load_checkpoint(where)
+        except CheckpointError as exc:
+            return f"the checkpoint {where} is NOT usable: {exc}"
+        return (
+            f"the last good checkpoint {where} (step {ckpt['global_step']}; finite weights, "
+            "checksums verified) is intact"
         )
 
     def _sync_extra_grads(self) -> None:
@@ -468,12 +530,19 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             return None
+        bad = self._nonfinite_tensor()
+        if bad is not None:  # never write (or call good) a poisoned checkpoint
+            raise TrainingDivergedError(
+                f"after step {self.global_step} the model holds non-finite values, first "
+                f"{bad}; this checkpoint was not written and {self._last_good()}. "
+                "Lower the learning rate, set grad_clip_norm, or train in fp32."
+            )
         rngs = [ckpt_io.rng_state()]
         if self.dist.enabled:
             rngs = [None] * self.dist.world_size
             dist.all_gather_object(rngs, ckpt_io.rng_state())
         if self.dist.is_main:
-            ckpt_io.atomic_save({**self.state_dict(), "rng": rngs}, path)
+            ckpt_io.save_verified({**self.state_dict(), "rng": rngs}, path)
         if self.dist.enabled:
             dist.barrier()
         return path
@@ -489,7 +558,7 @@ class Trainer:
             return False
         ckpt = ckpt_io.load_checkpoint(path)
         self._check_compatible(ckpt, path)
-        self.model.load_state_dict(ckpt["model"])
+        _load_model_state(self.model, ckpt["model"], path)
         for module, state in zip(self.extra_modules, ckpt["extra_modules"], strict=True):
             module.load_state_dict(state)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -504,6 +573,14 @@ class Trainer:
         return True
 
     def _check_compatible(self, ckpt: Mapping[str, Any], path: Path) -> None:
+        saved_meta = ckpt.get("metadata") or {}
+        differ = [k for k in self.metadata if k in saved_meta and saved_meta[k] != self.metadata[k]]
+        if differ:
+            diffs = ", ".join(f"{k}: {saved_meta[k]!r} -> {self.metadata[k]!r}" for k in differ)
+            raise CheckpointError(
+                f"{path} is a run of a different model or data ({diffs}); resume it with its "
+                "original settings, or train into another output folder"
+            )
         saved, now = ckpt["config"], to_dict(self.config)
         changed = sorted(k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES)
         if changed:
@@ -546,3 +623,30 @@ class Trainer:
                 }
             )
         ckpt_io.atomic_write_text(buf.getvalue(), self.out_dir / "metrics.csv")
+
+
+def _load_model_state(model: nn.Module, state: Mapping[str, Any], path: Path) -> None:
+    """``load_state_dict`` with the differences spelled out when the architectures differ."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
+        for k in own
+        if k in state
+        and hasattr(state[k], "shape")
+        and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors missing from the checkpoint (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} it has that this model lacks (e.g. {unexpected[:3]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of different shape (e.g. {'; '.join(shapes[:3])})")
+        raise CheckpointError(
+            f"{path} holds a different architecture than this model: {', '.join(parts)}. "
+            "Resume with the model the run was started with, or train into another folder"
+        )
+    model.load_state_dict(state)
