@@ -5,8 +5,8 @@ import enum
 
 import pytest
 
-from torchslim.config import ConfigProblems, did_you_mean, from_dict, to_dict
-from torchslim.errors import ConfigError
+from torchslim.config import did_you_mean, from_dict, to_dict
+from torchslim.errors import ConfigError, ConfigProblems
 
 
 class Color(str, enum.Enum):

@@ -15,12 +15,12 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import yaml
 
-from torchslim.errors import ConfigError
+from torchslim.errors import ConfigError, ConfigProblems
 
 C = TypeVar("C")
 
@@ -36,15 +36,6 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class ConfigProblems(ConfigError):
-    """Several config problems at once; ``problems`` holds one line each, key path first."""
-
-    def __init__(self, problems: Sequence[str], source: str) -> None:
-        self.problems = tuple(problems)
-        lines = "".join(f"\n  {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problems in {source}:{lines}")
-
-
 class Problems:
     """Collects the problems of a config so that one error reports them all.
 
@@ -56,7 +47,7 @@ class Problems:
         >>> problems.raise_if_any("cfg.yaml")
         Traceback (most recent call last):
         ...
-        torchslim.config.ConfigProblems: 2 problems in cfg.yaml:
+        torchslim.errors.ConfigProblems: 2 problems in cfg.yaml:
           a: missing
           b: expected a number, got 'x'
     """

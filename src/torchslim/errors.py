@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class TorchslimError(Exception):
     """Base class of every error torchslim raises on purpose."""
@@ -9,6 +11,15 @@ class TorchslimError(Exception):
 
 class ConfigError(TorchslimError, ValueError):
     """A config field is unknown, has the wrong type or an invalid value."""
+
+
+class ConfigProblems(ConfigError):
+    """Several config problems at once; ``problems`` holds one line each, key path first."""
+
+    def __init__(self, problems: Sequence[str], source: str) -> None:
+        self.problems = tuple(problems)
+        lines = "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problems in {source}:{lines}")
 
 
 class DataNotFoundError(TorchslimError, FileNotFoundError):
