@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from torchslim.distill import Distiller, distill, fit_distillation
-from torchslim.errors import ConfigError
+from torchslim.errors import ConfigError, InputError
 from torchslim.models import TINY_MODELS, create
 from torchslim.train import StepContext, seed_everything
 
@@ -203,3 +203,24 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=0, msg=k)
+
+
+def test_teacher_that_rejects_the_input_names_the_input_and_the_teacher_module() -> None:
+    seed_everything(0)
+    student = create("resnet8", num_classes=10, in_channels=1)
+    teacher = create("resnet14", num_classes=10, in_channels=3)
+    pattern = (
+        r"teacher 0 \(\w+\) does not run on the example inputs \(shape \(2, 1, 28, 28\), "
+        r"torch\.float32\): module 'stem\.0' \(Conv2d\) rejected it \(RuntimeError: .*3 "
+        r"channels.*same channels"
+    )
+    with pytest.raises(InputError, match=pattern):
+        Distiller(student, [teacher], {"losses": [{"type": "kd"}]}, torch.randn(2, 1, 28, 28))
+    assert _hooks(student) == _hooks(teacher) == 0
+    # the teacher cache names its batch
+    teacher = create("resnet14", num_classes=10, in_channels=1)
+    d = Distiller(student, [teacher], {"losses": [{"type": "kd"}]}, torch.randn(2, 1, 28, 28))
+    data = TensorDataset(torch.randn(8, 3, 28, 28), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(InputError, match=r"teacher cache batch 0 .*\(4, 3, 28, 28\).*'stem\.0'"):
+        d.build_cache(data, batch_size=4, progress=False)
+    d.close()

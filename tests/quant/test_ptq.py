@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchslim as ts
-from torchslim.errors import ConfigError, UnsupportedOpError
+from torchslim.errors import ConfigError, InputError, NonFiniteError, UnsupportedOpError
 from torchslim.quant import FakeQuantize
 from torchslim.quant.ptq import calib_inputs
 from torchslim.quant.qmodules import QuantConv2d, QuantLinear
@@ -220,3 +220,48 @@ def test_first_and_last_layer_bits_cover_weights_and_inputs() -> None:
     assert weight == {"stem.0": 8, "conv1": 4, "conv2": 4, "fc": 6}
     qat = ts.prepare_qat(_net(), {**cfg, "act_quantizer": "pact"})
     assert qat.get_submodule("act_quant_x").bits == 8
+
+
+def _mlp_with_overflow() -> nn.Module:
+    """Layer '2' overflows: its weights are finite but its outputs are not."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                        nn.Linear(16, 2)).eval()  # fmt: skip
+    with torch.no_grad():
+        net[2].weight.fill_(1e38)
+    return net
+
+
+def test_nan_calibration_batch_is_refused_naming_the_batch() -> None:
+    data = _data()
+    data[2][1, 0, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"calib_data batch 2 \(the 3rd\).* 1 NaN value"):
+        ts.quantize(_net(), data, {}, progress=False)
+
+
+@pytest.mark.parametrize("mapping", ["symmetric", "saturating", "affine"])
+def test_infinite_activation_is_refused_naming_the_layer_that_made_it(mapping: str) -> None:
+    data = [torch.randn(8, 4) for _ in range(2)]
+    pattern = r"batch 0 .*layer '2' \(\w*Linear\) turned finite inputs into infinite.*layer '4'"
+    with pytest.raises(NonFiniteError, match=pattern):
+        ts.quantize(_mlp_with_overflow(), data, {"act_mapping": mapping}, progress=False)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_nan_weight_is_refused_naming_the_parameter(dynamic: bool) -> None:
+    net = _net()
+    with torch.no_grad():
+        net.conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"parameter 'conv1\.weight' holds 1 NaN value"):
+        ts.quantize(net, None if dynamic else _data(), {"dynamic": dynamic}, progress=False)
+
+
+def test_calibration_batch_of_the_wrong_shape_names_batch_shape_and_module() -> None:
+    data = _data()
+    data[1] = torch.randn(8, 4, 12, 12)
+    pattern = (
+        r"calib_data batch 1 \(the 2nd\) \(shape \(8, 4, 12, 12\), torch\.float32\): "
+        r"module 'stem\.0' \(\w*Conv2d\) rejected it \(RuntimeError: [^\n]*3 channels"
+    )
+    with pytest.raises(InputError, match=pattern):
+        ts.quantize(_net(), data, {}, progress=False)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import torchslim as ts
-from torchslim.errors import ConfigError
+from torchslim.errors import ConfigError, InputError, NonFiniteError
 from torchslim.quant import PACT, LSQQuantize
 from torchslim.quant.fake_quant import FixedQuantize
 
@@ -82,3 +82,24 @@ def test_convert_fixes_the_learned_grids() -> None:
         ts.convert(nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="act_quantizer"):
         ts.prepare_qat(_net(), {"act_quantizer": "pactt"})
+
+
+@pytest.mark.parametrize("act", ["ste", "lsq", "pact"])
+def test_calibration_data_that_does_not_fit_is_refused_naming_batch_and_layer(act: str) -> None:
+    x = _task(16)[0]
+    cfg = {"act_quantizer": act}
+    with pytest.raises(InputError, match=r"batch 1 .*\(8, 3, 8, 8\).*module '0' \(\w*Conv2d\)"):
+        ts.prepare_qat(_net(), cfg, calib_data=[x[:8], torch.randn(8, 3, 8, 8)])
+    bad = x[8:].clone()
+    bad[0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"calib_data batch 1 .*1 infinite value"):
+        ts.prepare_qat(_net(), cfg, calib_data=[x[:8], bad])
+    net = _net()
+    with torch.no_grad():
+        net[3].weight.fill_(1e38)  # finite weights, infinite outputs
+    with pytest.raises(NonFiniteError, match=r"layer '3' \(\w*Conv2d\) turned finite inputs"):
+        ts.prepare_qat(net, cfg, calib_data=[x[:8]])
+    with torch.no_grad():
+        net[3].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"ts\.prepare_qat: parameter '3\.weight'"):
+        ts.prepare_qat(net, cfg)

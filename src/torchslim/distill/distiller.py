@@ -20,11 +20,17 @@ from torchslim.distill.config import DistillConfig, LossSpec
 from torchslim.distill.hooks import OUTPUT, FeatureHooks, check_names
 from torchslim.distill.losses import DistillLoss, build_loss
 from torchslim.errors import ConfigError
+from torchslim.inputs import run_forward
 from torchslim.train import Callback, StepContext, Trainer, TrainResult
 from torchslim.train.evaluate import split_batch
 from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.distill")
+
+_TEACHER_HINT = (
+    "Each teacher runs on the student's inputs: give teachers that take the same channels, "
+    "size and dtype (or wrap one in a module that adapts the input)"
+)
 
 
 class IndexedDataset(Dataset):
@@ -166,8 +172,10 @@ class Distiller(nn.Module, Callback):
     def _build(self, example_inputs: torch.Tensor) -> None:
         student = self._student[0]
         with _frozen([student]):
-            student_feats = self._student_features(student(example_inputs))
-        teacher_feats = self._run_teachers(example_inputs)
+            out = run_forward(student, (example_inputs,), "the example inputs",
+                              who=f"the student ({type(student).__name__})")  # fmt: skip
+            student_feats = self._student_features(out)
+        teacher_feats = self._run_teachers(example_inputs, "the example inputs")
         for loss, s, t in zip(self.losses, student_feats, teacher_feats, strict=True):
             loss.build(s, t)
         self._student_hooks.clear()
@@ -179,15 +187,21 @@ class Distiller(nn.Module, Callback):
         got[OUTPUT] = first_tensor(outputs)
         return [[got[n] for n in term.student] for term in self._terms]
 
-    def _run_teachers(self, inputs: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per loss, the prepared teacher tensors (response losses: one tensor per teacher)."""
+    def _run_teachers(self, inputs: torch.Tensor, what: str) -> list[list[torch.Tensor]]:
+        """Per loss, the prepared teacher tensors (response losses: one tensor per teacher).
+
+        ``what`` names ``inputs`` (e.g. the step's batch) in the
+        :class:`~torchslim.errors.InputError` raised if a teacher does not run on them.
+        """
         needed = sorted({t for term in self._terms for t in term.teachers})
         feats: dict[int, dict[str, torch.Tensor]] = {}
         with _frozen([self._teachers[i] for i in needed]):
             for i in needed:
                 teacher, hooks = self._teachers[i], self._teacher_hooks[i]
                 hooks.clear()
-                out = teacher.to(inputs.device)(inputs)
+                out = run_forward(teacher.to(inputs.device), (inputs,), what,
+                                  who=f"teacher {i} ({type(teacher).__name__})",
+                                  hint=_TEACHER_HINT)  # fmt: skip
                 feats[i] = dict(zip(hooks.names, hooks.features(), strict=True))
                 feats[i][OUTPUT] = first_tensor(out)
                 hooks.clear()
@@ -207,7 +221,9 @@ class Distiller(nn.Module, Callback):
         if self._cache is not None and ctx.extra is not None:
             teacher = self._cached(ctx.extra, ctx.inputs.device)
         else:
-            teacher = self._run_teachers(ctx.inputs)
+            teacher = self._run_teachers(
+                ctx.inputs, f"the training batch of epoch {ctx.epoch}, step {ctx.step}"
+            )
         terms: dict[str, torch.Tensor] = {}
         for loss, term, s, t in zip(self.losses, self._terms, student, teacher, strict=True):
             name = term.name if term.name not in terms else f"{term.name}_{len(terms)}"
@@ -225,9 +241,12 @@ class Distiller(nn.Module, Callback):
         chunks: list[list[list[torch.Tensor]]] = []
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for batch in tqdm(loader, desc="teacher cache", disable=None if progress else True):
+            bar = tqdm(loader, desc="teacher cache", disable=None if progress else True)
+            for index, batch in enumerate(bar):
                 inputs = split_batch(batch[:2] if len(batch) == 3 else batch)[0].to(device)
-                per_loss = self._run_teachers(inputs)
+                first = index * batch_size
+                what = f"teacher cache batch {index} (samples {first}-{first + len(inputs) - 1})"
+                per_loss = self._run_teachers(inputs, what)
                 chunks.append([[t.detach().cpu() for t in ts] for ts in per_loss])
         self._cache = [
             [torch.cat([c[k][j] for c in chunks]) for j in range(len(chunks[0][k]))]

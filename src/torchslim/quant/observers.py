@@ -219,6 +219,8 @@ class Observer(nn.Module):
 
     def _update_histogram(self, a: torch.Tensor) -> None:
         top = float(a.max())
+        if not math.isfinite(top):  # the range holds it too, and calibration refuses it
+            return
         if top > float(self.hist_max):  # re-bin what we have onto the wider range
             if float(self.hist_max) > 0:
                 old_edges = torch.linspace(0, float(self.hist_max), self.HIST_BINS + 1)[1:]

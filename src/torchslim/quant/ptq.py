@@ -17,6 +17,15 @@ from tqdm.auto import tqdm
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import select_modules
+from torchslim.inputs import run_forward
+from torchslim.quant.checks import (
+    batch_name,
+    check_batch,
+    check_weights,
+    nonfinite_error,
+    nonfinite_quantizers,
+    ranges_finite,
+)
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
@@ -111,14 +120,34 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
     return model
 
 
+_CALIB_HINT = (
+    "Calibration batches must be what the model's forward takes: tensors, or (inputs, targets) "
+    "pairs, of the training data's shape and dtype"
+)
+
+
+def calib_forward(model: nn.Module, inputs: tuple[Any, ...], index: int) -> Any:
+    """Run calibration batch ``index`` (counted from 0): refused if it holds NaN/inf, and a
+    batch the model does not run on is an :class:`~torchslim.errors.InputError` naming it."""
+    check_batch(inputs, index)
+    return run_forward(model, inputs, batch_name(index), hint=_CALIB_HINT)
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]],
               progress: bool = True, total: int | None = None) -> int:  # fmt: skip
-    """Run float batches through the model with observers recording ranges; then freeze them."""
+    """Run float batches through the model with observers recording ranges; then freeze them.
+
+    A batch the model does not run on raises :class:`~torchslim.errors.InputError`; one holding
+    NaN/inf, or making an activation NaN/inf, raises :class:`~torchslim.errors.NonFiniteError`
+    (each names the batch, counted from 0, and the layer).
+    """
     set_quantizers(model, enabled=False, observing=True)
     seen = 0
     for inputs in tqdm(batches, total=total, disable=not progress, desc="calibrate", unit="batch"):
-        model(*inputs)
+        calib_forward(model, inputs, seen)
+        if not ranges_finite(model):
+            raise nonfinite_error(model, [(seen, inputs)], nonfinite_quantizers(model))
         seen += 1
     if seen == 0:
         raise ConfigError("calib_data: yielded no batches; pass a loader with at least one")
@@ -181,6 +210,9 @@ def quantize(
     int8 graph computes; ``ts.export_onnx`` writes it as a QDQ ONNX file with int8 weights.
     ``model.quant_report`` holds the per-layer SQNR table. With ``dynamic=True`` only Linear
     layers are quantized, activations at run time, and ``calib_data`` may be ``None``.
+    A calibration batch the model does not run on raises :class:`~torchslim.errors.InputError`;
+    NaN or inf in a weight, a batch or an activation raises
+    :class:`~torchslim.errors.NonFiniteError` naming the parameter, the batch or the layer.
 
     Example:
         >>> import torchslim as ts
@@ -192,6 +224,7 @@ def quantize(
         ['0', '4']
     """
     cfg = from_dict(QuantConfig, config)
+    check_weights(model, "ts.quantize")
     float_model = copy.deepcopy(model).eval()
     skip = select_modules(float_model, cfg.skip, "skip")
     if cfg.dynamic:

@@ -27,6 +27,7 @@ from torch import fx, nn
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import select_modules
+from torchslim.quant.checks import check_weights, nonfinite_error, nonfinite_quantizers
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
     PACT,
@@ -47,7 +48,7 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.ptq import QuantState, _weight_bits, calib_inputs
+from torchslim.quant.ptq import QuantState, _weight_bits, calib_forward, calib_inputs
 from torchslim.quant.qmodules import to_quantized
 
 
@@ -113,7 +114,10 @@ def prepare_qat(
     """A copy of ``model`` with trainable fake quantizers, ready for the torchslim Trainer.
 
     ``calib_data`` (a few batches) initialises the activation ranges / PACT clipping levels /
-    LSQ steps before training; without it the first training batch does.
+    LSQ steps before training; without it the first training batch does. A batch the model
+    does not run on raises :class:`~torchslim.errors.InputError`; NaN or inf in a weight, a
+    batch or an activation raises :class:`~torchslim.errors.NonFiniteError` (as in
+    ``ts.quantize``).
 
     Example:
         >>> import torchslim as ts
@@ -124,6 +128,7 @@ def prepare_qat(
         torch.Size([2, 3])
     """
     cfg = from_dict(QATConfig, config)
+    check_weights(model, "ts.prepare_qat")
     float_model = copy.deepcopy(model)
     was_training = model.training
     float_model.eval()
@@ -177,8 +182,8 @@ def _initialise(gm: fx.GraphModule, cfg: QATConfig, batches: list[tuple]) -> Non
                  for p in pacts]  # fmt: skip
         set_quantizers(gm, enabled=False)
         try:
-            for inputs in batches:
-                gm(*inputs)
+            for index, inputs in enumerate(batches):
+                calib_forward(gm, inputs, index)
         finally:
             for h in hooks:
                 h.remove()
@@ -190,8 +195,11 @@ def _initialise(gm: fx.GraphModule, cfg: QATConfig, batches: list[tuple]) -> Non
     for m in gm.modules():
         if isinstance(m, _TrainingFakeQuantize):
             m.train()  # ranges from the calibration batches
-    for inputs in batches:
-        gm(*inputs)  # LSQ steps initialise on their first batch
+    for index, inputs in enumerate(batches):
+        calib_forward(gm, inputs, index)  # LSQ steps initialise on their first batch
+    bad = nonfinite_quantizers(gm)
+    if bad:
+        raise nonfinite_error(gm, enumerate(batches), bad)
 
 
 def convert(model: nn.Module) -> nn.Module:
