@@ -405,3 +405,11 @@ def test_shape_only_modules_still_reject_a_broken_pruning_and_restore_forward() 
     with pytest.raises(RuntimeError, match="channels"):
         check_forward(model, (x,))
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_a_wrong_input_names_its_shape_and_the_module() -> None:
+    from torchslim.errors import InputError
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    with pytest.raises(InputError, match=r"\(shape \(1, 1, 8, 8\), torch\.float32\): module '0'"):
+        analyze(net, torch.randn(1, 1, 8, 8))

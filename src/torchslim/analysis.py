@@ -24,6 +24,8 @@ from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count, shape_wrapper
 
+from torchslim.inputs import run_forward
+
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
 
@@ -696,7 +698,9 @@ def analyze(model: nn.Module, example_inputs: Inputs, *, shapes_only: bool = Fal
     """
     inputs = input_tuple(example_inputs)
     with counting(model, shapes_only=shapes_only) as finish:
-        model(*inputs)
+        run_forward(model, inputs, "the example input" + ("s" if len(inputs) > 1 else ""),
+                    hint="Check that the example input is what the model's forward takes and "
+                    "that the module's weights fit the layers around it")  # fmt: skip
     return finish()
 
 

@@ -271,6 +271,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         eval_data=test,
         out_dir=out,
         resume=args.resume,
+        overwrite=args.overwrite,
         metadata=_run_metadata(args.student, args, data, info),
     )
     last = "finetune" if finetune is not None else "distill"

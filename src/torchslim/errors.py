@@ -49,8 +49,9 @@ class PruningError(TorchslimError, RuntimeError):
     """Pruning could not produce a working model; the original model was restored."""
 
 
-class InputError(TorchslimError, ValueError):
-    """The model does not run on the example inputs given (their shape, dtype or number)."""
+class InputError(TorchslimError, ValueError, RuntimeError):
+    """The model does not run on the inputs given (their shape, dtype or number), or a module
+    rejected them. Also a ``RuntimeError``, what PyTorch itself raises for such inputs."""
 
 
 class RunFolderError(TorchslimError, RuntimeError):

@@ -93,17 +93,40 @@ def run_forward(
     except (TorchslimError, torch.cuda.OutOfMemoryError):
         raise
     except _INPUT_ERRORS as exc:
-        where = failing_module(model, exc)
-        if where is None:
-            place = "its forward"
-        elif where:
-            place = f"module {where!r} ({type(model.get_submodule(where)).__name__})"
-        else:
-            place = f"the model's own forward ({type(model).__name__})"
-        raise InputError(
-            f"{who} does not run on {what} ({describe_inputs(inputs)}): {place} rejected it "
-            f"({type(exc).__name__}: {one_line(exc)}). {hint}"
-        ) from exc
+        raise input_error(model, inputs, what, exc, who=who, hint=hint) from exc
 
 
-__all__ = ["describe_inputs", "failing_module", "one_line", "run_forward"]
+def input_error(
+    model: nn.Module,
+    inputs: Sequence[Any],
+    what: str,
+    exc: BaseException,
+    *,
+    who: str = "the model",
+    hint: str = "Pass inputs of the shape, dtype and number the model's forward expects",
+) -> InputError:
+    """The :class:`InputError` for ``model``'s forward on ``inputs`` having raised ``exc``:
+    ``what`` was passed (shapes, dtypes), the innermost module running, and the cause.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 3))
+        >>> try:
+        ...     net(torch.zeros(2, 5))
+        ... except RuntimeError as e:
+        ...     str(input_error(net, (torch.zeros(2, 5),), "the example input", e))[:85]
+        "the model does not run on the example input (shape (2, 5), torch.float32): module '0'"
+    """
+    where = failing_module(model, exc)
+    if where is None:
+        place = "its forward"
+    elif where:
+        place = f"module {where!r} ({type(model.get_submodule(where)).__name__})"
+    else:
+        place = f"the model's own forward ({type(model).__name__})"
+    return InputError(
+        f"{who} does not run on {what} ({describe_inputs(inputs)}): {place} rejected it "
+        f"({type(exc).__name__}: {one_line(exc)}). {hint}"
+    )
+
+
+__all__ = ["describe_inputs", "failing_module", "input_error", "one_line", "run_forward"]

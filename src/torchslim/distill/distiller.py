@@ -299,6 +299,7 @@ def fit_distillation(
     eval_data: Dataset | DataLoader | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> DistillResult:
@@ -306,7 +307,8 @@ def fit_distillation(
     if ``config.finetune`` is set, fine-tune on hard labels (the two-phase recipe).
 
     With ``out_dir`` each phase checkpoints to ``out_dir/distill`` and ``out_dir/finetune``;
-    ``resume=True`` continues an interrupted run (a finished phase is not repeated). Hooks are
+    ``resume=True`` continues an interrupted run (a finished phase is not repeated);
+    ``overwrite=True`` replaces a run those folders already hold (refused otherwise). Hooks are
     removed from every model afterwards, also after an error.
 
     Example:
@@ -337,7 +339,7 @@ def fit_distillation(
             metadata={**(metadata or {}), "phase": "distill"},
             task_weight=distiller.hard_label_weight,
         )
-        phases["distill"] = trainer.fit(resume=resume)
+        phases["distill"] = trainer.fit(resume=resume, overwrite=overwrite)
     finally:
         distiller.close()
     if cfg.finetune is not None:
@@ -350,7 +352,7 @@ def fit_distillation(
             out_dir=out / "finetune" if out is not None else None,
             metadata={**(metadata or {}), "phase": "finetune"},
         )
-        phases["finetune"] = trainer.fit(resume=resume)
+        phases["finetune"] = trainer.fit(resume=resume, overwrite=overwrite)
     return DistillResult(student, phases)
 
 

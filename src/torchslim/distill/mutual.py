@@ -82,6 +82,7 @@ def mutual_learning(
     eval_data: Dataset | DataLoader | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> MutualResult:
     """Train two or more networks together, each on the labels and on the others' predictions
@@ -111,7 +112,7 @@ def mutual_learning(
         out_dir=out_dir,
         metadata={"phase": "mutual", "networks": len(models)},
     )
-    history = trainer.fit(resume=resume)
+    history = trainer.fit(resume=resume, overwrite=overwrite)
     accs: list[float] = []
     if eval_data is not None:
         accs = [trainer.evaluate().accuracy]

@@ -44,7 +44,7 @@ from torchslim.analysis import (
     shape_only_forward,
     swapped_forwards,
 )
-from torchslim.errors import ConfigError, InputError, TorchslimError, UnsupportedOpError
+from torchslim.errors import ConfigError, TorchslimError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.ops import (
     HANDLERS,
@@ -55,6 +55,7 @@ from torchslim.graph.ops import (
     untracked_outputs,
 )
 from torchslim.graph.spaces import Layout, SpaceTable, untracked
+from torchslim.inputs import input_error, one_line
 
 Inputs = torch.Tensor | Sequence[Any]
 
@@ -339,7 +340,7 @@ class _Recorder(PlainDispatchMode):
             raise UnsupportedOpError(
                 f"{where}: the forward reads tensor values, so it must be traced with real "
                 f"values, and these inputs or weights have none ({type(exc).__name__}: "
-                f"{_one_line(exc)}); trace with real example inputs and weights (not on the "
+                f"{one_line(exc)}); trace with real example inputs and weights (not on the "
                 "meta device)"
             ) from exc
         if where not in self.graph.data_dependent:
@@ -500,7 +501,10 @@ def _trace_pass(
     except Exception as exc:
         if recorder.values_needed:  # also where the model caught _ValuesNeeded and went on
             return None
-        raise input_error(graph, inputs, exc) from exc
+        raise input_error(
+            model, inputs, "the example input" + ("s" if len(inputs) > 1 else ""), exc,
+            hint="Pass example inputs of the shape, dtype and number the model's forward expects",
+        ) from exc  # fmt: skip
     if recorder.values_needed:
         return None
     graph.stats = graph.stats_after() if count else None
@@ -521,11 +525,6 @@ def _trace_pass(
 def _describe(graph: ChannelGraph, name: str) -> str:
     kind = type(graph.module(name)).__name__
     return f"module {name!r} ({kind})" if name else f"the model's own forward ({kind})"
-
-
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _branch_warning(graph: ChannelGraph) -> str:
@@ -550,28 +549,3 @@ def _branch_warning(graph: ChannelGraph) -> str:
             "them, or ignore=[...] the layers that feed them."
         )
     return text
-
-
-def input_error(graph: ChannelGraph, inputs: Sequence[Any], exc: BaseException) -> InputError:
-    """The :class:`InputError` for a traced forward that raised ``exc``: the example inputs
-    (shapes, dtypes), the innermost module of the model running when it was raised (found
-    from the traceback) and ``exc`` in one line."""
-    names = {id(m): n for n, m in graph.modules.items()}
-    where = ""
-    tb = exc.__traceback__
-    while tb is not None:  # outermost frame first: the last module found is the innermost
-        owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, nn.Module) and id(owner) in names:
-            where = names[id(owner)]
-        tb = tb.tb_next
-    described = [
-        f"shape {tuple(x.shape)}, {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        for x in tree_flatten(list(inputs))[0]
-    ]
-    return InputError(
-        f"the model does not run on the example input{'s' if len(described) > 1 else ''} "
-        f"({'; '.join(described)}): {_describe(graph, where)} rejected "
-        f"{'them' if len(described) > 1 else 'it'} "
-        f"({type(exc).__name__}: {_one_line(exc)}). Pass example inputs of the shape, dtype "
-        "and number the model's forward expects"
-    )
