@@ -141,3 +141,32 @@ def test_prune_stage_with_sensitivity_derived_ratios(tmp_path: Path) -> None:
     assert "sensitivity curves (pruned)" in page and page.count("data:image/png;base64,") == 4
     with pytest.raises(ConfigError, match=r"stages\.1\.sensitivity: needs target_macs"):
         parse_recipe({**raw, "stages": [raw["stages"][0], {"type": "prune", "sensitivity": {}}]})
+
+
+def test_compress_holds_its_folder_and_overwrite_starts_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+    from test_run_folder import hold_folder
+
+    raw = {
+        "model": {"name": "smallcnn"},
+        "data": {"test_subset": 20},
+        "report": {"latency": False},
+        "stages": [{"type": "evaluate", "name": "fresh"}],
+    }
+    path, out = tmp_path / "r.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(raw))
+    holder = hold_folder(out)
+    try:
+        assert main(["compress", str(path), "--out", str(out)]) == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    stale = out / "stages" / "07-old"
+    stale.mkdir(parents=True)
+    assert main(["compress", str(path), "--out", str(out)]) == 2
+    assert "already holds a run (1 stage folders, 0 finished)" in capsys.readouterr().err
+    assert main(["compress", str(path), "--out", str(out), "--overwrite"]) == 0
+    assert not stale.exists() and (out / "stages" / "00-fresh" / "done.json").exists()
