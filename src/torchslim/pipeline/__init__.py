@@ -7,21 +7,14 @@ Example:
     'evaluate'
 """
 
-from torchslim.pipeline.recipe import (
-    DataSpec,
-    ModelSpec,
-    Recipe,
-    ReportSpec,
-    Stage,
-    apply_overrides,
-    load_recipe,
-    parse_recipe,
-)
+from torchslim.pipeline.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
 from torchslim.pipeline.report import Report, StageRow
 from torchslim.pipeline.runner import CompressResult, StageError, compress
-from torchslim.pipeline.stages import load_model_file, load_run
+from torchslim.pipeline.spec import DataSpec, ModelSpec, ReportSpec, Stage
+from torchslim.pipeline.stages import STAGE_TYPES, StageType, load_model_file, load_run
 
 __all__ = [
+    "STAGE_TYPES",
     "CompressResult",
     "DataSpec",
     "ModelSpec",
@@ -31,6 +24,7 @@ __all__ = [
     "Stage",
     "StageError",
     "StageRow",
+    "StageType",
     "apply_overrides",
     "compress",
     "load_model_file",

@@ -19,125 +19,14 @@ from typing import Any
 import yaml
 
 from torchslim.config import Problems, did_you_mean, from_dict, parse_yaml, to_dict, with_source
-from torchslim.distill.config import DistillConfig
 from torchslim.errors import ConfigError
-from torchslim.prune.pruner import PruneConfig
+from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, ReportSpec, Stage
+from torchslim.pipeline.stages import STAGE_TYPES
 from torchslim.prune.sensitivity import SensitivityConfig
-from torchslim.prune.sparsity import SparsityConfig
-from torchslim.quant.config import QuantConfig
-from torchslim.quant.qat import QATConfig
 from torchslim.train.config import TrainConfig
 
-INITIAL = "model"  # the stage name that refers to the recipe's starting model
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The model a recipe (or a train/distill stage) starts from.
-
-    ``name`` is a zoo or torchvision name built fresh with ``args``; ``checkpoint`` loads a
-    ``torchslim train`` run folder, its ``last.pt``, or a ``ts.save`` file instead.
-    """
-
-    name: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    checkpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.name is None) == (self.checkpoint is None):
-            raise ConfigError("give exactly one of name (a fresh model) or checkpoint (a file)")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """The dataset every stage trains, calibrates and evaluates on.
-
-    ``name``: fashion-mnist (embedded), mnist, cifar10, or ``imagefolder:PATH``;
-    ``subset``/``test_subset``: stratified training subset / first test images (0: all).
-    """
-
-    name: str = "fashion-mnist"
-    root: str | None = None
-    subset: int = 0
-    test_subset: int = 0
-    augment: tuple[str, ...] | None = None
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class ReportSpec:
-    """What the report measures for every stage's model: ONNX Runtime latency at each batch
-    size with ``threads`` intra-op threads, the median of ``repeats`` runs (more when they take
-    under half a second in all), and whether to draw the HTML page."""
-
-    latency: bool = True
-    batch_sizes: tuple[int, ...] = (1, 32)
-    threads: int = 2
-    repeats: int = 20
-    html: bool = True
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of a recipe: ``model -> model`` (export writes a file, evaluate only measures).
-
-    ``input`` names the stage whose result this one starts from (default: the previous stage;
-    ``model`` is the recipe's starting model). ``model`` (train, distill) starts from a fresh
-    model instead; ``teacher`` (distill) is a stage name or a checkpoint path; ``train`` is the
-    training of train/qat stages, ``finetune`` the optional fine-tune after prune/sparsify;
-    ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage;
-    ``sensitivity`` (prune, with ``target_macs``) derives per-layer ratios from a sensitivity
-    analysis on the test data instead of one uniform ratio.
-    ``config`` holds the method's config (its fields sit beside these keys in YAML).
-    """
-
-    type: str
-    name: str
-    input: str | None = None
-    model: ModelSpec | None = None
-    teacher: str | None = None
-    train: TrainConfig | None = None
-    finetune: TrainConfig | None = None
-    calib: int = 512
-    path: str | None = None
-    sensitivity: SensitivityConfig | None = None
-    config: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The YAML form: stage keys plus the method config's fields, defaults left out."""
-        kind = KINDS[self.type]
-        out: dict[str, Any] = {"type": self.type, "name": self.name}
-        for key in sorted(kind.keys):
-            value = getattr(self, key)
-            default = _STAGE_DEFAULTS[key]
-            if value is not None and value != default:
-                out[key] = to_dict(value) if dataclasses.is_dataclass(value) else value
-        if self.input is not None:
-            out["input"] = self.input
-        if kind.config is not None and self.config is not None:
-            defaults = to_dict(kind.config())
-            out.update({k: v for k, v in to_dict(self.config).items() if defaults.get(k) != v})
-        return out
-
-
-@dataclass(frozen=True)
-class _Kind:
-    keys: frozenset[str]  # stage keys besides type/name/input
-    config: type | None = None  # method config whose fields are flattened into the stage
-
-
-KINDS: dict[str, _Kind] = {
-    "train": _Kind(frozenset({"model", "train"})),
-    "distill": _Kind(frozenset({"model", "teacher"}), DistillConfig),
-    "prune": _Kind(frozenset({"finetune", "sensitivity"}), PruneConfig),
-    "sparsify": _Kind(frozenset({"finetune"}), SparsityConfig),
-    "quantize": _Kind(frozenset({"calib"}), QuantConfig),
-    "qat": _Kind(frozenset({"calib", "train"}), QATConfig),
-    "export": _Kind(frozenset({"path"})),
-    "evaluate": _Kind(frozenset()),
-}
-_STAGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Stage)}
-_STAGE_TYPES = {"model": ModelSpec, "train": TrainConfig, "finetune": TrainConfig,
+# Stage keys whose values are dataclasses of their own.
+_NESTED = {"model": ModelSpec, "train": TrainConfig, "finetune": TrainConfig,
                 "sensitivity": SensitivityConfig}  # fmt: skip
 
 
@@ -175,7 +64,7 @@ class Recipe:
     def baseline_name(self) -> str | None:
         if self.baseline is not None:
             return self.baseline
-        return next((s.name for s in self.stages if s.type != "export"), None)
+        return next((s.name for s in self.stages if STAGE_TYPES[s.type].makes_model), None)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -203,11 +92,11 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
         raise ConfigError(f"{where}: expected a mapping with a type, got {raw!r}")
     kind_name = raw.get("type")
     if kind_name is None:
-        raise ConfigError(f"{where}.type: missing (one of {', '.join(KINDS)})")
-    if kind_name not in KINDS:
-        hint = did_you_mean(str(kind_name), KINDS)
-        raise ConfigError(f"{where}.type: {kind_name!r} is not one of {list(KINDS)}{hint}")
-    kind = KINDS[kind_name]
+        raise ConfigError(f"{where}.type: missing (one of {', '.join(STAGE_TYPES)})")
+    if kind_name not in STAGE_TYPES:
+        hint = did_you_mean(str(kind_name), STAGE_TYPES)
+        raise ConfigError(f"{where}.type: {kind_name!r} is not one of {list(STAGE_TYPES)}{hint}")
+    kind = STAGE_TYPES[kind_name]
     own = {"type", "name", "input", *kind.keys}
     method_fields = (
         {f.name for f in dataclasses.fields(kind.config) if f.init} if kind.config else set()
@@ -234,9 +123,9 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
     stage_args["name"] = name
     for key, value in list(stage_args.items()):
         path = f"{where}.{key}"
-        if key in _STAGE_TYPES and value is not None:
+        if key in _NESTED and value is not None:
             with problems.collect():
-                stage_args[key] = from_dict(_STAGE_TYPES[key], value, path)
+                stage_args[key] = from_dict(_NESTED[key], value, path)
         elif key == "calib" and (isinstance(value, bool) or not isinstance(value, int)):
             problems.add(f"{path}: expected an integer, got {value!r}")
         elif key in ("input", "teacher", "path") and not isinstance(value, str):
@@ -269,7 +158,7 @@ def _check_references(recipe: Recipe, base_dir: Path, problems: Problems) -> Non
                          f"an existing file{hint}")  # fmt: skip
         if stage.model is not None and stage.model.checkpoint is not None:
             _check_path(stage.model.checkpoint, base_dir, f"stages.{i}.model.checkpoint", problems)
-        if stage.type != "export":
+        if STAGE_TYPES[stage.type].makes_model:
             known.add(stage.name)
     if recipe.baseline is not None and recipe.baseline not in known - {INITIAL}:
         hint = did_you_mean(recipe.baseline, known)

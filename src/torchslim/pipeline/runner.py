@@ -30,10 +30,11 @@ from torchslim.analysis import analyze, measure_latency, round_robin_latency
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.export import evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
-from torchslim.pipeline.recipe import INITIAL, Recipe, ReportSpec, Stage, load_recipe
+from torchslim.pipeline.recipe import Recipe, load_recipe
 from torchslim.pipeline.report import Report, StageRow, rows_from_json
+from torchslim.pipeline.spec import INITIAL, ReportSpec, Stage
 from torchslim.pipeline.stages import (
-    STAGES,
+    STAGE_TYPES,
     Context,
     load_model_file,
     save_stage_model,
@@ -164,37 +165,33 @@ def compress(
 
 def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressResult:
     atomic_write_text(recipe.to_yaml(), out / "recipe.yaml")
-    ctx = Context(recipe, resume=resume, progress=progress)
+    ctx = Context(recipe, resume=resume, progress=progress, out_dir=out)
     report = Report(recipe.description or "torchslim compression report", recipe.baseline_name)
-    previous = INITIAL
     files: dict[str, Path] = {}  # stage -> the ONNX file its row measured
     for i, stage in enumerate(recipe.stages):
+        kind = STAGE_TYPES[stage.type]
         folder = out / "stages" / f"{i:02d}-{stage.name}"
         files[stage.name] = folder / "model.onnx"
         record = _finished(folder, stage, i) if resume else None
-        if record is not None and stage.type == "export" and Path(record["file"]).exists():
+        if record is not None and not kind.makes_model and Path(record["file"]).exists():
             report.artifacts[stage.name] = record["file"]
             continue
-        if record is not None and stage.type != "export":
-            ctx.models[stage.name] = _finished_model(ctx, stage, i, folder, previous)
+        if record is not None and kind.makes_model:
+            ctx.models[stage.name] = _finished_model(ctx, stage, i, folder)
             report.rows.extend(rows_from_json([record["row"]]))
-            previous = stage.name
+            ctx.previous = stage.name
             continue
         log.info("stage %d/%d %s (%s)", i + 1, len(recipe.stages), stage.name, stage.type)
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            if stage.type == "export":
-                model = ctx.input_of(stage, previous)
-                path = Path(stage.path) if stage.path else out / f"{stage.input or previous}.onnx"
-                rep = export_onnx(model, ctx.example, path)
-                report.artifacts[stage.name] = str(path)
-                log.info("%s", rep)
-                atomic_write_text(json.dumps({"stage": stage.to_dict(), "file": str(path)}),
+            t0 = time.perf_counter()
+            model, extra = kind.run(ctx, stage, stage_input(ctx, stage, ctx.previous), folder)
+            seconds = time.perf_counter() - t0
+            if not kind.makes_model:
+                report.artifacts[stage.name] = extra["file"]
+                atomic_write_text(json.dumps({"stage": stage.to_dict(), **extra}),
                                   folder / "done.json")  # fmt: skip
                 continue
-            t0 = time.perf_counter()
-            model, extra = STAGES[stage.type](ctx, stage, stage_input(ctx, stage, previous), folder)
-            seconds = time.perf_counter() - t0
             save_stage_model(model, folder)
             row = _measure(ctx, stage, model, folder, seconds, extra)
         except TorchslimError as exc:
@@ -209,15 +206,14 @@ def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressRes
                           folder / "done.json")  # fmt: skip
         report.write(out, html_page=recipe.report.html)
         log.info("stage %s: %s", stage.name, _summary(row))
-        previous = stage.name
+        ctx.previous = stage.name
     if recipe.report.latency and len(report.rows) > 1:
         _interleaved_latency(report, files, ctx)
     report.write(out, html_page=recipe.report.html)
     return CompressResult(out, report, {k: v for k, v in ctx.models.items() if k != INITIAL})
 
 
-def _finished_model(ctx: Context, stage: Stage, index: int, folder: Path,
-                    previous: str) -> nn.Module:  # fmt: skip
+def _finished_model(ctx: Context, stage: Stage, index: int, folder: Path) -> nn.Module:
     """A finished stage's model on ``--resume``: loaded from its file, or (quantized models,
     which are not stored as files) recomputed from its input; the trainer of a QAT stage
     resumes from its finished checkpoint, so no training is repeated."""
@@ -229,7 +225,8 @@ def _finished_model(ctx: Context, stage: Stage, index: int, folder: Path,
     log.info("stage %d/%d %s: finished earlier, recomputing its quantized model from its input",
              index + 1, total, stage.name)  # fmt: skip
     try:
-        return STAGES[stage.type](ctx, stage, stage_input(ctx, stage, previous), folder)[0]
+        kind = STAGE_TYPES[stage.type]
+        return kind.run(ctx, stage, stage_input(ctx, stage, ctx.previous), folder)[0]
     except TorchslimError as exc:
         raise StageError(
             f"stage {index} ({stage.name}): recomputing on resume failed: {exc}"

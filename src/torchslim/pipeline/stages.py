@@ -1,4 +1,9 @@
-"""What each recipe stage does to its model, through the public API and the one trainer."""
+"""What each recipe stage does to its model, through the public API and the one trainer.
+
+:data:`STAGE_TYPES` is the one registry of stage types: a new type is one function here and
+one entry there (its own YAML keys, its method config, whether it yields a model); the recipe
+parser, the runner, the CLI and the docs all read it.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
+from torchslim.distill.config import DistillConfig
 from torchslim.errors import CheckpointError, ConfigError
 from torchslim.export.onnx import is_quantized
 from torchslim.models import create
-from torchslim.pipeline.recipe import INITIAL, DataSpec, ModelSpec, Recipe, Stage
+from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, Stage
+from torchslim.prune.pruner import PruneConfig
+from torchslim.prune.sparsity import SparsityConfig
+from torchslim.quant.config import QuantConfig
+from torchslim.quant.qat import QATConfig
 from torchslim.serialize import load, save
 from torchslim.train import TrainConfig, Trainer, load_checkpoint
+
+if TYPE_CHECKING:
+    from torchslim.pipeline.recipe import Recipe
 
 log = logging.getLogger("torchslim.pipeline")
 
@@ -95,6 +108,8 @@ class Context:
     resume: bool = False
     progress: bool = True
     models: dict[str, nn.Module] = field(default_factory=dict)
+    out_dir: Path | None = None  # the run's folder (export stages write there by default)
+    previous: str = INITIAL  # the stage whose result the next stage starts from by default
 
     @cached_property
     def info(self) -> Any:
@@ -254,14 +269,38 @@ def _evaluate(ctx: Context, stage: Stage, model: nn.Module,
     return model, {}
 
 
-STAGES: dict[str, StageFn] = {
-    "train": _train,
-    "distill": _distill,
-    "prune": _prune,
-    "sparsify": _sparsify,
-    "quantize": _quantize,
-    "qat": _qat,
-    "evaluate": _evaluate,
+def _export(ctx: Context, stage: Stage, model: nn.Module,
+            folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
+    from torchslim.export import export_onnx
+
+    out = ctx.out_dir if ctx.out_dir is not None else folder.parent.parent
+    path = Path(stage.path) if stage.path else out / f"{stage.input or ctx.previous}.onnx"
+    log.info("%s", export_onnx(model, ctx.example, path))
+    return model, {"file": str(path)}
+
+
+@dataclass(frozen=True)
+class StageType:
+    """A kind of recipe stage: its function, its own YAML keys besides ``type``/``name``/
+    ``input``, the method config whose fields sit flattened beside them, and whether it yields
+    a model (measured in the report and usable as a later stage's input) or, like ``export``,
+    writes a file (its function returns ``{"file": path}`` as its extra)."""
+
+    run: StageFn
+    keys: frozenset[str] = frozenset()
+    config: type | None = None
+    makes_model: bool = True
+
+
+STAGE_TYPES: dict[str, StageType] = {
+    "train": StageType(_train, frozenset({"model", "train"})),
+    "distill": StageType(_distill, frozenset({"model", "teacher"}), DistillConfig),
+    "prune": StageType(_prune, frozenset({"finetune", "sensitivity"}), PruneConfig),
+    "sparsify": StageType(_sparsify, frozenset({"finetune"}), SparsityConfig),
+    "quantize": StageType(_quantize, frozenset({"calib"}), QuantConfig),
+    "qat": StageType(_qat, frozenset({"calib", "train"}), QATConfig),
+    "export": StageType(_export, frozenset({"path"}), makes_model=False),
+    "evaluate": StageType(_evaluate),
 }
 
 
@@ -272,4 +311,12 @@ def stage_input(ctx: Context, stage: Stage, previous: str) -> nn.Module:
     return ctx.input_of(stage, previous)
 
 
-__all__ = ["STAGES", "Context", "load_model_file", "load_run", "save_stage_model", "stage_input"]
+__all__ = [
+    "STAGE_TYPES",
+    "Context",
+    "StageType",
+    "load_model_file",
+    "load_run",
+    "save_stage_model",
+    "stage_input",
+]

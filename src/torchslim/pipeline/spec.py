@@ -1,0 +1,110 @@
+"""The data of a recipe: its model, dataset, report settings and stages (plain dataclasses;
+:mod:`torchslim.pipeline.recipe` reads and checks them, :mod:`torchslim.pipeline.stages` runs
+them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchslim.config import to_dict
+from torchslim.errors import ConfigError
+from torchslim.prune.sensitivity import SensitivityConfig
+from torchslim.train.config import TrainConfig
+
+INITIAL = "model"  # the stage name that refers to the recipe's starting model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a recipe (or a train/distill stage) starts from.
+
+    ``name`` is a zoo or torchvision name built fresh with ``args``; ``checkpoint`` loads a
+    ``torchslim train`` run folder, its ``last.pt``, or a ``ts.save`` file instead.
+    """
+
+    name: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.checkpoint is None):
+            raise ConfigError("give exactly one of name (a fresh model) or checkpoint (a file)")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The dataset every stage trains, calibrates and evaluates on.
+
+    ``name``: fashion-mnist (embedded), mnist, cifar10, or ``imagefolder:PATH``;
+    ``subset``/``test_subset``: stratified training subset / first test images (0: all).
+    """
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    subset: int = 0
+    test_subset: int = 0
+    augment: tuple[str, ...] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """What the report measures for every stage's model: ONNX Runtime latency at each batch
+    size with ``threads`` intra-op threads, the median of ``repeats`` runs (more when they take
+    under half a second in all), and whether to draw the HTML page."""
+
+    latency: bool = True
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int = 2
+    repeats: int = 20
+    html: bool = True
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a recipe: ``model -> model`` (export writes a file, evaluate only measures).
+
+    ``input`` names the stage whose result this one starts from (default: the previous stage;
+    ``model`` is the recipe's starting model). ``model`` (train, distill) starts from a fresh
+    model instead; ``teacher`` (distill) is a stage name or a checkpoint path; ``train`` is the
+    training of train/qat stages, ``finetune`` the optional fine-tune after prune/sparsify;
+    ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage;
+    ``sensitivity`` (prune, with ``target_macs``) derives per-layer ratios from a sensitivity
+    analysis on the test data instead of one uniform ratio.
+    ``config`` holds the method's config (its fields sit beside these keys in YAML).
+    """
+
+    type: str
+    name: str
+    input: str | None = None
+    model: ModelSpec | None = None
+    teacher: str | None = None
+    train: TrainConfig | None = None
+    finetune: TrainConfig | None = None
+    calib: int = 512
+    path: str | None = None
+    sensitivity: SensitivityConfig | None = None
+    config: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form: stage keys plus the method config's fields, defaults left out."""
+        from torchslim.pipeline.stages import STAGE_TYPES  # the registry runs Stages: no cycle
+
+        kind = STAGE_TYPES[self.type]
+        out: dict[str, Any] = {"type": self.type, "name": self.name}
+        for key in sorted(kind.keys):
+            value = getattr(self, key)
+            default = _STAGE_DEFAULTS[key]
+            if value is not None and value != default:
+                out[key] = to_dict(value) if dataclasses.is_dataclass(value) else value
+        if self.input is not None:
+            out["input"] = self.input
+        if kind.config is not None and self.config is not None:
+            defaults = to_dict(kind.config())
+            out.update({k: v for k, v in to_dict(self.config).items() if defaults.get(k) != v})
+        return out
+
+
+_STAGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Stage)}
