@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from torchslim.analysis import first_tensor
+from torchslim._tensors import first_tensor
 from torchslim.config import from_dict
 from torchslim.distill.config import DistillConfig, LossSpec
 from torchslim.distill.hooks import OUTPUT, FeatureHooks, check_names

@@ -8,7 +8,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-from torchslim.analysis import first_tensor
+from torchslim._tensors import first_tensor
 from torchslim.config import did_you_mean
 from torchslim.errors import ConfigError
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from torchslim.analysis import first_tensor
+from torchslim._tensors import first_tensor
 from torchslim.config import from_dict
 from torchslim.distill.config import MutualConfig
 from torchslim.errors import ConfigError

@@ -6,8 +6,8 @@ from torchslim.export.onnx import (
     evaluate_onnx,
     export_onnx,
     ort_kernels,
-    ort_session,
 )
+from torchslim.runtime import ort_session
 
 __all__ = [
     "ExportError",

@@ -1,6 +1,6 @@
 """``ts.export_onnx``: float ONNX for float models, QDQ int8 ONNX for quantized ones.
 
-A fake-quantized model exports (TorchScript exporter, opset 17) to QuantizeLinear +
+A fake-quantized model exports (TorchScript exporter, opset ``runtime.OPSET``) to QuantizeLinear +
 DequantizeLinear pairs. The file is then rewritten so it is really int8:
 
 * every ``QuantizeLinear`` applied to a constant (a weight) is computed ahead of time and its
@@ -31,14 +31,13 @@ from onnx import helper, numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader
 
-from torchslim.analysis import first_tensor, input_tuple, module_mode
+from torchslim._tensors import first_tensor, input_tuple, module_mode
 from torchslim.errors import TorchslimError
 from torchslim.quant.fake_quant import DynamicQuantize, FakeQuantize, WeightQuantize
 from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
+from torchslim.runtime import OPSET, ort_session
 
 log = logging.getLogger("torchslim.export")
-
-OPSET = 17
 
 
 class ExportError(TorchslimError, RuntimeError):
@@ -184,18 +183,6 @@ def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return err, agree
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with all graph optimisations (int8 fusions) on."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def ort_kernels(path: str | Path, *, level: str = "all") -> collections.Counter[str]:
     """How many of each op ONNX Runtime runs for a file, after its graph optimisations
     (``level``: "basic", "extended" or "all"): shows whether int8 layers became integer kernels.
@@ -207,19 +194,10 @@ def ort_kernels(path: str | Path, *, level: str = "all") -> collections.Counter[
         ...     sorted(ort_kernels(f"{d}/m.onnx"))
         ['Gemm']
     """
-    import onnxruntime as ort
-
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}  # fmt: skip
-    if level not in levels:
-        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = levels[level]
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath).graph
+        optimized = Path(tmp) / "optimized.onnx"
+        ort_session(path, level=level, optimized_model_path=optimized)
+        graph = onnx.load(str(optimized)).graph
     return collections.Counter(n.op_type for n in graph.node)
 
 

@@ -5,7 +5,7 @@ executes is seen with its actual tensors, whatever Python control flow produced 
 ``torch.fx`` cannot trace (Swin, MaxViT, data-dependent shapes) work the same way. The
 convolutions, matrix products, activations and eval-mode BatchNorm skip their arithmetic (their
 outputs are zeros of the shapes a formula or meta kernel gives, after the same argument checks;
-see :func:`torchslim.analysis.shape_only_call`): channels need shapes, not values, and those
+see :func:`torchslim.graph.execution.shape_only_call`): channels need shapes, not values, and those
 ops are nearly all of a forward pass's time. Eval BatchNorm and activation modules go one step
 further and record their op without it entering the dispatch mode (see ``_shortcut_forward``).
 
@@ -21,31 +21,26 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from torchslim.analysis import (
+from torchslim._tensors import aten_tensors, lead_tensor, map_tensors
+from torchslim.errors import ConfigError, TorchslimError, UnsupportedOpError
+from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
+from torchslim.graph.execution import (
     ACTIVATION_MODULE_OPS,
     BATCH_NORMS,
-    ModelStats,
     ModuleScope,
     PlainDispatchMode,
-    aten_tensors,
-    flop_formula,
-    lead_tensor,
-    map_tensors,
     measuring,
-    model_stats,
-    op_macs,
     shape_only_call,
     shape_only_forward,
     swapped_forwards,
 )
-from torchslim.errors import ConfigError, TorchslimError, UnsupportedOpError
-from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
+from torchslim.graph.macs import flop_formula, op_macs
 from torchslim.graph.ops import (
     HANDLERS,
     NO_CHANNELS,
@@ -56,6 +51,9 @@ from torchslim.graph.ops import (
 )
 from torchslim.graph.spaces import Layout, SpaceTable, untracked
 from torchslim.inputs import input_error, one_line
+
+if TYPE_CHECKING:
+    from torchslim.analysis import ModelStats
 
 Inputs = torch.Tensor | Sequence[Any]
 
@@ -241,6 +239,9 @@ class ChannelGraph:
 
         def shape(t: T | None) -> tuple[int, ...]:
             return () if t is None else after(t)
+
+        # analysis sits above graph (it runs on graph.execution): imported here, not at the top
+        from torchslim.analysis import model_stats
 
         seen = {name: (shape(i), shape(o)) for name, (i, o) in self.module_io.items()}
         return model_stats(self.model, self.macs_after(keep), seen)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchslim.tables import markdown_table
 from torchslim.train.checkpoint import atomic_write_text
 
 
@@ -86,7 +87,7 @@ class Report:
         sizes = sorted({bs for r in self.rows for bs in r.latency_ms}, key=int)
         head = ["stage", "type", "top-1 ORT", "top-1 PyTorch", "Δ top-1", "params", "MACs",
                 "ONNX file", "smaller"] + [f"ORT b{bs} ms (speed-up)" for bs in sizes]  # fmt: skip
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for r in self.rows:
             q = self.ratios(r)
             cells = [
@@ -103,8 +104,8 @@ class Report:
             for bs in sizes:
                 ms = r.latency_ms.get(bs)
                 cells.append("-" if ms is None else f"{ms:.2f} ({_times(q.get(f'speedup_b{bs}'))})")
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            rows.append(cells)
+        return "\n".join(markdown_table(head, rows))
 
     def __str__(self) -> str:
         return self.table()

@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from torchslim.analysis import ModelStats, format_count
+from torchslim.analysis import ModelStats
+from torchslim.tables import format_count, text_table
 
 if TYPE_CHECKING:
     from torchslim.graph.trace import ChannelGraph
@@ -64,10 +65,7 @@ class PruneReport:
             )
             for r in self.layers
         ]
-        widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(5)]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-                 for row in [header, *rows]]  # fmt: skip
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = text_table(header, rows)
         lines.append(
             f"total: params {format_count(self.params_before)} -> "
             f"{format_count(self.params_after)} ({self.params_ratio:.1%}), MACs "

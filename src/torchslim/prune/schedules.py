@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from torchslim.analysis import Inputs, analyze
+from torchslim._tensors import Inputs
+from torchslim.analysis import analyze
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.prune.apply import Keep

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from torchslim.analysis import Inputs, analyze, format_count
+from torchslim._tensors import Inputs
+from torchslim.analysis import analyze
 from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import trace
 from torchslim.prune.importance import get_importance
 from torchslim.prune.pruner import PruneConfig, Pruner, build_groups
+from torchslim.tables import format_count, text_table
 
 log = logging.getLogger("torchslim.prune")
 
@@ -188,25 +190,12 @@ class SensitivityResult:
             + ["failed" if p.loss is None else f"{p.loss:.4g}" for p in g.points]
             for g in self.groups
         ]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-        def line(row: list[str]) -> str:
-            rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-            return "  ".join([row[0].ljust(widths[0]), *rest])
-
         title = (
             f"sensitivity ({self.importance}): baseline metric {self.baseline_metric + 0.0:.4g}, "
             f"{format_count(self.baseline_macs)}MACs; cells: metric loss (baseline - metric) "
             "with only that group pruned at the ratio"
         )
-        return "\n".join(
-            [
-                title,
-                line(header),
-                "  ".join("-" * w for w in widths),
-                *(line(row) for row in rows),
-            ]
-        )
+        return "\n".join([title, *text_table(header, rows, right=range(1, len(header)))])
 
     def plot(self, path: str | Path, *, max_legend: int = 10) -> Path:
         """Write a PNG: one metric-vs-ratio curve per group, the most sensitive ones labelled.

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchslim.analysis import format_count
 from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, TorchslimError
+from torchslim.tables import format_count, text_table
 from torchslim.train.trainer import Callback, Trainer
 
 UNSTRUCTURED = "unstructured"
@@ -511,13 +511,8 @@ class SparsityReport:
         return {"layers": [r.to_dict() for r in self.layers], "total": self.total.to_dict()}
 
     def __str__(self) -> str:
-        header = _COLUMNS
-        rows = [r.cells() for r in (*self.layers, self.total)]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        fmt = "  ".join(f"{{:>{w}}}" if 3 <= i < 8 else f"{{:<{w}}}" for i, w in enumerate(widths))
-        rule = "  ".join("-" * w for w in widths)
-        lines = [fmt.format(*header), rule, *(fmt.format(*r) for r in rows[:-1]), rule]
-        return "\n".join(line.rstrip() for line in [*lines, fmt.format(*rows[-1])])
+        rows = [r.cells() for r in self.layers]
+        return "\n".join(text_table(_COLUMNS, rows, right=range(3, 8), footer=[self.total.cells()]))
 
 
 def _fits_nm(weight: torch.Tensor, n: int, m: int) -> bool:

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from torchslim.analysis import first_tensor
+from torchslim._tensors import first_tensor
 from torchslim.quant.fake_quant import set_quantizers
+from torchslim.tables import text_table
 
 
 def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
@@ -61,11 +62,10 @@ class QuantReport:
         def db(v: float | None) -> str:
             return "-" if v is None else ("inf" if math.isinf(v) else f"{v:.1f}")
 
-        width = max([len(e.name) for e in self.layers] + [5])
-        lines = [f"{'layer':<{width}}  output SQNR dB  alone: model SQNR dB", "-" * (width + 38)]
-        for e in self.layers:
-            tag = "  (kept float)" if e.in_float else ""
-            lines.append(f"{e.name:<{width}}  {db(e.sqnr_db):>14}  {db(e.isolated_db):>20}{tag}")
+        header = ("layer", "output SQNR dB", "alone: model SQNR dB", "")
+        rows = [(e.name, db(e.sqnr_db), db(e.isolated_db), "(kept float)" if e.in_float else "")
+                for e in self.layers]  # fmt: skip
+        lines = text_table(header, rows, right={1, 2})
         agree = (
             "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.3f}"
         )

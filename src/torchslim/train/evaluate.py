@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from torchslim.analysis import module_mode
+from torchslim._tensors import module_mode
 from torchslim.train.distributed import all_reduce_sum, current
 
 

@@ -1,0 +1,125 @@
+"""Small helpers on the tensors and modules that every layer of torchslim passes around.
+
+Nothing here imports another torchslim module: it sits at the bottom of the layering
+(``tests/test_layering.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+Inputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def input_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """Example inputs as a tuple of positional arguments (a lone tensor is wrapped).
+
+    Example:
+        >>> len(input_tuple(torch.zeros(2))), len(input_tuple([torch.zeros(2), torch.ones(1)]))
+        (1, 2)
+    """
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model or module output (tensor, tuple/list, or dict).
+
+    Example:
+        >>> first_tensor((torch.zeros(2), "aux")).shape
+        torch.Size([2])
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, dict) else out
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise TypeError(f"model output has no tensor: {type(out).__name__}")
+
+
+def lead_tensor(value: Any) -> torch.Tensor | None:
+    """The tensor a module's input or output is reported by: itself, or the first of a list.
+
+    Example:
+        >>> lead_tensor([torch.zeros(2), torch.zeros(3)]).shape, lead_tensor("text")
+        (torch.Size([2]), None)
+    """
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return None
+
+
+def map_tensors(fn: Callable[[Any], Any], value: Any, kind: type = torch.Tensor) -> Any:
+    """``fn`` applied to every tensor in an ATen argument or result (lists, tuples, dicts).
+
+    A cheap stand-in for ``torch.utils._pytree.tree_map`` on what ATen ops take and return;
+    ``kind`` maps leaves of another type instead (e.g. the tracer's stand-ins for tensors).
+
+    Example:
+        >>> map_tensors(lambda t: t.shape[0], (torch.zeros(2), [torch.zeros(3), 1.5]))
+        (2, [3, 1.5])
+    """
+    if isinstance(value, kind):
+        return fn(value)
+    if isinstance(value, (list, tuple)):  # leaves inline: this runs for every traced op
+        return type(value)(
+            [
+                fn(v) if isinstance(v, kind) else map_tensors(fn, v, kind) if _nested(v) else v
+                for v in value
+            ]
+        )
+    if isinstance(value, dict):
+        return {k: map_tensors(fn, v, kind) for k, v in value.items()}
+    return value
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict))
+
+
+def aten_tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in an ATen argument or result, in order.
+
+    Example:
+        >>> len(aten_tensors((torch.zeros(2), [torch.zeros(3), 1.5])))
+        2
+    """
+    found: list[torch.Tensor] = []
+    map_tensors(found.append, value)
+    return found
+
+
+@contextlib.contextmanager
+def module_mode(model: nn.Module, *, training: bool) -> Iterator[nn.Module]:
+    """``model.train(training)`` inside; on exit every submodule gets back its own flag.
+
+    ``model.train(was)`` would set one flag on the whole tree, so a model in training with
+    some parts kept in eval (a frozen BatchNorm) would come back with them unfrozen. Nothing
+    is called when the model is already entirely in the asked mode.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+        >>> _ = net[1].eval()
+        >>> with module_mode(net, training=False):
+        ...     net[0].training
+        False
+        >>> [m.training for m in net]
+        [True, False]
+    """
+    # a frozen TorchScript module has no training flag (it is inference-only)
+    flags = [(m, m.training) for m in model.modules() if hasattr(m, "training")]
+    if any(was != training for _, was in flags):
+        model.train(training)
+    try:
+        yield model
+    finally:
+        for m, was in flags:
+            if m.training != was:
+                m.training = was

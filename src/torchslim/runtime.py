@@ -1,0 +1,214 @@
+"""Latency in PyTorch and ONNX Runtime, and the one place torchslim opens ONNX Runtime sessions.
+
+:func:`ort_session` builds every session (export checks, evaluation, kernel listings, timing)
+with the same options, and :data:`OPSET` is the ONNX opset of every file torchslim writes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from torchslim._tensors import Inputs, input_tuple, module_mode
+
+OPSET = 17  # the ONNX opset of every exported file (export_onnx and the latency exports)
+
+
+def ort_session(
+    path: str | Path,
+    threads: int | None = None,
+    *,
+    level: str = "all",
+    optimized_model_path: str | Path | None = None,
+) -> Any:
+    """An ONNX Runtime CPU session; ``level`` of graph optimisations ("basic", "extended" or
+    "all", the default: int8 fusions on). ``threads`` sets the intra-op threads (inter-op: 1);
+    ``optimized_model_path`` saves the graph ONNX Runtime runs after its optimisations.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = export_for_latency(nn.Linear(4, 2), (torch.randn(1, 4),), Path(d) / "m.onnx")
+        ...     session = ort_session(path, threads=1)
+        ...     feed = {session.get_inputs()[0].name: torch.randn(1, 4).numpy()}
+        ...     session.run(None, feed)[0].shape
+        (1, 2)
+    """
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}  # fmt: skip
+    if level not in levels:
+        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[level]
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency of repeated forward passes (milliseconds)."""
+
+    backend: str
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    min_ms: float
+    repeats: int
+    threads: int
+    batch_size: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.backend}: median {self.median_ms:.3f} ms (p90 {self.p90_ms:.3f}, "
+            f"min {self.min_ms:.3f}) over {self.repeats} runs, batch {self.batch_size}, "
+            f"{self.threads} threads"
+        )
+
+
+def _summarise(times: list[float], backend: str, threads: int, batch: int) -> LatencyResult:
+    ms = sorted(t * 1e3 for t in times)
+    p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
+    return LatencyResult(
+        backend, statistics.median(ms), statistics.fmean(ms), p90, ms[0], len(ms), threads, batch
+    )
+
+
+def export_for_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """Export a float model to ONNX (opset :data:`OPSET`) for latency measurement in ONNX
+    Runtime.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     export_for_latency(nn.Linear(4, 2), (torch.randn(1, 4),), Path(d) / "m.onnx").name
+        'm.onnx'
+    """
+    model = model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, inputs, str(path), opset_version=OPSET, dynamo=False)
+    return path
+
+
+def measure_latency(
+    model_or_path: nn.Module | str | Path,
+    example_inputs: Inputs,
+    *,
+    backend: Literal["torch", "ort"] = "torch",
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+    min_seconds: float = 0.0,
+) -> LatencyResult:
+    """Median latency of ``repeats`` forward passes after ``warmup`` ones, on the CPU.
+
+    ``backend="ort"`` runs an ONNX file in ONNX Runtime (a module is exported to a temporary
+    file first). ``threads`` sets intra-op threads (default: PyTorch's current setting).
+    ``min_seconds`` keeps timing past ``repeats`` (up to 100 times as many) until the timed
+    runs add up to that long: sub-millisecond medians of 20 runs vary by tens of percent.
+
+    Example:
+        >>> res = measure_latency(nn.Linear(8, 8), torch.randn(1, 8), repeats=5)
+        >>> res.repeats, res.median_ms > 0
+        (5, True)
+    """
+    if repeats <= 0 or warmup < 0:
+        raise ValueError("repeats must be > 0 and warmup >= 0")
+    inputs = input_tuple(example_inputs)
+    threads = threads or torch.get_num_threads()
+    batch = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+    if backend == "torch":
+        if not isinstance(model_or_path, nn.Module):
+            raise TypeError("backend='torch' needs an nn.Module")
+        return _torch_latency(model_or_path, inputs, warmup, repeats, threads, batch, min_seconds)
+    if backend != "ort":
+        raise ValueError(f"backend must be 'torch' or 'ort', got {backend!r}")
+    if isinstance(model_or_path, nn.Module):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_for_latency(model_or_path, inputs, Path(tmp) / "model.onnx")
+            return _ort_latency(path, inputs, warmup, repeats, threads, batch, min_seconds)
+    return _ort_latency(Path(model_or_path), inputs, warmup, repeats, threads, batch, min_seconds)
+
+
+def round_robin_latency(
+    paths: dict[str, str | Path],
+    inputs: Sequence[torch.Tensor],
+    *,
+    rounds: int = 3,
+    repeats: int | Sequence[int] = 20,
+    threads: int | None = None,
+    min_seconds: float = 0.0,
+) -> dict[str, list[float]]:
+    """Median ORT latency (ms) of several ONNX files on each input, timed round-robin.
+
+    Each of ``rounds`` rounds times every file on every input in turn (``measure_latency``,
+    ``repeats`` runs, one count per input or one for all); the result is the median of the
+    rounds' medians, so slow drift of the machine (clock, other load) hits all files alike
+    instead of whichever was timed then.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = export_for_latency(nn.Linear(4, 4).eval(), (torch.randn(1, 4),),
+        ...                               Path(d) / "m.onnx")
+        ...     ms = round_robin_latency({"m": path}, [torch.randn(1, 4)], rounds=2, repeats=3)
+        >>> len(ms["m"]), ms["m"][0] > 0
+        (1, True)
+    """
+    counts = [repeats] * len(inputs) if isinstance(repeats, int) else list(repeats)
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for key, path in paths.items():
+            for i, (x, n) in enumerate(zip(inputs, counts, strict=True)):
+                res = measure_latency(path, x, backend="ort", repeats=n, threads=threads,
+                                      min_seconds=min_seconds)  # fmt: skip
+                times.setdefault((key, i), []).append(res.median_ms)
+    return {k: [statistics.median(times[k, i]) for i in range(len(inputs))] for k in paths}
+
+
+def _time_runs(run: Callable[[], object], warmup: int, repeats: int,
+               min_seconds: float) -> list[float]:  # fmt: skip
+    """Seconds of each timed call of ``run``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 100 * repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _torch_latency(model: nn.Module, inputs: tuple, warmup: int, repeats: int, threads: int,
+                   batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with module_mode(model, training=False), torch.inference_mode():
+            times = _time_runs(lambda: model(*inputs), warmup, repeats, min_seconds)
+    finally:
+        torch.set_num_threads(previous)
+    return _summarise(times, "torch", threads, batch)
+
+
+def _ort_latency(path: Path, inputs: tuple, warmup: int, repeats: int, threads: int,
+                 batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
+    session = ort_session(path, threads)
+    feed = {
+        i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)
+    }
+    times = _time_runs(lambda: session.run(None, feed), warmup, repeats, min_seconds)
+    return _summarise(times, "ort", threads, batch)

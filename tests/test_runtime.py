@@ -1,0 +1,59 @@
+"""Latency (PyTorch and ONNX Runtime) and ONNX Runtime sessions (torchslim.runtime)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchslim.runtime import export_for_latency, measure_latency, round_robin_latency
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_latency_reports_positive_median(backend: str) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    res = measure_latency(model, torch.randn(3, 1, 8, 8), backend=backend, warmup=1, repeats=3)
+    assert res.backend == backend and res.repeats == 3 and res.batch_size == 3
+    assert 0 < res.min_ms <= res.median_ms <= res.p90_ms
+    assert "median" in str(res)
+
+
+def test_latency_min_seconds_times_more_runs() -> None:
+    res = measure_latency(nn.Linear(4, 4), torch.randn(1, 4), repeats=2, min_seconds=0.02)
+    # two runs of a tiny layer take microseconds: it keeps timing until 20 ms or 100 x repeats
+    assert res.repeats > 2
+    assert res.repeats * res.mean_ms >= 20 or res.repeats == 200
+
+
+def test_latency_keeps_each_submodules_mode() -> None:
+    # a model in training with a frozen BatchNorm: timing must not unfreeze it
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).train()
+    model[1].eval()
+    measure_latency(model, torch.randn(2, 1, 8, 8), warmup=1, repeats=2)
+    assert [m.training for m in model] == [True, False]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TorchScript is deprecated
+def test_latency_of_frozen_torchscript_module() -> None:
+    # a frozen ScriptModule has no ``training`` attribute; timing it must still work
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    frozen = torch.jit.freeze(torch.jit.script(model))
+    res = measure_latency(frozen, torch.randn(1, 1, 8, 8), warmup=1, repeats=2)
+    assert res.median_ms > 0
+
+
+def test_latency_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), backend="tvm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=0)
+
+
+def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
+    x = torch.randn(1, 8)
+    paths = {name: export_for_latency(nn.Linear(8, 8).eval(), (x,), tmp_path / f"{name}.onnx")
+             for name in ("a", "b")}  # fmt: skip
+    ms = round_robin_latency(paths, [x, x + 1], rounds=2, repeats=(3, 2))
+    assert list(ms) == ["a", "b"] and all(len(v) == 2 and min(v) > 0 for v in ms.values())
+    with pytest.raises(ValueError):  # one repeat count per input
+        round_robin_latency(paths, [x], repeats=(3, 2))
