@@ -1,12 +1,7 @@
 """Datasets (embedded Fashion-MNIST, MNIST, CIFAR-10, ImageFolder), augmentations, sampling."""
 
-from torchslim.data.datasets import (
-    DatasetInfo,
-    cache_dir,
-    dataset_info,
-    get_dataset,
-    targets_of,
-)
+from torchslim.data.datasets import cache_dir, dataset_info, get_dataset, targets_of
+from torchslim.data.info import DatasetInfo
 from torchslim.data.sampling import calibration_loader, stratified_subset
 from torchslim.data.transforms import AUGMENTATIONS, build_transforms, mix_transform
 

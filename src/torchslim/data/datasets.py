@@ -8,13 +8,14 @@ import shutil
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from torchslim.config import did_you_mean
+from torchslim.data.info import DatasetInfo
+from torchslim.data.transforms import build_transforms
 from torchslim.errors import ConfigError, DataNotFoundError
 
 EMBEDDED = Path(__file__).parent / "embedded"
@@ -23,19 +24,6 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and its transforms need to know about a dataset."""
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: tuple[str, ...] = ()
 
 
 _KNOWN = {
@@ -273,8 +261,6 @@ def get_dataset(
         >>> len(test), tuple(test[0][0].shape)
         (10000, (1, 28, 28))
     """
-    from torchslim.data.transforms import build_transforms
-
     info = dataset_info(name)
     if name in ("fashion-mnist", "mnist"):
         base = _idx_dataset(name, root, train, download)

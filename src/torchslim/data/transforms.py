@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms import v2
 
 from torchslim.config import did_you_mean
-from torchslim.data.datasets import DatasetInfo
+from torchslim.data.info import DatasetInfo
 from torchslim.errors import ConfigError
 
 
