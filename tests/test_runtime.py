@@ -57,3 +57,23 @@ def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
     assert list(ms) == ["a", "b"] and all(len(v) == 2 and min(v) > 0 for v in ms.values())
     with pytest.raises(ValueError):  # one repeat count per input
         round_robin_latency(paths, [x], repeats=(3, 2))
+
+
+def test_one_opset_and_one_session_factory(tmp_path) -> None:
+    import onnx
+
+    import torchslim as ts
+    from torchslim.export import ort_kernels
+    from torchslim.runtime import OPSET, ort_session
+
+    net = nn.Linear(4, 2).eval()
+    ts.export_onnx(net, torch.randn(1, 4), tmp_path / "a.onnx")
+    export_for_latency(net, (torch.randn(1, 4),), tmp_path / "b.onnx")
+    for name in ("a.onnx", "b.onnx"):
+        opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / name)).opset_import}
+        assert opsets[""] == OPSET
+    ort_session(tmp_path / "a.onnx", level="basic", optimized_model_path=tmp_path / "o.onnx")
+    assert (tmp_path / "o.onnx").stat().st_size > 0
+    assert sorted(ort_kernels(tmp_path / "a.onnx", level="basic")) == ["Gemm"]
+    with pytest.raises(ValueError, match="level must be one of"):
+        ort_session(tmp_path / "a.onnx", level="max")
