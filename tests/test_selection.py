@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import pytest
+import torch
 from torch import nn
 
+import torchslim as ts
 from torchslim.distill.hooks import FeatureHooks
 from torchslim.errors import ConfigError
+from torchslim.quant import PQConfig, binarize, product_quantize
+from torchslim.quant.binary import binary_layers
 from torchslim.selection import Selection, check_module_names, escape, matches
 
 
@@ -98,3 +102,36 @@ def test_exact_names_for_hooks_name_the_close_match() -> None:
         check_module_names(net(), ["layer3"], "layers")
     with pytest.raises(ConfigError, match=r"did you mean 'layer2\.conv'"):
         FeatureHooks(net(), ["layer2.cnv"])
+
+
+X = torch.randn(2, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: ts.prune.prune(m, X, {"ratio": 0.5, "ignore": ["layer3"]}),
+        lambda m: ts.sparsify(m, {"ignore": ["layer3"]}),
+        lambda m: ts.quantize(m, [X], {"skip": ["layer3"]}, progress=False),
+        lambda m: ts.prepare_qat(m, {"skip": ["layer3"]}),
+        lambda m: product_quantize(m, {"skip": ["layer3"]}, progress=False),
+        lambda m: binarize(m, {"ignore": ["layer3"]}),
+    ],
+    ids=["prune", "sparsify", "quantize", "qat", "pq", "binary"],
+)
+def test_every_method_refuses_a_selector_matching_nothing(call) -> None:
+    with pytest.raises(ConfigError, match=r"selector 'layer3' .*did you mean"):
+        call(net())
+
+
+def test_the_type_rule_is_the_same_in_every_method() -> None:
+    # 'Conv2d' selects the QuantConv2d stem in each method, as it does in Selection
+    model = ts.sparsify(net(), {"targets": ["Conv2d"]})
+    assert hasattr(model.stem, "parametrizations") and not hasattr(model.fc, "parametrizations")
+    model = binarize(net(), {"keep_first_last": False, "targets": ["Conv2d"]})
+    assert binary_layers(model) == ["layer1.conv", "layer2.conv"]  # binarize swaps plain types
+    model = product_quantize(net(), PQConfig(subvector=1, codebook_size=2, min_rows=1,
+                                             layers=("Conv2d",)), progress=False)  # fmt: skip
+    assert [n for n, m in model.named_modules() if hasattr(m, "pq_codes")] == [
+        "stem", "layer1.conv", "layer2.conv"
+    ]  # fmt: skip

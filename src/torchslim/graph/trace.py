@@ -16,7 +16,6 @@ model is traced again with every op computed for real (see :func:`trace`).
 
 from __future__ import annotations
 
-import fnmatch
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -28,7 +27,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from torchslim._tensors import aten_tensors, lead_tensor, map_tensors
-from torchslim.errors import ConfigError, TorchslimError, UnsupportedOpError
+from torchslim.errors import TorchslimError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.execution import (
     ACTIVATION_MODULE_OPS,
@@ -114,35 +113,6 @@ def _tie_bias(module: nn.Module, name: str, graph: ChannelGraph) -> None:
         weight, bias = (graph.param_dims.get(prefix + p) for p in ("weight", "bias"))
         if weight is not None and bias is not None:
             graph.spaces.unify(weight[0], bias[0], f"bias of {name}")
-
-
-def matches(name: str, module: nn.Module, selector: str) -> bool:
-    """A selector is a qualified-name glob (``layer1.*``) or a module type name (``Linear``)."""
-    return fnmatch.fnmatchcase(name, selector) or type(module).__name__ == selector
-
-
-def select_modules(model: nn.Module, selectors: Iterable[str], field_name: str) -> set[str]:
-    """Names of the modules the selectors pick; a selector that matches nothing is an error.
-
-    Example:
-        >>> sorted(select_modules(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), ["Linear"], "skip"))
-        ['0']
-    """
-    selectors = list(selectors)
-    if not selectors:
-        return set()
-    modules = [(n, m) for n, m in model.named_modules() if n]
-    names: set[str] = set()
-    for sel in selectors:
-        hit = {n for n, m in modules if matches(n, m, sel)}
-        if not hit:
-            sample = ", ".join(n for n, _ in modules[:5])
-            raise ConfigError(
-                f"{field_name}: selector {sel!r} matches no module (names look like: {sample}; "
-                "types like Conv2d also work)"
-            )
-        names |= hit
-    return names
 
 
 @dataclass

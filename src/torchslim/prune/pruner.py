@@ -25,11 +25,12 @@ from torchslim.analysis import (
 )
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
-from torchslim.graph.trace import ChannelGraph, matches, select_modules, trace
+from torchslim.graph.trace import ChannelGraph, trace
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
 from torchslim.prune.report import PruneReport, build_report
 from torchslim.prune.target import search_keep
+from torchslim.selection import Selection, check_patterns, matches
 
 log = logging.getLogger("torchslim.prune")
 
@@ -53,10 +54,10 @@ class PruneConfig:
     ratio: float = 0.5  # fraction of the channels of every prunable group to remove
     importance: str = "l1"  # l1, l2, fpgm, bn_gamma, taylor, random (or a registered name)
     mode: RatioMode = RatioMode.UNIFORM
-    ratios: dict[str, float] = field(default_factory=dict)  # per-layer: selector -> ratio
+    ratios: dict[str, float] = field(default_factory=dict)  # group's producer pattern -> ratio
     target_macs: float | None = None  # keep this fraction of the MACs (searches the ratio)
     round_to: int = 1  # keep channel counts at multiples of this
-    ignore: tuple[str, ...] = ()  # module selectors (name globs or type names) to leave alone
+    ignore: tuple[str, ...] = ()  # modules to leave whole (torchslim.selection patterns)
     max_ratio: float = 0.9  # never remove more than this fraction of a group
     prune_head_dims: bool = False  # also shrink sub-channel factors (head_dim, group width)
     taylor_batches: int = 4  # batches of data= used to accumulate gradients for taylor
@@ -78,6 +79,12 @@ class PruneConfig:
             raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
         if self.importance not in IMPORTANCE:
             get_importance(self.importance)  # raises with a did-you-mean
+        object.__setattr__(self, "ignore", self.selection.ignore)
+
+    @property
+    def selection(self) -> Selection:
+        """The modules pruning leaves whole (with everything inside them): ``ignore``."""
+        return Selection(ignore=self.ignore)
 
 
 def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:
@@ -256,17 +263,13 @@ class Pruner:
     def __post_init__(self) -> None:
         self.config = from_dict(PruneConfig, self.config)
         self.inputs = input_tuple(self.example_inputs)
-        select_modules(self.model, self.config.ignore, "ignore")  # fail early on bad selectors
-        select_modules(self.model, self.config.ratios, "ratios")
+        self.config.selection.ignored(self.model)  # fail early on bad selectors
+        check_patterns(self.model, self.config.ratios, "ratios")
 
     def _graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
         cfg = self.config
-        ignored = select_modules(self.model, cfg.ignore, "ignore")
-
-        def is_ignored(name: str) -> bool:
-            return any(name == n or name.startswith(n + ".") for n in ignored)
-
-        graph = trace(self.model, self.inputs, ignore=is_ignored, count=True)
+        ignored = cfg.selection.ignored(self.model)
+        graph = trace(self.model, self.inputs, ignore=ignored.__contains__, count=True)
         groups = build_groups(graph, cfg.prune_head_dims)
         if cfg.importance == "taylor":
             if self.data is None or self.loss_fn is None:

@@ -11,7 +11,6 @@ import copy
 import itertools
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import trace
 from torchslim.prune.importance import get_importance
 from torchslim.prune.pruner import PruneConfig, Pruner, build_groups
+from torchslim.selection import escape as escape_selector
 from torchslim.tables import format_count, text_table
 
 log = logging.getLogger("torchslim.prune")
@@ -36,16 +36,6 @@ EvalFn = Callable[[nn.Module], float]
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 _MAX_RATIO = PruneConfig().max_ratio
 _TIGHTEN_STEPS = 30  # real-pruning checks before giving up on a MACs target
-
-
-def escape_selector(name: str) -> str:
-    """A selector matching exactly the module ``name``: fnmatch specials wrapped in brackets.
-
-    Example:
-        >>> escape_selector("blocks[0].conv*")
-        'blocks[[]0].conv[*]'
-    """
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any, cast
 
 import torch
@@ -32,6 +31,7 @@ from torch.nn.utils import parametrize
 
 from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, TorchslimError
+from torchslim.selection import Selection
 from torchslim.tables import format_count, text_table
 from torchslim.train.trainer import Callback, Trainer
 
@@ -71,23 +71,16 @@ def _parse_pattern(value: str) -> str:
     return f"{int(found[1])}:{int(found[2])}"
 
 
-def _selectors(value: Any, name: str) -> tuple[str, ...]:
-    items = (value,) if isinstance(value, str) else tuple(value)
-    for item in items:
-        if not isinstance(item, str) or not item:
-            raise ConfigError(f"{name}: selectors are non-empty strings, got {item!r}")
-    return items
-
-
 @dataclass(frozen=True)
 class SparsityConfig:
     """What :func:`sparsify` does, as data. Accepts the dataclass or a dict of its fields.
 
     ``sparsity`` is the fraction of zeros (``None``: 0.5 for unstructured, ``1 - N/M`` for N:M).
     ``pattern`` is ``"unstructured"`` or ``"N:M"`` (keep N of every M consecutive weights along
-    the input dimension). ``targets`` and ``ignore`` select modules by qualified-name glob
-    (``"layer1.*"``) or type name (``"Conv2d"``); empty ``targets`` means every Linear and
-    Conv1d/2d/3d. The schedule fields drive :class:`GradualSparsity` (steps are optimizer steps).
+    the input dimension). ``targets`` and ``ignore`` select modules as
+    :mod:`torchslim.selection` describes (qualified-name globs like ``"layer1.*"``, type names
+    like ``"Conv2d"``); empty ``targets`` means every Linear and Conv1d/2d/3d. The schedule
+    fields drive :class:`GradualSparsity` (steps are optimizer steps).
 
     Example:
         >>> cfg = SparsityConfig(sparsity=0.8, scope="global", ignore=("fc",))
@@ -118,8 +111,8 @@ class SparsityConfig:
                 hint = did_you_mean(str(value), choices)
                 raise ConfigError(f"{name}: {value!r} is not one of {choices}{hint}") from None
         object.__setattr__(self, "pattern", _parse_pattern(self.pattern))
-        object.__setattr__(self, "targets", _selectors(self.targets, "targets"))
-        object.__setattr__(self, "ignore", _selectors(self.ignore, "ignore"))
+        object.__setattr__(self, "targets", self.selection.targets)
+        object.__setattr__(self, "ignore", self.selection.ignore)
         self._check()
 
     def _check(self) -> None:
@@ -151,6 +144,11 @@ class SparsityConfig:
         for bad, message in problems:
             if bad:
                 raise ConfigError(message)
+
+    @property
+    def selection(self) -> Selection:
+        """The modules to sparsify: ``targets`` (empty: Linear, Conv1d/2d/3d) minus ``ignore``."""
+        return Selection(self.targets, self.ignore)
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -222,31 +220,14 @@ def _type_name(module: nn.Module) -> str:
     return cls.__bases__[0].__name__ if parametrize.is_parametrized(module) else cls.__name__
 
 
-def _matches(name: str, module: nn.Module, selector: str) -> bool:
-    return fnmatchcase(name, selector) or any(c.__name__ == selector for c in type(module).__mro__)
-
-
 def _select(model: nn.Module, config: SparsityConfig) -> dict[str, nn.Module]:
     """Modules to sparsify by name, in model order; a selector matching none is an error."""
-    candidates = {n: m for n, m in model.named_modules() if _weight_of(m) is not None}
-    matched: dict[str, set[str]] = {}
-    for field in ("targets", "ignore"):
-        for selector in getattr(config, field):
-            hits = {n for n, m in candidates.items() if _matches(n, m, selector)}
-            if not hits:
-                shown = ", ".join(repr(n) for n in list(candidates)[:8])
-                more = f" and {len(candidates) - 8} more" if len(candidates) > 8 else ""
-                raise ConfigError(
-                    f"{field}: selector {selector!r} matches no module with a 2+ dim weight in "
-                    f"{type(model).__name__}; those are {shown or 'none'}{more}. Use a "
-                    "qualified-name glob like 'layer1.*' or a type name like 'Conv2d'"
-                )
-            matched.setdefault(field, set()).update(hits)
-    if config.targets:
-        chosen = {n: m for n, m in candidates.items() if n in matched["targets"]}
-    else:
-        chosen = {n: m for n, m in candidates.items() if isinstance(m, DEFAULT_TARGET_TYPES)}
-    chosen = {n: m for n, m in chosen.items() if n not in matched.get("ignore", set())}
+    chosen = config.selection.select(
+        model,
+        candidates=lambda _, m: _weight_of(m) is not None,
+        default=lambda _, m: isinstance(m, DEFAULT_TARGET_TYPES),
+        what="module with a 2+ dim weight",
+    )
     if not chosen:
         raise ConfigError(
             f"targets/ignore: nothing left to sparsify in {type(model).__name__} (default targets "

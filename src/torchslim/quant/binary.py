@@ -35,6 +35,7 @@ from torch import nn
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
+from torchslim.selection import Selection
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,19 @@ class BinaryConfig:
     binary_activations: bool = False  # also sign() the input of each binary layer
     keep_first_last: bool = True  # first and last Conv/Linear stay float
     skip_pointwise: bool = False  # leave 1x1 convolutions float
+    targets: tuple[str, ...] = ()  # layers to binarize (empty: every plain Conv2d and Linear)
+    ignore: tuple[str, ...] = ()  # layers kept float; both as torchslim.selection patterns
 
     def __post_init__(self) -> None:
         if self.scaling not in ("xnor", "none"):
             raise ConfigError(f"scaling: 'xnor' or 'none', got {self.scaling!r}")
+        object.__setattr__(self, "targets", self.selection.targets)
+        object.__setattr__(self, "ignore", self.selection.ignore)
+
+    @property
+    def selection(self) -> Selection:
+        """``targets`` minus ``ignore``, among the plain Conv2d and Linear layers."""
+        return Selection(self.targets, self.ignore)
 
 
 class _SignSTE(torch.autograd.Function):
@@ -130,14 +140,19 @@ def binarize(model: nn.Module, config: BinaryConfig | Mapping[str, Any] | None =
         'BinaryConv2d'
     """
     cfg = from_dict(BinaryConfig, config)
+    chosen = cfg.selection.select(
+        model, candidates=lambda _, m: type(m) in _CLASSES, what="plain Conv2d or Linear layer"
+    )
     layers = [(n, m) for n, m in model.named_modules() if type(m) in _CLASSES]
     if cfg.keep_first_last:
         layers = layers[1:-1]
     if cfg.skip_pointwise:
         layers = [(n, m) for n, m in layers
                   if not (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))]  # fmt: skip
+    layers = [(n, m) for n, m in layers if n in chosen]
     if not layers:
-        raise ConfigError("binarize: no Conv2d/Linear left to binarize (first/last are kept)")
+        raise ConfigError("binarize: no Conv2d/Linear left to binarize (first/last are kept; "
+                          "check targets/ignore)")  # fmt: skip
     for _, m in layers:
         m.__class__ = _CLASSES[type(m)]
         m.binary = cfg

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torchslim.errors import ConfigError
 from torchslim.quant.observers import Calibration, Mapping, QuantSpec
+from torchslim.selection import Selection
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class QuantConfig:
     calib_batches: int = 32  # at most this many batches of calib_data are used
     bias_correction: bool = False  # remove the mean output shift caused by weight rounding
     fold_bn: bool = True
-    skip: tuple[str, ...] = ()  # module selectors kept in float
+    skip: tuple[str, ...] = ()  # layers kept in float (torchslim.selection patterns)
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
@@ -63,6 +64,12 @@ class QuantConfig:
         if self.auto_skip < 0:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
         self.weight_spec()  # validates percentile through QuantSpec
+        object.__setattr__(self, "skip", self.selection.ignore)
+
+    @property
+    def selection(self) -> Selection:
+        """The layers to quantize: every quantizable Conv/Linear but those ``skip`` selects."""
+        return Selection(ignore=self.skip)
 
     def weight_spec(self, bits: int | None = None) -> QuantSpec:
         """The spec of a weight quantizer (per output channel when ``per_channel``).

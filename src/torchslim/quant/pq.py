@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import matches, select_modules
 from torchslim.quant.arrays import save_arrays
 from torchslim.quant.ptq import calib_inputs
+from torchslim.selection import Selection
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class PQConfig:
     codebook_size: int = 64  # centroids per sub-space (codes are log2 of this many bits)
     method: str = "kmeans"  # "kmeans" or "qcnn" (output-error minimisation, needs calib_data)
     iterations: int = 20
-    layers: tuple[str, ...] = ("Conv2d", "Linear")  # selectors of layers to compress
-    skip: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()  # layers to compress (empty: every plain Conv2d and Linear)
+    skip: tuple[str, ...] = ()  # layers left alone; both as torchslim.selection patterns
     min_rows: int = 16  # layers with fewer output rows than this stay float
     calib_batches: int = 8
     seed: int = 0
@@ -58,6 +58,13 @@ class PQConfig:
             raise ConfigError(f"method: 'kmeans' or 'qcnn', got {self.method!r}")
         if self.subvector < 1 or not 2 <= self.codebook_size <= 65536:
             raise ConfigError("subvector must be >= 1 and codebook_size in 2..65536")
+        object.__setattr__(self, "layers", self.selection.targets)
+        object.__setattr__(self, "skip", self.selection.ignore)
+
+    @property
+    def selection(self) -> Selection:
+        """``layers`` (the targets) minus ``skip``."""
+        return Selection(self.layers, self.skip)
 
     @property
     def code_bits(self) -> int:
@@ -156,19 +163,23 @@ def product_quantize(
     """
     cfg = from_dict(PQConfig, config)
     gen = torch.Generator().manual_seed(cfg.seed)
-    skip = select_modules(model, cfg.skip, "skip")
+    selected = cfg.selection.select(
+        model,
+        candidates=lambda n, m: bool(n) and isinstance(m, (nn.Conv2d, nn.Linear)),
+        default=lambda _, m: type(m) in (nn.Conv2d, nn.Linear),
+        what="Conv2d or Linear layer",
+        fields=("layers", "skip"),
+    )
     names = []
-    for name, m in model.named_modules():
-        if not name or name in skip or not any(matches(name, m, s) for s in cfg.layers):
-            continue
+    for name, m in selected.items():
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             continue
-        if not isinstance(m, (nn.Conv2d, nn.Linear)) or m.weight.shape[0] < cfg.min_rows:
+        if m.weight.shape[0] < cfg.min_rows:
             continue
         if _matrix(m).shape[1] % cfg.subvector == 0:
             names.append(name)
     if not names:
-        raise ConfigError(f"product_quantize: no layer matches {list(cfg.layers)} with >= "
+        raise ConfigError(f"product_quantize: no layer to compress; the selected ones need >= "
                           f"{cfg.min_rows} rows and columns divisible by subvector="
                           f"{cfg.subvector}")  # fmt: skip
     inputs: dict[str, torch.Tensor] = {}

@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import select_modules
 from torchslim.inputs import run_forward
 from torchslim.quant.checks import (
     batch_name,
@@ -75,6 +74,17 @@ def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[torch.
                 f"calib_data: batches must be tensors or (inputs, targets) pairs, got "
                 f"{type(batch).__name__}"
             )
+
+
+def skipped_layers(model: nn.Module, cfg: QuantConfig) -> set[str]:
+    """The quantizable layers of ``model`` that ``cfg.skip`` keeps in float (a pattern that
+    selects none of them is a :class:`ConfigError`)."""
+    return cfg.selection.ignored(
+        model,
+        candidates=lambda _, m: is_quantizable(m),
+        what="quantizable layer (Conv1d/2d/3d, Linear)",
+        field="skip",
+    )
 
 
 def _weight_bits(cfg: QuantConfig, index: int, count: int) -> int:
@@ -226,7 +236,7 @@ def quantize(
     cfg = from_dict(QuantConfig, config)
     check_weights(model, "ts.quantize")
     float_model = copy.deepcopy(model).eval()
-    skip = select_modules(float_model, cfg.skip, "skip")
+    skip = skipped_layers(float_model, cfg)
     if cfg.dynamic:
         qmodel = _build_dynamic(float_model, cfg, skip)
         qmodel.quant_report = None
@@ -255,4 +265,4 @@ def quantize(
     return qmodel
 
 
-__all__ = ["QuantReport", "QuantState", "calibrate", "quantize"]
+__all__ = ["QuantReport", "QuantState", "calibrate", "quantize", "skipped_layers"]

@@ -26,7 +26,6 @@ from torch import fx, nn
 
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import select_modules
 from torchslim.quant.checks import check_weights, nonfinite_error, nonfinite_quantizers
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.fake_quant import (
@@ -48,7 +47,13 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.ptq import QuantState, _weight_bits, calib_forward, calib_inputs
+from torchslim.quant.ptq import (
+    QuantState,
+    _weight_bits,
+    calib_forward,
+    calib_inputs,
+    skipped_layers,
+)
 from torchslim.quant.qmodules import to_quantized
 
 
@@ -134,7 +139,7 @@ def prepare_qat(
     float_model.eval()
     if cfg.fold_bn:
         fold_batchnorm(float_model)
-    skip = select_modules(float_model, cfg.skip, "skip")
+    skip = skipped_layers(float_model, cfg)
     gm = trace_for_quant(float_model)
     drop_identities(gm)
     layers, tensors = plan(gm, lambda name: name not in skip)
