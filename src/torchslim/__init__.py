@@ -7,7 +7,7 @@ Example:
     True
 """
 
-from torchslim import data, distill, graph, losses, models, prune, quant, train
+from torchslim import data, graph, losses, models, quant, train
 from torchslim.analysis import LayerStats, ModelStats, analyze, measure_latency
 from torchslim.errors import (
     CheckpointError,
@@ -26,7 +26,15 @@ from torchslim.errors import (
 from torchslim.export import ExportReport, export_onnx
 from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
 from torchslim.quant import QATConfig, QuantConfig, convert, prepare_qat, quantize
+from torchslim.reports import report
 from torchslim.serialize import load, load_metadata, save
+
+# isort: split
+# The entry calls are plain functions, bound after every import: they take the names ``prune``
+# and ``distill`` over from the subpackages, which stay importable (``from torchslim.prune
+# import PruneConfig``); nothing imported later may first-import those subpackages again.
+from torchslim.distill.distiller import distill
+from torchslim.prune.pruner import prune
 
 __version__ = "0.1.0"
 
@@ -67,6 +75,7 @@ __all__ = [
     "prune_report",
     "quant",
     "quantize",
+    "report",
     "save",
     "sparsify",
     "train",

@@ -367,7 +367,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     test = get_dataset(data, train=False, root=args.data_root) if data else None
     before = evaluate(model, test, batch_size=256).accuracy if test is not None else None
     ts.prune(model, torch.randn(*shape), config)
-    print(ts.prune_report(model))
+    print(ts.report(model, "prune"))
     if args.finetune_epochs:
         if not data:
             raise ConfigError("--finetune-epochs needs --data (or a --checkpoint that names it)")
@@ -420,8 +420,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib = calibration_loader(train, args.calib, batch_size=min(64, args.calib))
         config["calib_batches"] = len(calib)
     qmodel = ts.quantize(model, calib, config, progress=not args.quiet)
-    if qmodel.quant_report is not None:
-        print(qmodel.quant_report)
+    if ts.report(qmodel) is not None:
+        print(ts.report(qmodel))
     example = next(iter(calib))[0][:8] if calib is not None else torch.randn(*shape)
     report = ts.export_onnx(qmodel, example, args.out)
     print(report)

@@ -136,7 +136,7 @@ def assert_report_matches_measurement(model: nn.Module, x: torch.Tensor) -> None
     the pruned model) equal those measured on the pruned model: totals and every layer."""
     import torchslim as ts
 
-    report, measured = ts.prune_report(model), ts.analyze(model, x)
+    report, measured = ts.report(model, "prune"), ts.analyze(model, x)
     assert (report.macs_after, report.params_after) == (measured.macs, measured.params)
     rows = {r.name: r for r in measured.layers}
     for layer in report.layers:

@@ -10,7 +10,8 @@ from torch import nn
 import torchslim as ts
 from torchslim.analysis import ShapesOnly
 from torchslim.errors import ConfigError, PruningError, UnsupportedOpError
-from torchslim.prune import PruneConfig, Pruner, prune, prune_report
+from torchslim.prune import PruneConfig, Pruner, prune
+from torchslim.reports import report as prune_report
 
 # The fast subset of the torchvision sweep (the full list runs in benchmarks/prune_sweep.py).
 TORCHVISION = {

@@ -67,7 +67,7 @@ def test_quantize_places_quantizers_and_stays_close_to_float() -> None:
                          ("x", "stem_2", "relu", "conv2", "relu_1", "flatten")}  # fmt: skip
     # a ReLU output observed as >= 0 uses the full unsigned range
     assert all(m.observer.qrange()[0] == 0 for n, m in acts.items() if "relu" in n)
-    report = q.quant_report
+    report = ts.report(q)
     assert [e.name for e in report.layers] == q.quant_state.layers
     assert all(e.sqnr_db > 20 and e.isolated_db is not None for e in report.layers)
     assert "conv1" in str(report) and report.top1_agreement is not None

@@ -1,10 +1,9 @@
 """Knowledge distillation: feature hooks, response/feature/relation losses, the distiller.
 
-``ts.distill(student, teacher, train_data, config)`` is the public call; the package is also
-the namespace of its configs and losses (``ts.distill.DistillConfig``, ``ts.distill.KDLoss``).
+``ts.distill(student, teacher, train_data, config)`` is the public call (a plain function);
+this package holds its configs and losses (``from torchslim.distill import DistillConfig``).
 """
 
-from torchslim._package import make_callable
 from torchslim.distill.config import DistillConfig, LossSpec, MutualConfig
 from torchslim.distill.distiller import (
     Distiller,
@@ -62,5 +61,3 @@ __all__ = [
     "register_loss",
     "similarity_matrix",
 ]
-
-make_callable(__name__, distill)

@@ -199,13 +199,14 @@ def _quiet(cfg: Any) -> Any:
 
 
 def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
-    from torchslim.prune import prune, prune_report
+    from torchslim.prune import prune
+    from torchslim.reports import report as report_of
 
     config, extra = stage.config, {}
     if stage.sensitivity is not None:
         config, extra["sensitivity"] = _sensitivity_ratios(ctx, stage, model)
     prune(model, ctx.example[:1], config)
-    report = prune_report(model)
+    report = report_of(model, "prune")
     log.info("%s", report)
     channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
                 if r.channels_before}  # fmt: skip

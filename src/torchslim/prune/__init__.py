@@ -1,6 +1,5 @@
 """Structured pruning (channels removed for real), importance criteria, sparsity."""
 
-from torchslim._package import make_callable
 from torchslim.prune.importance import (
     IMPORTANCE,
     Group,
@@ -65,6 +64,3 @@ __all__ = [
     "sparsify",
     "sparsity_report",
 ]
-
-
-make_callable(__name__, prune)

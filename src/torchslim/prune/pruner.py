@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-import weakref
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchslim import reports
 from torchslim.analysis import (
     Inputs,
     ModelStats,
@@ -307,14 +308,11 @@ class Pruner:
         before = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
         after = apply_keep(self.model, graph, keep, self.inputs) if groups else before
         self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
-        _REPORTS[self.model] = self.report
+        reports.record(self.model, "prune", self.report)
         return self
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: tuple(p.shape) for n, p in self.model.named_parameters()}
-
-
-_REPORTS: weakref.WeakKeyDictionary[nn.Module, PruneReport] = weakref.WeakKeyDictionary()
 
 
 def prune(
@@ -329,7 +327,7 @@ def prune(
 
     Coupled channels (residual adds, concatenations, depthwise convs, attention heads...) are
     found by tracing one forward pass and removed together; channels reaching an output are
-    kept. The per-layer report is available from :func:`prune_report`.
+    kept. The per-layer report is ``ts.report(model)`` (:func:`torchslim.reports.report`).
 
     A forward whose control flow reads tensor values (``if x.sum() > 0``, ``.item()``) is
     traced and checked on the example input's real values, and pruned for the branches that
@@ -349,7 +347,7 @@ def prune(
 
 
 def prune_report(model: nn.Module) -> PruneReport:
-    """The report of the last :func:`prune` call on ``model``."""
-    if model not in _REPORTS:
-        raise KeyError("this model has not been pruned by torchslim.prune in this process")
-    return _REPORTS[model]
+    """Deprecated: ``ts.report(model, "prune")``. The report of the last :func:`prune` call."""
+    warnings.warn("prune_report(model) is deprecated; use ts.report(model) (or "
+                  "ts.report(model, 'prune'))", DeprecationWarning, stacklevel=2)  # fmt: skip
+    return reports.report(model, "prune")

@@ -21,6 +21,7 @@ import dataclasses
 import enum
 import math
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from torchslim import reports
 from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.selection import Selection
@@ -332,7 +334,7 @@ def sparsify(model: nn.Module, config: SparsityConfig | Mapping[str, Any]) -> nn
     fraction of all selected weights at once (one threshold). N:M keeps the N largest of
     every M consecutive weights along the input dimension. With ``schedule: cubic`` the masks
     start at the step-0 level; train with :class:`GradualSparsity` to raise them. Calling it again
-    prunes further but never revives a pruned weight.
+    prunes further but never revives a pruned weight. ``ts.report(model)`` measures it.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
@@ -342,6 +344,8 @@ def sparsify(model: nn.Module, config: SparsityConfig | Mapping[str, Any]) -> nn
     """
     cfg = from_dict(SparsityConfig, config)
     _apply(model, cfg, cfg.sparsity_at(0))
+    ref = weakref.ref(model)  # ts.report(model) measures the masks then, as training moves them
+    reports.record(model, "sparsify", lambda: sparsity_report(ref()))
     return model
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from tqdm.auto import tqdm
 
+from torchslim import reports
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.inputs import run_forward
@@ -218,8 +219,9 @@ def quantize(
 
     Returns a new fake-quantized model (the input model is not changed) that computes what the
     int8 graph computes; ``ts.export_onnx`` writes it as a QDQ ONNX file with int8 weights.
-    ``model.quant_report`` holds the per-layer SQNR table. With ``dynamic=True`` only Linear
-    layers are quantized, activations at run time, and ``calib_data`` may be ``None``.
+    ``ts.report(qmodel)`` is the per-layer SQNR table (a :class:`QuantReport`). With
+    ``dynamic=True`` only Linear layers are quantized, activations at run time, and
+    ``calib_data`` may be ``None``.
     A calibration batch the model does not run on raises :class:`~torchslim.errors.InputError`;
     NaN or inf in a weight, a batch or an activation raises
     :class:`~torchslim.errors.NonFiniteError` naming the parameter, the batch or the layer.
@@ -239,7 +241,8 @@ def quantize(
     skip = skipped_layers(float_model, cfg)
     if cfg.dynamic:
         qmodel = _build_dynamic(float_model, cfg, skip)
-        qmodel.quant_report = None
+        qmodel.quant_report = None  # deprecated attribute: ts.report(qmodel)
+        reports.record(qmodel, "quantize", None)
         return qmodel
     if calib_data is None:
         raise ConfigError("calib_data: static quantization needs calibration batches "
@@ -261,7 +264,8 @@ def quantize(
     if cfg.auto_skip or cfg.bias_correction:
         report = layer_report(float_model, qmodel, report_batches, isolated=False,
                               isolated_from=report)  # fmt: skip
-    qmodel.quant_report = report
+    qmodel.quant_report = report  # deprecated attribute: ts.report(qmodel)
+    reports.record(qmodel, "quantize", report)
     return qmodel
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from torchslim import reports
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.checks import check_weights, nonfinite_error, nonfinite_quantizers
@@ -159,7 +160,8 @@ def prepare_qat(
 
     placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module)
     gm.quant_state = QuantState(cfg, placement.layers, sorted(skip), placement.layer_input)
-    gm.quant_report = None
+    gm.quant_report = None  # deprecated attribute: ts.report(model) (None: nothing measured)
+    reports.record(gm, "qat", None)
     if calib_data is not None:
         _initialise(gm, cfg, list(calib_inputs(calib_data, cfg.calib_batches)))
     gm.train(was_training)
