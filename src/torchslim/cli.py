@@ -283,15 +283,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from torchslim.data import get_dataset
     from torchslim.train import evaluate
+    from torchslim.train.trainer import resolve_device
 
     model, meta = _load_run(Path(args.checkpoint))
     data = args.data or meta.get("data", "fashion-mnist")
     dataset = get_dataset(data, train=args.split == "train", root=args.data_root)
-    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    device = resolve_device(args.device)
     result = evaluate(model.to(device), dataset, batch_size=args.batch_size, progress=True)
     print(f"{meta['model']} on {data} ({args.split}): {result}")
     return 0
@@ -551,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(data=None)
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("analyze", help="parameters, MACs and size per layer")

@@ -6,7 +6,8 @@ Each loss is a small ``nn.Module`` whose constructor takes the hyper-parameters 
 Bad hyper-parameters raise :class:`~torchslim.errors.ConfigError`; tensors of the wrong shape or
 dtype raise ``ValueError`` naming the loss and the shapes involved.
 
-``LOSSES`` is the closed name registry used by recipes; :func:`create_loss` builds one by name.
+``LOSSES`` is the closed name registry of :func:`create_loss`, which builds one by name (the
+trainer's task loss is passed as ``Trainer(loss_fn=...)``; recipes train with cross-entropy).
 
 Example:
     >>> import torch

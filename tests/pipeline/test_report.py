@@ -67,3 +67,14 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     # matplotlib's default blue marks (scatter points, bars) made it onto the page
     blue = (abs(pixels[..., 0] - 0.12) < 0.1) & (abs(pixels[..., 2] - 0.71) < 0.1)
     assert blue.sum() > 500
+
+
+def test_demo_summary_shows_paddleslim_as_a_reference_not_a_verdict() -> None:
+    from torchslim.pipeline.demo import summary
+
+    base = StageRow("baseline", "train", "", 0.80, 0.80, 100, 1000, 4_000_000, False, {1: 1.0})
+    q = StageRow("pruned_int8", "quantize", "pruned", 0.78, 0.78, 50, 500, 500_000, True, {1: 0.5})
+    text = summary(Report("demo", "baseline", [base, q]))
+    assert "for reference: PaddleSlim MobileNetV1 on ImageNet" in text
+    assert "(8.0x) at -2.00 top-1; ORT speed-up b1 2.00x | 17.0 MB -> 2.3 MB" in text
+    assert "| met |" not in text and "| no |" not in text and "| yes |" not in text

@@ -341,3 +341,19 @@ def test_resume_of_another_model_or_architecture_is_refused(tmp_path: Path) -> N
     wider = nn.Sequential(*tiny_model()[:-1], nn.Linear(16, 5))
     with pytest.raises(CheckpointError, match=r"different architecture.*6\.weight: \(3, 16\)"):
         Trainer(wider, cfg, tiny_data(), out_dir=tmp_path).fit(resume=True)
+
+
+def test_resolve_device_keeps_the_index_and_refuses_what_is_not_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torchslim.train.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")  # the CLI used to make it "cuda"
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="'gpu' is not a device"):
+        resolve_device("gpu")

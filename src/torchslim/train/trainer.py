@@ -108,10 +108,20 @@ def _split_train_batch(batch: object) -> tuple[torch.Tensor, torch.Tensor, Any]:
     return (*split_batch(batch), None)
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU if there is one, else the CPU; any other name as given
+    (``cuda:1`` stays device 1), refused when it names CUDA on a machine without it.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available; use 'cpu'")
     return device
@@ -160,7 +170,7 @@ class Trainer:
         self.config = cfg = from_dict(TrainConfig, config)
         self.task_weight = float(task_weight)
         self.dist = init_distributed(cfg.device)
-        self.device = _resolve_device(cfg.device, self.dist.local_rank)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.train_set, self.collate = as_dataset(train_data)
