@@ -3,7 +3,8 @@
 Usage:
     python benchmarks/distill_fmnist.py --teacher bench-out/fmnist-resnet20
         [--teacher2 bench-out/fmnist-resnet14] [--subset 5000] [--epochs 6] [--seeds 0,1]
-        [--rows ce,kd,kd_t4,l2,kd_fitnet,at,fsp,rkd,sp,multi,dml] [--results FILE.jsonl]
+        [--rows ce,kd,kd_t4,l2,kd_fitnet,at,fsp,rkd,sp,multi,dml] [--runs FILE.jsonl]
+        [--results benchmarks/results/distill_fmnist.jsonl]
 (--rows kd_t1,kd_r14 --seeds 0 are the settings tried when choosing the KD temperature)
 
 Every row trains the same ResNet-8 from scratch on the same stratified training subset (no
@@ -13,7 +14,9 @@ Accuracy is the full 10k test set, averaged over the seeds (student init and dat
 Teachers come from `torchslim train` runs (benchmarks/train_fmnist_resnet20.sh).
 Target (issue 5): a distilled student beats the cross-entropy student by >= 0.5 points on
 average over >= 2 seeds.
-Results are appended to --results as they finish; rows already there are not run again.
+Each finished run (row, seed) is appended to --runs (default bench-out/distill_fmnist.jsonl);
+runs already there are not run again. The table's figures are appended to --results (block
+``distill_fmnist``) for benchmarks/render.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,9 @@ from torchslim.distill import fit_distillation, mutual_learning
 from torchslim.models import create
 from torchslim.pipeline import load_run
 from torchslim.train import Trainer, evaluate, seed_everything
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
 
 # T=2, alpha=0.5: chosen on seed 0 among (T, alpha) = (4, 0.9), (2, 0.5), (1, 0.5); the teacher
 # was trained with label smoothing, and at T=4 its softened outputs are nearly flat.
@@ -108,7 +115,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--rows", default=",".join(r for r in ROWS if r not in EXPLORED))
-    parser.add_argument("--results", default="bench-out/distill_fmnist.jsonl")
+    parser.add_argument("--runs", default="bench-out/distill_fmnist.jsonl",
+                        help="one line per finished (row, seed) run; resumes from it")  # fmt: skip
+    add_results_option(parser, "distill_fmnist")
     args = parser.parse_args()
     torch.set_num_threads(2)
     teachers = [load_run(Path(args.teacher))[0]]
@@ -120,7 +129,7 @@ def main() -> None:
     test = get_dataset("fashion-mnist", train=False)
     for t, path in zip(teachers, [args.teacher, args.teacher2], strict=False):
         print(f"teacher {path}: {evaluate(t, test, batch_size=512)}", flush=True)
-    results = Path(args.results)
+    results = Path(args.runs)
     done = {}
     if results.exists():
         for line in results.read_text().splitlines():
@@ -143,6 +152,18 @@ def main() -> None:
     print("| row | top-1 (mean) | per seed | vs CE | minutes/run |")
     print("|---|---|---|---|---|")
     base = statistics.mean(done[("ce", s, args.epochs, args.subset)]["acc"] for s in seeds)
+    claim = (f"Distillation vs cross-entropy alone (ResNet-8, Fashion-MNIST, {len(seeds)} "
+             "seeds)")  # fmt: skip
+    res = Results(args.results, table="distill_fmnist", area="distillation",
+                  claim="ResNet-8 student on Fashion-MNIST, with and without teachers, same "
+                  "budget", row_header=["row"], model="torchslim ResNet-8", threads=2,
+                  settings={"subset": args.subset, "epochs": args.epochs, "seeds": args.seeds,
+                            "teacher": args.teacher, "teacher2": args.teacher2})  # fmt: skip
+    heads: dict[str, dict[str, Any]] = {
+        "kd": {"headline": {"claim": claim, "order": 23, "label": "KD"},
+               "target": {"text": "≥ +0.5 points", "op": ">=", "value": 0.5}},
+        "l2": {"headline": {"claim": claim, "order": 23, "label": "L2 on logits"}},
+    }  # fmt: skip
     for row in rows:
         accs = [done[(row, s, args.epochs, args.subset)]["acc"] for s in seeds]
         mins = statistics.mean(done[(row, s, args.epochs, args.subset)]["minutes"] for s in seeds)
@@ -150,6 +171,18 @@ def main() -> None:
         per = " / ".join(f"{100 * a:.2f}" for a in accs)
         print(f"| {ROWS[row][0]} | {100 * mean:.2f}% | {per} | {100 * (mean - base):+.2f} | "
               f"{mins:.1f} |")  # fmt: skip
+        label = ROWS[row][0]
+        ce_peer = {}
+        if row == "ce":
+            ce_peer = {"headline": {"claim": claim, "order": 23, "label": "cross-entropy top-1",
+                                    "side": "peer"}}  # fmt: skip
+        res.add(label, "top-1 (mean)", round(100 * mean, 4), "%", 2, **ce_peer)
+        res.add(label, "per seed", [round(100 * a, 4) for a in accs], "%", 2)
+        if len(seeds) >= 2:
+            res.add(label, "vs CE", round(100 * (mean - base), 4), "pt", 2, **heads.get(row, {}))
+        else:
+            res.add(label, "vs CE", round(100 * (mean - base), 4), "pt", 2)
+        res.add(label, "minutes/run", round(mins, 2), "min", 1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ a 2x800 student trained alone, and the same student distilled at T=20.
 Usage:
     python benchmarks/distill_mnist_hinton.py [--teacher-epochs 30] [--epochs 30] [--seed 0]
         [--temperatures 20,8,4] [--alpha 0.9] [--lr 0.05] [--data-root ../shared/datasets/mnist]
+        [--results benchmarks/results/distill_mnist_hinton.jsonl]
 
 Teacher: MLP 2x1200 (ReLU), dropout 0.5 on the hidden layers, inputs jittered by up to 2 pixels
 (the paper also used input dropout and weight constraints, and trained far longer). Students:
@@ -12,11 +13,14 @@ targets (weight alpha) plus the labels (1 - alpha), teacher outputs cached once.
 0.9, lr 0.05 cosine, batch 128, no weight decay; full 60k training set; errors counted on the
 10k test images.
 The paper's full-scale figures: teacher 67 errors, student alone 146, distilled student 74.
+The figures are appended to --results (block ``distill_hinton``) for benchmarks/render.py; the
+teacher's row only when this run trained it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +32,11 @@ from torchslim.data import get_dataset
 from torchslim.distill import fit_distillation
 from torchslim.models import create
 from torchslim.train import Trainer, atomic_save, evaluate, seed_everything
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
+HIN = "Hinton et al.'s MNIST distillation in miniature: test errors"  # headline claim
 
 
 def config(epochs: int, seed: int, lr: float = 0.05) -> dict:
@@ -70,6 +79,7 @@ def main() -> None:
                         help="folder holding MNIST/raw/*.gz")  # fmt: skip
     parser.add_argument("--teacher-file", default="bench-out/mnist-mlp2x1200.pt",
                         help="teacher weights: loaded if present, else trained")  # fmt: skip
+    add_results_option(parser, "distill_mnist_hinton")
     args = parser.parse_args()
     torch.set_num_threads(2)
     root = args.data_root
@@ -84,6 +94,7 @@ def main() -> None:
     seed_everything(args.seed)
     teacher = create("mlp", num_classes=10, in_channels=1, hidden=(1200, 1200), dropout=0.5)
     saved = Path(args.teacher_file)
+    trained_teacher = not saved.exists()
     if saved.exists():
         teacher.load_state_dict(torch.load(saved, weights_only=True))
     else:
@@ -121,6 +132,26 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, err, mins, paper in rows:
         print(f"| {name} | {err} | {paper} | {mins:.1f} |")
+    res = Results(args.results, table="distill_hinton", area="distillation",
+                  claim="Hinton et al.'s MNIST experiment in miniature: test errors on the 10k "
+                  "test images", row_header=["network", "students' lr"], threads=2,
+                  settings={"teacher epochs": args.teacher_epochs, "epochs": args.epochs,
+                            "alpha": args.alpha, "seed": args.seed})  # fmt: skip
+    for name, err, mins, paper in rows:
+        teacher = name.startswith("teacher")
+        if teacher and not trained_teacher:
+            continue  # loaded from --teacher-file: its errors are the run's that trained it
+        lr = "0.05" if teacher else f"{args.lr:g}"  # the teacher always trains at 0.05
+        head = None
+        if name == "student 2x800 alone" or name.startswith("student 2x800 distilled, T=20,"):
+            what = "alone" if name.endswith("alone") else "T=20"
+            head = {"claim": HIN, "order": 24, "label": f"{what} lr {lr}"}
+        peer = None
+        if paper != "-":
+            peer = {"name": "paper (full scale)", "label": "paper (full scale)", "value": paper,
+                    "unit": "errors", "digits": 0}  # fmt: skip
+        res.add([name, lr], "test errors", err, "errors", 0, peer=peer, headline=head)
+        res.add([name, lr], "minutes", round(mins, 2), "min", 1)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,19 @@
 
 Usage:
     python benchmarks/prune_fmnist.py --run bench-out/fmnist-resnet20 --epochs 2
-(the run folder comes from benchmarks/train_fmnist_resnet20.sh). Prints a Markdown table.
+        [--methods l1,fpgm,sensitivity] [--results benchmarks/results/prune_fmnist.jsonl]
+(the run folder comes from benchmarks/train_fmnist_resnet20.sh). Prints a Markdown table and
+appends its figures to --results for benchmarks/render.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +22,12 @@ import torchslim as ts
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.pipeline import load_run
 from torchslim.train import Trainer, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
+FT = "Fashion-MNIST ResNet-20 at −50% MACs + 2-epoch fine-tune: change"  # headline claims
+SENS = "Sensitivity-derived ratios vs a uniform L1 cut at equal MACs"
 
 
 def main() -> None:
@@ -30,7 +40,15 @@ def main() -> None:
     parser.add_argument(
         "--sens-samples", type=int, default=2000, help="eval subset for sensitivity"
     )
+    add_results_option(parser, "prune_fmnist")
     args = parser.parse_args()
+    res = Results(args.results, table="prune_fmnist", area="pruning",
+                  claim="Fashion-MNIST ResNet-20 pruned to -50% MACs, then fine-tuned",
+                  row_header=["method"], model="ResNet-20",
+                  settings={"run": args.run, "fine-tune epochs": args.epochs, "lr": args.lr,
+                            "target_macs": args.target_macs,
+                            "sensitivity eval images": args.sens_samples})  # fmt: skip
+    claimed = args.epochs == 2 and args.target_macs == 0.5  # what the headline claims stand for
 
     torch.manual_seed(0)
     base, _ = load_run(Path(args.run))
@@ -47,6 +65,32 @@ def main() -> None:
     def row(name: str, macs: float, pa: float, fa: float, ps: float, fs: float) -> None:
         print(f"| {name} | {macs:.3f} | {100 * pa:.2f}% | {100 * fa:.2f}% | "
               f"{100 * (fa - base_acc):+.2f} | {ps:.1f} | {fs:.0f} |", flush=True)  # fmt: skip
+        extra: dict[str, dict[str, Any]] = {}
+        if claimed and name != "baseline":
+            label = {"l1": "L1", "fpgm": "FPGM"}.get(name, name)
+            extra["change vs baseline"] = {
+                "target": {"text": "≤ 1 point lost", "op": ">=", "value": -1.0},
+                "headline": {"claim": FT, "order": 11, "label": label},
+            }
+        if claimed and name in ("l1", "sensitivity"):
+            for metric in ("top-1 right after pruning", "top-1 after fine-tune"):
+                short = metric.replace("top-1 ", "")
+                if name == "l1":  # the uniform cut the sensitivity-derived one is compared with
+                    head = {"claim": SENS, "order": 12, "label": f"uniform L1, {short}",
+                            "side": "peer"}  # fmt: skip
+                    extra[metric] = {"headline": head}
+                else:
+                    extra[metric] = {
+                        "headline": {"claim": SENS, "order": 12, "label": short},
+                        "target": {"text": "≥ uniform L1", "op": ">=", "ref": "peer"},
+                    }
+        for metric, value, unit, digits in (
+            ("MACs kept", macs, "ratio", 3), ("top-1 right after pruning", 100 * pa, "%", 2),
+            ("top-1 after fine-tune", 100 * fa, "%", 2),
+            ("change vs baseline", 100 * (fa - base_acc), "pt", 2), ("prune s", ps, "s", 1),
+            ("fine-tune s", fs, "s", 0),
+        ):  # fmt: skip
+            res.add(name, metric, round(value, 4), unit, digits, **extra.get(metric, {}))
 
     row("baseline", 1.0, base_acc, base_acc, 0.0, 0.0)
     for method in args.methods.split(","):

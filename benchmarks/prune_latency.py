@@ -5,7 +5,11 @@ Usage:
         [--round-to 8] [--rounds 3]
         [--backends ort,torch,torch-folded,torch-compiled,torch-frozen,torch-onednn-graph]
         [--ratio 0 --ratios 'features.*.conv.0.0=0.5']   # which channels the MACs search cuts
-Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table.
+        [--results benchmarks/results/prune_latency.jsonl] [--table NAME]
+Target (issue 3): latency speedup >= 0.85 x the MACs reduction. Prints a Markdown table and
+appends every figure to --results for benchmarks/render.py: block ``prune_latency`` with
+``--round-to 8`` and the default cut, ``prune_latency_round1`` with ``--round-to 1``,
+``prune_latency_custom`` otherwise (or --table).
 
 Backends: ``ort`` (the float ONNX export in ONNX Runtime, which folds BatchNorm and fuses
 activations itself); ``torch`` (PyTorch eager, the model as trained: BatchNorm a separate op,
@@ -19,7 +23,7 @@ convolutions and the convolution weights are pre-packed for oneDNN; not in the d
 ``torch-onednn-graph`` (``torch.jit.trace`` + ``torch.jit.freeze`` with PyTorch's oneDNN Graph
 fuser, ``torch.jit.enable_onednn_fusion(True)``: fused partitions are compiled once, so a
 convolution does not pay oneDNN's per-call primitive-descriptor creation, most of a small
-depthwise call's 47–76 µs at batch 1 (kernel: ~4 µs; BENCHMARKS.md); TorchScript is
+depthwise call's 47–76 µs at batch 1 (kernel: ~4 µs; BENCHMARKS.md at 3b9e795); TorchScript is
 deprecated in PyTorch 2.x, so this is a measurement of what the pruned shapes can give, not a
 recommended path; one trace per input shape, checked against eager; not in the default list).
 Dense and pruned get the same treatment. Each (backend, batch) cell times dense and pruned in
@@ -32,15 +36,20 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 
 import torchslim as ts
 from torchslim.analysis import export_for_latency, measure_latency
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
 
 BACKENDS = ("ort", "torch", "torch-folded", "torch-compiled", "torch-frozen", "torch-onednn-graph")
 _TRACED: dict[tuple[torch.nn.Module, int], torch.jit.ScriptModule] = {}  # keeps keys alive
@@ -89,6 +98,26 @@ def _latency(model: torch.nn.Module, batch: int, backend: str, threads: int, tmp
     return measure_latency(model, x, backend="torch", threads=threads, repeats=repeats).median_ms
 
 
+# headline claims (BENCHMARKS.md) that the default-cut, round_to 8 / 1 figures stand for
+L_ORT = "Latency speed-up / MACs reduction at 50% MACs, `round_to` 8: ONNX Runtime"
+L_GRAPH = "… PyTorch + oneDNN Graph fuser (TorchScript)"
+L_TORCH = "… PyTorch eager, BN-folded, `torch.compile`, frozen inductor"
+L_ROUND1 = "… default `round_to` 1 (ORT, eager; older protocol)"
+
+
+def _headline(table: str, model: str, backend: str) -> dict[str, Any] | None:
+    name = {"resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2"}.get(model, model)
+    if table == "prune_latency_round1":
+        return {"claim": L_ROUND1, "order": 10, "label": ""}
+    if table != "prune_latency":
+        return None
+    if backend == "ort":
+        return {"claim": L_ORT, "order": 6, "label": ""}
+    if backend == "torch-onednn-graph":
+        return {"claim": L_GRAPH, "order": 7, "label": name}
+    return {"claim": L_TORCH, "order": 8, "label": name}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet50,mobilenet_v2")
@@ -99,6 +128,8 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS[:3]))
     parser.add_argument("--ratio", type=float, default=0.5, help="base ratio (search scales it)")
     parser.add_argument("--ratios", default="", help="per-layer ratios: SELECTOR=R,SELECTOR=R")
+    add_results_option(parser, "prune_latency")
+    parser.add_argument("--table", default=None, help="BENCHMARKS.md block (see above)")
     args = parser.parse_args()
     ratios = dict(item.split("=") for item in args.ratios.split(",") if item)
     config = {"target_macs": args.target_macs, "round_to": args.round_to, "ratio": args.ratio,
@@ -108,6 +139,18 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
     x = torch.randn(1, 3, 224, 224)
+    default_cut = args.ratio == 0.5 and not ratios and args.target_macs == 0.5
+    table = args.table or (
+        {8: "prune_latency", 1: "prune_latency_round1"}.get(args.round_to, "prune_latency_custom")
+        if default_cut
+        else "prune_latency_custom"
+    )
+    res = Results(args.results, table=table, area="pruning",
+                  claim="CPU latency of torchvision models pruned to 50% MACs, dense vs pruned",
+                  row_header=["model", "backend", "batch"], threads=args.threads,
+                  settings={**config, "rounds": args.rounds, "weights": "random (torchvision)",
+                            "timing": "dense and pruned timed in turn, median of the round "
+                                      "medians"})  # fmt: skip
     print("| model | MACs kept | backend | batch | dense ms | pruned ms | speedup | "
           "MACs reduction | speedup / reduction |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
@@ -130,6 +173,16 @@ def main() -> None:
                     print(f"| {name} | {kept:.3f} | {backend} | {batch} | {d:.1f} | {p:.1f} | "
                           f"{speedup:.2f}x | {reduction:.2f}x | {speedup / reduction:.2f} |",
                           flush=True)  # fmt: skip
+                    row = [name, backend, str(batch)]
+                    for metric, value, unit, digits in (
+                        ("MACs kept", kept, "ratio", 3), ("dense ms", d, "ms", 1),
+                        ("pruned ms", p, "ms", 1), ("speedup", speedup, "x", 2),
+                        ("MACs reduction", reduction, "x", 2),
+                    ):  # fmt: skip
+                        res.add(row, metric, round(value, 4), unit, digits, model=name)
+                    res.add(row, "speedup / reduction", round(speedup / reduction, 4), "ratio", 2,
+                            model=name, target={"text": "≥ 0.85", "op": ">=", "value": 0.85},
+                            headline=_headline(table, name, backend))  # fmt: skip
 
 
 if __name__ == "__main__":

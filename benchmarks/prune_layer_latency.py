@@ -2,13 +2,14 @@
 
 Usage:
     python benchmarks/prune_layer_latency.py [--model mobilenet_v2] [--batch 1] [--threads 2]
-        [--round-to 8] [--rows]
+        [--round-to 8] [--rows] [--results benchmarks/results/prune_layer_latency.jsonl]
 
 Times every ``nn.Conv2d`` of the dense and the pruned model alone in PyTorch (BatchNorm folded,
 channels-last, the layer's own input shape, best of 5 × 10 calls) and sums the times by kind —
 depthwise, pointwise (1×1) and other — next to the MACs each kind keeps. It shows which layers'
 time follows their MACs when channels are removed and which are bound by a per-call cost that
-does not shrink with the channel count. Prints Markdown tables.
+does not shrink with the channel count. Prints Markdown tables; the per-kind sums are appended
+to --results (block ``prune_layer_latency``) for benchmarks/render.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
 import torchslim as ts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
 
 
 def _conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[nn.Conv2d, torch.Size]]:
@@ -71,7 +77,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--rows", action="store_true", help="also print one row per convolution")
+    add_results_option(parser, "prune_layer_latency")
     args = parser.parse_args()
+    res = Results(args.results, table="prune_layer_latency", area="pruning",
+                  claim="Per-convolution CPU latency, dense vs pruned to 50% MACs (BatchNorm "
+                  "folded, channels-last), summed by kind", row_header=["batch", "kind"],
+                  model=args.model, threads=args.threads,
+                  settings={"round_to": args.round_to, "timing": "best of 5 x 10"})  # fmt: skip
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(1, 3, 224, 224)
@@ -107,6 +119,13 @@ def main() -> None:
     for kind, (n, d, p, md, mp) in [*totals.items(), ("all", all_rows)]:
         kept = f"{p / d:.2f} | {mp / md:.2f}"
         print(f"| {kind} | {n:.0f} | {d:.2f} | {p:.2f} | {kept} | {d / n:.3f} |")
+        row = [str(args.batch), kind]
+        for metric, value, unit, digits in (
+            ("convs", int(n), "count", 0), ("dense ms", d, "ms", 2), ("pruned ms", p, "ms", 2),
+            ("time kept", p / d, "ratio", 2), ("MACs kept", mp / md, "ratio", 2),
+            ("dense ms per conv", d / n, "ms", 3),
+        ):  # fmt: skip
+            res.add(row, metric, round(value, 5), unit, digits)
 
 
 if __name__ == "__main__":

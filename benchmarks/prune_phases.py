@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/prune_phases.py [--models mobilenet_v3_small,resnet50] [--calls 3]
-        [--threads 2]
+        [--threads 2] [--results benchmarks/results/prune_phases.jsonl]
 
 Each call prunes a fresh torchvision model (random weights, 1x3x224x224, 50% of the channels,
 L1) through the same steps as ``ts.prune``, timing each (wall clock): the trace, grouping,
@@ -10,14 +10,17 @@ importance, channel selection, slicing the tensors, fixing module attributes, pr
 statistics after pruning, the check of the pruned model (a real or shapes-only forward), the
 report. The first call in a process also pays one-time costs;
 ``full GCs`` counts the interpreter's full garbage collections during the call (a full
-collection of the heap lands in whichever call happens to trigger it).
+collection of the heap lands in whichever call happens to trigger it). The figures are
+appended to --results (block ``prune_phases``) for benchmarks/render.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -27,6 +30,9 @@ from torchslim.prune.apply import shrink_modules, slice_tensors
 from torchslim.prune.importance import get_importance
 from torchslim.prune.pruner import PruneConfig, build_groups, check_forward, select_channels
 from torchslim.prune.report import build_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
 
 PHASES = (
     "trace",
@@ -87,8 +93,13 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v3_small,mobilenet_v2,resnet50")
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    add_results_option(parser, "prune_phases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    res = Results(args.results, table="prune_phases", area="pruning",
+                  claim="Where ts.prune spends its time: milliseconds per phase of one call",
+                  row_header=["model", "call"], threads=args.threads,
+                  settings={"ratio": 0.5, "input": "1x3x224x224"})  # fmt: skip
     x = torch.randn(1, 3, 224, 224)
     print(f"{args.threads} threads; ms per phase\n")
     print("| model | call | " + " | ".join(PHASES) + " | total | full GCs |")
@@ -99,6 +110,11 @@ def main() -> None:
             total = sum(ms[p] for p in PHASES)
             cells = " | ".join(f"{ms[p]:.1f}" for p in PHASES)
             print(f"| {name} | {call} | {cells} | {total:.1f} | {ms['full GCs']:.0f} |", flush=True)
+            row = [name, str(call)]
+            for phase in PHASES:
+                res.add(row, phase, round(ms[phase], 3), "ms", 1, model=name)
+            res.add(row, "total", round(total, 3), "ms", 1, model=name)
+            res.add(row, "full GCs", ms["full GCs"], "count", 0, model=name)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Usage:
         [--tools torchslim,torch-pruning] [--out bench-out/sweep/results.jsonl]
         [--timeout 900] [--resume]
     python benchmarks/prune_sweep.py --summary [--out bench-out/sweep/results.jsonl]
+        [--results benchmarks/results/prune_sweep.jsonl]
 
 Target (issue 3): 80/80 models prune to 50% of the channels, run and keep their output shape;
 torchslim's pruning time at most half of Torch-Pruning's on the same model.
@@ -21,6 +22,12 @@ parameters after, predicted from its trace) is checked against the measurement.
 Torch-Pruning (the project's ``bench`` extra) is set up as its README and torchvision example do:
 L2 magnitude importance, ratio 0.5, the final 1000-way ``nn.Linear`` ignored, ``num_heads`` for
 ``nn.MultiheadAttention``, and ``hidden_dim`` reset on torchvision ViTs after the step.
+
+When a sweep ends, its figures (the summary's counts and ratios, Torch-Pruning's failures and
+the per-model rows, over everything in --out) are appended to --results (default
+benchmarks/results/prune_sweep.jsonl; tables ``prune_sweep_*``, or ``prune_sweep_subset_*`` when
+not all models were swept) for benchmarks/render.py; ``--summary`` appends them only when
+--results is given.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
@@ -43,6 +51,9 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import RESULTS_DIR, Results
 
 TOOLS = ("torchslim", "torch-pruning")
 DEFAULT_OUT = "bench-out/sweep/results.jsonl"
@@ -95,7 +106,7 @@ def _prune_torchslim(model: Any, x: Any) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     ts.prune(model, x, {"ratio": RATIO})
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    report = ts.prune_report(model)  # predicted from the trace; run_pair checks it
+    report = ts.report(model, "prune")  # predicted from the trace; run_pair checks it
     return {
         "prune_seconds": seconds,
         "prune_cpu_seconds": cpu_seconds,
@@ -381,6 +392,7 @@ def sweep(args: argparse.Namespace) -> None:
         print(f"note: appending to existing {out} (the last line per pair wins in --summary)")
     pairs = [(m, t) for m in names for t in tools if (m, t) not in done]
     print(f"{len(pairs)} pairs to run ({len(done)} already in {out}), timeout {args.timeout} s")
+    res = _results(args)
     for i, (name, tool) in enumerate(pairs, 1):
         rec = _spawn(name, tool, args, logs)
         with out.open("a") as f:
@@ -393,6 +405,9 @@ def sweep(args: argparse.Namespace) -> None:
             f"wall={rec['subprocess_seconds']:.0f}s {rec.get('error') or ''}",
             flush=True,
         )
+    if res is not None:
+        n = write_results(out, res, full=set(names) == set(every))
+        print(f"{n} figures appended to {res.path}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,6 +499,234 @@ def summary(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# machine-readable results (benchmarks/results, rendered into BENCHMARKS.md)
+# ----------------------------------------------------------------------------------------------
+
+COVERAGE = "50% channel pruning of the 80 torchvision classifiers (runs, output shape kept)"
+TIME = "Pruning time over Torch-Pruning's (80-model sweep, single first calls)"
+
+
+def _results(args: argparse.Namespace) -> Results | None:
+    """Where a sweep's figures go (None: nowhere)."""
+    path = args.results if args.results is not None else str(RESULTS_DIR / "prune_sweep.jsonl")
+    if not path:
+        return None
+    res = Results(
+        path,
+        table="",
+        area="pruning",
+        claim="",
+        threads=args.threads,
+        settings={
+            "ratio": RATIO,
+            "timeout s": args.timeout,
+            "repeat": args.repeat,
+            "max RSS GiB": args.max_rss_gb,
+            "raw results": str(args.out),
+        },
+    )
+    return res
+
+
+def _failure(rec: dict[str, Any]) -> str:
+    kind = rec.get("error_type") or "?"
+    error = rec.get("error") or ""
+    if kind == "MemoryLimit":
+        limit = re.search(r"limit ([\d.]+) GiB", error)
+        return f"killed at {float(limit.group(1)) if limit else '?':g} GiB resident (MemoryLimit)"
+    if kind == "ShapeMismatch":
+        return "output shape changed (ShapeMismatch)"
+    stage = error.split(":")[0] if ":" in error else "?"
+    return f"{stage}: {kind}"
+
+
+def write_results(path: Path, res: Results, full: bool) -> int:
+    """Append the figures of the sweep in ``path`` (last line per pair) to ``res``; ``full``:
+    every torchvision classifier was swept (only then do they stand for the headline claims)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in _load(path):
+        latest[(row["model"], row["tool"])] = row
+    models = sorted({m for m, _ in latest})
+    prefix = "prune_sweep" if full else "prune_sweep_subset"
+    claim = "50% of the channels of every torchvision classifier, torchslim beside Torch-Pruning"
+    if not full:
+        claim = "50% of the channels of some torchvision classifiers, beside Torch-Pruning"
+    tp_version = next(
+        (
+            r.get("torch_pruning")
+            for (_, t), r in latest.items()
+            if t == "torch-pruning" and r.get("torch_pruning")
+        ),
+        "?",
+    )
+    tp = f"Torch-Pruning {tp_version}"
+    n = 0
+
+    def add(
+        table: str,
+        row: Any,
+        metric: str,
+        value: Any,
+        unit: str,
+        digits: int | None,
+        header: list[str],
+        **extra: Any,
+    ) -> None:
+        nonlocal n
+        res.add(
+            row,
+            metric,
+            value,
+            unit,
+            digits,
+            table=f"{prefix}_{table}",
+            claim=claim,
+            row_header=header,
+            **extra,
+        )
+        n += 1
+
+    ok = {t: sum(bool(r.get("ok")) for (_, tt), r in latest.items() if tt == t) for t in TOOLS}
+    ran = {t: sum(tt == t for _, tt in latest) for t in TOOLS}
+    secs = {
+        t: sum(r.get("prune_seconds") or 0.0 for (_, tt), r in latest.items() if tt == t)
+        for t in TOOLS
+    }
+
+    def head(claim: str, label: str = "") -> dict[str, Any] | None:
+        return (
+            {"claim": claim, "order": 3 if claim == COVERAGE else 4, "label": label}
+            if full
+            else None
+        )
+
+    add(
+        "summary",
+        "models pruned (forward runs, output shape unchanged)",
+        "torchslim",
+        ok["torchslim"],
+        "count",
+        0,
+        ["figure"],
+        of=ran["torchslim"],
+        peer={
+            "name": tp,
+            "value": ok["torch-pruning"],
+            "unit": "count",
+            "digits": 0,
+            "of": ran["torch-pruning"],
+        },
+        target={"text": f"all {ran['torchslim']}", "op": "all"},
+        headline=head(COVERAGE),
+    )
+    add(
+        "summary",
+        "total pruning time, s",
+        "torchslim",
+        round(secs["torchslim"], 2),
+        "s",
+        1,
+        ["figure"],
+        peer={"name": tp, "value": round(secs["torch-pruning"], 2), "unit": "s", "digits": 1},
+        headline=head(TIME, "total pruning time"),
+    )
+    checked = [r for r in latest.values() if "report_matches" in r]
+    if checked:
+        add(
+            "summary",
+            "report (MACs, params after) equal to the measurement",
+            "torchslim",
+            sum(bool(r["report_matches"]) for r in checked),
+            "count",
+            0,
+            ["figure"],
+            of=len(checked),
+        )
+    wall, both_ok, cpu = [], [], []
+    for m in models:
+        ts_r, tp_r = latest.get((m, "torchslim"), {}), latest.get((m, "torch-pruning"), {})
+        a, b = ts_r.get("prune_seconds"), tp_r.get("prune_seconds")
+        if a is not None and b:
+            wall.append(a / b)
+            if ts_r.get("ok") and tp_r.get("ok"):
+                both_ok.append(a / b)
+        ca, cb = ts_r.get("prune_cpu_seconds"), tp_r.get("prune_cpu_seconds")
+        if ca is not None and cb:
+            cpu.append(ca / cb)
+    header = ["ratio ts/TP over the models where", "n"]
+    for label, values, spread, targeted in (
+        ("both pruning calls returned (wall time)", wall, True, True),
+        ("both tools are ok (wall time)", both_ok, False, True),
+        ("both pruning calls returned (CPU time)", cpu, False, False),
+    ):
+        if not values:
+            continue
+        row = [label, str(len(values))]
+        first = spread and full
+        add(
+            "time",
+            row,
+            "median",
+            round(statistics.median(values), 4),
+            "ratio",
+            2,
+            header,
+            headline=head(TIME, "median ratio") if first else None,
+        )
+        if spread:
+            add("time", row, "min", round(min(values), 4), "ratio", 2, header)
+            add("time", row, "max", round(max(values), 4), "ratio", 2, header)
+        add(
+            "time",
+            row,
+            "models ≤ 0.5",
+            sum(r <= 0.5 for r in values),
+            "count",
+            0,
+            header,
+            of=len(values),
+            target={"text": "≤ 0.5 on every model", "op": "all"} if targeted else None,
+            headline=head(TIME, "models at ≤ 0.5") if first else None,
+        )
+    failures: dict[str, list[str]] = {}
+    for (m, t), r in sorted(latest.items()):
+        if t == "torch-pruning" and not r.get("ok"):
+            failures.setdefault(_failure(r), []).append(m)
+    for why, names in failures.items():
+        add("failures", why, "models", names, "text", None, [tp], join=", ", model=", ".join(names))
+    for m in models:
+        ts_r, tp_r = latest.get((m, "torchslim"), {}), latest.get((m, "torch-pruning"), {})
+        for metric, key, unit, digits, label in (
+            ("MACs kept", "macs_ratio", "ratio", 3, "TP MACs kept"),
+            ("params kept", "params_ratio", "ratio", 3, "TP params kept"),
+            ("prune s", "prune_seconds", "s", 2, "TP prune s"),
+        ):
+            if ts_r.get(key) is None:
+                continue
+            peer = None
+            if tp_r.get(key) is not None:
+                peer = {
+                    "name": tp,
+                    "label": label,
+                    "value": round(tp_r[key], 4),
+                    "unit": unit,
+                    "digits": digits,
+                }
+            add(
+                "models",
+                m,
+                metric,
+                round(ts_r[key], 4),
+                unit,
+                digits,
+                ["model"],
+                model=m,
+                peer=peer,
+            )
+        a, b = ts_r.get("prune_seconds"), tp_r.get("prune_seconds")
+        if a is not None and b:
+            add("models", m, "time ts/TP", round(a / b, 4), "ratio", 2, ["model"], model=m)
+    return n
 
 
 def main() -> None:
@@ -517,6 +760,12 @@ def main() -> None:
     )
     parser.add_argument("--resume", action="store_true", help="skip pairs already in --out")
     parser.add_argument("--summary", action="store_true", help="print the Markdown table of --out")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="append the sweep's figures here for benchmarks/render.py (default after a sweep: "
+        "benchmarks/results/prune_sweep.jsonl; with --summary only when given; '' = never)",
+    )
     parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -527,6 +776,15 @@ def main() -> None:
         parser.error("--size must be >= 75 (inception_v3's minimum)")
     if args.summary:
         print(summary(Path(args.out)))
+        if args.results:
+            import torchvision
+
+            every = torchvision.models.list_models(module=torchvision.models)
+            swept = {r.get("model") for r in _load(Path(args.out))}
+            res = _results(args)
+            if res is not None:
+                n = write_results(Path(args.out), res, full=swept == set(every))
+                print(f"{n} figures appended to {res.path}")
     elif args.worker:
         rec = run_pair(args.worker, args.tool, args.size, args.threads, args.repeat)
         rec["python"] = platform.python_version()

@@ -11,13 +11,17 @@ round-robin over the files (``--rounds`` rounds, median).
 Usage:
     python benchmarks/quant_dynamic.py [--data-root ../shared/datasets/mnist]
         [--model-file bench-out/mnist-mlp2x1200.pt] [--epochs 3] [--rounds 5]
+        [--results benchmarks/results/quant_dynamic.jsonl]
+The figures are appended to --results (block ``quant_dynamic``) for benchmarks/render.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from _ort_quantizer import format_kernels
@@ -29,7 +33,11 @@ from torchslim.export import evaluate_onnx, ort_kernels, ort_session
 from torchslim.models import create
 from torchslim.train import Trainer, atomic_save
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
 ORT = "ORT quantize_dynamic"
+DYN = "Dynamic int8, MNIST MLP"  # headline claim
 
 
 def _model(path: Path, root: str, epochs: int) -> torch.nn.Module:
@@ -50,7 +58,12 @@ def main() -> None:
     parser.add_argument("--model-file", default="bench-out/mnist-mlp2x1200.pt")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    add_results_option(parser, "quant_dynamic")
     args = parser.parse_args()
+    res = Results(args.results, table="quant_dynamic", area="quantization",
+                  claim="Dynamic int8 of a Linear-heavy model (MNIST MLP 784-1200-1200-10) in ONNX "
+                  "Runtime", row_header=["variant"], model="MNIST MLP 2x1200", threads=2,
+                  settings={"model file": args.model_file, "rounds": args.rounds})  # fmt: skip
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = _model(Path(args.model_file), args.data_root, args.epochs)
@@ -80,6 +93,24 @@ def main() -> None:
         print(f"| {k} | {100 * acc[k]:.2f}% | {size[k]:,} | {size[k] / size['FP32']:.3f} | "
               f"{lat[k][0]:.3f} | {lat[k][1]:.2f} | {lat['FP32'][0] / lat[k][0]:.2f}x | "
               f"{lat['FP32'][1] / lat[k][1]:.2f}x | {format_kernels(kernels[k])} |")  # fmt: skip
+        figures = {"top-1 (ORT)": (100 * acc[k], "%", 2), "file bytes": (size[k], "bytes", 0),
+                   "size vs FP32": (size[k] / size["FP32"], "ratio", 3),
+                   "b1 ms": (lat[k][0], "ms", 3), "b32 ms": (lat[k][1], "ms", 2),
+                   "b1 speedup": (lat["FP32"][0] / lat[k][0], "x", 2),
+                   "b32 speedup": (lat["FP32"][1] / lat[k][1], "x", 2),
+                   "kernels ORT runs": (format_kernels(kernels[k]), "text", None)}  # fmt: skip
+        for metric, (value, unit, digits) in figures.items():
+            extra: dict[str, Any] = {}
+            headline = k in ("torchslim dynamic", ORT)
+            if headline and metric in ("top-1 (ORT)", "b1 speedup", "b32 speedup"):
+                label = "top-1" if metric.startswith("top-1") else "speed-up"
+                extra["headline"] = {"claim": DYN, "order": 20, "label": label}
+                if k == ORT:
+                    extra["headline"].update(label=f"ORT {label}", side="peer")
+            value = round(value, 5) if isinstance(value, float) else value
+            res.add(k, metric, value, unit, digits, **extra)
+        if k == "torchslim dynamic" and report.max_abs_error is not None:
+            res.add(k, "PyTorch vs ORT max abs diff", report.max_abs_error, "sci", 1)
 
 
 if __name__ == "__main__":

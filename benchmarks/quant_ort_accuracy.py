@@ -11,15 +11,19 @@ reduce_range). Every file is scored in ONNX Runtime on the full 10,000-image tes
 Usage:
     python benchmarks/quant_ort_accuracy.py [--models resnet18,mobilenet_v2]
         [--subset 20000] [--epochs 3] [--calib 512]
-Target (issue 4): torchslim's int8 at least as accurate as ORT's quantizer.
+        [--results benchmarks/results/quant_ort_accuracy.jsonl]
+Target (issue 4): torchslim's int8 at least as accurate as ORT's quantizer. The figures are
+appended to --results (block ``quant_ort_accuracy``) for benchmarks/render.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from _ort_quantizer import ort_quantize_static
@@ -29,7 +33,11 @@ from torchslim.data import calibration_loader, get_dataset, stratified_subset
 from torchslim.export import evaluate_onnx
 from torchslim.train import Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
 ORT_S8, ORT_U8 = "ORT quantize_static (int8 acts)", "ORT quantize_static (uint8 acts, reduce_range)"
+ACC = "int8 accuracy change, trained ResNet-18 / MobileNetV2"  # headline claim
 
 
 def main() -> None:
@@ -38,7 +46,13 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--calib", type=int, default=512)
+    add_results_option(parser, "quant_ort_accuracy")
     args = parser.parse_args()
+    res = Results(args.results, table="quant_ort_accuracy", area="quantization",
+                  claim="Accuracy of torchslim's int8 vs ONNX Runtime's quantize_static on trained "
+                  "models", row_header=["model", "variant"],
+                  settings={"subset": args.subset, "epochs": args.epochs,
+                            "calibration images": args.calib})  # fmt: skip
     train = stratified_subset(get_dataset("fashion-mnist", train=True, augment=[]),
                               per_class=args.subset // 10, seed=0)  # fmt: skip
     test = get_dataset("fashion-mnist", train=False)
@@ -73,6 +87,19 @@ def main() -> None:
                 change = "-" if k == "FP32" else f"{100 * (acc[k] - acc['FP32']):+.2f}"
                 print(f"| {name} | {k} | {100 * acc[k]:.2f}% | {change} | "
                       f"{p.stat().st_size:,} |", flush=True)  # fmt: skip
+                row = [name, k]
+                res.add(row, "top-1 (ORT)", round(100 * acc[k], 4), "%", 2, model=name)
+                if k != "FP32":
+                    extra: dict[str, Any] = {"headline": {"claim": ACC, "order": 19,
+                                                          "label": "torchslim"}}  # fmt: skip
+                    if k == "torchslim":
+                        extra["target"] = {"text": "≥ ORT's (same model)", "op": ">=",
+                                           "ref": "peer"}  # fmt: skip
+                    else:
+                        extra["headline"].update(label="ORT", side="peer")
+                    res.add(row, "change vs FP32", round(100 * (acc[k] - acc["FP32"]), 4), "pt",
+                            2, model=name, **extra)  # fmt: skip
+                res.add(row, "file bytes", p.stat().st_size, "bytes", 0, model=name)
             print(f"<!-- {name}: {time.perf_counter() - start:.0f}s -->", flush=True)
 
 

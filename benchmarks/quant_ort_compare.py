@@ -11,17 +11,21 @@ latency at batch 1 and 32 with 2 threads, timed round-robin over the files, file
 Usage:
     python benchmarks/quant_ort_compare.py [--models resnet18,mobilenet_v2]
         [--data-root ../shared/datasets] [--train 1000] [--test 500] [--calib 64]
-        [--rounds 5]
+        [--rounds 5] [--results benchmarks/results/quant_ort_compare.jsonl]
 Targets (issue 4): torchslim latency ratio >= 1.0 vs ORT's quantizer, at least as accurate,
-both well over FP32 ORT; int8 file <= 0.3 x the FP32 file.
+both well over FP32 ORT; int8 file <= 0.3 x the FP32 file. The figures are appended to
+--results for benchmarks/render.py (blocks ``quant_ort_compare`` and, one set of rows per run,
+``quant_ort_ratio``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +40,14 @@ from torchslim.data import get_dataset, stratified_subset
 from torchslim.export import ort_kernels, ort_session
 from torchslim.quant.config import cpu_lacks_vnni
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# headline claims
+RATIO = "int8 latency ratio ORT `quantize_static` file / torchslim file (ResNet-18, MobileNetV2)"
+OVER = "int8 speed-up over FP32 in ORT (ResNet-18, MobileNetV2)"
+SIZE = "int8 file size over FP32"
 
 
 def _images(root: str, train: bool, n: int, seed: int) -> torch.Tensor:
@@ -103,6 +114,35 @@ def ort_top1(path: Path, xs: torch.Tensor, batch: int = 50) -> np.ndarray:
 
 ORT_S8 = "ORT quantize_static"
 ORT_U8 = "ORT quantize_static U8S8 reduce_range"
+SHORT = {ORT_S8: "ORT default", ORT_U8: "ORT U8S8"}
+
+
+def record(res: Results, name: str, variant: str, figures: dict[str, Any]) -> None:
+    """One file's figures; the int8 files' speed-ups and sizes stand for headline claims."""
+    units = {"top-1": ("%", 1), "agreement with FP32": ("%", 1), "file bytes": ("bytes", 0),
+             "size vs FP32": ("ratio", 3), "b1 ms": ("ms", 1), "b32 ms": ("ms", 0),
+             "b1 speedup vs FP32": ("x", 2), "b32 speedup vs FP32": ("x", 2),
+             "ops ORT runs": ("text", None)}  # fmt: skip
+    for metric, value in figures.items():
+        extra: dict[str, Any] = {}
+        if variant != "FP32" and metric.endswith("speedup vs FP32"):
+            if variant == "torchslim":
+                extra["headline"] = {"claim": OVER, "order": 17, "label": "torchslim"}
+                extra["target"] = {"text": "the issue quotes 2.35–2.49×", "op": ">=",
+                                   "value": 2.35}  # fmt: skip
+            else:
+                extra["headline"] = {"claim": OVER, "order": 17, "label": SHORT[variant],
+                                     "side": "peer"}  # fmt: skip
+        if variant != "FP32" and metric == "size vs FP32":
+            if variant == "torchslim":
+                extra["headline"] = {"claim": SIZE, "order": 18, "label": ""}
+                extra["target"] = {"text": "≤ 0.3× FP32", "op": "<=", "value": 0.3}
+            else:
+                extra["headline"] = {"claim": SIZE, "order": 18, "label": "ORT", "side": "peer"}
+        unit, digits = units[metric]
+        if isinstance(value, float):
+            value = round(value, 5)
+        res.add([name, variant], metric, value, unit, digits, model=name, **extra)
 
 
 def main() -> None:
@@ -113,7 +153,13 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--calib", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="round-robin timing rounds")
+    add_results_option(parser, "quant_ort_compare")
     args = parser.parse_args()
+    res = Results(args.results, table="quant_ort_compare", area="quantization",
+                  claim="torchslim int8 export vs ONNX Runtime's quantize_static, torchvision "
+                  "models at 224", row_header=["model", "variant"], threads=2,
+                  settings={"train images": args.train, "test images": args.test,
+                            "calibration images": args.calib, "rounds": args.rounds})  # fmt: skip
     train_x, train_y = _images(args.data_root, True, args.train, seed=0)
     test_x, test_y = _images(args.data_root, False, args.test, seed=0)
     calib_x, _ = _images(args.data_root, True, args.calib, seed=1)
@@ -152,12 +198,27 @@ def main() -> None:
                       f"{sizes[k] / sizes['FP32']:.3f} | {lat[k][0]:.1f} | {lat[k][1]:.0f} | "
                       f"{lat['FP32'][0] / lat[k][0]:.2f}x | {lat['FP32'][1] / lat[k][1]:.2f}x | "
                       f"{format_kernels(ort_kernels(paths[k]))} |", flush=True)  # fmt: skip
+                record(res, name, k, {
+                    "top-1": 100 * acc, "agreement with FP32": 100 * agree,
+                    "file bytes": sizes[k], "size vs FP32": sizes[k] / sizes["FP32"],
+                    "b1 ms": lat[k][0], "b32 ms": lat[k][1],
+                    "b1 speedup vs FP32": lat["FP32"][0] / lat[k][0],
+                    "b32 speedup vs FP32": lat["FP32"][1] / lat[k][1],
+                    "ops ORT runs": format_kernels(ort_kernels(paths[k])),
+                })  # fmt: skip
             for label in (ORT_S8, ORT_U8):
                 ratio1 = lat[label][0] / lat["torchslim"][0]
                 ratio32 = lat[label][1] / lat["torchslim"][1]
                 print(f"| {name} | latency ratio {label} / torchslim | | | | | {ratio1:.2f} | "
                       f"{ratio32:.2f} | | | | <!-- {time.perf_counter() - start:.0f}s -->",
                       flush=True)  # fmt: skip
+                head = {"claim": RATIO, "order": 16, "label": SHORT[label]}
+                for metric, ratio in (("b1", ratio1), ("b32", ratio32)):
+                    res.add([name, f"{SHORT[label]} / torchslim"], metric, round(ratio, 4),
+                            "ratio", 2, table="quant_ort_ratio", row_header=["model",
+                            "latency ratio"], model=name, run=res.provenance["date"],
+                            target={"text": "≥ 1.0", "op": ">=", "value": 1.0},
+                            headline=head)  # fmt: skip
 
 
 if __name__ == "__main__":
