@@ -270,3 +270,17 @@ def test_quantized_model_is_refused_with_the_way_out(tmp_path: Path) -> None:
     assert not path.exists()
     ts.save(model, path)  # the float model still saves
     assert path.exists()
+
+
+def test_one_definition_of_quantized_for_saving_and_export(tmp_path: Path) -> None:
+    from torchslim.export.onnx import is_quantized as export_says
+    from torchslim.quant import binarize
+
+    model = create("resnet8", num_classes=10, in_channels=1).eval()
+    q = ts.quantize(model, [(torch.randn(2, 1, 28, 28),)], {"calib_batches": 1}, progress=False)
+    assert export_says(q) and not export_says(model)
+    with pytest.raises(ConfigError, match=r"the model is quantized \(module '.+' is a"):
+        serialize.save(q, tmp_path / "q.pt")
+    binary = binarize(create("resnet8", num_classes=10, in_channels=1))
+    with pytest.raises((ConfigError, CheckpointError), match="Binary"):
+        serialize.save(binary, tmp_path / "b.pt")  # replaced modules: not a rebuildable spec

@@ -23,6 +23,7 @@ from torch import nn
 from torchslim.config import did_you_mean
 from torchslim.errors import CheckpointError, ConfigError, ModelNotFoundError
 from torchslim.prune.sparsity import apply_masks, make_permanent, masks_of
+from torchslim.quant.fake_quant import quantized_modules
 from torchslim.train import checkpoint as ckpt_io
 
 FORMAT = "torchslim.model/1"
@@ -198,10 +199,11 @@ def save(
     deployable form is the int8 ONNX file of ``ts.export_onnx``.
 
     Example:
-        >>> import torch, torchslim as ts
+        >>> import tempfile, torch, torchslim as ts
         >>> model = ts.models.create("resnet8", num_classes=10, in_channels=1)
         >>> _ = ts.prune(model, torch.randn(1, 1, 28, 28), {"ratio": 0.5})
-        >>> save(model, "/tmp/resnet8.pt", metadata={"top1": 0.91}).name
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save(model, f"{tmp}/resnet8.pt", metadata={"top1": 0.91}).name
         'resnet8.pt'
     """
     _refuse_quantized(model)
@@ -219,15 +221,15 @@ def save(
 
 
 def _refuse_quantized(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        if type(module).__module__.startswith("torchslim.quant."):
-            raise ConfigError(
-                f"save: module {name or '<root>'!r} is a quantized {type(module).__name__}; "
-                "ts.save stores float architectures (pruned or sparse ones included). Export "
-                "a quantized model with ts.export_onnx(qmodel, x, path) — the int8 ONNX file "
-                "is its deployable form — or ts.save the float model before ts.quantize / "
-                "ts.prepare_qat and quantize again after loading"
-            )
+    for name in quantized_modules(model)[:1]:
+        module = model.get_submodule(name)
+        raise ConfigError(
+            f"save: the model is quantized (module {name!r} is a {type(module).__name__}); "
+            "ts.save stores float architectures (pruned or sparse ones included). Export "
+            "a quantized model with ts.export_onnx(qmodel, x, path) — the int8 ONNX file "
+            "is its deployable form — or ts.save the float model before ts.quantize / "
+            "ts.prepare_qat and quantize again after loading"
+        )
 
 
 def _save(
@@ -366,10 +368,16 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     ``strict=True``. It comes back on ``map_location``, in training mode like any new model.
 
     Example:
-        >>> import torch
-        >>> model = load("/tmp/resnet8.pt").eval()
+        >>> import tempfile, torch, torchslim as ts
+        >>> pruned = ts.models.create("resnet8", num_classes=10, in_channels=1)
+        >>> _ = ts.prune(pruned, torch.randn(1, 1, 28, 28), {"ratio": 0.5})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = save(pruned, f"{tmp}/resnet8.pt")
+        ...     model = load(f"{tmp}/resnet8.pt").eval()
         >>> model(torch.randn(2, 1, 28, 28)).shape
         torch.Size([2, 10])
+        >>> model.layer1[0].conv1.out_channels  # pruned from 16
+        8
     """
     path = Path(path)
     payload = _read(path, map_location)
@@ -395,7 +403,10 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
     """The ``metadata`` dict given to :func:`save` (``None`` when none was given).
 
     Example:
-        >>> load_metadata("/tmp/resnet8.pt")
+        >>> import tempfile, torchslim as ts
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = save(ts.models.create("resnet8"), f"{tmp}/m.pt", metadata={"top1": 0.91})
+        ...     load_metadata(f"{tmp}/m.pt")
         {'top1': 0.91}
     """
     return _read(path, "cpu")["metadata"]

@@ -33,7 +33,11 @@ from torch.utils.data import DataLoader
 
 from torchslim._tensors import first_tensor, input_tuple, module_mode
 from torchslim.errors import TorchslimError
-from torchslim.quant.fake_quant import DynamicQuantize, FakeQuantize, WeightQuantize
+from torchslim.quant.fake_quant import (
+    DynamicQuantize,
+    FakeQuantize,
+    is_quantized,
+)
 from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
 from torchslim.runtime import OPSET, ort_session
 
@@ -64,11 +68,6 @@ class ExportReport:
                 parity += f", top-1 agreement {self.top1_agreement:.3f}"
         return f"{self.path} ({kind}, {self.file_bytes:,} bytes, {self.int8_weights} int8 " \
                f"weight tensors{parity})"  # fmt: skip
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """Whether ``model`` holds torchslim fake quantizers."""
-    return any(isinstance(m, (FakeQuantize, WeightQuantize)) for m in model.modules())
 
 
 def export_onnx(

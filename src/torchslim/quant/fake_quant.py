@@ -351,3 +351,19 @@ def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
             m.enabled = enabled
         if isinstance(m, FakeQuantize) and observing is not None:
             m.observing = observing
+
+
+def quantized_modules(model: nn.Module) -> list[str]:
+    """Qualified names of ``model``'s torchslim quantizers (the one test of "quantized" that
+    export, saving and the pipeline share): weight quantizers and activation fake-quantizers.
+
+    Example:
+        >>> quantized_modules(nn.Sequential(nn.Linear(2, 2)))
+        []
+    """
+    return [n for n, m in model.named_modules() if isinstance(m, (FakeQuantize, WeightQuantize))]
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether ``model`` holds torchslim quantizers (:func:`quantized_modules`)."""
+    return any(isinstance(m, (FakeQuantize, WeightQuantize)) for m in model.modules())
