@@ -299,7 +299,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import torch
 
-    from torchslim.analysis import analyze, measure_latency
+    from torchslim.analysis import analyze
+    from torchslim.runtime import measure_latency
 
     in_channels = args.input[1] if len(args.input) > 1 else 3
     from torchslim.models import create
@@ -381,6 +382,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_stage(args: argparse.Namespace, data: str | None, kind: str, **keys: Any) -> Any:
+    """A context and a stage of a one-stage recipe for ``kind`` (its keys and method config as
+    a recipe would hold them), so a sub-command runs the recipe's own stage function."""
+    from torchslim.pipeline.recipe import Recipe
+    from torchslim.pipeline.spec import DataSpec, ModelSpec, Stage
+    from torchslim.pipeline.stages import STAGE_TYPES, Context
+
+    method = STAGE_TYPES[kind].config
+    if method is not None and "config" in keys:
+        keys["config"] = from_dict(method, keys["config"])
+    stage = Stage(type=kind, name=kind, **keys)
+    spec = ModelSpec(checkpoint=args.checkpoint) if args.checkpoint else ModelSpec(args.model)
+    dataspec = DataSpec(name=data or "fashion-mnist", root=args.data_root)
+    recipe = Recipe(model=spec, stages=(stage,), data=dataspec)
+    return Context(recipe, progress=not args.quiet), stage
+
+
 _OBSERVERS = {
     "affine": {"act_mapping": "affine"},
     "symmetric": {"act_mapping": "symmetric"},
@@ -394,8 +412,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
     import torchslim as ts
-    from torchslim.data import calibration_loader, dataset_info, get_dataset
+    from torchslim.data import dataset_info, get_dataset
     from torchslim.export import evaluate_onnx
+    from torchslim.pipeline.stages import STAGE_TYPES
 
     model, data = _model_and_data(args)
     model.eval()
@@ -411,17 +430,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "bias_correction": args.bias_correction, "dynamic": args.dynamic,
         **_OBSERVERS[args.observer],
     }  # fmt: skip
-    calib = None
-    if not args.dynamic:
-        if not data:
-            raise ConfigError("static quantization calibrates on data: give --data (or --dynamic)")
-        train = get_dataset(data, train=True, root=args.data_root, augment=[])
-        calib = calibration_loader(train, args.calib, batch_size=min(64, args.calib))
-        config["calib_batches"] = len(calib)
-    qmodel = ts.quantize(model, calib, config, progress=not args.quiet)
+    if not args.dynamic and not data:
+        raise ConfigError("static quantization calibrates on data: give --data (or --dynamic)")
+    # The recipe's quantize stage, run on a one-stage recipe: CLI and recipes calibrate alike.
+    ctx, stage = _one_stage(args, data, "quantize", calib=args.calib, config=config)
+    qmodel, _ = STAGE_TYPES["quantize"].run(ctx, stage, model, Path(args.out).parent)
     if ts.report(qmodel) is not None:
         print(ts.report(qmodel))
-    example = next(iter(calib))[0][:8] if calib is not None else torch.randn(*shape)
+    example = ctx.example if data else torch.randn(*shape)
     report = ts.export_onnx(qmodel, example, args.out)
     print(report)
     if data and not args.no_eval:

@@ -170,3 +170,22 @@ def test_compress_holds_its_folder_and_overwrite_starts_afresh(
     assert "already holds a run (1 stage folders, 0 finished)" in capsys.readouterr().err
     assert main(["compress", str(path), "--out", str(out), "--overwrite"]) == 0
     assert not stale.exists() and (out / "stages" / "00-fresh" / "done.json").exists()
+
+
+def test_the_quantize_stage_calibrates_on_every_image_it_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchslim.quant
+    from torchslim.pipeline.stages import STAGE_TYPES, Context
+
+    seen = {}
+
+    def fake_quantize(model, calib, config, progress=True):
+        seen["batches"], seen["limit"] = len(calib), config.calib_batches
+        return model
+
+    monkeypatch.setattr(torchslim.quant, "quantize", fake_quantize)
+    recipe = parse_recipe({"model": {"name": "smallcnn"},
+                           "stages": [{"type": "quantize", "calib": 2112}]})  # fmt: skip
+    STAGE_TYPES["quantize"].run(Context(recipe), recipe.stages[0], torch.nn.Linear(1, 1), tmp_path)
+    assert seen == {"batches": 33, "limit": 33}  # the config's default cap (32) used to drop one

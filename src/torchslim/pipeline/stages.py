@@ -253,14 +253,18 @@ def _quantize(ctx: Context, stage: Stage, model: nn.Module,
     from torchslim.quant import quantize
 
     model.eval()
-    calib = None if stage.config.dynamic else ctx.calib(stage.calib)
-    return quantize(model, calib, stage.config, progress=ctx.progress), {}
+    if stage.config.dynamic:
+        return quantize(model, None, stage.config, progress=ctx.progress), {}
+    calib = ctx.calib(stage.calib)  # every one of the stage's `calib` images is used
+    config = replace(stage.config, calib_batches=len(calib))
+    return quantize(model, calib, config, progress=ctx.progress), {}
 
 
 def _qat(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
     from torchslim.quant import convert, prepare_qat
 
-    q = prepare_qat(model, stage.config, calib_data=ctx.calib(stage.calib))
+    calib = ctx.calib(stage.calib)
+    q = prepare_qat(model, replace(stage.config, calib_batches=len(calib)), calib_data=calib)
     ctx.trainer(q, stage.train, folder / "train").fit(resume=ctx.resume)
     return convert(q), {}
 
