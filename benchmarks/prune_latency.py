@@ -46,7 +46,7 @@ import torch
 import torchvision
 
 import torchslim as ts
-from torchslim.analysis import export_for_latency, measure_latency
+from torchslim.runtime import export_for_latency, measure_latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option

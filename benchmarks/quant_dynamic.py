@@ -27,10 +27,10 @@ import torch
 from _ort_quantizer import format_kernels
 
 import torchslim as ts
-from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset
 from torchslim.export import evaluate_onnx, ort_kernels, ort_session
 from torchslim.models import create
+from torchslim.runtime import round_robin_latency
 from torchslim.train import Trainer, atomic_save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

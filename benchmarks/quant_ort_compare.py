@@ -35,10 +35,10 @@ from torch import nn
 from torchvision.transforms import v2
 
 import torchslim as ts
-from torchslim.analysis import round_robin_latency
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.export import ort_kernels, ort_session
 from torchslim.quant.config import cpu_lacks_vnni
+from torchslim.runtime import round_robin_latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option

@@ -8,7 +8,7 @@ Example:
 """
 
 from torchslim import data, graph, losses, models, quant, train
-from torchslim.analysis import LayerStats, ModelStats, analyze, measure_latency
+from torchslim.analysis import LayerStats, ModelStats, analyze
 from torchslim.errors import (
     CheckpointError,
     ConfigError,
@@ -27,6 +27,7 @@ from torchslim.export import ExportReport, export_onnx
 from torchslim.prune import PruneConfig, SparsityConfig, prune_report, sparsify
 from torchslim.quant import QATConfig, QuantConfig, convert, prepare_qat, quantize
 from torchslim.reports import report
+from torchslim.runtime import measure_latency
 from torchslim.serialize import load, load_metadata, save
 
 # isort: split

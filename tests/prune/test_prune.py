@@ -8,8 +8,8 @@ import torchvision
 from torch import nn
 
 import torchslim as ts
-from torchslim.analysis import ShapesOnly
 from torchslim.errors import ConfigError, PruningError, UnsupportedOpError
+from torchslim.graph.execution import ShapesOnly
 from torchslim.prune import PruneConfig, Pruner, prune
 from torchslim.reports import report as prune_report
 

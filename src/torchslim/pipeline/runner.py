@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.analysis import analyze, measure_latency, round_robin_latency
+from torchslim.analysis import analyze
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.export import evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
@@ -41,6 +41,7 @@ from torchslim.pipeline.stages import (
     stage_input,
     stage_model_file,
 )
+from torchslim.runtime import measure_latency, round_robin_latency
 from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
 from torchslim.train.run_folder import claim_run_folder

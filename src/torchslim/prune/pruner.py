@@ -14,18 +14,11 @@ import torch
 from torch import nn
 
 from torchslim import reports
-from torchslim.analysis import (
-    Inputs,
-    ModelStats,
-    ShapesOnly,
-    analyze,
-    input_tuple,
-    measuring,
-    module_mode,
-    shape_only_modules,
-)
+from torchslim._tensors import Inputs, input_tuple, module_mode
+from torchslim.analysis import ModelStats, analyze
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
+from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
@@ -203,10 +196,10 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
 
 
 def check_forward(model: nn.Module, inputs: tuple) -> Any:
-    """One eval-mode, shapes-only forward pass (:class:`torchslim.analysis.ShapesOnly`, with
-    :func:`torchslim.analysis.shape_only_modules`) that raises where the model no longer fits
-    together. Cheaper than a real pass even on small models: a real one would first build a
-    oneDNN kernel for every new convolution shape."""
+    """One eval-mode, shapes-only forward pass (:class:`torchslim.graph.execution.ShapesOnly`,
+    with :func:`torchslim.graph.execution.shape_only_modules`) that raises where the model no
+    longer fits together. Cheaper than a real pass even on small models: a real one would first
+    build a oneDNN kernel for every new convolution shape."""
     with measuring(model), ShapesOnly(), shape_only_modules(model):
         return model(*inputs)
 
