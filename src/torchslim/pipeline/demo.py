@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torchslim.pipeline.recipe import Recipe, load_recipe
 from torchslim.pipeline.report import Report
+from torchslim.tables import markdown_table
 
 # --quick: the same stages on 5,000 training / 2,000 test images with 3 epochs instead of 4 (a
 # smoke run of the whole pipeline in about 2 minutes; its accuracies are far from converged)
@@ -51,8 +52,8 @@ def summary(report: Report) -> str:
     Example:
         >>> print(summary(compress(demo_recipe(quick=True), "runs/q").report))  # doctest: +SKIP
     """
-    lines = [report.table(), "", "| row | torchslim (this run) | for reference: PaddleSlim "
-             "MobileNetV1 on ImageNet |", "|---|---|---|"]  # fmt: skip
+    header = ("row", "torchslim (this run)", "for reference: PaddleSlim MobileNetV1 on ImageNet")
+    rows = []
     base = report.base()
     for row in report.rows:
         if row.stage not in PADDLESLIM or base is None:
@@ -65,5 +66,5 @@ def summary(report: Report) -> str:
                 f"({smaller:.1f}x) at {change:+.2f} top-1")  # fmt: skip
         speed = ", ".join(f"b{bs} {v:.2f}x" for bs in sorted(row.latency_ms)
                           if (v := r.get(f"speedup_b{bs}")) is not None)  # fmt: skip
-        lines.append(f"| {row.stage} | {ours}; ORT speed-up {speed} | {PADDLESLIM[row.stage]} |")
-    return "\n".join(lines)
+        rows.append((row.stage, f"{ours}; ORT speed-up {speed}", PADDLESLIM[row.stage]))
+    return "\n".join([report.table(), "", *markdown_table(header, rows)])
