@@ -13,8 +13,7 @@ from torchvision.models import VisionTransformer
 import torchslim as ts
 from torchslim import serialize
 from torchslim.errors import CheckpointError, ConfigError
-from torchslim.models import create, register_model
-from torchslim.models import registry as model_registry
+from torchslim.models import create, register_model, unregister_model
 from torchslim.train.checkpoint import checksums
 
 TINY_VIT = "test_serialize_tiny_vit"
@@ -52,8 +51,8 @@ def tiny_vit_registered() -> Iterator[str]:
     try:
         yield TINY_VIT
     finally:  # other tests check that the registry holds only the zoo
-        model_registry._REGISTRY.pop(TINY_VIT)
-        model_registry._REGISTRY.pop(GATED)
+        unregister_model(TINY_VIT)
+        unregister_model(GATED)
 
 
 # name -> (create kwargs, input shape)

@@ -12,10 +12,13 @@ from torch.utils.data import TensorDataset
 
 from torchslim.distill import Distiller, distill, fit_distillation
 from torchslim.errors import ConfigError, InputError
-from torchslim.models import TINY_MODELS, create
+from torchslim.models import create
 from torchslim.train import StepContext, seed_everything
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "models"))
+from tiny_models import TINY_MODELS  # noqa: E402
+
 SCRIPT = HERE / "tiny_distill.py"
 QUICK = {"epochs": 1, "batch_size": 8, "lr": 0.05, "progress": False}
 

@@ -2,10 +2,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import TINY_MODELS
 from torch import nn
 
 from torchslim.errors import ConfigError, ModelNotFoundError
-from torchslim.models import TINY_MODELS, create, list_models, register_model, zero_init_last_bn
+from torchslim.models import (
+    create,
+    is_registered,
+    list_models,
+    register_model,
+    unregister_model,
+    zero_init_last_bn,
+)
 
 
 def _params(model: nn.Module) -> int:
@@ -116,9 +124,22 @@ def test_register_model_adds_and_refuses_duplicates() -> None:
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 4, num_classes))
 
     register_model("test_tiny_registered", tiny)
-    assert create("test_tiny_registered", num_classes=3)(torch.randn(1, 3, 2, 2)).shape == (1, 3)
-    with pytest.raises(ConfigError, match="already registered"):
-        register_model("test_tiny_registered", tiny)
+    try:
+        out = create("test_tiny_registered", num_classes=3)(torch.randn(1, 3, 2, 2))
+        assert out.shape == (1, 3)
+        with pytest.raises(ConfigError, match="already registered"):
+            register_model("test_tiny_registered", tiny)
+    finally:  # leave the zoo as it was: other tests check what it holds
+        unregister_model("test_tiny_registered")
+    assert not is_registered("test_tiny_registered")
+
+
+def test_unregister_model_keeps_the_builtin_zoo() -> None:
+    with pytest.raises(ConfigError, match="cannot be unregistered"):
+        unregister_model("resnet20")
+    with pytest.raises(ModelNotFoundError, match="not registered"):
+        unregister_model("test_never_registered")
+    assert is_registered("resnet20")
 
 
 def test_zero_init_last_bn_makes_blocks_start_as_shortcuts() -> None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 from torch import nn
 
 from torchslim.models.mobilenet import MobileNetV1, MobileNetV2, make_divisible
-from torchslim.models.registry import create, is_registered, list_models, register_model
+from torchslim.models.registry import (
+    create,
+    is_registered,
+    list_models,
+    register_model,
+    unregister_model,
+)
 from torchslim.models.resnet_cifar import CifarResNet
 from torchslim.models.small import MLP, SmallCNN
-
-# Cheap configurations that tests elsewhere parametrise over.
-TINY_MODELS: dict[str, dict] = {
-    "resnet8": {},
-    "mobilenetv1": {"width_mult": 0.25},
-    "mobilenetv2": {"width_mult": 0.25},
-    "smallcnn": {"widths": (8, 16, 32)},
-    "mlp": {"hidden": (32,)},
-}
 
 
 def zero_init_last_bn(model: nn.Module) -> int:
@@ -47,7 +44,6 @@ def zero_init_last_bn(model: nn.Module) -> int:
 
 __all__ = [
     "MLP",
-    "TINY_MODELS",
     "CifarResNet",
     "MobileNetV1",
     "MobileNetV2",
@@ -57,5 +53,6 @@ __all__ = [
     "list_models",
     "make_divisible",
     "register_model",
+    "unregister_model",
     "zero_init_last_bn",
 ]

@@ -18,6 +18,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     **mobilenet.MODELS,
     **small.MODELS,
 }
+_BUILTIN = frozenset(_REGISTRY)
 
 
 def register_model(name: str, fn: Callable[..., nn.Module]) -> None:
@@ -29,10 +30,27 @@ def register_model(name: str, fn: Callable[..., nn.Module]) -> None:
         >>> register_model("my_net", my_net)
         >>> create("my_net", num_classes=2).__class__.__name__
         'Sequential'
+        >>> unregister_model("my_net")
     """
     if name in _REGISTRY:
         raise ConfigError(f"model name {name!r} is already registered")
     _REGISTRY[name] = fn
+
+
+def unregister_model(name: str) -> None:
+    """Remove a constructor added with :func:`register_model`; the built-in zoo stays.
+
+    Example:
+        >>> register_model("my_net", lambda num_classes=10, in_channels=3: nn.Identity())
+        >>> unregister_model("my_net")
+        >>> is_registered("my_net")
+        False
+    """
+    if name in _BUILTIN:
+        raise ConfigError(f"model {name!r} is part of torchslim's zoo and cannot be unregistered")
+    if name not in _REGISTRY:
+        raise ModelNotFoundError(f"model {name!r} is not registered; nothing to unregister")
+    del _REGISTRY[name]
 
 
 def is_registered(name: str) -> bool:
