@@ -18,10 +18,11 @@ from pathlib import Path
 
 import matplotlib.image
 
-from torchslim.pipeline.report import screenshot
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The headless-Chromium helper lives beside the report test, its other user.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
 from _results import Results, add_results_option
+from browser import screenshot
 
 
 def main() -> None:

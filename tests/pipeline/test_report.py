@@ -5,9 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
+from browser import find_browser, screenshot
 
 from torchslim.pipeline import Report, StageRow
-from torchslim.pipeline.report import find_browser, rows_from_json, screenshot
+from torchslim.pipeline.report import rows_from_json
 
 CHROMIUM = find_browser()
 

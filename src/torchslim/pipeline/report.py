@@ -7,8 +7,6 @@ import base64
 import html
 import io
 import json
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,32 +207,6 @@ def _png(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def find_browser() -> str | None:
-    """A headless-capable Chromium on this machine (Debian's ``chromium`` package), or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def screenshot(page: str | Path, png: str | Path, *, width: int = 1200, height: int = 1400,
-               browser: str | None = None) -> Path:  # fmt: skip
-    """Render an HTML report in headless Chromium and save what it shows as a PNG.
-
-    Example:
-        >>> screenshot("runs/demo/report.html", "runs/demo/report.png")  # doctest: +SKIP
-    """
-    browser = browser or find_browser()
-    if browser is None:
-        raise FileNotFoundError("no headless browser found; install Debian's chromium package")
-    png = Path(png)
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--screenshot={png.resolve()}", f"--window-size={width},{height}",
-           Path(page).resolve().as_uri()]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    return png
 
 
 def _html_table(report: Report) -> str:

@@ -18,7 +18,6 @@ from torchslim.prune.apply import Keep
 from torchslim.prune.importance import Group
 
 log = logging.getLogger("torchslim.prune")
-TOLERANCE = 0.002  # stop searching when within 0.2% of the original MACs
 
 
 def _bracket(

@@ -118,7 +118,6 @@ QUANT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     nn.Conv3d: QuantConv3d,
     nn.Linear: QuantLinear,
 }
-FLOAT_CLASSES = {v: k for k, v in QUANT_CLASSES.items()}
 
 
 def is_quantizable(module: nn.Module) -> bool:
@@ -136,12 +135,4 @@ def to_quantized(module: nn.Module, spec: QuantSpec) -> nn.Module:
     """
     module.__class__ = QUANT_CLASSES[type(module)]
     module.weight_fake_quant = WeightQuantize(spec)
-    return module
-
-
-def to_float(module: nn.Module) -> nn.Module:
-    """Undo :func:`to_quantized` (the weights are untouched)."""
-    if type(module) in FLOAT_CLASSES:
-        del module.weight_fake_quant
-        module.__class__ = FLOAT_CLASSES[type(module)]
     return module
