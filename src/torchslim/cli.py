@@ -666,7 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``torchslim`` console script; returns the exit code.
 
     Example:
-        >>> main(["analyze", "--model", "resnet20", "--input", "1,3,32,32"])  # doctest: +SKIP
+        >>> main(["analyze", "--model", "resnet8", "--input", "1,3,32,32"])  # doctest: +ELLIPSIS
+        layer ...
+        total: 142.39 K params (142,392), 12.56 MMACs (12,564,992), 0.55 MiB
         0
     """
     args = build_parser().parse_args(argv)

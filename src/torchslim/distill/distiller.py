@@ -312,10 +312,16 @@ def fit_distillation(
     removed from every model afterwards, also after an error.
 
     Example:
-        >>> res = fit_distillation(student, teacher, train_set, {"train": {"epochs": 2}},
-        ...                        eval_data=test_set)  # doctest: +SKIP
-        >>> res.final["eval_acc"]  # doctest: +SKIP
-        0.87
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchslim.models import create
+        >>> data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+        >>> student = create("smallcnn", num_classes=10, in_channels=1, widths=(4, 8, 16))
+        >>> teacher = create("resnet8", num_classes=10, in_channels=1)
+        >>> quick = {"epochs": 1, "batch_size": 16, "progress": False}
+        >>> res = fit_distillation(student, teacher, data, {"train": quick, "finetune": quick},
+        ...                        eval_data=data)
+        >>> list(res.phases), "eval_acc" in res.final
+        (['distill', 'finetune'], True)
     """
     cfg = from_dict(DistillConfig, config)
     teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)

@@ -50,6 +50,8 @@ def summary(report: Report) -> str:
     same recipes (a reference column: another model, dataset and framework, not a target).
 
     Example:
+        Not run with the tests: even the quick demo trains four models (about 2 minutes of CPU).
+
         >>> print(summary(compress(demo_recipe(quick=True), "runs/q").report))  # doctest: +SKIP
     """
     header = ("row", "torchslim (this run)", "for reference: PaddleSlim MobileNetV1 on ImageNet")

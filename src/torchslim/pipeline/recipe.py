@@ -286,7 +286,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     mean 'ratio'?)``; several problems read ``3 problems in recipe.yaml:`` and one per line.
 
     Example:
-        >>> r = load_recipe("recipes/demo.yaml")  # doctest: +SKIP
+        >>> from torchslim.pipeline.demo import demo_path
+        >>> r = load_recipe(demo_path(), ["data.subset=1000"])
+        >>> r.data.subset, [s.name for s in r.stages][:2]
+        (1000, ['baseline', 'teacher'])
     """
     path = Path(path)
     if not path.is_file():

@@ -151,6 +151,9 @@ def compress(
     unless ``resume`` continues it or ``overwrite`` deletes it first.
 
     Example:
+        Not run with the tests: the demo recipe trains on Fashion-MNIST for about 10 minutes
+        (tests/pipeline runs tiny recipes through ``compress``).
+
         >>> res = compress("recipes/demo.yaml", "runs/demo")  # doctest: +SKIP
         >>> print(res.report)  # doctest: +SKIP
     """

@@ -42,7 +42,18 @@ def load_run(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A model and its metadata from a ``torchslim train`` run folder or its checkpoint file.
 
     Example:
-        >>> model, meta = load_run("runs/resnet20-fashion-mnist")  # doctest: +SKIP
+        >>> import tempfile
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+        >>> meta = {"model": "resnet8", "data": "fashion-mnist"}  # as `torchslim train` records
+        >>> cfg = {"epochs": 1, "progress": False}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     trainer = Trainer(create("resnet8", num_classes=10, in_channels=1), cfg, data,
+        ...                       out_dir=tmp, metadata=meta)
+        ...     _ = trainer.fit()
+        ...     model, meta = load_run(tmp)
+        >>> meta["model"], torch.equal(model.fc.weight, trainer.model.fc.weight.cpu())
+        ('resnet8', True)
     """
     path = Path(path)
     ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
@@ -70,7 +81,12 @@ def load_model_file(path: str | Path) -> nn.Module:
     Every one is read with ``torch.load(weights_only=True)``: no file can run code here.
 
     Example:
-        >>> model = load_model_file("runs/demo/stages/04-pruned/model.pt")  # doctest: +SKIP
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = save(create("resnet8", num_classes=10, in_channels=1), f"{tmp}/model.pt")
+        ...     model = load_model_file(f"{tmp}/model.pt")
+        >>> type(model).__name__
+        'CifarResNet'
     """
     path = Path(path)
     if path.is_dir() or path.name == "last.pt":

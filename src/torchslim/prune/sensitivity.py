@@ -194,8 +194,13 @@ class SensitivityResult:
         the others are drawn in grey.
 
         Example:
-            >>> result.plot("sensitivity.png")  # doctest: +SKIP
-            PosixPath('sensitivity.png')
+            >>> import tempfile, torch
+            >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> result = sensitivity(m, torch.randn(1, 4), lambda m: 1.0, ratios=[0.5],
+            ...                      progress=False)
+            >>> with tempfile.TemporaryDirectory() as tmp:
+            ...     result.plot(f"{tmp}/sensitivity.png").stat().st_size > 0
+            True
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -449,8 +454,19 @@ def ratios_for_target(
         ConfigError: the target cannot be reached even with every group at its largest ratio.
 
     Example:
-        >>> ratios = ratios_for_target(result, 0.5)  # doctest: +SKIP
-        >>> ts.prune(model, x, {"ratio": 0.0, "ratios": ratios})  # doctest: +SKIP
+        >>> import torch, torchslim as ts
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> x = torch.randn(16, 4)
+        >>> def fidelity(pruned: nn.Module) -> float:  # higher is better
+        ...     with torch.no_grad():
+        ...         return -float((pruned(x) - model(x)).abs().mean())
+        >>> result = sensitivity(model, x, fidelity, ratios=[0.25, 0.5, 0.75], progress=False)
+        >>> ratios = ratios_for_target(result, 0.5)  # half the MACs: 4 of the 8 hidden units
+        >>> ratios
+        {'0': 0.5}
+        >>> ts.prune(model, x, {"ratio": 0.0, "ratios": ratios})[0].out_features
+        4
     """
     if not 0 < target_macs <= 1:
         raise ConfigError(f"target_macs: a fraction of the MACs in (0, 1], got {target_macs}")

@@ -359,9 +359,17 @@ class GradualSparsity(Callback):
     buffers exist when the checkpoint is loaded.
 
     Example:
-        >>> cfg = {"sparsity": 0.9, "schedule": "cubic", "end_step": 1000, "frequency": 100}
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchslim.train import Trainer
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
+        >>> data = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 2, (64,)))
+        >>> cfg = {"sparsity": 0.9, "schedule": "cubic", "end_step": 6, "frequency": 2}
         >>> pruner = GradualSparsity(cfg)
-        >>> Trainer(model, train_cfg, data, callbacks=[pruner]).fit()  # doctest: +SKIP
+        >>> train_cfg = {"epochs": 2, "batch_size": 16, "progress": False}  # 8 steps
+        >>> _ = Trainer(model, train_cfg, data, callbacks=[pruner]).fit()
+        >>> round(sparsity_report(model).total.sparsity, 2)
+        0.9
     """
 
     def __init__(self, config: SparsityConfig | Mapping[str, Any]) -> None:

@@ -48,8 +48,14 @@ def train(
     """Train ``model`` in one call; ``kwargs`` go to :class:`Trainer` (out_dir, callbacks...).
 
     Example:
-        >>> result = train(model, train_set, {"epochs": 3}, eval_data=test_set)  # doctest: +SKIP
-        >>> result.final["eval_acc"]  # doctest: +SKIP
-        0.91
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(64, 4)
+        >>> data = TensorDataset(x, (x.sum(1) > 0).long())  # a linearly separable task
+        >>> cfg = {"epochs": 3, "batch_size": 16, "lr": 0.5, "progress": False}
+        >>> result = train(nn.Linear(4, 2), data, cfg, eval_data=data)
+        >>> result.final["eval_acc"] > 0.8
+        True
     """
     return Trainer(model, config, train_data, eval_data, **kwargs).fit()

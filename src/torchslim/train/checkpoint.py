@@ -205,8 +205,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     weights checked), with a clear error when it is missing, foreign or damaged.
 
     Example:
-        >>> ckpt = load_checkpoint("runs/fmnist/last.pt")  # doctest: +SKIP
-        >>> ckpt["epoch"]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchslim.train import Trainer
+        >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+        >>> cfg = {"epochs": 3, "batch_size": 16, "progress": False}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = Trainer(nn.Linear(4, 2), cfg, data, out_dir=tmp).fit()
+        ...     ckpt = load_checkpoint(f"{tmp}/last.pt")
+        >>> ckpt["epoch"]
         3
     """
     path = Path(path)

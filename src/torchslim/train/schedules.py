@@ -71,8 +71,8 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
 
     Example:
         >>> f = lr_factor(TrainConfig(epochs=2, warmup_epochs=1), steps_per_epoch=10)
-        >>> round(f(4), 2), f(10), round(f(19), 3)
-        (0.5, 1.0, 0.006)
+        >>> round(f(4), 2), f(10), round(f(19), 3)  # the last step is 9/10 into the cosine
+        (0.5, 1.0, 0.024)
     """
     total = max(1, config.epochs * steps_per_epoch)
     warmup = round(config.warmup_epochs * steps_per_epoch)

@@ -238,8 +238,15 @@ class Trainer:
         unless ``resume`` continues it or ``overwrite=True`` replaces it.
 
         Example:
-            >>> trainer = Trainer(model, {"epochs": 2}, data, out_dir="runs/a")  # doctest: +SKIP
-            >>> trainer.fit(resume=True)  # doctest: +SKIP
+            >>> import tempfile
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+            >>> cfg = {"epochs": 2, "batch_size": 16, "progress": False}
+            >>> with tempfile.TemporaryDirectory() as tmp:
+            ...     first = Trainer(nn.Linear(4, 2), cfg, data, out_dir=tmp).fit()
+            ...     again = Trainer(nn.Linear(4, 2), cfg, data, out_dir=tmp).fit(resume=True)
+            >>> again.history == first.history  # the run had finished: nothing left to train
+            True
         """
         with self._claim_out_dir(resuming=resume is not False, overwrite=overwrite):
             return self._fit(resume)
