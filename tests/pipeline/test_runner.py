@@ -99,6 +99,10 @@ def test_a_failing_stage_names_itself_and_keeps_earlier_results(
     assert "stage 1 (pruned, prune) failed" in capsys.readouterr().err
 
 
+# The longest test (a 40-epoch fine-tune, killed and resumed in a subprocess). The default run
+# keeps its parts: skipping finished stages on resume (test_compress_runs_stages_and_writes_
+# reports) and a killed trainer resuming mid-epoch to the same weights (tests/train, distill).
+@pytest.mark.slow
 def test_sigkill_during_the_prune_finetune_then_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
