@@ -27,6 +27,31 @@ def test_every_train_config_field_has_help() -> None:
     assert set(TRAIN_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def test_prune_and_quantize_take_every_field_of_their_configs() -> None:
+    from torchslim.cli import PRUNE_HELP, QUANT_FROM_STAGE, QUANT_HELP, _config_values
+    from torchslim.prune import PruneConfig
+    from torchslim.quant import QuantConfig
+
+    assert set(PRUNE_HELP) == {f.name for f in dataclasses.fields(PruneConfig)}
+    assert set(QUANT_HELP) | set(QUANT_FROM_STAGE) == {
+        f.name for f in dataclasses.fields(QuantConfig)
+    }
+    argv = ["prune", "--model", "resnet8", "--out", "x.pt", "--ratios", "{layer1.*: 0.3}"]
+    argv += ["--ignore", "fc", "--mode", "global", "--max-ratio", "0.7", "--prune-head-dims"]
+    values = _config_values(build_parser().parse_args(argv), PruneConfig)
+    assert values == {
+        "mode": "global",
+        "ratios": {"layer1.*": 0.3},
+        "ignore": ("fc",),
+        "max_ratio": 0.7,
+        "prune_head_dims": True,
+    }
+    argv = ["quantize", "--model", "resnet8", "--out", "q.onnx", "--first-layer-bits", "8"]
+    argv += ["--weight-mapping", "affine", "--no-fold-bn"]
+    values = _config_values(build_parser().parse_args(argv), QuantConfig)
+    assert values == {"first_layer_bits": 8, "weight_mapping": "affine", "fold_bn": False}
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune", "quantize", "distill"])
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:

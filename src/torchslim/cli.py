@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import json
 import logging
 import sys
@@ -54,6 +55,40 @@ TRAIN_HELP: dict[str, str] = {
 }
 
 
+PRUNE_HELP: dict[str, str] = {
+    "ratio": "fraction of channels to remove from each group (uniform mode)",
+    "importance": "channel importance: l1, l2, fpgm, bn_gamma, random, or taylor (needs data)",
+    "mode": "how ratios are spread: uniform per group, or one global ranking",
+    "ratios": "per-layer ratios by name glob, overriding ratio",
+    "target_macs": "keep this fraction of the MACs (searches the ratio), e.g. 0.5",
+    "round_to": "keep channel counts at multiples of this (8: what CPU kernels vectorise)",
+    "ignore": "module names/globs/types to leave untouched",
+    "max_ratio": "never remove more than this fraction of one group",
+    "prune_head_dims": "also prune the per-head width of attention (not only whole heads)",
+    "taylor_batches": "batches of data the taylor importance averages over",
+    "seed": "seed of the random importance and of ties",
+}
+
+QUANT_HELP: dict[str, str] = {
+    "weight_bits": "weight bits, 2-8 (overrides --bits)",
+    "act_bits": "activation bits, 2-8 (overrides --bits)",
+    "per_channel": "per-output-channel weight scales",
+    "weight_mapping": "weight range mapping",
+    "act_mapping": "activation range mapping (overrides --observer)",
+    "calibration": "how a saturating mapping picks its threshold (overrides --observer)",
+    "percentile": "the percentile of the percentile calibration",
+    "bias_correction": "correct the bias that weight rounding introduces",
+    "fold_bn": "fold BatchNorm into the convolutions before quantizing",
+    "skip": "module names/globs/types kept float",
+    "auto_skip": "also keep the K layers with the worst SQNR float",
+    "dynamic": "dynamic quantization of Linear layers (no calibration)",
+    "reduce_range": "7-bit weights for CPUs without VNNI (default: detected)",
+    "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
+    "last_layer_bits": "weight bits of the last quantized layer (default: weight_bits)",
+}
+QUANT_FROM_STAGE = ("calib_batches",)  # the stage's `calib` (images) decides it
+
+
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
@@ -92,22 +127,67 @@ def _scalar_parser(annotation: Any) -> tuple[Any, str]:
     return parse, {int: "N", float: "X"}.get(kind, "NAME")
 
 
+def _yaml_value(text: str) -> Any:
+    try:
+        return parse_yaml(text, "value")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_config_options(
+    parser: argparse.ArgumentParser, cls: type, helps: dict[str, str], skip: tuple[str, ...] = ()
+) -> None:
+    """One option per field of the config dataclass ``cls`` (``--round-to`` for ``round_to``),
+    so the command line and recipes cannot drift apart; unset options keep the config's own
+    defaults. ``helps`` has one line per field (a test checks that none is missing)."""
+    group = parser.add_argument_group(f"{cls.__name__} (the fields a recipe stage takes)")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is not dataclasses.MISSING:
+            default = f.default.value if hasattr(f.default, "value") else f.default
+        else:
+            default = f.default_factory()  # type: ignore[misc]
+        text = f"{helps[f.name]} (default: {default})"
+        hint, origin = hints[f.name], typing.get_origin(hints[f.name])
+        choices = (
+            [m.value for m in hint]
+            if isinstance(hint, type) and issubclass(hint, enum.Enum)
+            else None
+        )
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif origin in (tuple, list):
+            item = (typing.get_args(hint) or (str,))[0]
+            group.add_argument(flag, type=item if item in (int, float) else str, nargs="*",
+                               default=None, help=text)  # fmt: skip
+        elif origin is dict:
+            group.add_argument(flag, type=_yaml_value, default=None, metavar="YAML",
+                               help=f"{text}; YAML, e.g. '{{layer1.*: 0.3}}'")  # fmt: skip
+        elif choices is not None:  # checked by the config (a did-you-mean), not by argparse
+            metavar = "{" + ",".join(choices) + "}"
+            group.add_argument(flag, default=None, metavar=metavar, help=text)
+        else:
+            parse, metavar = _scalar_parser(hint)
+            group.add_argument(flag, type=parse, default=None, metavar=metavar, help=text)
+
+
+def _config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (options left unset are left out)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _add_train_config_options(parser: argparse.ArgumentParser) -> None:
     from torchslim.train import TrainConfig
 
-    group = parser.add_argument_group("training (fields of torchslim.train.TrainConfig)")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default.value if hasattr(f.default, "value") else f.default
-        text = f"{TRAIN_HELP[f.name]} (default: {default})"
-        if hints[f.name] is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif f.name == "milestones":
-            group.add_argument(flag, type=int, nargs="+", default=None, help=text)
-        else:
-            parse, metavar = _scalar_parser(hints[f.name])
-            group.add_argument(flag, type=parse, default=None, metavar=metavar, help=text)
+    _add_config_options(parser, TrainConfig, TRAIN_HELP)
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -348,6 +428,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     import torchslim as ts
     from torchslim.data import dataset_info, get_dataset
+    from torchslim.prune import PruneConfig
     from torchslim.serialize import save
     from torchslim.train import Trainer, evaluate
 
@@ -356,14 +437,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if data and args.input_default:
         info = dataset_info(data)
         shape = (1, info.in_channels, info.image_size, info.image_size)
-    config = {
-        "ratio": args.ratio,
-        "importance": args.importance,
-        "mode": args.mode,
-        "target_macs": args.target_macs,
-        "round_to": args.round_to,
-        "ignore": tuple(args.ignore),
-    }
+    config = _config_values(args, PruneConfig)
     test = get_dataset(data, train=False, root=args.data_root) if data else None
     before = evaluate(model, test, batch_size=256).accuracy if test is not None else None
     ts.prune(model, torch.randn(*shape), config)
@@ -415,6 +489,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from torchslim.data import dataset_info, get_dataset
     from torchslim.export import evaluate_onnx
     from torchslim.pipeline.stages import STAGE_TYPES
+    from torchslim.quant import QuantConfig
 
     model, data = _model_and_data(args)
     model.eval()
@@ -424,12 +499,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             raise ConfigError("give --input N,C,H,W or --data (the example input's shape)")
         info = dataset_info(data)
         shape = (1, info.in_channels, info.image_size, info.image_size)
-    config: dict[str, Any] = {
-        "weight_bits": args.bits, "act_bits": args.bits, "per_channel": args.per_channel,
-        "skip": tuple(args.skip), "auto_skip": args.auto_skip,
-        "bias_correction": args.bias_correction, "dynamic": args.dynamic,
-        **_OBSERVERS[args.observer],
-    }  # fmt: skip
+    presets = {"weight_bits": args.bits, "act_bits": args.bits, **_OBSERVERS[args.observer]}
+    config: dict[str, Any] = {**presets, **_config_values(args, QuantConfig)}
     if not args.dynamic and not data:
         raise ConfigError("static quantization calibrates on data: give --data (or --dynamic)")
     # The recipe's quantize stage, run on a one-stage recipe: CLI and recipes calibrate alike.
@@ -603,20 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a `torchslim train` run folder or last.pt")
     _data_options(p, required=False)
     p.set_defaults(data=None)
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove")
-    p.add_argument(
-        "--importance", default="l1", help="l1, l2, fpgm, bn_gamma, random (taylor: Python API)"
-    )
-    p.add_argument(
-        "--mode", choices=["uniform", "global"], default="uniform", help="how ratios are spread"
-    )
-    p.add_argument(
-        "--target-macs", type=float, default=None, help="keep this fraction of MACs, e.g. 0.5"
-    )
-    p.add_argument("--round-to", type=int, default=1, help="keep channel counts at multiples")
-    p.add_argument(
-        "--ignore", nargs="*", default=[], help="module names/globs/types to leave untouched"
-    )
+    from torchslim.prune import PruneConfig
+    from torchslim.quant import QuantConfig
+
+    _add_config_options(p, PruneConfig, PRUNE_HELP)
     p.add_argument(
         "--input",
         type=_parse_shape,
@@ -646,13 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observer", choices=list(_OBSERVERS), default="affine",
                    help="activation range: affine min/max, symmetric abs-max, or saturating "
                         "percentile / kl / mse")  # fmt: skip
-    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
-                   help="per-output-channel weight scales")  # fmt: skip
     p.add_argument("--bits", type=int, default=8, help="weight and activation bits (2-8)")
-    p.add_argument("--skip", nargs="*", default=[], help="module names/globs/types kept float")
-    p.add_argument("--auto-skip", type=int, default=0, help="also keep the K worst layers float")
-    p.add_argument("--bias-correction", action="store_true", help="correct weight-rounding bias")
-    p.add_argument("--dynamic", action="store_true", help="dynamic quantization of Linear layers")
+    _add_config_options(p, QuantConfig, QUANT_HELP, skip=QUANT_FROM_STAGE)
     p.add_argument("--input", type=_parse_shape, default=None,
                    help="example input N,C,H,W (default: from --data)")  # fmt: skip
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (--model)")
