@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import torchslim as ts
 from torchslim.distill.hooks import FeatureHooks
 from torchslim.errors import ConfigError
-from torchslim.quant import PQConfig, binarize, product_quantize
+from torchslim.prune import prune, sparsify
+from torchslim.quant import PQConfig, binarize, prepare_qat, product_quantize, quantize
 from torchslim.quant.binary import binary_layers
 from torchslim.selection import Selection, check_module_names, escape, matches
 
@@ -110,10 +110,10 @@ X = torch.randn(2, 1, 8, 8)
 @pytest.mark.parametrize(
     "call",
     [
-        lambda m: ts.prune.prune(m, X, {"ratio": 0.5, "ignore": ["layer3"]}),
-        lambda m: ts.sparsify(m, {"ignore": ["layer3"]}),
-        lambda m: ts.quantize(m, [X], {"skip": ["layer3"]}, progress=False),
-        lambda m: ts.prepare_qat(m, {"skip": ["layer3"]}),
+        lambda m: prune(m, X, {"ratio": 0.5, "ignore": ["layer3"]}),
+        lambda m: sparsify(m, {"ignore": ["layer3"]}),
+        lambda m: quantize(m, [X], {"skip": ["layer3"]}, progress=False),
+        lambda m: prepare_qat(m, {"skip": ["layer3"]}),
         lambda m: product_quantize(m, {"skip": ["layer3"]}, progress=False),
         lambda m: binarize(m, {"ignore": ["layer3"]}),
     ],
@@ -126,7 +126,7 @@ def test_every_method_refuses_a_selector_matching_nothing(call) -> None:
 
 def test_the_type_rule_is_the_same_in_every_method() -> None:
     # 'Conv2d' selects the QuantConv2d stem in each method, as it does in Selection
-    model = ts.sparsify(net(), {"targets": ["Conv2d"]})
+    model = sparsify(net(), {"targets": ["Conv2d"]})
     assert hasattr(model.stem, "parametrizations") and not hasattr(model.fc, "parametrizations")
     model = binarize(net(), {"keep_first_last": False, "targets": ["Conv2d"]})
     assert binary_layers(model) == ["layer1.conv", "layer2.conv"]  # binarize swaps plain types

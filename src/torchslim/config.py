@@ -4,6 +4,12 @@ Every public ``config`` argument accepts the dataclass itself or a plain dict of
 Unknown keys are rejected with a did-you-mean, and values are checked against the field types,
 so a YAML file and Python code read the same. Every problem of a config is reported at once, one
 line each, key path first: fixing a file should not take one run per typo.
+
+The house style of a config: one ``config.py`` per subpackage holding its frozen dataclasses;
+choices are ``str``-valued enums (YAML and Python both write ``"global"``); ``__post_init__``
+first calls :func:`check_fields`, which coerces and checks every field exactly as
+:func:`from_dict` does (so ``PruneConfig(mode="globl")`` fails like the dict would), then checks
+what types cannot say (ranges, combinations).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import types
 import typing
@@ -140,7 +147,17 @@ def _as_int(value: Any, where: str) -> int:
     raise ConfigError(f"{where}: expected an integer, got {value!r}{hint}")
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` checked against the type ``annotation`` and converted where the type says how
+    (an enum from its value, a float from an int or a numeric string, a tuple from a list, a
+    config dataclass from a dict); a :class:`ConfigError` naming ``where`` otherwise.
+
+    Example:
+        >>> coerce("1e-3", float, "lr")
+        0.001
+        >>> coerce([1, 2], tuple[int, ...], "milestones")
+        (1, 2)
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
@@ -153,7 +170,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(exc)
         if len(errors) == 1:
@@ -172,7 +189,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         items = []
         for i, v in enumerate(value):
             with problems.collect():
-                items.append(_coerce(v, item_type, f"{where}[{i}]"))
+                items.append(coerce(v, item_type, f"{where}[{i}]"))
         problems.raise_if_any(where)
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
@@ -183,7 +200,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         out = {}
         for k, v in value.items():
             with problems.collect():
-                out[k] = _coerce(v, value_type, f"{where}.{k}")
+                out[k] = coerce(v, value_type, f"{where}.{k}")
         problems.raise_if_any(where)
         return out
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
@@ -242,7 +259,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | C | None, where: str = "")
             problems.add(f"{path}: unknown key{did_you_mean(str(key), fields)}")
             continue
         with problems.collect():
-            kwargs[key] = _coerce(value, hints[key], path)
+            kwargs[key] = coerce(value, hints[key], path)
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if required and name not in data:
@@ -254,6 +271,36 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | C | None, where: str = "")
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(config: Any) -> None:
+    """Coerce every init field of the frozen config dataclass ``config`` in place with the rules
+    of :func:`from_dict`; every problem is reported at once. Call it first in ``__post_init__``,
+    so that constructing a config directly validates as a dict does.
+
+    Example:
+        >>> from torchslim.prune import PruneConfig
+        >>> PruneConfig(mode="global").mode
+        <RatioMode.GLOBAL: 'global'>
+        >>> PruneConfig(mode="globl")
+        Traceback (most recent call last):
+        ...
+        torchslim.errors.ConfigError: mode: 'globl' is not one of ['uniform', 'global'] (did you \
+mean 'global'?)
+    """
+    types_ = _field_types(type(config))
+    problems = Problems()
+    for f in dataclasses.fields(config):
+        if f.init:
+            with problems.collect():
+                value = coerce(getattr(config, f.name), types_[f.name], f.name)
+                object.__setattr__(config, f.name, value)
+    problems.raise_if_any(type(config).__name__)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchslim.config import from_dict
+from torchslim.config import check_fields, from_dict
 from torchslim.errors import ConfigError
 from torchslim.train.config import TrainConfig
 
@@ -38,7 +38,8 @@ class LossSpec:
     def __post_init__(self) -> None:
         for name in ("student", "teacher"):
             value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else value)
+        check_fields(self)
         if self.weight < 0:
             raise ConfigError(f"{self.type}: weight must be >= 0, got {self.weight}")
         if self.teacher and len(self.teacher) != len(self.student):
@@ -111,7 +112,7 @@ class DistillConfig:
     finetune: TrainConfig | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "losses", tuple(self.losses))
+        check_fields(self)
         if not self.losses:
             raise ConfigError("losses: give at least one distillation loss, e.g. [{type: kd}]")
         if self.hard_label_weight is not None and self.hard_label_weight < 0:
@@ -144,6 +145,7 @@ class MutualConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.temperature <= 0:
             raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
         if self.kl_weight < 0:

@@ -16,7 +16,7 @@ from torch import nn
 from torchslim import reports
 from torchslim._tensors import Inputs, input_tuple, module_mode
 from torchslim.analysis import ModelStats, analyze
-from torchslim.config import from_dict
+from torchslim.config import check_fields, from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
@@ -58,12 +58,13 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 <= self.ratio < 1:
             raise ConfigError(f"ratio: must be in [0, 1), got {self.ratio}")
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio: must be in (0, 1), got {self.max_ratio}")
         for sel, r in self.ratios.items():
-            if not 0 <= float(r) < 1:
+            if not 0 <= r < 1:
                 raise ConfigError(f"ratios.{sel}: must be in [0, 1), got {r}")
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise ConfigError(
@@ -73,7 +74,7 @@ class PruneConfig:
             raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
         if self.importance not in IMPORTANCE:
             get_importance(self.importance)  # raises with a did-you-mean
-        object.__setattr__(self, "ignore", self.selection.ignore)
+        self.selection  # noqa: B018  (checks the patterns)
 
     @property
     def selection(self) -> Selection:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
 from torchslim.analysis import analyze
-from torchslim.config import did_you_mean, from_dict
+from torchslim.config import check_fields, did_you_mean, from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import trace
 from torchslim.prune.importance import get_importance
@@ -52,6 +52,7 @@ class SensitivityConfig:
     groups: tuple[str, ...] | None = None  # group names (producer modules) to analyse
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.ratios:
             raise ConfigError("ratios: give at least one ratio, e.g. [0.1, 0.2, ..., 0.9]")
         for r in self.ratios:

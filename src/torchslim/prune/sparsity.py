@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchslim import reports
-from torchslim.config import did_you_mean, from_dict
+from torchslim.config import check_fields, did_you_mean, from_dict
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.selection import Selection
 from torchslim.tables import format_count, text_table
@@ -104,17 +104,12 @@ class SparsityConfig:
     initial_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, kind in (("scope", SparsityScope), ("schedule", SparsitySchedule)):
+        for name in ("targets", "ignore"):  # one pattern may be given as a plain string
             value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                choices = [m.value for m in kind]
-                hint = did_you_mean(str(value), choices)
-                raise ConfigError(f"{name}: {value!r} is not one of {choices}{hint}") from None
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else value)
+        check_fields(self)
         object.__setattr__(self, "pattern", _parse_pattern(self.pattern))
-        object.__setattr__(self, "targets", self.selection.targets)
-        object.__setattr__(self, "ignore", self.selection.ignore)
+        self.selection  # noqa: B018  (checks the patterns)
         self._check()
 
     def _check(self) -> None:

@@ -22,6 +22,7 @@ size: binary weights packed 8 per byte, everything else float32.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.config import from_dict
+from torchslim.config import check_fields, from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
 from torchslim.selection import Selection
+
+
+class BinaryScaling(str, enum.Enum):
+    """``xnor``: each output channel scaled by its mean ``|W|`` (XNOR-Net); ``none``: plain sign."""
+
+    XNOR = "xnor"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,11 @@ class BinaryConfig:
     """What ``binarize`` does.
 
     Example:
-        >>> BinaryConfig(scaling="xnor", binary_activations=True).scaling
+        >>> BinaryConfig(scaling="xnor", binary_activations=True).scaling.value
         'xnor'
     """
 
-    scaling: str = "xnor"  # "xnor": per-output-channel mean|W| scale; "none": plain sign
+    scaling: BinaryScaling = BinaryScaling.XNOR
     stochastic: bool = False  # BinaryConnect stochastic binarization while training
     binary_activations: bool = False  # also sign() the input of each binary layer
     keep_first_last: bool = True  # first and last Conv/Linear stay float
@@ -56,10 +64,8 @@ class BinaryConfig:
     ignore: tuple[str, ...] = ()  # layers kept float; both as torchslim.selection patterns
 
     def __post_init__(self) -> None:
-        if self.scaling not in ("xnor", "none"):
-            raise ConfigError(f"scaling: 'xnor' or 'none', got {self.scaling!r}")
-        object.__setattr__(self, "targets", self.selection.targets)
-        object.__setattr__(self, "ignore", self.selection.ignore)
+        check_fields(self)
+        self.selection  # noqa: B018  (checks the patterns)
 
     @property
     def selection(self) -> Selection:
@@ -105,7 +111,7 @@ class _Binary:
             b = clipped + (target - clipped).detach()
         else:
             b = sign_ste(w)
-        if self.binary.scaling == "xnor":
+        if self.binary.scaling is BinaryScaling.XNOR:
             alpha = w.detach().abs().flatten(1).mean(1).reshape(-1, *([1] * (w.ndim - 1)))
             b = b * alpha
         return b
@@ -172,7 +178,7 @@ def _packed_state(model: nn.Module) -> dict[str, np.ndarray]:
         if owner in binary and attr == "weight":
             w = tensor.detach()
             state[f"{name}.bits"] = np.packbits((w >= 0).flatten().numpy())
-            if binary[owner].binary.scaling == "xnor":
+            if binary[owner].binary.scaling is BinaryScaling.XNOR:
                 state[f"{name}.alpha"] = w.abs().flatten(1).mean(1).numpy().astype(np.float32)
         else:
             state[name] = tensor.detach().cpu().numpy()
@@ -212,4 +218,12 @@ def export_binary_as_float(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["BinaryConfig", "binarize", "binary_layers", "binary_size", "save_packed", "sign_ste"]
+__all__ = [
+    "BinaryConfig",
+    "BinaryScaling",
+    "binarize",
+    "binary_layers",
+    "binary_size",
+    "save_packed",
+    "sign_ste",
+]

@@ -7,6 +7,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchslim.config import check_fields
 from torchslim.errors import ConfigError
 from torchslim.quant.observers import Calibration, Mapping, QuantSpec
 from torchslim.selection import Selection
@@ -52,9 +53,7 @@ class QuantConfig:
         return self.act_bits
 
     def __post_init__(self) -> None:
-        for name in ("weight_mapping", "act_mapping"):
-            object.__setattr__(self, name, Mapping(getattr(self, name)))
-        object.__setattr__(self, "calibration", Calibration(self.calibration))
+        check_fields(self)
         for name in ("weight_bits", "act_bits", "first_layer_bits", "last_layer_bits"):
             bits = getattr(self, name)
             if bits is not None and not 2 <= bits <= 8:
@@ -64,7 +63,7 @@ class QuantConfig:
         if self.auto_skip < 0:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
         self.weight_spec()  # validates percentile through QuantSpec
-        object.__setattr__(self, "skip", self.selection.ignore)
+        self.selection  # noqa: B018  (checks the patterns)
 
     @property
     def selection(self) -> Selection:

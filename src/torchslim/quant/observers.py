@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from torchslim.config import check_fields
 from torchslim.errors import ConfigError
 
 
@@ -55,8 +56,7 @@ class QuantSpec:
     averaging: float = 0.0  # moving-average momentum for min/max (0: absolute min/max)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mapping", Mapping(self.mapping))
-        object.__setattr__(self, "calibration", Calibration(self.calibration))
+        check_fields(self)
         if not 2 <= self.bits <= 8:
             raise ConfigError(f"bits: must be in 2..8, got {self.bits}")
         if not 50 < self.percentile <= 100:

@@ -15,6 +15,7 @@ small codebook per sub-space and one ``log2(codebook_size)``-bit code per row an
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,11 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from torchslim.config import from_dict
+from torchslim.config import check_fields, from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
 from torchslim.quant.ptq import calib_inputs
 from torchslim.selection import Selection
+
+
+class PQMethod(str, enum.Enum):
+    """``kmeans``: fit the weights; ``qcnn``: fit the layer outputs on calibration data."""
+
+    KMEANS = "kmeans"
+    QCNN = "qcnn"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class PQConfig:
 
     subvector: int = 4  # columns per sub-space (for 3x3 convs, 9 = one input channel's kernel)
     codebook_size: int = 64  # centroids per sub-space (codes are log2 of this many bits)
-    method: str = "kmeans"  # "kmeans" or "qcnn" (output-error minimisation, needs calib_data)
+    method: PQMethod = PQMethod.KMEANS  # qcnn: output-error minimisation, needs calib_data
     iterations: int = 20
     layers: tuple[str, ...] = ()  # layers to compress (empty: every plain Conv2d and Linear)
     skip: tuple[str, ...] = ()  # layers left alone; both as torchslim.selection patterns
@@ -54,12 +62,10 @@ class PQConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in ("kmeans", "qcnn"):
-            raise ConfigError(f"method: 'kmeans' or 'qcnn', got {self.method!r}")
+        check_fields(self)
         if self.subvector < 1 or not 2 <= self.codebook_size <= 65536:
             raise ConfigError("subvector must be >= 1 and codebook_size in 2..65536")
-        object.__setattr__(self, "layers", self.selection.targets)
-        object.__setattr__(self, "skip", self.selection.ignore)
+        self.selection  # noqa: B018  (checks the patterns)
 
     @property
     def selection(self) -> Selection:
@@ -183,7 +189,7 @@ def product_quantize(
                           f"{cfg.min_rows} rows and columns divisible by subvector="
                           f"{cfg.subvector}")  # fmt: skip
     inputs: dict[str, torch.Tensor] = {}
-    if cfg.method == "qcnn":
+    if cfg.method is PQMethod.QCNN:
         if calib_data is None:
             raise ConfigError("method='qcnn' fits the layer outputs: pass calib_data")
         batches = list(calib_inputs(calib_data, cfg.calib_batches))
@@ -197,7 +203,7 @@ def product_quantize(
             c, a = _kmeans(w[:, s * d : (s + 1) * d], cfg.codebook_size, cfg.iterations, gen)
             books.append(c)
             codes.append(a)
-        if cfg.method == "qcnn":
+        if cfg.method is PQMethod.QCNN:
             _qcnn_refine(w, inputs[name].float(), books, codes, d, max(1, cfg.iterations // 4))
         w_hat = torch.cat([books[s][codes[s]] for s in range(len(books))], 1)
         with torch.no_grad():
@@ -241,4 +247,4 @@ def save_pq(model: nn.Module, path: str | Path) -> int:
     return save_arrays(_pq_state(model), path)
 
 
-__all__ = ["PQConfig", "pq_size", "product_quantize", "save_pq"]
+__all__ = ["PQConfig", "PQMethod", "pq_size", "product_quantize", "save_pq"]

@@ -84,9 +84,7 @@ class QATConfig(QuantConfig):
     ema: float = 0.9  # moving-average momentum of ``ste`` activation ranges
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "act_quantizer", ActQuantizer(self.act_quantizer))
-        object.__setattr__(self, "weight_quantizer", WeightQuantizer(self.weight_quantizer))
+        super().__post_init__()  # checks every field, these included
         if self.dynamic:
             raise ConfigError("dynamic: not available for QAT (train with static quantizers)")
         if self.pact_alpha < 0 or not 0 <= self.ema < 1:

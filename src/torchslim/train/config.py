@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
+from torchslim.config import check_fields
 from torchslim.errors import ConfigError
 
 
@@ -74,18 +75,7 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        for name, kind in (
-            ("optimizer", OptimizerName),
-            ("schedule", Schedule),
-            ("precision", Precision),
-        ):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                choices = [m.value for m in kind]
-                raise ConfigError(f"{name}: {value!r} is not one of {choices}") from None
-        object.__setattr__(self, "milestones", tuple(self.milestones))
+        check_fields(self)
         self._check()
 
     def _check(self) -> None:

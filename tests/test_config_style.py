@@ -1,0 +1,78 @@
+"""One config style: every config is a frozen dataclass that validates on construction as
+``from_dict`` does (str enums converted, with a did-you-mean), one config file per subpackage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from torchslim.distill import DistillConfig, LossSpec, MutualConfig
+from torchslim.errors import ConfigError
+from torchslim.prune import PruneConfig, RatioMode, SparsityConfig, prune
+from torchslim.prune.sensitivity import SensitivityConfig
+from torchslim.quant import BinaryConfig, PQConfig, QATConfig, QuantConfig
+from torchslim.quant.observers import QuantSpec
+from torchslim.train import TrainConfig
+
+CONFIGS = [
+    PruneConfig,
+    SparsityConfig,
+    SensitivityConfig,
+    QuantConfig,
+    QATConfig,
+    QuantSpec,
+    PQConfig,
+    BinaryConfig,
+    TrainConfig,
+    LossSpec,
+    DistillConfig,
+    MutualConfig,
+]
+
+
+def test_prune_mode_is_checked_on_construction() -> None:
+    # PruneConfig(mode="globl") used to be kept as a string and silently prune uniformly
+    with pytest.raises(ConfigError, match=r"mode: 'globl' .*did you mean 'global'"):
+        PruneConfig(mode="globl")
+    with pytest.raises(ConfigError, match="did you mean 'global'"):
+        prune(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                       torch.randn(1, 4), {"mode": "globl"})  # fmt: skip
+    assert PruneConfig(mode="global").mode is RatioMode.GLOBAL
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: QuantConfig(act_mapping="afine"), r"act_mapping: .*did you mean 'affine'"),
+        (lambda: QATConfig(act_quantizer="pcat"), r"act_quantizer: .*did you mean 'pact'"),
+        (lambda: QuantSpec(calibration="mes"), r"calibration: .*did you mean 'mse'"),
+        (lambda: PQConfig(method="kmean"), r"method: .*did you mean 'kmeans'"),
+        (lambda: BinaryConfig(scaling="xnr"), r"scaling: .*did you mean 'xnor'"),
+        (lambda: TrainConfig(optimizer="adamv"), r"optimizer: .*did you mean 'adamw'"),
+        (lambda: SparsityConfig(scope="globl"), r"scope: .*did you mean 'global'"),
+        (lambda: TrainConfig(epochs="3"), r"epochs: expected an integer"),
+        (lambda: PruneConfig(round_to=2.0), r"round_to: expected an integer, got 2.0 \(write 2\)"),
+        (lambda: SensitivityConfig(ratios=("a",)), r"ratios\[0\]: expected a number"),
+        (lambda: DistillConfig(losses=({"type": "kd", "wieght": 1},)), r"did you mean 'weight'"),
+    ],
+)
+def test_direct_construction_validates_like_from_dict(make, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_direct_construction_coerces_like_from_dict() -> None:
+    assert PruneConfig(ratio="0.25", ratios={"fc": "1e-1"}).ratios == {"fc": 0.1}
+    assert TrainConfig(milestones=[3, 6], schedule="step").milestones == (3, 6)
+    assert DistillConfig(losses=[{"type": "kd"}]).losses == (LossSpec("kd"),)
+    assert QuantConfig(skip=["fc"]).skip == ("fc",)
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_every_config_is_frozen_and_its_defaults_are_valid(cls) -> None:
+    cfg = cls()
+    assert dataclasses.fields(cfg) and cls.__dataclass_params__.frozen
+    assert dataclasses.replace(cfg) == cfg
