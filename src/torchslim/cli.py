@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torchslim.config import from_dict, parse_yaml, with_source
+from torchslim.config import from_dict, parse_yaml, to_dict, with_source
 from torchslim.errors import ConfigError, TorchslimError
 
 log = logging.getLogger("torchslim")
@@ -424,13 +424,16 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    import tempfile
+
     import torch
 
     import torchslim as ts
-    from torchslim.data import dataset_info, get_dataset
+    from torchslim.data import dataset_info
+    from torchslim.pipeline.stages import STAGE_TYPES
     from torchslim.prune import PruneConfig
     from torchslim.serialize import save
-    from torchslim.train import Trainer, evaluate
+    from torchslim.train import TrainConfig, evaluate
 
     model, data = _model_and_data(args)
     shape = args.input
@@ -438,20 +441,30 @@ def cmd_prune(args: argparse.Namespace) -> int:
         info = dataset_info(data)
         shape = (1, info.in_channels, info.image_size, info.image_size)
     config = _config_values(args, PruneConfig)
-    test = get_dataset(data, train=False, root=args.data_root) if data else None
-    before = evaluate(model, test, batch_size=256).accuracy if test is not None else None
-    ts.prune(model, torch.randn(*shape), config)
-    print(ts.report(model, "prune"))
+    finetune = None
     if args.finetune_epochs:
         if not data:
             raise ConfigError("--finetune-epochs needs --data (or a --checkpoint that names it)")
-        train = get_dataset(data, train=True, root=args.data_root)
-        cfg = {"epochs": args.finetune_epochs, "lr": args.lr, "batch_size": args.batch_size}
-        Trainer(model, cfg, train, test).fit()
+        finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size,
+                               progress=not args.quiet)  # fmt: skip
+    # The recipe's prune stage on a one-stage recipe (pruning, then the optional fine-tune on
+    # the recipe's data), with this command's example input.
+    ctx, stage = _one_stage(args, data, "prune", config=config, finetune=finetune)
+    ctx.example = torch.randn(*shape)
+    test = ctx.test_set if data else None
+    before = evaluate(model, test, batch_size=256).accuracy if test is not None else None
+    stage_log = logging.getLogger("torchslim.pipeline")
+    level, stage_log.level = stage_log.level, logging.WARNING  # the report is printed below
+    try:
+        with tempfile.TemporaryDirectory() as folder:  # the fine-tune's checkpoints
+            model, _ = STAGE_TYPES["prune"].run(ctx, stage, model, Path(folder))
+    finally:
+        stage_log.setLevel(level)
+    print(ts.report(model, "prune"))
     if test is not None:
         after = evaluate(model, test, batch_size=256).accuracy
         print(f"test top-1: {100 * before:.2f}% before pruning, {100 * after:.2f}% after")
-    out = save(model, args.out, metadata={"pruned": config, "data": data})
+    out = save(model, args.out, metadata={"pruned": to_dict(stage.config), "data": data})
     print(f"wrote {out} (load with torchslim.load)")
     return 0
 
