@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -76,3 +77,17 @@ def test_every_config_is_frozen_and_its_defaults_are_valid(cls) -> None:
     cfg = cls()
     assert dataclasses.fields(cfg) and cls.__dataclass_params__.frozen
     assert dataclasses.replace(cfg) == cfg
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_configs_live_in_their_subpackage_config_module(cls) -> None:
+    package = cls.__module__.rpartition(".")[0]
+    assert cls.__module__ == f"{package}.config" or cls is QuantSpec  # QuantSpec: one quantizer
+
+
+def test_moved_configs_stay_importable_where_they_were() -> None:
+    where = {"prune.pruner": PruneConfig, "prune.sparsity": SparsityConfig,
+             "prune.sensitivity": SensitivityConfig, "quant.qat": QATConfig,
+             "quant.pq": PQConfig, "quant.binary": BinaryConfig}  # fmt: skip
+    for module, cls in where.items():
+        assert getattr(importlib.import_module(f"torchslim.{module}"), cls.__name__) is cls

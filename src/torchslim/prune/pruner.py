@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,70 +15,19 @@ from torch import nn
 from torchslim import reports
 from torchslim._tensors import Inputs, input_tuple, module_mode
 from torchslim.analysis import ModelStats, analyze
-from torchslim.config import check_fields, from_dict
+from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
-from torchslim.prune.importance import IMPORTANCE, Group, Member, get_importance
+from torchslim.prune.config import PruneConfig as PruneConfig
+from torchslim.prune.config import RatioMode as RatioMode
+from torchslim.prune.importance import Group, Member, get_importance
 from torchslim.prune.report import PruneReport, build_report
 from torchslim.prune.target import search_keep
-from torchslim.selection import Selection, check_patterns, matches
+from torchslim.selection import check_patterns, matches
 
 log = logging.getLogger("torchslim.prune")
-
-
-class RatioMode(str, enum.Enum):
-    """How the ratio is spread: the same in every group, or one global importance threshold."""
-
-    UNIFORM = "uniform"
-    GLOBAL = "global"
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """What to prune and how much.
-
-    Example:
-        >>> PruneConfig(ratio=0.5, importance="fpgm").ratio
-        0.5
-    """
-
-    ratio: float = 0.5  # fraction of the channels of every prunable group to remove
-    importance: str = "l1"  # l1, l2, fpgm, bn_gamma, taylor, random (or a registered name)
-    mode: RatioMode = RatioMode.UNIFORM
-    ratios: dict[str, float] = field(default_factory=dict)  # group's producer pattern -> ratio
-    target_macs: float | None = None  # keep this fraction of the MACs (searches the ratio)
-    round_to: int = 1  # keep channel counts at multiples of this
-    ignore: tuple[str, ...] = ()  # modules to leave whole (torchslim.selection patterns)
-    max_ratio: float = 0.9  # never remove more than this fraction of a group
-    prune_head_dims: bool = False  # also shrink sub-channel factors (head_dim, group width)
-    taylor_batches: int = 4  # batches of data= used to accumulate gradients for taylor
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if not 0 <= self.ratio < 1:
-            raise ConfigError(f"ratio: must be in [0, 1), got {self.ratio}")
-        if not 0 < self.max_ratio < 1:
-            raise ConfigError(f"max_ratio: must be in (0, 1), got {self.max_ratio}")
-        for sel, r in self.ratios.items():
-            if not 0 <= r < 1:
-                raise ConfigError(f"ratios.{sel}: must be in [0, 1), got {r}")
-        if self.target_macs is not None and not 0 < self.target_macs < 1:
-            raise ConfigError(
-                f"target_macs: a fraction of the MACs in (0, 1), got {self.target_macs}"
-            )
-        if self.round_to < 1:
-            raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
-        if self.importance not in IMPORTANCE:
-            get_importance(self.importance)  # raises with a did-you-mean
-        self.selection  # noqa: B018  (checks the patterns)
-
-    @property
-    def selection(self) -> Selection:
-        """The modules pruning leaves whole (with everything inside them): ``ignore``."""
-        return Selection(ignore=self.ignore)
 
 
 def build_groups(graph: ChannelGraph, allow_inner: bool) -> list[Group]:

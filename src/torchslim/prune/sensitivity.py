@@ -22,54 +22,18 @@ from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
 from torchslim.analysis import analyze
-from torchslim.config import check_fields, did_you_mean, from_dict
+from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import trace
-from torchslim.prune.importance import get_importance
-from torchslim.prune.pruner import PruneConfig, Pruner, build_groups
+from torchslim.prune.config import DEFAULT_RATIOS, SensitivityConfig
+from torchslim.prune.pruner import Pruner, build_groups
 from torchslim.selection import escape as escape_selector
 from torchslim.tables import format_count, text_table
 
 log = logging.getLogger("torchslim.prune")
 
 EvalFn = Callable[[nn.Module], float]
-DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-_MAX_RATIO = PruneConfig().max_ratio
 _TIGHTEN_STEPS = 30  # real-pruning checks before giving up on a MACs target
-
-
-@dataclass(frozen=True)
-class SensitivityConfig:
-    """Which ratios to try, with which importance criterion, on which groups (None: all).
-
-    Example:
-        >>> SensitivityConfig(ratios=(0.5, 0.25)).ratios
-        (0.25, 0.5)
-    """
-
-    ratios: tuple[float, ...] = DEFAULT_RATIOS
-    importance: str = "l1"
-    groups: tuple[str, ...] | None = None  # group names (producer modules) to analyse
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if not self.ratios:
-            raise ConfigError("ratios: give at least one ratio, e.g. [0.1, 0.2, ..., 0.9]")
-        for r in self.ratios:
-            if not 0 < r <= _MAX_RATIO:
-                raise ConfigError(
-                    f"ratios: {r} is outside (0, {_MAX_RATIO}]; the pruner never removes more "
-                    f"than max_ratio={_MAX_RATIO} of a group, so larger ratios would not be tried"
-                )
-        object.__setattr__(self, "ratios", tuple(sorted(set(self.ratios))))
-        get_importance(self.importance)  # raises with a did-you-mean
-        if self.importance == "taylor":
-            raise ConfigError(
-                "importance: 'taylor' needs gradients from training data, which sensitivity() "
-                "does not take; use l1, l2, fpgm or bn_gamma"
-            )
-        if self.groups is not None and not self.groups:
-            raise ConfigError("groups: an empty list analyses nothing; use None for all groups")
 
 
 @dataclass(frozen=True)

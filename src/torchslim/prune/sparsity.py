@@ -18,188 +18,31 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
-import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from torchslim import reports
-from torchslim.config import check_fields, did_you_mean, from_dict
+from torchslim.config import from_dict
 from torchslim.errors import ConfigError, TorchslimError
-from torchslim.selection import Selection
+from torchslim.prune.config import UNSTRUCTURED, SparsityConfig, SparsityScope
+from torchslim.prune.config import SparsitySchedule as SparsitySchedule
+from torchslim.prune.config import cubic_sparsity as cubic_sparsity
 from torchslim.tables import format_count, text_table
 from torchslim.train.trainer import Callback, Trainer
 
-UNSTRUCTURED = "unstructured"
 # What an empty ``targets`` selects. Transposed convolutions are left out: their weight is laid
 # out (in, out, ...), so "along the input dimension" would mean something else.
 DEFAULT_TARGET_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 VALUE_BYTES = 4  # size estimates assume fp32 values and int32 indices
 INDEX_BYTES = 4
 _COLUMNS = ("layer", "type", "shape", "params", "nonzero", "sparsity", "dense", "sparse", "format")
-
-
-class SparsityScope(str, enum.Enum):
-    """Where the magnitude threshold is taken: per layer, or one threshold over all layers."""
-
-    LAYER = "layer"
-    GLOBAL = "global"
-
-
-class SparsitySchedule(str, enum.Enum):
-    """``oneshot``: the target at once; ``cubic``: Zhu & Gupta's gradual schedule."""
-
-    ONESHOT = "oneshot"
-    CUBIC = "cubic"
-
-
-def _parse_pattern(value: str) -> str:
-    text = str(value).strip().lower()
-    if text == UNSTRUCTURED:
-        return text
-    found = re.fullmatch(r"(\d+)\s*:\s*(\d+)", text)
-    if found is None or not 0 < int(found[1]) < int(found[2]):
-        raise ConfigError(
-            f"pattern: {value!r} is neither 'unstructured' nor 'N:M' with 0 < N < M "
-            f"(e.g. '2:4'){did_you_mean(text, [UNSTRUCTURED])}"
-        )
-    return f"{int(found[1])}:{int(found[2])}"
-
-
-@dataclass(frozen=True)
-class SparsityConfig:
-    """What :func:`sparsify` does, as data. Accepts the dataclass or a dict of its fields.
-
-    ``sparsity`` is the fraction of zeros (``None``: 0.5 for unstructured, ``1 - N/M`` for N:M).
-    ``pattern`` is ``"unstructured"`` or ``"N:M"`` (keep N of every M consecutive weights along
-    the input dimension). ``targets`` and ``ignore`` select modules as
-    :mod:`torchslim.selection` describes (qualified-name globs like ``"layer1.*"``, type names
-    like ``"Conv2d"``); empty ``targets`` means every Linear and Conv1d/2d/3d. The schedule
-    fields drive :class:`GradualSparsity` (steps are optimizer steps).
-
-    Example:
-        >>> cfg = SparsityConfig(sparsity=0.8, scope="global", ignore=("fc",))
-        >>> cfg.scope.value, cfg.target
-        ('global', 0.8)
-        >>> SparsityConfig(pattern="2:4").nm
-        (2, 4)
-    """
-
-    sparsity: float | None = None
-    pattern: str = UNSTRUCTURED
-    scope: SparsityScope = SparsityScope.LAYER
-    targets: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = ()
-    schedule: SparsitySchedule = SparsitySchedule.ONESHOT
-    start_step: int = 0
-    end_step: int | None = None
-    frequency: int = 100
-    initial_sparsity: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("targets", "ignore"):  # one pattern may be given as a plain string
-            value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else value)
-        check_fields(self)
-        object.__setattr__(self, "pattern", _parse_pattern(self.pattern))
-        self.selection  # noqa: B018  (checks the patterns)
-        self._check()
-
-    def _check(self) -> None:
-        s, nm, start, end = self.sparsity, self.nm, self.start_step, self.end_step
-        n, m = nm or (0, 1)
-        cubic = self.schedule is SparsitySchedule.CUBIC
-        problems = [
-            (s is not None and not 0.0 <= s < 1.0, f"sparsity: must be in [0, 1), got {s}"),
-            (
-                nm is not None and s is not None and not math.isclose(s, 1 - n / m),
-                f"sparsity: pattern '{n}:{m}' fixes it at {1 - n / m:g}, got {s}; drop one",
-            ),
-            (
-                nm is not None and self.scope is SparsityScope.GLOBAL,
-                "scope: 'global' is for unstructured sparsity; use 'layer' with N:M",
-            ),
-            (nm is not None and cubic, "schedule: 'cubic' needs unstructured; use 'oneshot'"),
-            (self.frequency < 1, f"frequency: must be >= 1, got {self.frequency}"),
-            (start < 0, f"start_step: must be >= 0, got {start}"),
-            (
-                not 0.0 <= self.initial_sparsity <= self.target,
-                f"initial_sparsity: must be in [0, {self.target:g}], got {self.initial_sparsity}",
-            ),
-            (
-                cubic and (end is None or end <= start),
-                f"end_step: the cubic schedule needs end_step > start_step={start}, got {end}",
-            ),
-        ]
-        for bad, message in problems:
-            if bad:
-                raise ConfigError(message)
-
-    @property
-    def selection(self) -> Selection:
-        """The modules to sparsify: ``targets`` (empty: Linear, Conv1d/2d/3d) minus ``ignore``."""
-        return Selection(self.targets, self.ignore)
-
-    @property
-    def nm(self) -> tuple[int, int] | None:
-        """``(N, M)`` for an N:M pattern, ``None`` for unstructured."""
-        if self.pattern == UNSTRUCTURED:
-            return None
-        n, m = self.pattern.split(":")
-        return int(n), int(m)
-
-    @property
-    def target(self) -> float:
-        """The final fraction of zeros this config asks for."""
-        if self.nm is not None:
-            return 1 - self.nm[0] / self.nm[1]
-        return 0.5 if self.sparsity is None else self.sparsity
-
-    def sparsity_at(self, step: int) -> float:
-        """The fraction of zeros the schedule asks for after ``step`` optimizer steps."""
-        if self.schedule is SparsitySchedule.ONESHOT:
-            return self.target
-        return cubic_sparsity(
-            step,
-            final=self.target,
-            initial=self.initial_sparsity,
-            start=self.start_step,
-            end=cast(int, self.end_step),  # checked in __post_init__
-            frequency=self.frequency,
-        )
-
-
-def cubic_sparsity(
-    step: int, *, final: float, initial: float = 0.0, start: int = 0, end: int, frequency: int = 1
-) -> float:
-    """Zhu & Gupta (2017): ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3``.
-
-    ``t`` is ``step`` rounded down to the last update (``start + k * frequency``); before
-    ``start`` nothing is pruned (0.0), from ``end`` on it is ``final``.
-
-    Example:
-        >>> round(cubic_sparsity(55, final=0.8, start=0, end=100, frequency=10), 6)  # t = 50
-        0.7
-    """
-    if end <= start or frequency < 1:
-        raise ConfigError(
-            f"cubic_sparsity: need end > start and frequency >= 1, got "
-            f"start={start}, end={end}, frequency={frequency}"
-        )
-    if step < start:
-        return 0.0
-    if step >= end:
-        return final
-    updated = start + (step - start) // frequency * frequency
-    remaining = 1.0 - (updated - start) / (end - start)
-    return final + (initial - final) * remaining**3
 
 
 # -- selecting modules -------------------------------------------------------------------------

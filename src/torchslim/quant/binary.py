@@ -22,9 +22,7 @@ size: binary weights packed 8 per byte, everything else float32.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,44 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.config import check_fields, from_dict
+from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
-from torchslim.selection import Selection
-
-
-class BinaryScaling(str, enum.Enum):
-    """``xnor``: each output channel scaled by its mean ``|W|`` (XNOR-Net); ``none``: plain sign."""
-
-    XNOR = "xnor"
-    NONE = "none"
-
-
-@dataclass(frozen=True)
-class BinaryConfig:
-    """What ``binarize`` does.
-
-    Example:
-        >>> BinaryConfig(scaling="xnor", binary_activations=True).scaling.value
-        'xnor'
-    """
-
-    scaling: BinaryScaling = BinaryScaling.XNOR
-    stochastic: bool = False  # BinaryConnect stochastic binarization while training
-    binary_activations: bool = False  # also sign() the input of each binary layer
-    keep_first_last: bool = True  # first and last Conv/Linear stay float
-    skip_pointwise: bool = False  # leave 1x1 convolutions float
-    targets: tuple[str, ...] = ()  # layers to binarize (empty: every plain Conv2d and Linear)
-    ignore: tuple[str, ...] = ()  # layers kept float; both as torchslim.selection patterns
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        self.selection  # noqa: B018  (checks the patterns)
-
-    @property
-    def selection(self) -> Selection:
-        """``targets`` minus ``ignore``, among the plain Conv2d and Linear layers."""
-        return Selection(self.targets, self.ignore)
+from torchslim.quant.config import BinaryConfig as BinaryConfig
+from torchslim.quant.config import BinaryScaling as BinaryScaling
 
 
 class _SignSTE(torch.autograd.Function):

@@ -1,8 +1,13 @@
-"""The quantization config: bit widths, range mappings, calibration, what to keep in float."""
+"""The configs of quantization: PTQ (bit widths, range mappings, calibration, what to keep in
+float), QAT, product quantization and binarization. Frozen dataclasses checked on construction
+(:func:`torchslim.config.check_fields`), with their str-valued enums; each is re-exported by the
+module that uses it (``quant.qat``, ``quant.pq``, ``quant.binary``) and by ``torchslim.quant``."""
 
 from __future__ import annotations
 
+import enum
 import functools
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +95,115 @@ class QuantConfig:
         """The spec of an activation quantizer (always per tensor)."""
         return QuantSpec(bits=bits or self.act_bits, mapping=self.act_mapping,
                          calibration=self.calibration, percentile=self.percentile)  # fmt: skip
+
+
+class ActQuantizer(str, enum.Enum):
+    STE = "ste"
+    LSQ = "lsq"
+    PACT = "pact"
+
+
+class WeightQuantizer(str, enum.Enum):
+    STE = "ste"
+    LSQ = "lsq"
+
+
+@dataclass(frozen=True)
+class QATConfig(QuantConfig):
+    """:class:`QuantConfig` plus the trainable quantizers of QAT.
+
+    Example:
+        >>> QATConfig(weight_bits=4, act_bits=4, act_quantizer="pact").act_quantizer.value
+        'pact'
+    """
+
+    act_quantizer: ActQuantizer = ActQuantizer.LSQ
+    weight_quantizer: WeightQuantizer = WeightQuantizer.LSQ
+    pact_alpha: float = 0.0  # initial clip; 0: 99.9th percentile of calib_data (1.0 without)
+    ema: float = 0.9  # moving-average momentum of ``ste`` activation ranges
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # checks every field, these included
+        if self.dynamic:
+            raise ConfigError("dynamic: not available for QAT (train with static quantizers)")
+        if self.pact_alpha < 0 or not 0 <= self.ema < 1:
+            raise ConfigError("pact_alpha must be >= 0 and ema in [0, 1)")
+
+
+class PQMethod(str, enum.Enum):
+    """``kmeans``: fit the weights; ``qcnn``: fit the layer outputs on calibration data."""
+
+    KMEANS = "kmeans"
+    QCNN = "qcnn"
+
+
+@dataclass(frozen=True)
+class PQConfig:
+    """How ``product_quantize`` compresses weights.
+
+    Example:
+        >>> PQConfig(subvector=9, codebook_size=64).code_bits
+        6
+    """
+
+    subvector: int = 4  # columns per sub-space (for 3x3 convs, 9 = one input channel's kernel)
+    codebook_size: int = 64  # centroids per sub-space (codes are log2 of this many bits)
+    method: PQMethod = PQMethod.KMEANS  # qcnn: output-error minimisation, needs calib_data
+    iterations: int = 20
+    layers: tuple[str, ...] = ()  # layers to compress (empty: every plain Conv2d and Linear)
+    skip: tuple[str, ...] = ()  # layers left alone; both as torchslim.selection patterns
+    min_rows: int = 16  # layers with fewer output rows than this stay float
+    calib_batches: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.subvector < 1 or not 2 <= self.codebook_size <= 65536:
+            raise ConfigError("subvector must be >= 1 and codebook_size in 2..65536")
+        self.selection  # noqa: B018  (checks the patterns)
+
+    @property
+    def selection(self) -> Selection:
+        """``layers`` (the targets) minus ``skip``."""
+        return Selection(self.layers, self.skip)
+
+    @property
+    def code_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+
+class BinaryScaling(str, enum.Enum):
+    """``xnor``: each output channel scaled by its mean ``|W|`` (XNOR-Net); ``none``: plain sign."""
+
+    XNOR = "xnor"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class BinaryConfig:
+    """What ``binarize`` does.
+
+    Example:
+        >>> BinaryConfig(scaling="xnor", binary_activations=True).scaling.value
+        'xnor'
+    """
+
+    scaling: BinaryScaling = BinaryScaling.XNOR
+    stochastic: bool = False  # BinaryConnect stochastic binarization while training
+    binary_activations: bool = False  # also sign() the input of each binary layer
+    keep_first_last: bool = True  # first and last Conv/Linear stay float
+    skip_pointwise: bool = False  # leave 1x1 convolutions float
+    targets: tuple[str, ...] = ()  # layers to binarize (empty: every plain Conv2d and Linear)
+    ignore: tuple[str, ...] = ()  # layers kept float; both as torchslim.selection patterns
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.selection  # noqa: B018  (checks the patterns)
+
+    @property
+    def selection(self) -> Selection:
+        """``targets`` minus ``ignore``, among the plain Conv2d and Linear layers."""
+        return Selection(self.targets, self.ignore)
 
 
 @functools.cache

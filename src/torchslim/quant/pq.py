@@ -15,10 +15,7 @@ small codebook per sub-space and one ``log2(codebook_size)``-bit code per row an
 
 from __future__ import annotations
 
-import enum
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,53 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from torchslim.config import check_fields, from_dict
+from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
+from torchslim.quant.config import PQConfig as PQConfig
+from torchslim.quant.config import PQMethod as PQMethod
 from torchslim.quant.ptq import calib_inputs
-from torchslim.selection import Selection
-
-
-class PQMethod(str, enum.Enum):
-    """``kmeans``: fit the weights; ``qcnn``: fit the layer outputs on calibration data."""
-
-    KMEANS = "kmeans"
-    QCNN = "qcnn"
-
-
-@dataclass(frozen=True)
-class PQConfig:
-    """How ``product_quantize`` compresses weights.
-
-    Example:
-        >>> PQConfig(subvector=9, codebook_size=64).code_bits
-        6
-    """
-
-    subvector: int = 4  # columns per sub-space (for 3x3 convs, 9 = one input channel's kernel)
-    codebook_size: int = 64  # centroids per sub-space (codes are log2 of this many bits)
-    method: PQMethod = PQMethod.KMEANS  # qcnn: output-error minimisation, needs calib_data
-    iterations: int = 20
-    layers: tuple[str, ...] = ()  # layers to compress (empty: every plain Conv2d and Linear)
-    skip: tuple[str, ...] = ()  # layers left alone; both as torchslim.selection patterns
-    min_rows: int = 16  # layers with fewer output rows than this stay float
-    calib_batches: int = 8
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.subvector < 1 or not 2 <= self.codebook_size <= 65536:
-            raise ConfigError("subvector must be >= 1 and codebook_size in 2..65536")
-        self.selection  # noqa: B018  (checks the patterns)
-
-    @property
-    def selection(self) -> Selection:
-        """``layers`` (the targets) minus ``skip``."""
-        return Selection(self.layers, self.skip)
-
-    @property
-    def code_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.codebook_size)))
 
 
 def _matrix(layer: nn.Module) -> torch.Tensor:

@@ -16,9 +16,7 @@ into a fixed one; the result exports with ``ts.export_onnx``.
 from __future__ import annotations
 
 import copy
-import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,7 +26,9 @@ from torchslim import reports
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.checks import check_weights, nonfinite_error, nonfinite_quantizers
-from torchslim.quant.config import QuantConfig
+from torchslim.quant.config import ActQuantizer as ActQuantizer
+from torchslim.quant.config import QATConfig as QATConfig
+from torchslim.quant.config import WeightQuantizer as WeightQuantizer
 from torchslim.quant.fake_quant import (
     PACT,
     FakeQuantize,
@@ -56,39 +56,6 @@ from torchslim.quant.ptq import (
     skipped_layers,
 )
 from torchslim.quant.qmodules import to_quantized
-
-
-class ActQuantizer(str, enum.Enum):
-    STE = "ste"
-    LSQ = "lsq"
-    PACT = "pact"
-
-
-class WeightQuantizer(str, enum.Enum):
-    STE = "ste"
-    LSQ = "lsq"
-
-
-@dataclass(frozen=True)
-class QATConfig(QuantConfig):
-    """:class:`QuantConfig` plus the trainable quantizers of QAT.
-
-    Example:
-        >>> QATConfig(weight_bits=4, act_bits=4, act_quantizer="pact").act_quantizer.value
-        'pact'
-    """
-
-    act_quantizer: ActQuantizer = ActQuantizer.LSQ
-    weight_quantizer: WeightQuantizer = WeightQuantizer.LSQ
-    pact_alpha: float = 0.0  # initial clip; 0: 99.9th percentile of calib_data (1.0 without)
-    ema: float = 0.9  # moving-average momentum of ``ste`` activation ranges
-
-    def __post_init__(self) -> None:
-        super().__post_init__()  # checks every field, these included
-        if self.dynamic:
-            raise ConfigError("dynamic: not available for QAT (train with static quantizers)")
-        if self.pact_alpha < 0 or not 0 <= self.ema < 1:
-            raise ConfigError("pact_alpha must be >= 0 and ema in [0, 1)")
 
 
 def _act_module(cfg: QATConfig, after_relu: bool, bits: int) -> nn.Module:
