@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from torchslim.distill import DistillConfig, LossSpec, MutualConfig
 from torchslim.errors import ConfigError
 from torchslim.prune import PruneConfig, RatioMode, SparsityConfig, prune
-from torchslim.prune.sensitivity import SensitivityConfig
+from torchslim.prune.sensitivity import SensitivityConfig, sensitivity
 from torchslim.quant import BinaryConfig, PQConfig, QATConfig, QuantConfig
 from torchslim.quant.observers import QuantSpec
 from torchslim.train import TrainConfig
@@ -91,3 +92,24 @@ def test_moved_configs_stay_importable_where_they_were() -> None:
              "quant.pq": PQConfig, "quant.binary": BinaryConfig}  # fmt: skip
     for module, cls in where.items():
         assert getattr(importlib.import_module(f"torchslim.{module}"), cls.__name__) is cls
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_sensitivity_takes_its_config_and_the_old_keywords_warn() -> None:
+    model, x = _mlp(), torch.randn(4, 8)
+    score = lambda m: float(m[0].out_features)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = sensitivity(model, x, score, SensitivityConfig(ratios=(0.5,)), progress=False)
+        assert sensitivity(model, x, score, {"ratios": [0.5]}, progress=False) == new
+    with pytest.warns(DeprecationWarning, match="pass config=SensitivityConfig"):
+        old = sensitivity(model, x, score, ratios=[0.5], importance="l1", progress=False)
+    assert old == new
+    with pytest.raises(ConfigError, match="not both"):
+        sensitivity(model, x, score, {"ratios": [0.5]}, ratios=[0.5], progress=False)
+    with pytest.raises(TypeError, match="ratio"):
+        sensitivity(model, x, score, ratio=[0.5], progress=False)

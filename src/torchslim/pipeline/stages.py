@@ -242,9 +242,7 @@ def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[A
         model,
         ctx.example[:1],
         lambda m: evaluate(m, ctx.test_set, batch_size=256).accuracy,
-        ratios=spec.ratios,
-        importance=spec.importance,
-        groups=spec.groups,
+        spec,
         progress=ctx.progress,
     )
     log.info("%s", result)

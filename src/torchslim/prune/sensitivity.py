@@ -11,7 +11,8 @@ import copy
 import itertools
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from torchslim.analysis import analyze
 from torchslim.config import did_you_mean, from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.trace import trace
-from torchslim.prune.config import DEFAULT_RATIOS, SensitivityConfig
+from torchslim.prune.config import DEFAULT_RATIOS as DEFAULT_RATIOS
+from torchslim.prune.config import SensitivityConfig
 from torchslim.prune.pruner import Pruner, build_groups
 from torchslim.selection import escape as escape_selector
 from torchslim.tables import format_count, text_table
@@ -95,7 +97,8 @@ class SensitivityResult:
         Example:
             >>> import json, torch
             >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-            >>> r = sensitivity(m, torch.randn(1, 4), lambda m: 1.0, ratios=[0.5], progress=False)
+            >>> x, score = torch.randn(1, 4), lambda m: 1.0
+            >>> r = sensitivity(m, x, score, {"ratios": [0.5]}, progress=False)
             >>> SensitivityResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
             True
         """
@@ -249,23 +252,50 @@ def _measure(
     return RatioPoint(ratio, metric, baseline - metric, pruner.report.macs_after)
 
 
+_KEYWORDS = ("ratios", "importance", "groups")  # sensitivity()'s keywords before its config
+
+
+def _config_from_keywords(
+    config: SensitivityConfig | Mapping[str, Any] | None, keywords: Mapping[str, Any]
+) -> SensitivityConfig | Mapping[str, Any] | None:
+    """The config, or one made from the deprecated keywords (with a ``DeprecationWarning``)."""
+    if not keywords:
+        return config
+    unknown = sorted(set(keywords) - set(_KEYWORDS))
+    if unknown:
+        raise TypeError(f"sensitivity() got unexpected keyword arguments {unknown}")
+    if config is not None:
+        raise ConfigError(
+            f"sensitivity: give the settings in config or as keywords {sorted(keywords)}, not both"
+        )
+    warnings.warn(
+        "sensitivity(..., ratios=, importance=, groups=) is deprecated and will be removed in "
+        "the next release; pass config=SensitivityConfig(...) or a dict of its fields",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return {k: v if isinstance(v, str) or v is None else list(v) for k, v in keywords.items()}
+
+
 def sensitivity(
     model: nn.Module,
     example_inputs: Inputs,
     eval_fn: EvalFn,
+    config: SensitivityConfig | Mapping[str, Any] | None = None,
     *,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    importance: str = "l1",
-    groups: Sequence[str] | None = None,
     progress: bool = True,
+    **deprecated: Any,
 ) -> SensitivityResult:
     """Prune each channel group alone at each ratio and record ``eval_fn`` and the MACs.
 
     Every measurement prunes a deep copy, so ``model`` is left untouched. ``eval_fn(model)``
     returns a number where higher is better (accuracy, say); the loss of a point is
-    ``baseline - metric``. ``groups`` restricts the analysis to these group names (the
-    producer modules, as in ``build_groups``). A pruning that fails is recorded with its
-    error rather than stopping the analysis.
+    ``baseline - metric``. ``config`` (a :class:`SensitivityConfig` or a dict of its fields)
+    says which ratios to try with which importance criterion; its ``groups`` restricts the
+    analysis to these group names (the producer modules, as in ``build_groups``). A pruning
+    that fails is recorded with its error rather than stopping the analysis. The keywords
+    ``ratios=``, ``importance=`` and ``groups=`` still work for one release, with a
+    ``DeprecationWarning``.
 
     Example:
         >>> import torch
@@ -274,18 +304,11 @@ def sensitivity(
         >>> def fidelity(pruned: nn.Module) -> float:  # higher is better
         ...     with torch.no_grad():
         ...         return -float((pruned(x) - m(x)).abs().mean())
-        >>> result = sensitivity(m, x, fidelity, ratios=[0.25, 0.5], progress=False)
+        >>> result = sensitivity(m, x, fidelity, {"ratios": [0.25, 0.5]}, progress=False)
         >>> [(g.name, g.size, len(g.points)) for g in result.groups]
         [('0', 8, 2)]
     """
-    cfg = from_dict(
-        SensitivityConfig,
-        {
-            "ratios": list(ratios),
-            "importance": importance,
-            "groups": None if groups is None else list(groups),
-        },
-    )
+    cfg = from_dict(SensitivityConfig, _config_from_keywords(config, deprecated))
     inputs = (
         (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     )
