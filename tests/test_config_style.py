@@ -113,3 +113,17 @@ def test_sensitivity_takes_its_config_and_the_old_keywords_warn() -> None:
         sensitivity(model, x, score, {"ratios": [0.5]}, ratios=[0.5], progress=False)
     with pytest.raises(TypeError, match="ratio"):
         sensitivity(model, x, score, ratio=[0.5], progress=False)
+
+
+def test_qat_uses_public_helpers_only() -> None:
+    # qat.py used to import the private ptq._weight_bits; the rule lives on the config now
+    import ast
+    import inspect
+
+    from torchslim.quant import qat
+
+    tree = ast.parse(inspect.getsource(qat))
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+    assert not [name for name in imported if name.startswith("_")]
+    cfg = QuantConfig(weight_bits=4, first_layer_bits=8, last_layer_bits=6)
+    assert [cfg.layer_weight_bits(i, 4) for i in range(4)] == [8, 4, 4, 6]

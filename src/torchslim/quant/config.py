@@ -57,6 +57,21 @@ class QuantConfig:
             return self.last_layer_bits
         return self.act_bits
 
+    def layer_weight_bits(self, index: int, count: int) -> int:
+        """Weight bits of quantized layer ``index`` of ``count`` (in graph order): wider for the
+        first/last layer if asked.
+
+        Example:
+            >>> [QuantConfig(weight_bits=4, first_layer_bits=8).layer_weight_bits(i, 3)
+            ...  for i in range(3)]
+            [8, 4, 4]
+        """
+        if index == 0 and self.first_layer_bits:
+            return self.first_layer_bits
+        if index == count - 1 and self.last_layer_bits:
+            return self.last_layer_bits
+        return self.weight_bits
+
     def __post_init__(self) -> None:
         check_fields(self)
         for name in ("weight_bits", "act_bits", "first_layer_bits", "last_layer_bits"):

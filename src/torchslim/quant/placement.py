@@ -48,7 +48,8 @@ def trace_for_quant(model: nn.Module) -> fx.GraphModule:
         ) from exc
 
 
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` applies a ReLU/ReLU6 (module, function or tensor method)."""
     if node.op == "call_module":
         return isinstance(modules.get(str(node.target)), _RELU_MODULES)
     if node.op == "call_function":
@@ -65,7 +66,7 @@ def _is_add(node: fx.Node) -> bool:
 
 def _absorb_relu(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
     users = list(node.users)
-    if len(users) == 1 and _is_relu(users[0], modules):
+    if len(users) == 1 and is_relu(users[0], modules):
         return users[0]
     return node
 

@@ -88,14 +88,6 @@ def skipped_layers(model: nn.Module, cfg: QuantConfig) -> set[str]:
     )
 
 
-def _weight_bits(cfg: QuantConfig, index: int, count: int) -> int:
-    if index == 0 and cfg.first_layer_bits:
-        return cfg.first_layer_bits
-    if index == count - 1 and cfg.last_layer_bits:
-        return cfg.last_layer_bits
-    return cfg.weight_bits
-
-
 def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> fx.GraphModule:
     gm = trace_for_quant(copy.deepcopy(float_model))
     drop_identities(gm)
@@ -104,7 +96,7 @@ def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> f
         raise ConfigError("ts.quantize: no Conv/Linear layer left to quantize (check skip=)")
 
     def quantize_module(name: str, index: int) -> None:
-        bits = _weight_bits(cfg, index, len(layers))
+        bits = cfg.layer_weight_bits(index, len(layers))
         to_quantized(gm.get_submodule(name), cfg.weight_spec(bits))
 
     first, last = edge_inputs(layers)
@@ -125,7 +117,7 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
-            _weight_bits(cfg, i, len(names))))  # fmt: skip
+            cfg.layer_weight_bits(i, len(names))))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
     model.quant_state = QuantState(cfg, names, sorted(skip))
     return model

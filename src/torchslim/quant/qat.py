@@ -41,16 +41,15 @@ from torchslim.quant.fold import fold_batchnorm
 from torchslim.quant.observers import Mapping as RangeMapping
 from torchslim.quant.observers import QuantSpec
 from torchslim.quant.placement import (
-    _is_relu,
     drop_identities,
     edge_inputs,
     insert_quantizers,
+    is_relu,
     plan,
     trace_for_quant,
 )
 from torchslim.quant.ptq import (
     QuantState,
-    _weight_bits,
     calib_forward,
     calib_inputs,
     skipped_layers,
@@ -115,10 +114,10 @@ def prepare_qat(
     first, last = edge_inputs(layers)
 
     def make_act(node: fx.Node) -> nn.Module:
-        return _act_module(cfg, _is_relu(node, modules), cfg.input_bits(node, first, last))
+        return _act_module(cfg, is_relu(node, modules), cfg.input_bits(node, first, last))
 
     def quantize_module(name: str, index: int) -> None:
-        spec = cfg.weight_spec(_weight_bits(cfg, index, len(layers)))
+        spec = cfg.weight_spec(cfg.layer_weight_bits(index, len(layers)))
         layer = to_quantized(gm.get_submodule(name), spec)
         if cfg.weight_quantizer is WeightQuantizer.LSQ:
             layer.weight_fake_quant = _LSQWeight(spec, layer.weight.shape[0])
