@@ -24,7 +24,13 @@ DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # -- structured pruning ------------------------------------------------------------------------
 class RatioMode(str, enum.Enum):
-    """How the ratio is spread: the same in every group, or one global importance threshold."""
+    """How the ratio is spread over the groups.
+
+    ``uniform``: every group loses ``ratio`` of its channels. ``global``: each group's scores
+    are divided by that group's mean score, and one threshold over these normalised scores of
+    all groups removes ``ratio`` of all channels, so groups lose different fractions (each at
+    most ``max_ratio``). With per-layer ``ratios`` given, ``global`` spreads them as ``uniform``.
+    """
 
     UNIFORM = "uniform"
     GLOBAL = "global"

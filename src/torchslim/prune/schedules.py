@@ -167,7 +167,9 @@ class BNSparsity:
     """Network slimming's sparsity term: ``weight * Σ|γ|`` over BatchNorm scales.
 
     Pass it to ``Trainer(extra_losses=[BNSparsity(1e-4)])``; afterwards prune with
-    ``{"importance": "bn_gamma", "mode": "global", "ratio": r}`` (one global γ threshold).
+    ``{"importance": "bn_gamma", "mode": "global", "ratio": r}``: one threshold over all groups
+    on |γ| divided by its group's mean |γ| (see :class:`~torchslim.prune.RatioMode`), not on the
+    raw γ as in Liu et al.
     """
 
     weight: float = 1e-4
@@ -194,7 +196,13 @@ def network_slimming(
     sparse_train_config: TrainConfig | Mapping[str, Any] | None = None,
     finetune_config: TrainConfig | Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, TrainResult, TrainResult]:
-    """Liu et al. 2017: train with L1 on BN-γ, prune by a global γ threshold, fine-tune."""
+    """Liu et al. 2017: train with L1 on BN-γ, prune ``ratio`` of the channels, fine-tune.
+
+    The pruning is ``{"importance": "bn_gamma", "mode": "global"}``: each group's |γ| is divided
+    by the group's mean |γ| and one threshold over all groups removes ``ratio`` of all channels
+    (each group at most ``max_ratio``), so a channel is judged against its own group's γ.
+    Liu et al. threshold the raw γ instead.
+    """
     sparse = _finetune(
         model, train_data, eval_data, sparse_train_config, None, extra_losses=[BNSparsity(sparsity)]
     )
