@@ -9,8 +9,10 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from torchslim.config import from_dict
 from torchslim.distill import DistillConfig, LossSpec, MutualConfig
 from torchslim.errors import ConfigError
 from torchslim.prune import PruneConfig, RatioMode, SparsityConfig, prune
@@ -127,3 +129,18 @@ def test_qat_uses_public_helpers_only() -> None:
     assert not [name for name in imported if name.startswith("_")]
     cfg = QuantConfig(weight_bits=4, first_layer_bits=8, last_layer_bits=6)
     assert [cfg.layer_weight_bits(i, 4) for i in range(4)] == [8, 4, 4, 6]
+
+
+def test_loss_options_are_typed_like_the_loss_parameters() -> None:
+    # YAML 1.1 reads 1e-3 as a string; it used to reach KDLoss as one
+    cfg = from_dict(
+        DistillConfig, yaml.safe_load("losses: [{type: kd, options: {temperature: 1e-3}}]")
+    )
+    assert cfg.losses[0].options == {"temperature": 0.001}
+    assert LossSpec("l2_logit", options={"temperature": 2}).options["temperature"] == 2.0
+    with pytest.raises(ConfigError, match=r"losses\[0\]: options\.alpha: expected a number"):
+        from_dict(DistillConfig, {"losses": [{"type": "kd", "options": {"alpha": "high"}}]})
+    with pytest.raises(
+        ConfigError, match=r"no option 'angle_wieght' \(did you mean 'angle_weight'"
+    ):
+        LossSpec("rkd", options={"angle_wieght": 1.0})

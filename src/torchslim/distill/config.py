@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchslim.config import check_fields, from_dict
+from torchslim.distill.losses import LOSSES, loss_options
 from torchslim.errors import ConfigError
 from torchslim.train.config import TrainConfig
 
@@ -21,7 +22,8 @@ class LossSpec:
     ``type`` names a registered loss (kd, l2_logit, fitnet, at, fsp, rkd, sp); ``student`` and
     ``teacher`` are module names (``"output"`` = logits; the teacher's default to the
     student's); ``teacher_index`` picks the teacher a feature or relation loss reads (response
-    losses read every teacher); ``options`` go to the loss class (``temperature``, ``alpha``...).
+    losses read every teacher); ``options`` go to the loss class (``temperature``, ``alpha``...)
+    and are checked against its parameters and converted to their types.
 
     Example:
         >>> LossSpec("fitnet", student=("layer2",), weight=0.5).teacher_layers
@@ -40,6 +42,8 @@ class LossSpec:
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else value)
         check_fields(self)
+        if self.type in LOSSES:  # an unknown type is reported when the loss is built
+            object.__setattr__(self, "options", loss_options(self.type, self.options))
         if self.weight < 0:
             raise ConfigError(f"{self.type}: weight must be >= 0, got {self.weight}")
         if self.teacher and len(self.teacher) != len(self.student):
@@ -59,7 +63,7 @@ class LossSpec:
 
         Example:
             >>> LossSpec.parse("kd:T=4,alpha=0.9").options
-            {'temperature': 4, 'alpha': 0.9}
+            {'temperature': 4.0, 'alpha': 0.9}
             >>> LossSpec.parse("fsp:student=stem+layer1,weight=0.1").student
             ('stem', 'layer1')
         """

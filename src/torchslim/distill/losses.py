@@ -13,13 +13,16 @@ New criteria are a subclass and a :func:`register_loss` call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.config import did_you_mean
+from torchslim.config import coerce, did_you_mean
 from torchslim.errors import ConfigError
 
 Tensors = list[torch.Tensor]
@@ -381,6 +384,53 @@ def register_loss(name: str, cls: Callable[..., DistillLoss]) -> None:
     LOSSES[name] = cls
 
 
+def _parameters(factory: Callable[..., DistillLoss]) -> tuple[dict[str, Any], bool]:
+    """The keyword parameters of a loss factory with their annotated types (``Any`` where
+    unknown), and whether it also takes ``**kwargs``."""
+    signature = inspect.signature(factory)
+    init = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        hints = typing.get_type_hints(init)
+    except (NameError, TypeError):  # annotations this module cannot resolve: left unchecked
+        hints = {}
+    params, open_ended = {}, False
+    for p in signature.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            open_ended = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            params[p.name] = hints.get(p.name, Any)
+    return params, open_ended
+
+
+def loss_options(name: str, options: Mapping[str, Any], where: str = "options") -> dict[str, Any]:
+    """``options`` for the loss registered as ``name``, each checked against the loss's keyword
+    parameters and converted to its annotated type (YAML's ``1e-3`` arrives as a string and
+    leaves as a float); an unknown option is a :class:`ConfigError` with a did-you-mean.
+
+    Example:
+        >>> loss_options("kd", {"temperature": "1e-3"})
+        {'temperature': 0.001}
+        >>> loss_options("kd", {"temprature": 2})
+        Traceback (most recent call last):
+        ...
+        torchslim.errors.ConfigError: options.temprature: kd takes no option 'temprature' (did \
+you mean 'temperature'?); its options are ['temperature', 'alpha']
+    """
+    params, open_ended = _parameters(LOSSES[name])
+    out = {}
+    for key, value in options.items():
+        if key in params:
+            out[key] = coerce(value, params[key], f"{where}.{key}")
+        elif open_ended:
+            out[key] = value
+        else:
+            raise ConfigError(
+                f"{where}.{key}: {name} takes no option {key!r}{did_you_mean(key, params)}; "
+                f"its options are {list(params)}"
+            )
+    return out
+
+
 def build_loss(name: str, options: dict) -> DistillLoss:
     """Instantiate the loss registered as ``name`` with ``options``; clear errors for both.
 
@@ -394,6 +444,6 @@ def build_loss(name: str, options: dict) -> DistillLoss:
             f"choose from {sorted(LOSSES)}"
         )
     try:
-        return LOSSES[name](**options)
+        return LOSSES[name](**loss_options(name, options, f"losses: {name}: options"))
     except TypeError as exc:
         raise ConfigError(f"losses: {name}: {exc}") from None
