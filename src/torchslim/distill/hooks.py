@@ -9,23 +9,18 @@ import torch
 from torch import nn
 
 from torchslim._tensors import first_tensor
-from torchslim.config import did_you_mean
 from torchslim.errors import ConfigError
+from torchslim.selection import check_module_names
 
 # The model's own output, selectable like a module name.
 OUTPUT = "output"
 
 
 def check_names(model: nn.Module, names: Iterable[str], role: str) -> None:
-    """Raise a ConfigError naming each of ``names`` that is not a submodule of ``model``."""
-    known = dict(model.named_modules())
-    for name in names:
-        if name != OUTPUT and name not in known:
-            raise ConfigError(
-                f"{role}: {type(model).__name__} has no module {name!r}"
-                f"{did_you_mean(name, known)}; use a qualified name from model.named_modules() "
-                f"or '{OUTPUT}' for the model's output"
-            )
+    """Raise a ConfigError naming each of ``names`` that is not a submodule of ``model`` (with
+    the closest name; :func:`torchslim.selection.check_module_names`). Feature layers are named
+    exactly, not by pattern: student and teacher layers are read in pairs, in order."""
+    check_module_names(model, names, role, extra={OUTPUT: "the model's output"})
 
 
 class FeatureHooks:
