@@ -37,6 +37,8 @@ from typing import Any
 import mkdocs_gen_files
 import yaml
 
+from torchslim.config import to_dict
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # document the source tree, installed or not
 log = logging.getLogger("mkdocs.plugins.torchslim")
@@ -246,18 +248,6 @@ def type_text(tp: Any, nested: dict[str, type]) -> str:
     return f"`{tp}`"
 
 
-def plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
 def default_text(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         value = f.default
@@ -267,7 +257,7 @@ def default_text(f: dataclasses.Field) -> str:
         return "*required*"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return f"{type(value).__name__} defaults"
-    text = yaml.safe_dump(plain(value), default_flow_style=True, width=10_000, sort_keys=False)
+    text = yaml.safe_dump(to_dict(value), default_flow_style=True, width=10_000, sort_keys=False)
     text = text.strip().removesuffix("...").strip()
     return f"`{text}`"
 

@@ -7,7 +7,7 @@ Nothing here imports another torchslim module: it sits at the bottom of the laye
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -123,3 +123,28 @@ def module_mode(model: nn.Module, *, training: bool) -> Iterator[nn.Module]:
         for m, was in flags:
             if m.training != was:
                 m.training = was
+
+
+def first_nonfinite(tensors: Mapping[str, Any] | Iterator[tuple[str, Any]]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity, else ``None``.
+
+    Example:
+        >>> first_nonfinite({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])})
+        'b'
+    """
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    for name, t in items:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+            return name
+    return None
+
+
+def describe_nonfinite(name: str, tensor: torch.Tensor) -> str:
+    """``"bn.running_var (3 of 4 values NaN/inf, largest finite 3.1e+15)"``-style text."""
+    t = tensor.detach().float()
+    bad = int((~t.isfinite()).sum())
+    finite = t[t.isfinite()]
+    largest = (
+        f", largest finite magnitude {finite.abs().max().item():.3g}" if finite.numel() else ""
+    )
+    return f"{name} ({bad} of {t.numel()} values NaN/inf{largest})"

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchslim._tensors import describe_nonfinite, first_nonfinite
 from torchslim.config import did_you_mean
 from torchslim.errors import CheckpointError, ConfigError, ModelNotFoundError
 from torchslim.prune.sparsity import apply_masks, make_permanent, masks_of
@@ -261,11 +262,11 @@ def _save(
         "metadata": None if metadata is None else dict(metadata),
         "masks": masks,
     }
-    bad = ckpt_io.first_nonfinite(payload["state_dict"])
+    bad = first_nonfinite(payload["state_dict"])
     if bad is not None:
         raise CheckpointError(
             "save: the model holds non-finite values, "
-            f"{ckpt_io.describe_nonfinite(bad, payload['state_dict'][bad])}; refusing to write "
+            f"{describe_nonfinite(bad, payload['state_dict'][bad])}; refusing to write "
             f"{path}. Did training diverge? Save an earlier, finite model"
         )
     return ckpt_io.save_verified(payload, path)
@@ -387,11 +388,11 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     _reshape_tensors(model, payload["shapes"], payload["buffers"])
     _set_attributes(model, payload["attributes"])
     model.to(map_location)
-    bad = ckpt_io.first_nonfinite(payload["state_dict"])
+    bad = first_nonfinite(payload["state_dict"])
     if bad is not None:
         raise CheckpointError(
             f"{path} holds non-finite weights: "
-            f"{ckpt_io.describe_nonfinite(bad, payload['state_dict'][bad])}"
+            f"{describe_nonfinite(bad, payload['state_dict'][bad])}"
         )
     _load_weights(model, payload["state_dict"], path)
     if payload.get("masks"):

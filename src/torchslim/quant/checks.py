@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from torchslim._tensors import first_nonfinite
 from torchslim.errors import NonFiniteError
 from torchslim.inputs import describe_inputs
 from torchslim.quant.fake_quant import _SWITCHABLE, PACT, FakeQuantize, LSQQuantize, set_quantizers
@@ -56,15 +57,16 @@ def check_weights(model: nn.Module, caller: str) -> None:
         ...     print(str(e).partition(";")[0])
         ts.quantize: parameter 'weight' holds 1 NaN value (of 4)
     """
-    named = [("parameter", n, t) for n, t in model.named_parameters()]
-    named += [("buffer", n, t) for n, t in model.named_buffers()]
-    for kind, name, tensor in named:
-        if not _finite(tensor):
-            raise NonFiniteError(
-                f"{caller}: {kind} {name!r} holds {_what(tensor)}; its quantization scales and "
-                "every output would be NaN. The model is broken before quantization: check the "
-                "checkpoint or the training run that produced it"
-            )
+    params = dict(model.named_parameters())
+    tensors = {**params, **dict(model.named_buffers())}
+    name = first_nonfinite(tensors)
+    if name is not None:
+        kind = "parameter" if name in params else "buffer"
+        raise NonFiniteError(
+            f"{caller}: {kind} {name!r} holds {_what(tensors[name])}; its quantization scales "
+            "and every output would be NaN. The model is broken before quantization: check the "
+            "checkpoint or the training run that produced it"
+        )
 
 
 def check_batch(inputs: Sequence[Any], index: int) -> None:
@@ -103,7 +105,7 @@ def nonfinite_quantizers(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def first_nonfinite(model: nn.Module, inputs: Sequence[Any]) -> tuple[str, bool, str] | None:
+def first_nonfinite_layer(model: nn.Module, inputs: Sequence[Any]) -> tuple[str, bool, str] | None:
     """Run ``inputs`` through ``model`` in float (quantizers off) and find where values stop
     being finite: the first module to finish with a non-finite output, whether its inputs were
     finite, and ``"NaN"`` or ``"infinite"`` (what it made, or else what it was given); None if
@@ -156,7 +158,7 @@ def nonfinite_error(model: nn.Module, batches: Iterable[tuple[int, Sequence[Any]
     inputs_of = f" (the input of layer {', '.join(repr(n) for n in layers[:3])})" if layers else ""
     saw = f"the quantizer{'s' if len(quantizers) > 1 else ''} {names}{inputs_of}"
     for index, inputs in batches:
-        source = first_nonfinite(model, inputs)
+        source = first_nonfinite_layer(model, inputs)
         if source is None:
             continue
         name, inputs_finite, kind = source
@@ -186,7 +188,7 @@ __all__ = [
     "batch_name",
     "check_batch",
     "check_weights",
-    "first_nonfinite",
+    "first_nonfinite_layer",
     "nonfinite_error",
     "nonfinite_quantizers",
     "ranges_finite",

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from torchslim._tensors import describe_nonfinite, first_nonfinite
 from torchslim.errors import CheckpointError
 
 FORMAT = "torchslim.train/2"
@@ -106,31 +107,6 @@ def checksums(payload: Mapping[str, Any]) -> dict[str, int]:
     return {name: _crc32(t) for name, t in named_tensors(body)}
 
 
-def first_nonfinite(tensors: Mapping[str, Any] | Iterator[tuple[str, Any]]) -> str | None:
-    """The name of the first floating-point tensor holding NaN or infinity, else ``None``.
-
-    Example:
-        >>> first_nonfinite({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])})
-        'b'
-    """
-    items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    for name, t in items:
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
-            return name
-    return None
-
-
-def describe_nonfinite(name: str, tensor: torch.Tensor) -> str:
-    """``"bn.running_var (3 of 4 values NaN/inf, largest finite 3.1e+15)"``-style text."""
-    t = tensor.detach().float()
-    bad = int((~t.isfinite()).sum())
-    finite = t[t.isfinite()]
-    largest = (
-        f", largest finite magnitude {finite.abs().max().item():.3g}" if finite.numel() else ""
-    )
-    return f"{name} ({bad} of {t.numel()} values NaN/inf{largest})"
-
-
 def save_verified(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """:func:`atomic_save` of a plain-data payload with the CRC-32 of each tensor recorded, so
     :func:`read_verified` detects damaged bytes.
@@ -167,8 +143,8 @@ def read_plain(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                 f"{path} holds pickled Python objects{what}, not just tensors and plain data; "
                 "torchslim refuses to unpickle them because that can run arbitrary code. Files "
                 "written by torchslim never need it: was this file written by another tool or "
-                "an older torchslim? If you trust it, load it yourself with torch.load(path, "
-                "weights_only=False) and pass the model object instead"
+                "an older torchslim? Only if you trust it, unpickle it yourself with torch.load "
+                "and pass the model object instead"
             ) from None
         reason = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
         reason = " ".join(reason.split()) if "WeightsUnpickler" in text else " ".join(text.split())

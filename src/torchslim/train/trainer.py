@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from torchslim._tensors import describe_nonfinite, first_nonfinite
 from torchslim.config import from_dict, to_dict
 from torchslim.errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
 from torchslim.train import checkpoint as ckpt_io
@@ -495,8 +496,8 @@ class Trainer:
         named = list(self.model.state_dict().items())
         for i, m in enumerate(self.extra_modules):
             named += [(f"extra_losses[{i}].{k}", v) for k, v in m.state_dict().items()]
-        bad = ckpt_io.first_nonfinite(named)
-        return None if bad is None else ckpt_io.describe_nonfinite(bad, dict(named)[bad])
+        bad = first_nonfinite(named)
+        return None if bad is None else describe_nonfinite(bad, dict(named)[bad])
 
     def _last_good(self) -> str:
         """What the folder's checkpoint is worth, checked (readable, checksums, finite weights)
