@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,6 +94,57 @@ def test_train_then_distill_then_eval(tmp_path: Path, capsys: pytest.CaptureFixt
     assert {"kd", "sp"} <= set(ckpt["history"][-1])
     assert main(["eval", "--checkpoint", str(out / "finetune")]) == 0
     assert "mlp on fashion-mnist (test): top-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "distill", "prune", "quantize"])
+def test_sub_commands_run_the_recipe_stage_functions(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLI and recipes cannot drift: each sub-command runs its recipe stage's own function on a
+    one-stage recipe (the call is intercepted here, so nothing trains)."""
+    from torchslim.pipeline import stages
+
+    calls = []
+
+    def record(ctx: Any, stage: Any, model: Any, folder: Path) -> None:
+        calls.append((ctx, stage, folder))
+        raise SystemExit(0)
+
+    kind = stages.STAGE_TYPES[command]
+    monkeypatch.setitem(stages.STAGE_TYPES, command, dataclasses.replace(kind, run=record))
+    teacher = tmp_path / "teacher.pt"
+    if command == "distill":  # a teacher run folder to load
+        from torchslim.models import create
+        from torchslim.train.checkpoint import save_verified
+
+        meta = {"model": "smallcnn", "data": "fashion-mnist"}
+        state = create("smallcnn", num_classes=10, in_channels=1).state_dict()
+        save_verified({"model": state, "metadata": meta, "format": "torchslim.train/2"}, teacher)
+    argv = {
+        "train": ["train", "--model", "smallcnn", "--subset", "100", "--augment", "none",
+                  "--epochs", "2", "--seed", "3"],
+        "distill": ["distill", "--teacher", str(teacher), "--student", "mlp",
+                    "--teacher-weight", "1.0", "--epochs", "2"],
+        "prune": ["prune", "--model", "resnet8", "--input", "1,3,32,32", "--ratio", "0.25"],
+        "quantize": ["quantize", "--model", "resnet8", "--data", "fashion-mnist",
+                     "--calib", "64", "--bits", "8"],
+    }[command]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "out")])
+    ((ctx, stage, folder),) = calls
+    assert stage.type == command and ctx.recipe.stages == (stage,)
+    if command == "train":
+        assert stage.train.epochs == 2 and ctx.recipe.data.subset == 100
+        assert ctx.recipe.data.seed == 3 and ctx.recipe.data.augment == ()
+        assert folder == tmp_path / "out" and ctx.one_stage
+        assert ctx.metadata(stage)["model"] == "smallcnn"
+    if command == "distill":
+        assert stage.teachers == (str(teacher),) and stage.config.train.epochs == 2
+        assert ctx.teacher(str(teacher)) is ctx.models[str(teacher)]
+    if command == "prune":
+        assert stage.config.ratio == 0.25
+    if command == "quantize":
+        assert stage.calib == 64 and stage.config.weight_bits == 8
 
 
 def test_analyze_prints_table_and_totals(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

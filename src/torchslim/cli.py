@@ -226,39 +226,6 @@ def _data_options(parser: argparse.ArgumentParser, required: bool = True) -> Non
     )
 
 
-def _model_from(name: str, info: Any, model_args: Sequence[tuple[str, Any]]) -> Any:
-    from torchslim.models import create
-
-    return create(
-        name, num_classes=info.num_classes, in_channels=info.in_channels, **dict(model_args)
-    )
-
-
-def _train_test(args: argparse.Namespace, data: str, info: Any, seed: int) -> tuple[Any, Any]:
-    """The training split (augmented, optionally a stratified --subset) and the test split."""
-    from torchslim.data import get_dataset, stratified_subset
-
-    augment = None
-    if args.augment:
-        augment = [] if args.augment == "none" else args.augment.split(",")
-    train = get_dataset(data, train=True, root=args.data_root, augment=augment)
-    test = get_dataset(data, train=False, root=args.data_root)
-    if args.subset:
-        train = stratified_subset(train, per_class=args.subset // info.num_classes, seed=seed)
-    return train, test
-
-
-def _run_metadata(model: str, args: argparse.Namespace, data: str, info: Any) -> dict[str, Any]:
-    """What a checkpoint records so that `eval`, `prune` and `quantize` can rebuild its model."""
-    return {
-        "model": model,
-        "model_args": dict(args.model_arg),
-        "data": data,
-        "num_classes": info.num_classes,
-        "in_channels": info.in_channels,
-    }
-
-
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-arg",
@@ -293,41 +260,35 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from torchslim.data import dataset_info
-    from torchslim.train import Trainer, seed_everything
+    from torchslim.train import seed_everything
+    from torchslim.train.distributed import current
 
     config = _train_config(args)
-    info = dataset_info(args.data)
     seed_everything(config.seed)
-    model = _model_from(args.model, info, args.model_arg)
-    train, test = _train_test(args, args.data, info, config.seed)
-    out = Path(args.out or f"runs/{args.model}-{info.name}")
-    metadata = _run_metadata(args.model, args, args.data, info)
-    trainer = Trainer(model, config, train, test, out_dir=out, metadata=metadata)
-    log.info("training %s on %s: %d samples, %s", args.model, args.data, len(train), out)
-    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
-    if trainer.dist.is_main:
-        final = result.final
+    ctx, stage = _one_stage(args, args.data, "train", model=_model_spec(args.model, args),
+                            train=config)  # fmt: skip
+    out = Path(args.out or f"runs/{args.model}-{ctx.info.name}")
+    model = ctx.fresh(stage.model)  # an unknown name fails before anything is logged
+    log.info("training %s on %s: %d samples, %s", args.model, args.data, len(ctx.train_set), out)
+    _run_alone(ctx, stage, model, out)
+    result = ctx.results[stage.name]
+    if current().is_main:
         print(
-            f"done: {len(result.history)} epochs, test top-1 {100 * final.get('eval_acc', 0):.2f}%"
-            f", wall {result.wall_time_s:.0f}s (this process), checkpoint {trainer.checkpoint_path}"
+            f"done: {len(result.history)} epochs, test top-1 "
+            f"{100 * result.final.get('eval_acc', 0):.2f}%, wall {result.wall_time_s:.0f}s "
+            f"(this process), checkpoint {out / 'last.pt'}"
         )
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from torchslim.data import dataset_info
-    from torchslim.distill import LossSpec, fit_distillation
+    from torchslim.distill import LossSpec
     from torchslim.train import evaluate, seed_everything
 
-    runs = [_load_run(Path(t)) for t in args.teacher]
-    teachers = [model for model, _ in runs]
-    data = args.data or runs[0][1].get("data", "fashion-mnist")
-    info = dataset_info(data)
+    runs = {t: _load_run(Path(t)) for t in args.teacher}
+    data = args.data or runs[args.teacher[0]][1].get("data", "fashion-mnist")
     config = _train_config(args)
     seed_everything(config.seed)
-    student = _model_from(args.student, info, args.model_arg)
-    train, test = _train_test(args, data, info, config.seed)
     finetune = None
     if args.finetune_epochs:
         lr = args.finetune_lr if args.finetune_lr is not None else config.lr / 10
@@ -340,26 +301,36 @@ def cmd_distill(args: argparse.Namespace) -> int:
         "train": config,
         "finetune": finetune,
     }
-    out = Path(args.out or f"runs/{args.student}-distill-{info.name}")
-    for path, teacher in zip(args.teacher, teachers, strict=True):
-        log.info("teacher %s: test %s", path, evaluate(teacher, test))
-    res = fit_distillation(
-        student,
-        teachers,
-        train,
-        dcfg,
-        eval_data=test,
-        out_dir=out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        metadata=_run_metadata(args.student, args, data, info),
-    )
+    ctx, stage = _one_stage(args, data, "distill", model=_model_spec(args.student, args),
+                            teacher=tuple(args.teacher), config=dcfg)  # fmt: skip
+    ctx.models.update({path: model for path, (model, _) in runs.items()})
+    student = ctx.fresh(stage.model)
+    for path, (teacher, _) in runs.items():
+        log.info("teacher %s: test %s", path, evaluate(teacher, ctx.test_set))
+    out = Path(args.out or f"runs/{args.student}-distill-{ctx.info.name}")
+    _run_alone(ctx, stage, student, out)
+    res = ctx.results[stage.name]
     last = "finetune" if finetune is not None else "distill"
     print(
         f"done: student {args.student} test top-1 {100 * res.final.get('eval_acc', 0):.2f}%, "
         f"checkpoint {out / last / 'last.pt'}"
     )
     return 0
+
+
+def _model_spec(name: str, args: argparse.Namespace) -> Any:
+    from torchslim.pipeline.spec import ModelSpec
+
+    return ModelSpec(name, args=dict(args.model_arg))
+
+
+def _run_alone(ctx: Any, stage: Any, model: Any, out: Path) -> Any:
+    """Run the one stage of a sub-command's recipe on ``model``, its trainer writing into
+    ``out`` itself (not into a stage sub-folder as in a recipe run)."""
+    from torchslim.pipeline.stages import STAGE_TYPES
+
+    ctx.one_stage = True
+    return STAGE_TYPES[stage.type].run(ctx, stage, model, out)[0]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -480,10 +451,21 @@ def _one_stage(args: argparse.Namespace, data: str | None, kind: str, **keys: An
     if method is not None and "config" in keys:
         keys["config"] = from_dict(method, keys["config"])
     stage = Stage(type=kind, name=kind, **keys)
-    spec = ModelSpec(checkpoint=args.checkpoint) if args.checkpoint else ModelSpec(args.model)
-    dataspec = DataSpec(name=data or "fashion-mnist", root=args.data_root)
+    if stage.model is not None:
+        spec = stage.model
+    else:
+        spec = ModelSpec(checkpoint=args.checkpoint) if args.checkpoint else ModelSpec(args.model)
+    augment = getattr(args, "augment", None)  # train, distill: --augment, --subset
+    if augment is not None:
+        augment = () if augment == "none" else tuple(augment.split(","))
+    train = keys.get("train") or getattr(keys.get("config"), "train", None)
+    dataspec = DataSpec(name=data or "fashion-mnist", root=args.data_root, augment=augment,
+                        subset=getattr(args, "subset", 0),
+                        seed=train.seed if train is not None else 0)  # fmt: skip
     recipe = Recipe(model=spec, stages=(stage,), data=dataspec)
-    return Context(recipe, progress=not args.quiet), stage
+    ctx = Context(recipe, progress=not args.quiet, resume=getattr(args, "resume", False),
+                  overwrite=getattr(args, "overwrite", False))  # fmt: skip
+    return ctx, stage
 
 
 _OBSERVERS = {

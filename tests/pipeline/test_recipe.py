@@ -48,6 +48,22 @@ def test_demo_recipe_and_its_quick_variant() -> None:
     assert full.stage("distilled").teacher == "teacher"
 
 
+def test_a_distill_stage_takes_one_teacher_or_several(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["stages"].append({"type": "distill", "teacher": ["base", "pruned"],
+                          "teacher_weights": [0.7, 0.3]})  # fmt: skip
+    stage = parse_recipe(raw).stages[-1]
+    assert stage.teachers == ("base", "pruned") and stage.config.teacher_weights == (0.7, 0.3)
+    assert stage.to_dict()["teacher"] == ["base", "pruned"]
+    assert parse_recipe(yaml.safe_load(parse_recipe(raw).to_yaml())) == parse_recipe(raw)
+    raw["stages"][-1]["teacher"] = ["base", "nope.pt"]
+    with pytest.raises(ConfigError, match=r"stages\.4\.teacher: 'nope\.pt' is neither"):
+        parse_recipe(raw)
+    raw["stages"][-1]["teacher"] = ["base", 3]
+    with pytest.raises(ConfigError, match=r"stages.4.teacher: expected stage names or files"):
+        parse_recipe(raw)
+
+
 def test_stage_fields_are_the_method_configs() -> None:
     r = parse_recipe(_raw())
     assert [s.name for s in r.stages] == ["base", "pruned", "quantize", "export"]

@@ -14,7 +14,7 @@ import yaml
 
 from torchslim.cli import main
 from torchslim.errors import ConfigError, RunFolderError
-from torchslim.pipeline import StageError, compress, parse_recipe
+from torchslim.pipeline import StageError, compress, load_run, parse_recipe
 
 QUIET = {"batch_size": 50, "progress": False, "lr": 0.05}
 
@@ -63,6 +63,10 @@ def test_compress_runs_stages_and_writes_reports(tmp_path: Path) -> None:
         folder = out / "stages" / f"{i:02d}-{name}"
         assert (folder / "done.json").exists() and (folder / "model.onnx").exists()
     assert set(res.models) == {"base", "pruned", "pruned_int8"}
+    # the train stage's checkpoint names its model, as `torchslim train`'s does
+    model, meta = load_run(out / "stages" / "00-base" / "train")
+    assert meta["model"] == "smallcnn" and meta["data"] == "fashion-mnist"
+    torch.testing.assert_close(model.state_dict(), res.models["base"].state_dict())
 
     # no pickled modules: the quantized stage lives in its ONNX file, recomputed on resume
     assert not list(out.rglob("*.module.pt"))

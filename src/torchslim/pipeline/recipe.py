@@ -128,6 +128,10 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
                 stage_args[key] = from_dict(_NESTED[key], value, path)
         elif key == "calib" and (isinstance(value, bool) or not isinstance(value, int)):
             problems.add(f"{path}: expected an integer, got {value!r}")
+        elif key == "teacher" and isinstance(value, list) and value:
+            if not all(isinstance(v, str) for v in value):
+                problems.add(f"{path}: expected stage names or files, got {value!r}")
+            stage_args[key] = tuple(value)
         elif key in ("input", "teacher", "path") and not isinstance(value, str):
             problems.add(f"{path}: expected a string, got {value!r}")
     if kind.config is not None:
@@ -151,11 +155,11 @@ def _check_references(recipe: Recipe, base_dir: Path, problems: Problems) -> Non
         if stage.input is not None and stage.input not in known:
             hint = did_you_mean(stage.input, known)
             problems.add(f"stages.{i}.input: no earlier stage named {stage.input!r}{hint}")
-        teacher = stage.teacher
-        if teacher is not None and teacher not in known and not (base_dir / teacher).exists():
-            hint = did_you_mean(teacher, known)
-            problems.add(f"stages.{i}.teacher: {teacher!r} is neither an earlier stage nor "
-                         f"an existing file{hint}")  # fmt: skip
+        for teacher in stage.teachers:
+            if teacher not in known and not (base_dir / teacher).exists():
+                hint = did_you_mean(teacher, known)
+                problems.add(f"stages.{i}.teacher: {teacher!r} is neither an earlier stage nor "
+                             f"an existing file{hint}")  # fmt: skip
         if stage.model is not None and stage.model.checkpoint is not None:
             _check_path(stage.model.checkpoint, base_dir, f"stages.{i}.model.checkpoint", problems)
         if STAGE_TYPES[stage.type].makes_model:

@@ -68,7 +68,8 @@ class Stage:
 
     ``input`` names the stage whose result this one starts from (default: the previous stage;
     ``model`` is the recipe's starting model). ``model`` (train, distill) starts from a fresh
-    model instead; ``teacher`` (distill) is a stage name or a checkpoint path; ``train`` is the
+    model instead; ``teacher`` (distill) is a stage name or a checkpoint path, or a list of them
+    (several teachers, weighed by the config's ``teacher_weights``); ``train`` is the
     training of train/qat stages, ``finetune`` the optional fine-tune after prune/sparsify;
     ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage;
     ``sensitivity`` (prune, with ``target_macs``) derives per-layer ratios from a sensitivity
@@ -80,13 +81,20 @@ class Stage:
     name: str
     input: str | None = None
     model: ModelSpec | None = None
-    teacher: str | None = None
+    teacher: str | tuple[str, ...] | None = None
     train: TrainConfig | None = None
     finetune: TrainConfig | None = None
     calib: int = 512
     path: str | None = None
     sensitivity: SensitivityConfig | None = None
     config: Any = None
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The distill stage's teachers, one or several."""
+        if self.teacher is None:
+            return ()
+        return (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form: stage keys plus the method config's fields, defaults left out."""
@@ -97,6 +105,8 @@ class Stage:
         for key in sorted(kind.keys):
             value = getattr(self, key)
             default = _STAGE_DEFAULTS[key]
+            if isinstance(value, tuple):
+                value = list(value)
             if value is not None and value != default:
                 out[key] = to_dict(value) if dataclasses.is_dataclass(value) else value
         if self.input is not None:

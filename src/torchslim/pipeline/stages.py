@@ -126,6 +126,11 @@ class Context:
     models: dict[str, nn.Module] = field(default_factory=dict)
     out_dir: Path | None = None  # the run's folder (export stages write there by default)
     previous: str = INITIAL  # the stage whose result the next stage starts from by default
+    # A CLI sub-command runs one stage: its trainer writes straight into the stage folder
+    # (``--out``), and ``overwrite`` replaces a run that folder already holds.
+    one_stage: bool = False
+    overwrite: bool = False
+    results: dict[str, Any] = field(default_factory=dict)  # stage -> its training's result
 
     @cached_property
     def info(self) -> Any:
@@ -179,11 +184,38 @@ class Context:
         model = self.models[ref] if ref in self.models else load_model_file(ref)
         return model.eval()
 
-    def trainer(self, model: nn.Module, config: TrainConfig | None, folder: Path) -> Trainer:
+    def folder(self, stage_folder: Path, part: str) -> Path:
+        """Where a stage's trainer writes: ``stage_folder/part``, or the folder itself when a
+        CLI sub-command runs the stage alone."""
+        return stage_folder if self.one_stage else stage_folder / part
+
+    def metadata(self, stage: Stage) -> dict[str, Any]:
+        """What a checkpoint records so that :func:`load_run` (``eval``, ``prune``,
+        ``quantize --checkpoint``) can rebuild the model a train/distill stage built fresh."""
+        spec = stage.model
+        if spec is None and (stage.input or self.previous) == INITIAL:
+            spec = self.recipe.model  # the stage trains the recipe's starting model
+        if spec is None or spec.name is None:
+            return {}  # a pruned or loaded model: its architecture is not a zoo name
+        return {
+            "model": spec.name,
+            "model_args": dict(spec.args),
+            "data": self.recipe.data.name,
+            "num_classes": self.info.num_classes,
+            "in_channels": self.info.in_channels,
+        }
+
+    def fit(self, stage: Stage, model: nn.Module, config: TrainConfig | None,
+            folder: Path) -> Trainer:  # fmt: skip
+        """Train ``model`` on the recipe's data into ``folder`` (resumed or replaced as the run
+        says); the result is kept in :attr:`results` under the stage's name."""
         cfg = config if config is not None else TrainConfig()
         if not self.progress:
             cfg = cfg.replace(progress=False)
-        return Trainer(model, cfg, self.train_set, self.test_set, out_dir=folder)
+        trainer = Trainer(model, cfg, self.train_set, self.test_set, out_dir=folder,
+                          metadata=self.metadata(stage))  # fmt: skip
+        self.results[stage.name] = trainer.fit(resume=self.resume, overwrite=self.overwrite)
+        return trainer
 
 
 # Each stage function gets (context, stage, input model, stage folder) and returns its model and
@@ -192,7 +224,7 @@ StageFn = Callable[[Context, Stage, nn.Module, Path], tuple[nn.Module, dict[str,
 
 
 def _train(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
-    ctx.trainer(model, stage.train, folder / "train").fit(resume=ctx.resume)
+    ctx.fit(stage, model, stage.train, ctx.folder(folder, "train"))
     return model, {}
 
 
@@ -200,12 +232,14 @@ def _distill(ctx: Context, stage: Stage, model: nn.Module,
              folder: Path) -> tuple[nn.Module, dict]:  # fmt: skip
     from torchslim.distill import fit_distillation
 
-    teacher = ctx.teacher(stage.teacher or "")
+    teachers = [ctx.teacher(ref) for ref in stage.teachers]
     cfg = stage.config
     if not ctx.progress:
         cfg = _quiet(cfg)
-    fit_distillation(model, teacher, ctx.train_set, cfg, eval_data=ctx.test_set, out_dir=folder,
-                     resume=ctx.resume)  # fmt: skip
+    ctx.results[stage.name] = fit_distillation(
+        model, teachers, ctx.train_set, cfg, eval_data=ctx.test_set, out_dir=folder,
+        resume=ctx.resume, overwrite=ctx.overwrite, metadata=ctx.metadata(stage),
+    )  # fmt: skip
     return model, {}
 
 
@@ -227,7 +261,7 @@ def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[
     channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
                 if r.channels_before}  # fmt: skip
     if stage.finetune is not None:
-        ctx.trainer(model, stage.finetune, folder / "finetune").fit(resume=ctx.resume)
+        ctx.fit(stage, model, stage.finetune, ctx.folder(folder, "finetune"))
     return model, {"channels": channels, **extra}
 
 
@@ -258,7 +292,7 @@ def _sparsify(ctx: Context, stage: Stage, model: nn.Module,
 
     sparsify(model, stage.config)
     if stage.finetune is not None:
-        ctx.trainer(model, stage.finetune, folder / "finetune").fit(resume=ctx.resume)
+        ctx.fit(stage, model, stage.finetune, ctx.folder(folder, "finetune"))
     return model, {}
 
 
@@ -279,7 +313,7 @@ def _qat(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn
 
     calib = ctx.calib(stage.calib)
     q = prepare_qat(model, replace(stage.config, calib_batches=len(calib)), calib_data=calib)
-    ctx.trainer(q, stage.train, folder / "train").fit(resume=ctx.resume)
+    ctx.fit(stage, q, stage.train, ctx.folder(folder, "train"))
     return convert(q), {}
 
 
