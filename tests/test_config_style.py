@@ -15,7 +15,8 @@ from torch import nn
 from torchslim.config import from_dict
 from torchslim.distill import DistillConfig, LossSpec, MutualConfig
 from torchslim.errors import ConfigError
-from torchslim.prune import PruneConfig, RatioMode, SparsityConfig, prune
+from torchslim.pipeline.spec import DataSpec, ReportSpec, Stage
+from torchslim.prune import PruneConfig, RatioMode, SlimmingConfig, SparsityConfig, prune
 from torchslim.prune.sensitivity import SensitivityConfig, sensitivity
 from torchslim.quant import BinaryConfig, PQConfig, QATConfig, QuantConfig
 from torchslim.quant.observers import QuantSpec
@@ -34,6 +35,9 @@ CONFIGS = [
     LossSpec,
     DistillConfig,
     MutualConfig,
+    SlimmingConfig,
+    DataSpec,
+    ReportSpec,
 ]
 
 
@@ -61,6 +65,10 @@ def test_prune_mode_is_checked_on_construction() -> None:
         (lambda: PruneConfig(round_to=2.0), r"round_to: expected an integer, got 2.0 \(write 2\)"),
         (lambda: SensitivityConfig(ratios=("a",)), r"ratios\[0\]: expected a number"),
         (lambda: DistillConfig(losses=({"type": "kd", "wieght": 1},)), r"did you mean 'weight'"),
+        (lambda: SlimmingConfig(finetune={"epoch": 1}), r"finetune.epoch: .*'epochs'"),
+        (lambda: DataSpec(subset="all"), r"subset: expected an integer"),
+        (lambda: ReportSpec(batch_sizes=(1, 0)), r"batch_sizes: positive sizes"),
+        (lambda: Stage("train", "s", calib="x"), r"calib: expected an integer"),
     ],
 )
 def test_direct_construction_validates_like_from_dict(make, message: str) -> None:
@@ -85,7 +93,8 @@ def test_every_config_is_frozen_and_its_defaults_are_valid(cls) -> None:
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
 def test_configs_live_in_their_subpackage_config_module(cls) -> None:
     package = cls.__module__.rpartition(".")[0]
-    assert cls.__module__ == f"{package}.config" or cls is QuantSpec  # QuantSpec: one quantizer
+    assert cls.__module__ == f"{package}.config" or cls in (QuantSpec, DataSpec, ReportSpec)
+    # QuantSpec: one quantizer; the recipe's own parts live with the recipe (pipeline.spec)
 
 
 def test_moved_configs_stay_importable_where_they_were() -> None:
@@ -117,16 +126,20 @@ def test_sensitivity_takes_its_config_and_the_old_keywords_warn() -> None:
         sensitivity(model, x, score, ratio=[0.5], progress=False)
 
 
-def test_qat_uses_public_helpers_only() -> None:
-    # qat.py used to import the private ptq._weight_bits; the rule lives on the config now
+def test_no_module_imports_a_private_name_of_another() -> None:
+    # qat.py used to import ptq._weight_bits, quant.checks fake_quant._SWITCHABLE
     import ast
-    import inspect
+    from pathlib import Path
 
-    from torchslim.quant import qat
+    import torchslim
 
-    tree = ast.parse(inspect.getsource(qat))
-    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
-    assert not [name for name in imported if name.startswith("_")]
+    found = []
+    for path in sorted(Path(torchslim.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torchslim"):
+                found += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_")]  # fmt: skip
+    assert not found
     cfg = QuantConfig(weight_bits=4, first_layer_bits=8, last_layer_bits=6)
     assert [cfg.layer_weight_bits(i, 4) for i in range(4)] == [8, 4, 4, 6]
 

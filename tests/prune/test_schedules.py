@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from torchslim.analysis import analyze
+from torchslim.errors import ConfigError
+from torchslim.prune import SlimmingConfig
 from torchslim.prune.schedules import (
     BNSparsity,
     SoftFilterPruning,
@@ -80,8 +83,21 @@ def test_bn_sparsity_term_is_weighted_l1_of_gammas() -> None:
 
 
 def test_network_slimming_prunes_by_global_gamma() -> None:
-    model, sparse, tuned = network_slimming(
-        _cnn(), X, 0.5, _data(), sparsity=1e-3, sparse_train_config=FAST, finetune_config=FAST
-    )
+    config = {"ratio": 0.5, "sparsity": 1e-3, "sparse_train": FAST, "finetune": FAST}
+    model, sparse, tuned = network_slimming(_cnn(), X, config, _data())
     assert model[0].out_channels + model[3].out_channels <= 17
     assert "BNSparsity" in "".join(sparse.history[0]) or (sparse.history and tuned.history)
+
+
+def test_network_slimming_old_keywords_still_work_with_a_warning() -> None:
+    from torchslim.prune.schedules import _slimming_config
+
+    with pytest.warns(DeprecationWarning, match="pass one SlimmingConfig"):
+        cfg = _slimming_config(0.3, {"sparsity": 1e-3, "finetune_config": FAST})
+    assert cfg == SlimmingConfig(ratio=0.3, sparsity=1e-3, finetune=FAST)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        _slimming_config(0.3, {"sparsty": 1e-3})
+    with pytest.raises(ConfigError, match="sparsity: must be >= 0"):
+        SlimmingConfig(sparsity=-1)
+    with pytest.raises(ConfigError, match="did you mean 'sparsity'"):
+        _slimming_config({"sparsty": 1e-3}, {})

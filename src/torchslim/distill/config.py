@@ -31,7 +31,7 @@ class LossSpec:
     """
 
     type: str = "kd"
-    weight: float = 1.0
+    weight: float = 1.0  # the loss's weight in the sum
     student: tuple[str, ...] = ()
     teacher: tuple[str, ...] = ()
     teacher_index: int = 0

@@ -52,7 +52,7 @@ class Recipe:
     data: DataSpec = field(default_factory=DataSpec)
     baseline: str | None = None
     report: ReportSpec = field(default_factory=ReportSpec)
-    description: str = ""
+    description: str = ""  # the report's title
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

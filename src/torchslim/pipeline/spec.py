@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchslim.config import to_dict
+from torchslim.config import check_fields, to_dict
 from torchslim.errors import ConfigError
 from torchslim.prune.sensitivity import SensitivityConfig
 from torchslim.train.config import TrainConfig
@@ -25,10 +25,11 @@ class ModelSpec:
     """
 
     name: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)  # constructor arguments, e.g. width_mult
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if (self.name is None) == (self.checkpoint is None):
             raise ConfigError("give exactly one of name (a fresh model) or checkpoint (a file)")
 
@@ -42,11 +43,17 @@ class DataSpec:
     """
 
     name: str = "fashion-mnist"
-    root: str | None = None
+    root: str | None = None  # where it lives (default: $TORCHSLIM_DATA, ~/.cache/torchslim)
     subset: int = 0
     test_subset: int = 0
-    augment: tuple[str, ...] | None = None
-    seed: int = 0
+    augment: tuple[str, ...] | None = None  # training augmentations (None: per dataset)
+    seed: int = 0  # seed of the subsets, calibration images and fresh models' weights
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for key in ("subset", "test_subset"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: a number of images (0: all), got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,19 @@ class ReportSpec:
     size with ``threads`` intra-op threads, the median of ``repeats`` runs (more when they take
     under half a second in all), and whether to draw the HTML page."""
 
-    latency: bool = True
-    batch_sizes: tuple[int, ...] = (1, 32)
+    latency: bool = True  # measure ONNX Runtime latency
+    batch_sizes: tuple[int, ...] = (1, 32)  # the batch sizes latency is measured at
     threads: int = 2
     repeats: int = 20
-    html: bool = True
+    html: bool = True  # also write report.html with its plots
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: positive sizes, got {list(self.batch_sizes)}")
+        if self.threads < 1 or self.repeats < 1:
+            raise ConfigError(f"threads, repeats: must be >= 1, got {self.threads}, "
+                              f"{self.repeats}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ class Stage:
     path: str | None = None
     sensitivity: SensitivityConfig | None = None
     config: Any = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.calib < 1:
+            raise ConfigError(f"calib: a number of calibration images, got {self.calib}")
 
     @property
     def teachers(self) -> tuple[str, ...]:

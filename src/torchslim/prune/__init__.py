@@ -1,5 +1,6 @@
 """Structured pruning (channels removed for real), importance criteria, sparsity."""
 
+from torchslim.prune.config import SensitivityConfig, SlimmingConfig
 from torchslim.prune.importance import (
     IMPORTANCE,
     Group,
@@ -43,7 +44,9 @@ __all__ = [
     "PruneReport",
     "Pruner",
     "RatioMode",
+    "SensitivityConfig",
     "SensitivityResult",
+    "SlimmingConfig",
     "SoftFilterPruning",
     "SparsityConfig",
     "SparsityReport",

@@ -17,6 +17,7 @@ from torchslim.config import check_fields, did_you_mean
 from torchslim.errors import ConfigError
 from torchslim.prune.importance import IMPORTANCE, get_importance
 from torchslim.selection import Selection
+from torchslim.train.config import TrainConfig
 
 UNSTRUCTURED = "unstructured"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -82,6 +83,41 @@ class PruneConfig:
         return Selection(ignore=self.ignore)
 
 
+@dataclass(frozen=True)
+class SlimmingConfig:
+    """Network slimming (Liu et al. 2017): sparse training with ``sparsity`` times the L1 norm
+    of every BatchNorm γ (``sparse_train``), then removing ``ratio`` of the channels by global
+    normalised |γ| (with the pruning's ``ignore``, ``max_ratio`` and ``round_to``), then the
+    ``finetune``.
+
+    Example:
+        >>> cfg = SlimmingConfig(ratio=0.4, sparsity=1e-3, finetune={"epochs": 2})
+        >>> cfg.prune_config.importance, cfg.prune_config.mode.value, cfg.finetune.epochs
+        ('bn_gamma', 'global', 2)
+    """
+
+    ratio: float = 0.5
+    sparsity: float = 1e-4  # weight of the L1 penalty on the BatchNorm scales
+    ignore: tuple[str, ...] = ()
+    max_ratio: float = 0.9
+    round_to: int = 1
+    sparse_train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.sparsity < 0:
+            raise ConfigError(f"sparsity: must be >= 0, got {self.sparsity}")
+        self.prune_config  # noqa: B018  (checks ratio, ignore, max_ratio, round_to)
+
+    @property
+    def prune_config(self) -> PruneConfig:
+        """The pruning step: ``bn_gamma`` importance in ``global`` mode."""
+        return PruneConfig(ratio=self.ratio, importance="bn_gamma", mode=RatioMode.GLOBAL,
+                           ignore=self.ignore, max_ratio=self.max_ratio,
+                           round_to=self.round_to)  # fmt: skip
+
+
 # -- sparsity ----------------------------------------------------------------------------------
 class SparsityScope(str, enum.Enum):
     """Where the magnitude threshold is taken: per layer, or one threshold over all layers."""
@@ -136,10 +172,10 @@ class SparsityConfig:
     targets: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     schedule: SparsitySchedule = SparsitySchedule.ONESHOT
-    start_step: int = 0
-    end_step: int | None = None
-    frequency: int = 100
-    initial_sparsity: float = 0.0
+    start_step: int = 0  # gradual: the optimizer step the masks start growing
+    end_step: int | None = None  # gradual: the step they reach sparsity (None: end of training)
+    frequency: int = 100  # gradual: recompute the masks every this many steps
+    initial_sparsity: float = 0.0  # gradual: the sparsity at start_step
 
     def __post_init__(self) -> None:
         for name in ("targets", "ignore"):  # one pattern may be given as a plain string
@@ -253,8 +289,8 @@ class SensitivityConfig:
         (0.25, 0.5)
     """
 
-    ratios: tuple[float, ...] = DEFAULT_RATIOS
-    importance: str = "l1"
+    ratios: tuple[float, ...] = DEFAULT_RATIOS  # the ratios each group is pruned at, alone
+    importance: str = "l1"  # channel importance: l1, l2, fpgm, bn_gamma, random
     groups: tuple[str, ...] | None = None  # group names (producer modules) to analyse
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchslim._tensors import Inputs
 from torchslim.analysis import analyze
-from torchslim.config import from_dict
+from torchslim.config import from_dict, to_dict
 from torchslim.errors import ConfigError
 from torchslim.prune.apply import Keep
+from torchslim.prune.config import SlimmingConfig
 from torchslim.prune.importance import Group
 from torchslim.prune.pruner import PruneConfig, Pruner, select_channels
 from torchslim.train import Callback, StepContext, TrainConfig, Trainer, TrainResult
@@ -188,31 +190,65 @@ class BNSparsity:
 def network_slimming(
     model: nn.Module,
     example_inputs: Inputs,
-    ratio: float,
+    config: SlimmingConfig | Mapping[str, Any] | float,
     train_data: Dataset | DataLoader,
     eval_data: Dataset | DataLoader | None = None,
-    *,
-    sparsity: float = 1e-4,
-    sparse_train_config: TrainConfig | Mapping[str, Any] | None = None,
-    finetune_config: TrainConfig | Mapping[str, Any] | None = None,
+    **deprecated: Any,
 ) -> tuple[nn.Module, TrainResult, TrainResult]:
     """Liu et al. 2017: train with L1 on BN-γ, prune ``ratio`` of the channels, fine-tune.
 
-    The pruning is ``{"importance": "bn_gamma", "mode": "global"}``: each group's |γ| is divided
-    by the group's mean |γ| and one threshold over all groups removes ``ratio`` of all channels
-    (each group at most ``max_ratio``), so a channel is judged against its own group's γ.
-    Liu et al. threshold the raw γ instead.
+    ``config`` is a :class:`SlimmingConfig` (or its fields as a dict). The pruning is
+    ``{"importance": "bn_gamma", "mode": "global"}``: each group's |γ| is divided by the
+    group's mean |γ| and one threshold over all groups removes ``ratio`` of all channels (each
+    group at most ``max_ratio``), so a channel is judged against its own group's γ. Liu et al.
+    threshold the raw γ instead. Returns the pruned model and the two trainings' results.
+
+    The older form ``network_slimming(model, x, ratio, train, sparsity=...,
+    sparse_train_config=..., finetune_config=...)`` still works with a DeprecationWarning.
+
+    Example:
+        >>> # model, sparse, tuned = network_slimming(model, x, {"ratio": 0.5, "sparsity": 1e-4,
+        >>> #     "sparse_train": {"epochs": 30}, "finetune": {"epochs": 10}}, train, test)
     """
-    sparse = _finetune(
-        model, train_data, eval_data, sparse_train_config, None, extra_losses=[BNSparsity(sparsity)]
+    cfg = _slimming_config(config, deprecated)
+    sparse = _finetune(model, train_data, eval_data, cfg.sparse_train, None,
+                       extra_losses=[BNSparsity(cfg.sparsity)])  # fmt: skip
+    Pruner(model, example_inputs, cfg.prune_config).prune()
+    return model, sparse, _finetune(model, train_data, eval_data, cfg.finetune, None)
+
+
+_OLD_SLIMMING_KEYWORDS = {
+    "sparsity": "sparsity",
+    "sparse_train_config": "sparse_train",
+    "finetune_config": "finetune",
+}
+
+
+def _slimming_config(config: Any, deprecated: dict[str, Any]) -> SlimmingConfig:
+    """The config of :func:`network_slimming`, also from its deprecated ratio + keywords."""
+    unknown = set(deprecated) - set(_OLD_SLIMMING_KEYWORDS)
+    if unknown:
+        raise TypeError(f"network_slimming() got unexpected keyword arguments {sorted(unknown)}")
+    if not deprecated and not isinstance(config, int | float):
+        return from_dict(SlimmingConfig, config)
+    warnings.warn(
+        "network_slimming(model, x, ratio, ..., sparsity=, sparse_train_config=, "
+        "finetune_config=) is deprecated; pass one SlimmingConfig (or a dict of its fields: "
+        "ratio, sparsity, sparse_train, finetune)",
+        DeprecationWarning,
+        stacklevel=3,
     )
-    config = {"importance": "bn_gamma", "mode": "global", "ratio": ratio}
-    Pruner(model, example_inputs, config).prune()
-    return model, sparse, _finetune(model, train_data, eval_data, finetune_config, None)
+    if isinstance(config, int | float):
+        values: dict[str, Any] = {"ratio": config}
+    else:
+        values = to_dict(from_dict(SlimmingConfig, config))
+    values.update({_OLD_SLIMMING_KEYWORDS[k]: v for k, v in deprecated.items() if v is not None})
+    return from_dict(SlimmingConfig, values)
 
 
 __all__ = [
     "BNSparsity",
+    "SlimmingConfig",
     "SoftFilterPruning",
     "iterative_prune",
     "network_slimming",

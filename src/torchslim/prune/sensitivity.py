@@ -164,7 +164,7 @@ class SensitivityResult:
         Example:
             >>> import tempfile, torch
             >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-            >>> result = sensitivity(m, torch.randn(1, 4), lambda m: 1.0, ratios=[0.5],
+            >>> result = sensitivity(m, torch.randn(1, 4), lambda m: 1.0, {"ratios": [0.5]},
             ...                      progress=False)
             >>> with tempfile.TemporaryDirectory() as tmp:
             ...     result.plot(f"{tmp}/sensitivity.png").stat().st_size > 0
@@ -449,7 +449,7 @@ def ratios_for_target(
         >>> def fidelity(pruned: nn.Module) -> float:  # higher is better
         ...     with torch.no_grad():
         ...         return -float((pruned(x) - model(x)).abs().mean())
-        >>> result = sensitivity(model, x, fidelity, ratios=[0.25, 0.5, 0.75], progress=False)
+        >>> result = sensitivity(model, x, fidelity, {"ratios": [0.25, 0.5, 0.75]}, progress=False)
         >>> ratios = ratios_for_target(result, 0.5)  # half the MACs: 4 of the 8 hidden units
         >>> ratios
         {'0': 0.5}

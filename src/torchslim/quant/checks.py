@@ -17,7 +17,13 @@ from torch.utils._pytree import tree_flatten
 from torchslim._tensors import first_nonfinite
 from torchslim.errors import NonFiniteError
 from torchslim.inputs import describe_inputs
-from torchslim.quant.fake_quant import _SWITCHABLE, PACT, FakeQuantize, LSQQuantize, set_quantizers
+from torchslim.quant.fake_quant import (
+    PACT,
+    QUANTIZER_TYPES,
+    FakeQuantize,
+    LSQQuantize,
+    set_quantizers,
+)
 from torchslim.quant.observers import Observer
 
 
@@ -127,7 +133,7 @@ def first_nonfinite_layer(model: nn.Module, inputs: Sequence[Any]) -> tuple[str,
 
         return record
 
-    skip = (*_SWITCHABLE, Observer)
+    skip = (*QUANTIZER_TYPES, Observer)
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if not isinstance(m, skip)]  # fmt: skip
     training = model.training

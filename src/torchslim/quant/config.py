@@ -132,8 +132,8 @@ class QATConfig(QuantConfig):
         'pact'
     """
 
-    act_quantizer: ActQuantizer = ActQuantizer.LSQ
-    weight_quantizer: WeightQuantizer = WeightQuantizer.LSQ
+    act_quantizer: ActQuantizer = ActQuantizer.LSQ  # lsq (learned step), pact (learned clip), ste
+    weight_quantizer: WeightQuantizer = WeightQuantizer.LSQ  # lsq (learned step) or ste (min/max)
     pact_alpha: float = 0.0  # initial clip; 0: 99.9th percentile of calib_data (1.0 without)
     ema: float = 0.9  # moving-average momentum of ``ste`` activation ranges
 

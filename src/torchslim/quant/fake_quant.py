@@ -339,7 +339,9 @@ class FixedQuantize(nn.Module):
         return f"qmin={self.qmin}, qmax={self.qmax}, per_channel={self.scale.numel() > 1}"
 
 
-_SWITCHABLE = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize, FixedQuantize,
+# Every quantizer module type of torchslim: what set_quantizers switches, and what checks that
+# look at a quantized model's layers (not its quantizers) skip.
+QUANTIZER_TYPES = (FakeQuantize, WeightQuantize, DynamicQuantize, SharedQuantize, FixedQuantize,
                LSQQuantize, PACT)  # fmt: skip
 
 
@@ -347,7 +349,7 @@ def set_quantizers(model: nn.Module, *, enabled: bool | None = None,
                    observing: bool | None = None) -> None:  # fmt: skip
     """Switch every quantizer of ``model`` on/off, or its observers on/off."""
     for m in model.modules():
-        if isinstance(m, _SWITCHABLE) and enabled is not None:
+        if isinstance(m, QUANTIZER_TYPES) and enabled is not None:
             m.enabled = enabled
         if isinstance(m, FakeQuantize) and observing is not None:
             m.observing = observing
