@@ -67,6 +67,8 @@ PRUNE_HELP: dict[str, str] = {
     "prune_head_dims": "also prune the per-head width of attention (not only whole heads)",
     "taylor_batches": "batches of data the taylor importance averages over",
     "seed": "seed of the random importance and of ties",
+    "strict": "raise on an op of unknown channel behaviour or a pruning that breaks the forward "
+    "(default: keep those channels whole and prune the rest)",
 }
 
 QUANT_HELP: dict[str, str] = {

@@ -151,11 +151,15 @@ def test_data_dependent_pruning_is_checked_on_the_real_input() -> None:
             return a.mean((1, 2, 3)).unsqueeze(1).repeat(1, 4)  # any channel count runs
 
     # Pruned, only the other branch still runs, and a shapes-only check would take it (its
-    # all-zero c1 output): the check must run the real input, refuse and restore.
+    # all-zero c1 output): the check must run the real input, refuse and restore (strict), or
+    # keep c1 whole (default).
     model = Fragile()
     with pytest.warns(UserWarning), pytest.raises(ts.PruningError, match="restored"):
-        ts.prune(model, _POSITIVE, {"ratio": 0.5})
+        ts.prune(model, _POSITIVE, {"ratio": 0.5, "strict": True})
     assert model.c1.out_channels == 8 and model(_POSITIVE).shape == (1, 4)
+    with pytest.warns(UserWarning, match="removed nothing"):
+        ts.prune(model, _POSITIVE, {"ratio": 0.5})
+    assert model.c1.out_channels == 8 and ts.report(model).repaired[0][0] == "c1"
 
 
 def test_values_that_cannot_be_read_are_a_typed_error_naming_the_module() -> None:
@@ -176,3 +180,32 @@ def test_wrong_input_names_the_input_and_the_module() -> None:
         ts.prune(model, torch.randn(1, 1, 16, 16), {"ratio": 0.5})
     with pytest.raises(InputError, match=r"'0' \(Conv2d\)"):
         trace(model, torch.randn(1, 1, 16, 16))
+
+
+class _ByRule(nn.Module):
+    """Ops with no handler of their own, covered by rule: in-place pointwise variants
+    (``leaky_relu_``), ``rsub``, ``_safe_softmax``, ``im2col`` (``F.unfold``), ``unfold``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.b = nn.Linear(16 * 9, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = 1 - self.act(self.a(x))  # rsub
+        y = torch.ops.aten._safe_softmax(y, 2)
+        cols = nn.functional.unfold(y, 3, padding=1)  # (N, 16 * 9, L), channel-major
+        z = self.b(cols.transpose(1, 2))  # (N, L, 8)
+        z = z.unfold(1, 4, 4).mean((1, 3))  # windows along L
+        return self.fc(z)
+
+
+def test_ops_without_handlers_are_covered_by_rule() -> None:
+    model, x = _ByRule(), torch.randn(2, 3, 6, 6)
+    graph = trace(model, x, strict=True)  # no op of unknown behaviour
+    assert not graph.unknown_ops
+    ts.prune(model, x, {"ratio": 0.5, "strict": True})
+    assert model.a.out_channels == 8 and model.b.in_features == 8 * 9
+    assert model.b.out_features == 4 and model(x).shape == (2, 2)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -192,22 +193,107 @@ def test_taylor_needs_data_and_uses_gradients() -> None:
     assert model[0].out_channels == 8
 
 
-def test_unsupported_op_names_op_and_module() -> None:
+class _TopK(torch.autograd.Function):
+    """A custom autograd function: its ops are seen, the function itself is not."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.topk(2, dim=1).values.sum(1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _Spectrum(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(x, dim=1).real
+
+
+class _Top(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.topk(1, dim=1).values.mean()
+
+
+class _Unknown(nn.Module):
+    """Three conv groups: ``a`` meets topk (unknown channel behaviour), ``b`` an fft inside
+    ``odd``, ``c`` only known ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.odd = _Spectrum()
+        self.c, self.fc = nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        y = torch.relu(self.b(y)) + _TopK.apply(y)
+        y = y + self.odd(y)
+        return self.fc(torch.relu(self.c(y)).mean((2, 3)))
+
+
+def test_an_unknown_op_freezes_what_it_touches_and_the_rest_is_pruned() -> None:
+    model = _Unknown()
+    x = torch.randn(2, 3, 8, 8)
+    prune(model, x, {"ratio": 0.5})
+    assert model(x).shape == (2, 2)
+    assert model.a.out_channels == 16 and model.b.out_channels == 16  # topk and fft touch them
+    assert model.c.out_channels == 8
+    report = ts.report(model)
+    assert any("aten.topk" in op for op in report.unknown_ops)
+    assert any("aten._fft" in op and "'odd'" in op for op in report.unknown_ops)
+    assert "kept whole, unknown op: aten.topk" in str(report)
+
+
+def test_strict_raises_on_an_unknown_op_and_its_suggested_ignore_works() -> None:
     class Odd(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = nn.Conv2d(3, 8, 1)
+            self.conv, self.post = nn.Conv2d(3, 8, 1), _Top()
             self.fc = nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.fft.fft(self.conv(x), dim=1).real
-            return self.fc(y.mean((2, 3)))
+            y = self.conv(x)
+            return self.fc(y.mean((2, 3))) + self.post(y)
 
-    with pytest.raises(UnsupportedOpError, match=r"aten\._fft.*module 'Odd'|aten\..*fft"):
-        prune(Odd(), X, {"ratio": 0.5})
+    with pytest.raises(
+        UnsupportedOpError, match=r"aten\.topk in module 'post' \(_Top\).*ignore=\['post'\]"
+    ):
+        prune(Odd(), X, {"ratio": 0.5, "strict": True})
+    model = prune(Odd(), X, {"ratio": 0.5, "strict": True, "ignore": ["post"]})
+    assert model(X).shape == (2, 2)
 
 
-def test_hard_coded_width_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pruning_that_breaks_the_model_is_repaired() -> None:
+    class Tie(nn.Module):
+        """``b``'s output is reshaped with a width read from ``a``'s output: the trace cannot
+        see the tie, so pruning ``a`` or ``b`` alone breaks the forward; ``c`` is free."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = (nn.Conv2d(3, 16, 3, padding=1) for _ in range(3))
+            self.fc, self.fc2 = nn.Linear(16, 2), nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, z = self.a(x), self.b(x)
+            z = z.reshape(x.shape[0], y.shape[1], z.shape[2] * z.shape[3]).mean(2)
+            return self.fc(z) + self.fc2(self.c(x).mean((2, 3))) + y.mean()
+
+    model, x = Tie(), torch.randn(1, 3, 8, 8)
+    prune(model, x, {"ratio": 0.5, "ratios": {"a": 0.25}})
+    assert model(x).shape == (1, 2)
+    assert (model.a.out_channels, model.b.out_channels, model.c.out_channels) == (16, 16, 8)
+    report = ts.report(model)
+    assert [g for g, _ in report.repaired] == ["a", "b"]
+    assert "shape '[1, 12, 64]' is invalid" in report.repaired[0][1]
+    assert "kept whole, pruning it broke the model: a" in str(report)
+    with pytest.raises(PruningError, match="restored"):
+        prune(Tie(), x, {"ratio": 0.5, "ratios": {"a": 0.25}, "strict": True})
+
+
+def test_hard_coded_width_is_kept_and_a_pruning_that_removes_nothing_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The shapes-only check after pruning catches it.
     from torchslim.prune import pruner
 
@@ -225,10 +311,14 @@ def test_hard_coded_width_restores_the_model(monkeypatch: pytest.MonkeyPatch) ->
             return self.fc(y.reshape(-1, 8))  # 8 is a constant of the code
 
     model = Hard()
-    with pytest.raises(PruningError, match="restored"):
+    with pytest.warns(UserWarning, match="ts.prune removed nothing"):
         prune(model, X, {"ratio": 0.5})
     assert model.conv.weight.shape == (8, 3, 1, 1) and model(X).shape == (2, 2)
-    assert len(forwards) == 1
+    assert ts.report(model).repaired[0][0] == "conv"
+    assert len(forwards) == 1  # one group: the failing pruning is the culprit, no bisection
+    with pytest.raises(PruningError, match="restored"):
+        prune(model, X, {"ratio": 0.5, "strict": True})
+    assert model.conv.weight.shape == (8, 3, 1, 1)
 
 
 def test_pruner_config_accepts_dataclass() -> None:

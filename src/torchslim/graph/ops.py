@@ -113,7 +113,8 @@ ELEMENTWISE = _words(
     "softmax log_softmax native_dropout dropout bernoulli threshold prelu _prelu_kernel "
     "lerp floor ceil trunc nan_to_num copy_ fill_ zero_ logit gelu_ relu_ silu_ hardswish_ "
     "hardtanh_ sigmoid_ mul_ add_ sub_ div_ clamp_ masked_fill_ where_ _conj resolve_conj "
-    "resolve_neg contiguous empty_like zeros_like ones_like full_like rand_like randn_like"
+    "resolve_neg contiguous empty_like zeros_like ones_like full_like rand_like randn_like "
+    "rsub _safe_softmax"
 )
 
 
@@ -295,6 +296,51 @@ NO_CHANNELS = set(
         "new_zeros new_ones new_full new_empty tensor zeros_like_nonzero"
     )
 )
+
+
+def handler_for(func: Any) -> Handler | None:
+    """The handler of an ATen op: registered by its name, else derived from its schema - every
+    op tagged ``pointwise`` (``leaky_relu_``, ``erfinv``, ``logical_and``...) is elementwise,
+    and an in-place variant ``op_`` is handled as ``op``. None: the op's channel behaviour is
+    unknown (the tracer then freezes every channel it touches).
+
+    Example:
+        >>> aten = torch.ops.aten
+        >>> handler_for(aten.leaky_relu_.default) is handler_for(aten.add.Tensor)
+        True
+        >>> handler_for(aten.topk.default) is None
+        True
+    """
+    name = func._overloadpacket.__name__
+    found = HANDLERS.get(name)
+    if found is None and torch.Tag.pointwise in getattr(func, "tags", ()):
+        found = _elementwise
+    if found is None and name.endswith("_") and not name.endswith("__"):
+        found = HANDLERS.get(name[:-1])
+    return found
+
+
+@register_op("unfold")
+def _unfold(ctx: OpContext, x: T, dim: int, size: int, step: int) -> list[list[Layout]]:
+    """``Tensor.unfold``: windows along ``dim`` (its channels, if any, are mixed: frozen), the
+    window's elements as a new last dimension."""
+    d = norm_dim(dim, max(1, x.ndim))
+    out = ctx.out_shape()
+    if x.ndim == 0:
+        return [untracked_like(out)]
+    freeze_dim(ctx, x, d, "unfolded")
+    return [[*x.dims[:d], untracked(out[d]), *x.dims[d + 1 :], untracked(out[-1])]]
+
+
+@register_op("im2col")
+def _im2col(ctx: OpContext, x: T, kernel: Sequence[int], *_: Any) -> list[list[Layout]]:
+    """``F.unfold``: (N, C, H, W) -> (N, C * kh * kw, L); channel-major, so the output's
+    channel dimension is C's layout times the kernel positions."""
+    out = ctx.out_shape()
+    c = x.ndim - 3
+    positions = out[c] // max(1, x.shape[c])
+    channels = ctx.spaces.product([ctx.spaces.resolve(x.dims[c]), untracked(positions)])
+    return [[*x.dims[:c], channels, untracked(out[-1])]]
 
 
 def untracked_outputs(ctx: OpContext) -> list[list[Layout]]:

@@ -45,6 +45,7 @@ from torchslim.graph.ops import (
     NO_CHANNELS,
     OpContext,
     T,
+    handler_for,
     has_channels,
     untracked_outputs,
 )
@@ -137,6 +138,9 @@ class ChannelGraph:
     # Where the forward read tensor values ("aten.<op> in module 'name' (Type)"); not empty:
     # the trace ran on the example input's real values and holds for the branches it took.
     data_dependent: list[str] = field(default_factory=list)
+    # Ops whose channel behaviour is unknown ("aten.topk in module 'rpn' (Type)"): every
+    # channel they touched is frozen (see trace's ``strict``).
+    unknown_ops: list[str] = field(default_factory=list)
 
     def module(self, name: str) -> nn.Module:
         """The submodule called ``name`` (``""``: the model), from the traced module walk."""
@@ -234,10 +238,12 @@ class _Recorder(PlainDispatchMode):
         scope: ModuleScope,
         *,
         real: bool = False,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.graph = graph
         self.ignored = ignored
+        self.strict = strict  # an op of unknown channel behaviour raises (else: freezes)
         self.real = real  # every op computed (not shapes-only): values can be read
         self.values_needed = ""  # set where a shapes-only pass met a value read
         # id(tensor) -> (weak reference, layouts). The reference tells a live tensor from a
@@ -272,7 +278,7 @@ class _Recorder(PlainDispatchMode):
         )
         t_args = map_tensors(self.lookup, args)
         t_kwargs = map_tensors(self.lookup, kwargs)
-        handler = HANDLERS.get(name)
+        handler = handler_for(func)
         if handler is None:
             tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
             if name in NO_CHANNELS or not has_channels(ctx, tensors):
@@ -284,12 +290,7 @@ class _Recorder(PlainDispatchMode):
                     )
                 result = untracked_outputs(ctx)
             else:
-                where = ctx.module or type(self.graph.model).__name__
-                raise UnsupportedOpError(
-                    f"cannot tell how aten.{name} (in module {where!r}) moves channels; "
-                    f"exclude that module with ignore=[{where!r}] or register a handler with "
-                    "torchslim.graph.register_op"
-                )
+                result = self.unknown_op(ctx, name, tensors)
         else:
             result = handler(ctx, *t_args, **t_kwargs)
         self.record(outs, result)
@@ -297,6 +298,28 @@ class _Recorder(PlainDispatchMode):
             t_out = map_tensors(self.lookup, out)
             self.graph.mac_ops.append((ctx.module, packet, t_args, t_kwargs, t_out))
         return out
+
+    def unknown_op(self, ctx: OpContext, name: str, tensors: Sequence[T]) -> list[list[Layout]]:
+        """An op whose channel behaviour is unknown (topk, sort, index ops, NMS, custom
+        kernels): every channel of its inputs is frozen, as a model output's are, and its
+        outputs carry none; ``strict`` raises instead."""
+        what = f"aten.{name} in {_describe(self.graph, ctx.module)}"
+        if self.strict:
+            exclude = (
+                f"exclude that module with ignore=[{ctx.module!r}]"
+                if ctx.module
+                else "ignore=[...] the layers whose outputs reach it"
+            )
+            raise UnsupportedOpError(
+                f"cannot tell how {what} moves channels; {exclude}, register a handler with "
+                "torchslim.graph.register_op, or leave strict off to keep the channels it "
+                "touches whole"
+            )
+        for t in tensors:
+            self.graph.spaces.freeze_layout([s for d in t.dims for s in d], f"unknown op {what}")
+        if what not in self.graph.unknown_ops:
+            self.graph.unknown_ops.append(what)
+        return untracked_outputs(ctx)
 
     def read_values(self, name: str, func: Any, args: Any, kwargs: Any) -> Any:
         """Run a value-reading op: stop a shapes-only pass (its values are placeholders), note
@@ -403,11 +426,16 @@ def trace(
     *,
     ignore: Callable[[str], bool] | None = None,
     count: bool = False,
+    strict: bool = False,
 ) -> ChannelGraph:
     """Run ``model`` once and return its :class:`ChannelGraph`.
 
-    Channels that reach a model output are frozen (never pruned). ``count=True`` also measures
-    the model (``graph.stats``, as :func:`torchslim.analyze`) on the same forward pass.
+    Channels that reach a model output are frozen (never pruned). So are the channels an op of
+    unknown channel behaviour touches (an op with no handler that is neither tagged pointwise
+    nor an in-place variant of a handled op: topk, sort, index ops, NMS, custom kernels);
+    ``graph.unknown_ops`` lists them, and ``strict=True`` raises
+    :class:`~torchslim.errors.UnsupportedOpError` instead. ``count=True`` also measures the
+    model (``graph.stats``, as :func:`torchslim.analyze`) on the same forward pass.
 
     The pass is shapes-only (see the module docstring). A forward that reads tensor values
     (``if x.sum() > 0``, ``.item()``; ``VALUE_READS``) would read placeholders there, so it is
@@ -427,23 +455,29 @@ def trace(
     """
     ignored = ignore or (lambda _name: False)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
-    graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=False)
+    graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=False, strict=strict)
     if graph is None:
-        graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=True)
+        graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=True, strict=strict)
         assert graph is not None  # a real pass never stops for values
         warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
     return graph
 
 
 def _trace_pass(
-    model: nn.Module, inputs: tuple, ignored: Callable[[str], bool], *, count: bool, real: bool
+    model: nn.Module,
+    inputs: tuple,
+    ignored: Callable[[str], bool],
+    *,
+    count: bool,
+    real: bool,
+    strict: bool,
 ) -> ChannelGraph | None:
     """One traced forward (shapes-only, or ``real``); None where a shapes-only one met a
     value read and must be done again for real."""
     graph = ChannelGraph(model, modules=dict(model.named_modules()))
     sp = graph.spaces
     scope = ModuleScope(model, modules=graph.modules)
-    recorder = _Recorder(graph, ignored, scope, real=real)
+    recorder = _Recorder(graph, ignored, scope, real=real, strict=strict)
     scope.on_first_call = recorder.module_called
     seen: dict[int, str] = {}
     for name, tensor in _named_tensors(graph.modules):

@@ -57,6 +57,9 @@ class PruneConfig:
     prune_head_dims: bool = False  # also shrink sub-channel factors (head_dim, group width)
     taylor_batches: int = 4  # batches of data= used to accumulate gradients for taylor
     seed: int = 0
+    # False: an op of unknown channel behaviour freezes what it touches, and groups whose
+    # pruning breaks the forward are found and kept whole; True: both raise instead.
+    strict: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -139,6 +139,13 @@ def _outputs_shape(out: Any) -> Any:
     return None
 
 
+def _cause(exc: BaseException) -> str:
+    """The error a pruned forward raised, on one line (what a PruningError wraps)."""
+    cause = exc.__cause__ or exc
+    text = " ".join(str(cause).split())
+    return f"{type(cause).__name__}: {text[:200]}"
+
+
 def _run(model: nn.Module, inputs: tuple) -> Any:
     with module_mode(model, training=False), torch.no_grad():
         return model(*inputs)
@@ -212,7 +219,8 @@ class Pruner:
     def _graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
         cfg = self.config
         ignored = cfg.selection.ignored(self.model)
-        graph = trace(self.model, self.inputs, ignore=ignored.__contains__, count=True)
+        graph = trace(self.model, self.inputs, ignore=ignored.__contains__, count=True,
+                      strict=cfg.strict)  # fmt: skip
         groups = build_groups(graph, cfg.prune_head_dims)
         if cfg.importance == "taylor":
             if self.data is None or self.loss_fn is None:
@@ -224,33 +232,81 @@ class Pruner:
         return graph, groups, scores
 
     def prune(self) -> Pruner:
-        """Trace, score and remove channels; the model object is shrunk in place."""
+        """Trace, score and remove channels; the model object is shrunk in place.
+
+        A pruning the model does not run with (or whose output structure changes) is
+        repaired: the groups responsible are found by bisection, kept whole, and the rest is
+        pruned (selected again, so a ``target_macs`` is still aimed at); the report lists them
+        (``repaired``). With ``strict=True`` the first failure raises instead."""
         start = time.perf_counter()
         graph, groups, scores = self._graph_and_scores()
+        repaired: dict[int, tuple[str, str]] = {}  # group id -> (its name, what broke)
+        while True:
+            active = [g for g in groups if g.id not in repaired]
+            keep = self._select(graph, active, scores)
+            try:
+                return self.apply(graph, active, keep, start, repaired=repaired)
+            except PruningError as exc:
+                if self.config.strict or not active:
+                    raise
+                culprit, error = self._culprit(graph, active, keep, exc)
+                repaired[culprit.id] = (culprit.name, error)
+                log.info("group %s kept whole: pruning it breaks the model (%s)",
+                         culprit.name, error)  # fmt: skip
+
+    def _select(self, graph: ChannelGraph, groups: list[Group],
+                scores: dict[int, torch.Tensor]) -> Keep:  # fmt: skip
         cfg = self.config
 
         def select(scale: float) -> Keep:
             return select_channels(groups, scores, cfg, scale)
 
-        if cfg.target_macs is None:
-            keep = select(1.0)
-        else:
-            stats = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
-            base = stats.macs
-            top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
-            keep = search_keep(graph, groups, scores, select, base, cfg.target_macs, top,
-                               cfg.round_to)  # fmt: skip
-        return self.apply(graph, groups, keep, start)
+        if cfg.target_macs is None or not groups:
+            return select(1.0)
+        stats = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
+        top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
+        return search_keep(graph, groups, scores, select, stats.macs, cfg.target_macs, top,
+                           cfg.round_to)  # fmt: skip
+
+    def _culprit(self, graph: ChannelGraph, groups: list[Group], keep: Keep,
+                 failure: PruningError) -> tuple[Group, str]:  # fmt: skip
+        """The first group (in order) whose pruning, with the groups before it, breaks the
+        model: the shortest failing prefix, by bisection (each try is undone)."""
+        good, bad, error = 0, len(groups), _cause(failure)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            trial = {g.id: keep[g.id] for g in groups[:mid] if g.id in keep}
+            snapshot = _Snapshot(self.model)
+            try:
+                apply_keep(self.model, graph, trial, self.inputs)
+            except PruningError as exc:
+                bad, error = mid, _cause(exc)
+            else:
+                snapshot.restore()
+                good = mid
+        return groups[bad - 1], error
 
     def apply(
-        self, graph: ChannelGraph, groups: list[Group], keep: Keep, start: float | None = None
+        self,
+        graph: ChannelGraph,
+        groups: list[Group],
+        keep: Keep,
+        start: float | None = None,
+        *,
+        repaired: Mapping[int, tuple[str, str]] | None = None,
     ) -> Pruner:
-        """Remove everything but ``keep`` (from this model's graph) and write the report."""
+        """Remove everything but ``keep`` (from this model's graph) and write the report;
+        ``repaired``: groups kept whole because pruning them broke the model (id -> (name,
+        what broke))."""
         start = time.perf_counter() if start is None else start
         before = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
         after = apply_keep(self.model, graph, keep, self.inputs) if groups else before
-        self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start)
+        self.report = build_report(before, after, graph, groups, keep, time.perf_counter() - start,
+                                   repaired=tuple((repaired or {}).values()))  # fmt: skip
         reports.record(self.model, "prune", self.report)
+        if self.report.channels_after == self.report.channels_before:
+            warnings.warn(f"ts.prune removed nothing: {self.report.why_nothing()}", UserWarning,
+                          stacklevel=4)  # fmt: skip
         return self
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -41,6 +41,19 @@ class PruneReport:
     frozen: dict[str, int]  # reason -> number of channel spaces kept for it
     layers: tuple[LayerChange, ...]
     seconds: float
+    # Groups kept whole because the model no longer ran with them pruned: (group, the error).
+    repaired: tuple[tuple[str, str], ...] = ()
+    # Ops of unknown channel behaviour, whose channels were kept whole ("aten.topk in ...").
+    unknown_ops: tuple[str, ...] = ()
+
+    def why_nothing(self) -> str:
+        """Why a pruning removed no channel: no prunable group, or what kept them whole."""
+        if not self.groups:
+            reasons = ", ".join(f"{n} x {why}" for why, n in Counter(self.frozen).most_common(3))
+            return ("no prunable channel group" + (f" (kept whole: {reasons})" if reasons else "")
+                    + "; see ts.report(model) and the ignore/ratio settings")  # fmt: skip
+        return (f"{self.groups} groups, but the ratio left every one whole (ratio too small, "
+                "or round_to larger than the groups)")  # fmt: skip
 
     @property
     def macs_ratio(self) -> float:
@@ -74,8 +87,12 @@ class PruneReport:
             f"{self.channels_after}; {self.seconds:.2f} s"
         )
         if self.frozen:
-            kept = "; ".join(f"{n} x {why}" for why, n in self.frozen.most_common(5))
+            kept = "; ".join(f"{n} x {why}" for why, n in Counter(self.frozen).most_common(5))
             lines.append(f"kept whole: {kept}")
+        for op in self.unknown_ops:
+            lines.append(f"kept whole, unknown op: {op}")
+        for group, error in self.repaired:
+            lines.append(f"kept whole, pruning it broke the model: {group} ({error})")
         return "\n".join(lines)
 
 
@@ -91,6 +108,7 @@ def build_report(
     groups: list[Group],
     keep: Keep,
     seconds: float,
+    repaired: tuple[tuple[str, str], ...] = (),
 ) -> PruneReport:
     after_rows = {r.name: r for r in after.layers}
     layers = []
@@ -125,4 +143,6 @@ def build_report(
         frozen,
         tuple(layers),
         seconds,
+        repaired,
+        tuple(graph.unknown_ops),
     )
