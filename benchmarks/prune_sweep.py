@@ -1,14 +1,18 @@
 """50% channel pruning of every torchvision classification model, torchslim beside Torch-Pruning.
 
 Usage:
-    python benchmarks/prune_sweep.py [--models all|resnet18,vit_b_16]
+    python benchmarks/prune_sweep.py [--models all|tasks|resnet18,vit_b_16,ssd300_vgg16]
         [--tools torchslim,torch-pruning] [--out bench-out/sweep/results.jsonl]
         [--timeout 900] [--resume]
     python benchmarks/prune_sweep.py --summary [--out bench-out/sweep/results.jsonl]
         [--results benchmarks/results/prune_sweep.jsonl]
 
 Target (issue 3): 80/80 models prune to 50% of the channels, run and keep their output shape;
-torchslim's pruning time at most half of Torch-Pruning's on the same model.
+torchslim's pruning time at most half of Torch-Pruning's on the same model. ``--models tasks``
+(issue 18) sweeps torchvision's other models - detection, segmentation, video, optical flow and
+the quantizable classifiers - each on its own input (detectors: a list of one 3x320x320 image
+in eval mode; video: 16 frames; RAFT: two 3x128x128 images); a detector's output keeps its
+structure (list of dicts with the same keys and tensor ranks; the number of boxes may change).
 
 Every (model, tool) pair runs in a fresh subprocess (a crash or a huge model cannot take the sweep
 down, memory is returned, a per-pair timeout is enforced) and appends one JSON line to --out.
@@ -65,29 +69,102 @@ RATIO = 0.5
 # ----------------------------------------------------------------------------------------------
 
 
+TASKS = ("detection", "segmentation", "video", "optical_flow", "quantization")
+
+
+def family(name: str) -> str:
+    """The torchvision sub-package of a model ("classification" for torchvision.models)."""
+    import torchvision
+
+    for task in TASKS:
+        if name in torchvision.models.list_models(module=getattr(torchvision.models, task)):
+            return task
+    return "classification"
+
+
 def _input_size(name: str, size: int | None) -> int:
     if size is not None:
         return size
-    return 299 if name == "inception_v3" else 224
+    return 299 if name.endswith("inception_v3") else 224
 
 
 def _build(name: str) -> Any:
     import torchvision
 
     kwargs: dict[str, Any] = {"weights": None}
-    if name in ("googlenet", "inception_v3"):
+    task = family(name)
+    if task in ("detection", "segmentation"):
+        kwargs["weights_backbone"] = None
+    if task == "quantization":
+        kwargs["quantize"] = False
+    if name.endswith(("googlenet", "inception_v3")):
         kwargs.update(aux_logits=False, init_weights=False)
     return torchvision.models.get_model(name, **kwargs).eval()
 
 
-def _shape(out: Any) -> list[int] | None:
+def _example(name: str, size: int | None) -> tuple[Any, ...]:
+    """The model's positional inputs: one image, a list of one (detectors), two (RAFT) or a
+    clip of 16 frames (video)."""
+    import torch
+
+    task, s = family(name), _input_size(name, size)
+    if task == "detection":
+        side = 300 if name.startswith("ssd300") else 320
+        return ([torch.rand(3, side, side)],)
+    if task == "optical_flow":
+        return (torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+    if task == "video":
+        side = 112 if name in ("r3d_18", "mc3_18", "r2plus1d_18") else 224
+        return (torch.randn(1, 3, 16, side, side),)
+    return (torch.randn(1, 3, s, s),)
+
+
+def _describe(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return list(x.shape)
+    return [_describe(v) for v in x] if isinstance(x, (list, tuple)) else None
+
+
+def _shape(out: Any, counts_vary: bool = False) -> Any:
+    """The output's structure: tensor shapes inside lists, tuples and dicts. ``counts_vary``
+    (detectors): the number of boxes depends on the scores, so a tensor's first dimension
+    is left out."""
     import torch
 
     if isinstance(out, torch.Tensor):
-        return list(out.shape)
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return list(out[0].shape)  # e.g. GoogLeNetOutputs / InceptionOutputs
+        shape = list(out.shape)
+        return [len(shape), shape[1:]] if counts_vary else shape
+    if isinstance(out, (tuple, list)):
+        if out and isinstance(out[0], torch.Tensor) and type(out).__name__ != "list":
+            return list(out[0].shape)  # e.g. GoogLeNetOutputs / InceptionOutputs
+        return [_shape(o, counts_vary) for o in out]
+    if isinstance(out, dict):
+        return {k: _shape(v, counts_vary) for k, v in out.items()}
     return None
+
+
+def _output_layers(model: Any, name: str) -> list[Any]:
+    """What Torch-Pruning is told to leave alone, as its examples do: the final classifier
+    (a classifier's 1000-way Linear, a video model's 400-way one), a segmentation model's
+    per-class convolutions, a detector's heads (everything under ``head``/``roi_heads``/
+    ``rpn``)."""
+    from torch import nn
+
+    task = family(name)
+    if task == "detection":
+        heads = ("head", "roi_heads", "rpn")
+        return [m for n, m in model.named_modules()
+                if n.split(".")[0] in heads and not list(m.children())]  # fmt: skip
+    if task == "segmentation":
+        return [m for n, m in model.named_modules()
+                if isinstance(m, nn.Conv2d) and m.out_channels == 21]  # fmt: skip
+    if task == "optical_flow":
+        return []
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)
+               and m.out_features in (1000, 400)]  # fmt: skip
+    return linears[-1:]
 
 
 def _error(stage: str, exc: BaseException) -> dict[str, str]:
@@ -115,7 +192,7 @@ def _prune_torchslim(model: Any, x: Any) -> dict[str, Any]:
     }
 
 
-def _prune_torch_pruning(model: Any, x: Any) -> dict[str, Any]:
+def _prune_torch_pruning(model: Any, x: Any, name: str) -> dict[str, Any]:
     import torch_pruning as tp
     from torch import nn
     from torchvision.models.vision_transformer import VisionTransformer
@@ -127,10 +204,7 @@ def _prune_torch_pruning(model: Any, x: Any) -> dict[str, Any]:
     params = inspect.signature(pruner_cls.__init__).parameters
     ratio_kw = "pruning_ratio" if "pruning_ratio" in params else "ch_sparsity"
 
-    classifiers = [
-        m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1000
-    ]
-    ignored = classifiers[-1:]
+    ignored = _output_layers(model, name)
     num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     kwargs: dict[str, Any] = {ratio_kw: RATIO, "ignored_layers": ignored}
     if num_heads:
@@ -171,11 +245,11 @@ def _source_version() -> str:
     return (head or "?") + ("+dirty" if dirty else "")
 
 
-def _prune(tool: str, model: Any, x: Any) -> dict[str, Any]:
+def _prune(tool: str, model: Any, x: Any, name: str) -> dict[str, Any]:
     if tool == "torchslim":
         return _prune_torchslim(model, x)
     if tool == "torch-pruning":
-        return _prune_torch_pruning(model, x)
+        return _prune_torch_pruning(model, x, name)
     raise ValueError(f"unknown tool {tool!r}")
 
 
@@ -193,14 +267,16 @@ def run_pair(
     import torchslim as ts
 
     t_start = time.perf_counter()
-    s = _input_size(name, size)
+    x = _example(name, size)
+    vary = family(name) == "detection"
     rec: dict[str, Any] = {
         "model": name,
         "tool": tool,
         "ok": False,
         "error": None,
         "error_type": None,
-        "input": [1, 3, s, s],
+        "family": family(name),
+        "input": _describe(x),
         "threads": threads,
         "loadavg_start": round(os.getloadavg()[0], 2),
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -217,10 +293,9 @@ def run_pair(
     try:
         torch.manual_seed(0)
         model = _build(name)
-        x = torch.randn(1, 3, s, s)
         stage = "forward-before"
         with torch.no_grad():
-            rec["out_shape_before"] = _shape(model(x))
+            rec["out_shape_before"] = _shape(model(*x), vary)
         stage = "analyze-before"
         before = ts.analyze(model, x)
         rec["params_before"], rec["macs_before"] = before.params, before.macs
@@ -229,9 +304,9 @@ def run_pair(
         for _ in range(repeat - 1):
             torch.manual_seed(0)
             extra = _build(name)
-            runs.append(_prune(tool, extra, x))
+            runs.append(_prune(tool, extra, x, name))
             del extra
-        runs.append(_prune(tool, model, x))
+        runs.append(_prune(tool, model, x, name))
         rec.update(runs[-1])
         if repeat > 1:
             rec["prune_seconds_runs"] = [r["prune_seconds"] for r in runs]
@@ -241,7 +316,7 @@ def run_pair(
         stage = "forward-after"
         rec["forward_ok"] = False
         with torch.no_grad():
-            rec["out_shape_after"] = _shape(model(x))
+            rec["out_shape_after"] = _shape(model(*x), vary)
         rec["forward_ok"] = True
         rec["shape_ok"] = rec["out_shape_after"] == rec["out_shape_before"]
         stage = "analyze-after"
@@ -375,8 +450,12 @@ def sweep(args: argparse.Namespace) -> None:
     import torchvision
 
     every = torchvision.models.list_models(module=torchvision.models)
-    names = every if args.models == "all" else [m.strip() for m in args.models.split(",")]
-    unknown = sorted(set(names) - set(every))
+    if args.models in ("all", "tasks"):
+        names = every if args.models == "all" else sorted(set(torchvision.models.list_models())
+                                                          - set(every))  # fmt: skip
+    else:
+        names = [m.strip() for m in args.models.split(",")]
+    unknown = sorted(set(names) - set(torchvision.models.list_models()))
     if unknown:
         raise SystemExit(f"unknown models: {', '.join(unknown)}")
     tools = [t.strip() for t in args.tools.split(",")]
@@ -406,7 +485,7 @@ def sweep(args: argparse.Namespace) -> None:
             flush=True,
         )
     if res is not None:
-        n = write_results(out, res, full=set(names) == set(every))
+        n = _write(out, res, every)
         print(f"{n} figures appended to {res.path}")
 
 
@@ -538,6 +617,53 @@ def _failure(rec: dict[str, Any]) -> str:
         return "output shape changed (ShapeMismatch)"
     stage = error.split(":")[0] if ":" in error else "?"
     return f"{stage}: {kind}"
+
+
+def _write(path: Path, res: Results, classifiers: list[str]) -> int:
+    """The figures of the sweep in ``path``: the classifier tables, or the tasks table when it
+    swept torchvision's other models."""
+    swept = {r.get("model") for r in _load(path)}
+    if swept & set(classifiers):
+        return write_results(path, res, full=swept == set(classifiers))
+    return write_task_results(path, res)
+
+
+def write_task_results(path: Path, res: Results) -> int:
+    """Per torchvision family: models pruned by each tool, and the failures by cause."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in _load(path):
+        latest[(row["model"], row["tool"])] = row
+    tp_version = next((r.get("torch_pruning") for r in latest.values()
+                       if r.get("torch_pruning")), "?")  # fmt: skip
+    tp = f"Torch-Pruning {tp_version}"
+    claim = "50% of the channels of torchvision's detection, segmentation, video, flow models"
+    n = 0
+    fams = sorted({family(m) for m, _ in latest})
+    for fam in [*fams, "all"]:
+        rows = {k: r for k, r in latest.items() if fam == "all" or family(k[0]) == fam}
+        count = {t: sum(bool(r.get("ok")) for (_, tt), r in rows.items() if tt == t) for t in TOOLS}
+        ran = {t: sum(tt == t for _, tt in rows) for t in TOOLS}
+        peer = None
+        if ran["torch-pruning"]:
+            peer = {"name": tp, "value": count["torch-pruning"], "unit": "count", "digits": 0,
+                    "of": ran["torch-pruning"]}  # fmt: skip
+        res.add(fam, "torchslim", count["torchslim"], "count", 0, table="prune_sweep_tasks",
+                claim=claim, row_header=["family"], of=ran["torchslim"], peer=peer,
+                target={"text": "all; ≥ Torch-Pruning", "op": "all"},
+                headline={"claim": "50% channel pruning of torchvision's detection, "
+                          "segmentation, video and flow models (runs, output structure kept)",
+                          "order": 5} if fam == "all" else None)  # fmt: skip
+        n += 1
+    failures: dict[str, list[str]] = {}
+    for (m, t), r in sorted(latest.items()):
+        if not r.get("ok"):
+            failures.setdefault(f"{t}: {_failure(r)}", []).append(m)
+    for why, names in failures.items():
+        res.add(why, "models", names, "text", None, table="prune_sweep_tasks_failures",
+                claim=claim, row_header=["tool: failure"], join=", ",
+                model=", ".join(names))  # fmt: skip
+        n += 1
+    return n
 
 
 def write_results(path: Path, res: Results, full: bool) -> int:
@@ -733,7 +859,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="all", help="comma list of torchvision names, or all")
+    parser.add_argument(
+        "--models",
+        default="all",
+        help="comma list of torchvision names; all (the classifiers); tasks (the other models)",
+    )
     parser.add_argument(
         "--size",
         type=int,
@@ -780,10 +910,9 @@ def main() -> None:
             import torchvision
 
             every = torchvision.models.list_models(module=torchvision.models)
-            swept = {r.get("model") for r in _load(Path(args.out))}
             res = _results(args)
             if res is not None:
-                n = write_results(Path(args.out), res, full=swept == set(every))
+                n = _write(Path(args.out), res, every)
                 print(f"{n} figures appended to {res.path}")
     elif args.worker:
         rec = run_pair(args.worker, args.tool, args.size, args.threads, args.repeat)

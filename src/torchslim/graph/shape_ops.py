@@ -219,6 +219,8 @@ def _split(ctx: OpContext, x: T, _sizes: Any, d: int = 0) -> list[list[Layout]]:
 @register_op("cat", "concat", "concatenate")
 def _cat(ctx: OpContext, tensors: Sequence[T], d: int = 0) -> list[list[Layout]]:
     tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]
+    if not tensors:  # only legacy empty tensors (e.g. no detections on any level)
+        return [untracked_like(ctx.out_shape())]
     d = norm_dim(d, tensors[0].ndim)
     shape = ctx.out_shape()
     out = broadcast(

@@ -16,6 +16,7 @@ model is traced again with every op computed for real (see :func:`trace`).
 
 from __future__ import annotations
 
+import logging
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from torchslim.analysis import ModelStats
 
 Inputs = torch.Tensor | Sequence[Any]
+log = logging.getLogger("torchslim.graph")
 
 _A = torch.ops.aten
 # ATen ops that turn tensor values into Python values (``.item()``, ``bool(t)``, ``int(t)``) or
@@ -292,7 +294,16 @@ class _Recorder(PlainDispatchMode):
             else:
                 result = self.unknown_op(ctx, name, tensors)
         else:
-            result = handler(ctx, *t_args, **t_kwargs)
+            try:
+                result = handler(ctx, *t_args, **t_kwargs)
+            except TorchslimError:
+                raise
+            except Exception as exc:  # a handler that does not cover this call's arguments
+                if self.strict:
+                    raise
+                log.debug("the handler of aten.%s failed (%s): its channels are kept", name, exc)
+                tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
+                result = self.unknown_op(ctx, name, tensors)
         self.record(outs, result)
         if has_macs:
             t_out = map_tensors(self.lookup, out)
@@ -534,6 +545,11 @@ def _describe(graph: ChannelGraph, name: str) -> str:
 
 def _branch_warning(graph: ChannelGraph) -> str:
     reached = set(graph.module_io)
+    # a container (ModuleList, ModuleDict) is never called itself: it counts as reached when
+    # one of its submodules is
+    reached |= {
+        ".".join(n.split(".")[:i]) for n in list(reached) for i in range(1, n.count(".") + 1)
+    }
     unreached: list[str] = []
     for name, module in graph.modules.items():
         if not name or name in reached or any(name.startswith(u + ".") for u in unreached):

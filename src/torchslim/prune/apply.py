@@ -183,6 +183,11 @@ def _shrink_bn(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
     ref = m.weight if m.weight is not None else m.running_mean
     if ref is not None:
         m.num_features = ref.shape[0]
+        return
+    # InstanceNorm without affine or running statistics: its input's traced channels
+    seen = ctx.graph.module_io.get(name, (None, None))[0]
+    if seen is not None and seen.ndim >= 2:
+        m.num_features = ctx.kept(seen.dims[1 if seen.ndim > 2 else 0])
 
 
 @register_shrink(nn.LayerNorm)

@@ -129,13 +129,17 @@ class _Snapshot:
             vars(m).update({k: v for k, v in attrs.items() if not k.startswith("_")})
 
 
-def _outputs_shape(out: Any) -> Any:
+def _outputs_shape(out: Any, counts_vary: bool = False) -> Any:
+    """The structure of a model's output: containers, dict keys and tensor shapes. With
+    ``counts_vary`` (a forward that reads tensor values, e.g. a detector whose number of boxes
+    depends on its scores) the first dimension of each tensor is left out."""
     if isinstance(out, torch.Tensor):
-        return tuple(out.shape)
+        shape = tuple(out.shape)
+        return (len(shape), shape[1:]) if counts_vary else shape
     if isinstance(out, (list, tuple)):
-        return type(out)(_outputs_shape(o) for o in out)
+        return type(out)(_outputs_shape(o, counts_vary) for o in out)
     if isinstance(out, dict):
-        return {k: _outputs_shape(v) for k, v in out.items()}
+        return {k: _outputs_shape(v, counts_vary) for k, v in out.items()}
     return None
 
 
@@ -171,14 +175,17 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
     (``graph.data_dependent``) is checked with a real forward pass on ``inputs`` instead: a
     shapes-only one could take a branch the real input does not.
     """
-    expected = _outputs_shape(graph.output if graph.output is not None else _run(model, inputs))
+    vary = bool(graph.data_dependent)
+    expected = _outputs_shape(
+        graph.output if graph.output is not None else _run(model, inputs), vary
+    )
     snapshot = _Snapshot(model)
     try:
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
         after = graph.stats_after(keep)
         check = _run if graph.data_dependent else check_forward
-        got = _outputs_shape(check(model, inputs))
+        got = _outputs_shape(check(model, inputs), vary)
     except Exception as exc:
         snapshot.restore()
         raise PruningError(
