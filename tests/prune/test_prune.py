@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -324,3 +325,57 @@ def test_hard_coded_width_is_kept_and_a_pruning_that_removes_nothing_says_so(
 def test_pruner_config_accepts_dataclass() -> None:
     pruner = Pruner(_cnn(), X, PruneConfig(ratio=0.25))
     assert pruner.prune().weight_shapes()["0.weight"] == (12, 3, 3, 3)
+
+
+def _task_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, weights=None, weights_backbone=None).eval()
+
+
+def _structure(out: Any) -> Any:
+    """Containers, keys and tensor ranks (a detector's box count depends on its scores)."""
+    if isinstance(out, torch.Tensor):
+        return out.ndim, tuple(out.shape[1:])
+    if isinstance(out, (list, tuple)):
+        return [_structure(o) for o in out]
+    return {k: _structure(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "example", "heads"),
+    [
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", ([torch.rand(3, 320, 320)],),
+         ["roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred",
+          "rpn.head.cls_logits", "rpn.head.bbox_pred"]),
+        ("ssdlite320_mobilenet_v3_large", ([torch.rand(3, 320, 320)],),
+         [f"head.{h}_head.module_list.{i}.1" for h in ("classification", "regression")
+          for i in range(6)]),
+        ("lraspp_mobilenet_v3_large", (torch.rand(1, 3, 224, 224),),
+         ["classifier.low_classifier", "classifier.high_classifier"]),
+    ],
+)  # fmt: skip
+def test_torchvision_task_models_prune_with_their_heads_whole(
+    name: str, example: tuple, heads: list[str]
+) -> None:
+    model = _task_model(name)
+    widths = {h: model.get_submodule(h).weight.shape[0] for h in heads}
+    with torch.no_grad():
+        before = _structure(model(*example))
+    macs = ts.analyze(model, example).macs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a detector reads scores: traced on real values
+        prune(model, example, {"ratio": 0.5})
+    with torch.no_grad():
+        assert _structure(model(*example)) == before
+    assert ts.analyze(model, example).macs < 0.6 * macs
+    assert {h: model.get_submodule(h).weight.shape[0] for h in heads} == widths
+
+
+def test_the_ignore_a_strict_error_suggests_works_on_a_detector() -> None:
+    model, x = _task_model("fasterrcnn_mobilenet_v3_large_320_fpn"), ([torch.rand(3, 320, 320)],)
+    with pytest.raises(UnsupportedOpError, match=r"ignore=\['rpn'\]"):
+        prune(model, x, {"ratio": 0.5, "strict": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prune(model, x, {"ratio": 0.5, "strict": True, "ignore": ["rpn", "roi_heads"]})
+    assert ts.report(model).macs_ratio < 0.95 and len(model(*x)) == 1

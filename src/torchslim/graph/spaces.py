@@ -14,6 +14,7 @@ kept). Freezing is always safe; it only costs pruning opportunity, and it record
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ Factor = int  # >= 0: a space id; < 0: an untracked extent of size -factor
 Segment = tuple[Factor, ...]
 Layout = list[Segment]
 
+_DEEP = 20_000  # the recursion limit while a layout is resolved
 MAX_SEGMENTS = 4096  # beyond this a layout is given up on (frozen) rather than enumerated
 
 
@@ -113,11 +115,19 @@ class SpaceTable:
             if space.split is None:
                 return [(root,)] if space.size != 1 else [()]
         out: Layout = []
-        for seg in layout:
-            out.extend(self._resolve_segment(seg))
-            if len(out) > MAX_SEGMENTS:
-                self.freeze_layout(layout, "layout too fragmented to track")
-                return untracked(self.layout_size(layout))
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _DEEP))  # long chains of concatenations (DenseNets)
+        try:
+            for seg in layout:
+                out.extend(self._resolve_segment(seg))
+                if len(out) > MAX_SEGMENTS:
+                    self.freeze_layout(layout, "layout too fragmented to track")
+                    return untracked(self.layout_size(layout))
+        except RecursionError:
+            self.freeze_layout(layout, "layout too deeply nested to track")
+            return untracked(self.layout_size(layout))
+        finally:
+            sys.setrecursionlimit(limit)
         return out
 
     def _resolve_factor(self, f: Factor) -> Layout:
