@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +284,22 @@ def test_one_definition_of_quantized_for_saving_and_export(tmp_path: Path) -> No
     binary = binarize(create("resnet8", num_classes=10, in_channels=1))
     with pytest.raises((ConfigError, CheckpointError), match="Binary"):
         serialize.save(binary, tmp_path / "b.pt")  # replaced modules: not a rebuildable spec
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_vit", "test_efficientnet", "test_nfnet"])
+def test_a_pruned_timm_model_round_trips_with_no_registration(arch: str, tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=5).eval()
+    x = torch.randn(2, *model.pretrained_cfg["input_size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timm's own deprecation notices
+        ts.prune(model, x, {"ratio": 0.5})
+    assert ts.report(model).params_after < ts.report(model).params_before
+    path = ts.save(model, tmp_path / "m.pt")
+    loaded = ts.load(path).eval()
+    assert type(loaded) is type(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    again = create(f"timm:{arch}", num_classes=3, in_channels=1)
+    assert again._torchslim_spec["name"] == f"timm:{arch}"

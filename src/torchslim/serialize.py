@@ -70,6 +70,10 @@ def _resolve_spec(model: nn.Module, spec: Mapping[str, Any] | None) -> dict[str,
     if spec is None:
         spec = getattr(model, "_torchslim_spec", None)
     if spec is None:
+        from torchslim.models.registry import timm_spec
+
+        spec = timm_spec(model)  # a timm model rebuilds by its architecture name
+    if spec is None:
         raise ConfigError(
             f"save: cannot tell how to rebuild this {type(model).__name__}; build it with "
             "ts.models.create(...) or pass spec={'name': ..., 'num_classes': ..., "

@@ -108,12 +108,46 @@ def _record_spec(
     return model
 
 
+TIMM_PREFIX = "timm:"
+
+
+def _create_timm(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(f"model {name!r} needs timm: pip install timm") from None
+    arch = name[len(TIMM_PREFIX) :]
+    if not timm.is_model(arch):
+        hint = did_you_mean(arch, timm.list_models())
+        raise ModelNotFoundError(f"unknown timm model {arch!r}{hint}; see timm.list_models()")
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes,
+                                 in_chans=in_channels, **kwargs)  # fmt: skip
+    except TypeError as exc:
+        raise ConfigError(f"timm model {arch!r} rejected its options: {exc}") from exc
+
+
+def timm_spec(model: nn.Module) -> dict[str, Any] | None:
+    """How to rebuild a model that timm built (``timm.create_model``), as ``create``'s
+    arguments (``timm:ARCH``), or None for a model timm did not build."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not type(model).__module__.startswith("timm.") or not isinstance(cfg, dict):
+        return None
+    arch = cfg.get("architecture")
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if not isinstance(arch, str) or first is None:
+        return None
+    return {"name": TIMM_PREFIX + arch, "num_classes": int(getattr(model, "num_classes", 1000)),
+            "in_channels": first.in_channels, "kwargs": {}}  # fmt: skip
+
+
 def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """Build a model by name with ``num_classes`` outputs and ``in_channels`` input channels.
 
     torchslim's zoo is looked up first; any other torchvision classification model name is
     built by torchvision with ``weights=None`` (its first convolution adapted when
-    ``in_channels != 3``).
+    ``in_channels != 3``); ``timm:ARCH`` is built by timm (``pip install timm``) with
+    ``pretrained=False``.
 
     Example:
         >>> model = create("resnet20", num_classes=10, in_channels=1)
@@ -132,6 +166,9 @@ def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs
                 )
         model = fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
         return _record_spec(model, name, num_classes, in_channels, kwargs)
+    if name.startswith(TIMM_PREFIX):
+        return _record_spec(_create_timm(name, num_classes, in_channels, kwargs), name,
+                            num_classes, in_channels, kwargs)  # fmt: skip
     tv_names = _torchvision_names()
     if name not in tv_names:
         hint = did_you_mean(name, list(_REGISTRY) + tv_names)
