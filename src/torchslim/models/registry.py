@@ -129,7 +129,13 @@ def _create_timm(name: str, num_classes: int, in_channels: int, kwargs: dict[str
 
 def timm_spec(model: nn.Module) -> dict[str, Any] | None:
     """How to rebuild a model that timm built (``timm.create_model``), as ``create``'s
-    arguments (``timm:ARCH``), or None for a model timm did not build."""
+    arguments (``timm:ARCH``), or None for a model timm did not build.
+
+    Example:
+        >>> import timm
+        >>> timm_spec(timm.create_model("test_resnet", pretrained=False, num_classes=5))
+        {'name': 'timm:test_resnet', 'num_classes': 5, 'in_channels': 3, 'kwargs': {}}
+    """
     cfg = getattr(model, "pretrained_cfg", None)
     if not type(model).__module__.startswith("timm.") or not isinstance(cfg, dict):
         return None
