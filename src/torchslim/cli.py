@@ -326,13 +326,13 @@ def _model_spec(name: str, args: argparse.Namespace) -> Any:
     return ModelSpec(name, args=dict(args.model_arg))
 
 
-def _run_alone(ctx: Any, stage: Any, model: Any, out: Path) -> Any:
+def _run_alone(ctx: Any, stage: Any, model: Any, out: Path) -> None:
     """Run the one stage of a sub-command's recipe on ``model``, its trainer writing into
     ``out`` itself (not into a stage sub-folder as in a recipe run)."""
     from torchslim.pipeline.stages import STAGE_TYPES
 
     ctx.one_stage = True
-    return STAGE_TYPES[stage.type].run(ctx, stage, model, out)[0]
+    STAGE_TYPES[stage.type].run(ctx, stage, model, out)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

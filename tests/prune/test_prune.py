@@ -379,3 +379,16 @@ def test_the_ignore_a_strict_error_suggests_works_on_a_detector() -> None:
         warnings.simplefilter("ignore")
         prune(model, x, {"ratio": 0.5, "strict": True, "ignore": ["rpn", "roi_heads"]})
     assert ts.report(model).macs_ratio < 0.95 and len(model(*x)) == 1
+
+
+def test_instance_norm_without_affine_weights_takes_its_pruned_width() -> None:
+    # RAFT's encoders: InstanceNorm2d has no tensor along the channels, so its num_features
+    # used to keep the old width (and warn on every call)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.InstanceNorm2d(16), nn.ReLU(), nn.Conv2d(16, 4, 3)
+    )
+    prune(model, X, {"ratio": 0.5})
+    assert model[1].num_features == model[0].out_channels == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model(X).shape[1] == 4

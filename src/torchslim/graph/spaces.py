@@ -114,20 +114,31 @@ class SpaceTable:
             space = self.spaces[root]
             if space.split is None:
                 return [(root,)] if space.size != 1 else [()]
-        out: Layout = []
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, _DEEP))  # long chains of concatenations (DenseNets)
         try:
-            for seg in layout:
-                out.extend(self._resolve_segment(seg))
-                if len(out) > MAX_SEGMENTS:
-                    self.freeze_layout(layout, "layout too fragmented to track")
-                    return untracked(self.layout_size(layout))
-        except RecursionError:
-            self.freeze_layout(layout, "layout too deeply nested to track")
+            out = self._resolve_segments(layout)
+        except RecursionError:  # a long chain of concatenations (DenseNets): once more, deeper
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(limit, _DEEP))
+            try:
+                out = self._resolve_segments(layout)
+            except RecursionError:
+                out = None
+            finally:
+                sys.setrecursionlimit(limit)
+            if out is None:
+                self.freeze_layout(layout, "layout too deeply nested to track")
+                return untracked(self.layout_size(layout))
+        if len(out) > MAX_SEGMENTS:
+            self.freeze_layout(layout, "layout too fragmented to track")
             return untracked(self.layout_size(layout))
-        finally:
-            sys.setrecursionlimit(limit)
+        return out
+
+    def _resolve_segments(self, layout: Layout) -> Layout:
+        out: Layout = []
+        for seg in layout:
+            out.extend(self._resolve_segment(seg))
+            if len(out) > MAX_SEGMENTS:
+                break  # the caller gives up on it
         return out
 
     def _resolve_factor(self, f: Factor) -> Layout:

@@ -280,8 +280,17 @@ class _Recorder(PlainDispatchMode):
         )
         t_args = map_tensors(self.lookup, args)
         t_kwargs = map_tensors(self.lookup, kwargs)
-        handler = handler_for(func)
-        if handler is None:
+        handler, result = handler_for(func), None
+        if handler is not None:
+            try:
+                result = handler(ctx, *t_args, **t_kwargs)
+            except TorchslimError:
+                raise
+            except Exception as exc:  # a handler that does not cover this call's arguments
+                if self.strict:
+                    raise
+                log.debug("the handler of aten.%s failed (%s): its channels are kept", name, exc)
+        if result is None:  # no handler, or it failed: the op's channel behaviour is unknown
             tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
             if name in NO_CHANNELS or not has_channels(ctx, tensors):
                 result = untracked_outputs(ctx)
@@ -292,17 +301,6 @@ class _Recorder(PlainDispatchMode):
                     )
                 result = untracked_outputs(ctx)
             else:
-                result = self.unknown_op(ctx, name, tensors)
-        else:
-            try:
-                result = handler(ctx, *t_args, **t_kwargs)
-            except TorchslimError:
-                raise
-            except Exception as exc:  # a handler that does not cover this call's arguments
-                if self.strict:
-                    raise
-                log.debug("the handler of aten.%s failed (%s): its channels are kept", name, exc)
-                tensors = [a for a in _leaves((t_args, t_kwargs)) if isinstance(a, T)]
                 result = self.unknown_op(ctx, name, tensors)
         self.record(outs, result)
         if has_macs:

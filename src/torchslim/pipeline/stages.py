@@ -206,7 +206,7 @@ class Context:
         }
 
     def fit(self, stage: Stage, model: nn.Module, config: TrainConfig | None,
-            folder: Path) -> Trainer:  # fmt: skip
+            folder: Path) -> None:  # fmt: skip
         """Train ``model`` on the recipe's data into ``folder`` (resumed or replaced as the run
         says); the result is kept in :attr:`results` under the stage's name."""
         cfg = config if config is not None else TrainConfig()
@@ -215,7 +215,6 @@ class Context:
         trainer = Trainer(model, cfg, self.train_set, self.test_set, out_dir=folder,
                           metadata=self.metadata(stage))  # fmt: skip
         self.results[stage.name] = trainer.fit(resume=self.resume, overwrite=self.overwrite)
-        return trainer
 
 
 # Each stage function gets (context, stage, input model, stage folder) and returns its model and

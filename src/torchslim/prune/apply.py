@@ -187,7 +187,8 @@ def _shrink_bn(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
     # InstanceNorm without affine or running statistics: its input's traced channels
     seen = ctx.graph.module_io.get(name, (None, None))[0]
     if seen is not None and seen.ndim >= 2:
-        m.num_features = ctx.kept(seen.dims[1 if seen.ndim > 2 else 0])
+        d = 1 if seen.shape[1] == m.num_features else 0  # batched, or an unbatched (C, L)
+        m.num_features = ctx.kept(seen.dims[d])
 
 
 @register_shrink(nn.LayerNorm)

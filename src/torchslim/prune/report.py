@@ -87,7 +87,7 @@ class PruneReport:
             f"{self.channels_after}; {self.seconds:.2f} s"
         )
         if self.frozen:
-            kept = "; ".join(f"{n} x {why}" for why, n in Counter(self.frozen).most_common(5))
+            kept = "; ".join(f"{n} x {why}" for why, n in self.frozen.most_common(5))
             lines.append(f"kept whole: {kept}")
         for op in self.unknown_ops:
             lines.append(f"kept whole, unknown op: {op}")
