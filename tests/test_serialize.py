@@ -303,3 +303,31 @@ def test_a_pruned_timm_model_round_trips_with_no_registration(arch: str, tmp_pat
         torch.testing.assert_close(loaded(x), model(x))
     again = create(f"timm:{arch}", num_classes=3, in_channels=1)
     assert again._torchslim_spec["name"] == f"timm:{arch}"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "x"),
+    [
+        ("resnet18", {"num_classes": 5}, torch.randn(1, 3, 64, 64)),
+        ("lraspp_mobilenet_v3_large", {"weights_backbone": None}, torch.randn(1, 3, 64, 64)),
+    ],
+)
+def test_a_pruned_torchvision_model_built_directly_round_trips(
+    name: str, options: dict, x: torch.Tensor, tmp_path: Path
+) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **options).eval()
+    ts.prune(model, x, {"ratio": 0.5})  # recognises the builder before changing the shapes
+    assert ts.report(model).params_after < ts.report(model).params_before
+    loaded = ts.load(ts.save(model, tmp_path / "m.pt")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    unpruned = torchvision.models.get_model(name, weights=None, **options)
+    ts.save(unpruned, tmp_path / "plain.pt")  # recognised at save time too
+    assert type(ts.load(tmp_path / "plain.pt")) is type(unpruned)
+    odd = torchvision.models.get_model(name, weights=None, **options)
+    odd.extra = nn.Linear(2, 2)  # not what any builder makes: today's clear error
+    with pytest.raises(ConfigError, match="cannot tell how to rebuild"):
+        ts.save(odd, tmp_path / "odd.pt")

@@ -91,6 +91,13 @@ QUANT_HELP: dict[str, str] = {
 QUANT_FROM_STAGE = ("calib_batches",)  # the stage's `calib` (images) decides it
 
 
+MODEL_HELP = (
+    "model name: zoo (resnet20, mobilenetv1...), any torchvision model, timm:ARCH, or "
+    "package.module:callable for your own"
+)
+NUM_CLASSES_HELP = "outputs of --model (default: 1000 for classifiers, else the model's own)"
+
+
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
@@ -588,9 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from the zoo on a dataset")
     p.description = "Train a zoo or torchvision model; checkpoints and metrics go to --out."
-    p.add_argument(
-        "--model", required=True, help="zoo name (resnet20, mobilenetv1...) or torchvision"
-    )
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     _data_options(p, required=False)
     _add_run_options(p)
     p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-DATA)")
@@ -639,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="parameters, MACs and size per layer")
     p.description = "Print a per-layer table (params, MACs, shapes) and totals for a model."
-    p.add_argument("--model", required=True, help="zoo or torchvision model name")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument(
         "--input",
         type=_parse_shape,
@@ -667,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Prune a zoo/torchvision model or a trained run, print the per-layer report, optionally "
         "fine-tune, and save the smaller model (torchslim.load reads it back)."
     )
-    p.add_argument("--model", default=None, help="zoo or torchvision model name (fresh weights)")
+    p.add_argument("--model", default=None, help=MODEL_HELP + " (fresh weights)")
     p.add_argument("--checkpoint", default=None, help="a `torchslim train` run folder or last.pt")
     _data_options(p, required=False)
     p.set_defaults(data=None)
@@ -681,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="example input N,C,H,W (default: from the dataset, else 1,3,224,224)",
     )
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (--model)")
+    p.add_argument("--num-classes", type=int, default=None, help=NUM_CLASSES_HELP)
     p.add_argument(
         "--finetune-epochs", type=int, default=0, help="fine-tune this many epochs on --data"
     )
@@ -696,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per-layer SQNR report, write QDQ int8 ONNX, check it in ONNX Runtime and compare "
         "test accuracy with the FP32 export."
     )
-    p.add_argument("--model", default=None, help="zoo or torchvision model name (fresh weights)")
+    p.add_argument("--model", default=None, help=MODEL_HELP + " (fresh weights)")
     p.add_argument("--checkpoint", default=None, help="a `torchslim train` run folder or last.pt")
     _data_options(p, required=False)
     p.set_defaults(data=None)
@@ -708,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, QuantConfig, QUANT_HELP, skip=QUANT_FROM_STAGE)
     p.add_argument("--input", type=_parse_shape, default=None,
                    help="example input N,C,H,W (default: from --data)")  # fmt: skip
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (--model)")
+    p.add_argument("--num-classes", type=int, default=None, help=NUM_CLASSES_HELP)
     p.add_argument("--no-eval", action="store_true", help="skip the test-set comparison")
     p.add_argument("--out", required=True, help="the int8 ONNX file to write")
     p.set_defaults(func=cmd_quantize)

@@ -68,11 +68,9 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def _resolve_spec(model: nn.Module, spec: Mapping[str, Any] | None) -> dict[str, Any]:
     """The spec to store: ``spec=`` if given, else what ``ts.models.create`` recorded."""
     if spec is None:
-        spec = getattr(model, "_torchslim_spec", None)
-    if spec is None:
-        from torchslim.models.registry import timm_spec
+        from torchslim.models.specs import model_spec
 
-        spec = timm_spec(model)  # a timm model rebuilds by its architecture name
+        spec = model_spec(model)  # recorded by create/prune, or a timm/torchvision model
     if spec is None:
         raise ConfigError(
             f"save: cannot tell how to rebuild this {type(model).__name__}; build it with "

@@ -154,3 +154,42 @@ def test_zero_init_last_bn_makes_blocks_start_as_shortcuts() -> None:
     assert zero_init_last_bn(create("mobilenetv2")) == 10  # residual inverted blocks only
     assert zero_init_last_bn(create("resnet18")) == 8
     assert zero_init_last_bn(create("smallcnn")) == 0
+
+
+def build_for_test(num_classes: int = 4, width: int = 8) -> nn.Module:
+    """A user's own constructor, named ``tests.models.test_models:build_for_test``."""
+    return nn.Sequential(nn.Conv2d(3, width, 3), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+def test_torchvision_models_of_every_task_build_without_downloads() -> None:
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.segmentation import LRASPP
+
+    detector = create("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
+    assert isinstance(detector, FasterRCNN)
+    assert detector.roi_heads.box_predictor.cls_score.out_features == 3
+    segmenter = create("lraspp_mobilenet_v3_large")  # the model's own default: 21 classes
+    assert isinstance(segmenter, LRASPP) and segmenter.classifier.low_classifier.out_channels == 21
+    assert create("resnet18").fc.out_features == 1000  # classifiers default to 1000 as before
+    assert create("raft_small").__class__.__name__ == "RAFT"
+    with pytest.raises(ConfigError, match="optical flow: no num_classes"):
+        create("raft_small", num_classes=3)
+    with pytest.raises(ConfigError, match="normalises 3-channel images"):
+        create("lraspp_mobilenet_v3_large", in_channels=1)
+
+
+def test_package_module_callable_names_a_users_own_model() -> None:
+    name = "tests.models.test_models:build_for_test"
+    model = create(name, num_classes=6, width=4)
+    assert model[0].out_channels == 4 and model._torchslim_spec["name"] == name
+    assert model._torchslim_spec["kwargs"] == {"width": 4}
+    with pytest.raises(ConfigError, match="takes no in_channels"):
+        create(name, in_channels=1)
+    with pytest.raises(ConfigError, match="rejected its options"):
+        create(name, depth=3)
+    with pytest.raises(ModelNotFoundError, match="cannot find 'nothing_here'"):
+        create("tests.models.test_models:nothing_here")
+    with pytest.raises(ModelNotFoundError, match="cannot find"):
+        create("no_such_package.models:build")
+    with pytest.raises(ConfigError, match=r"not an nn\.Module"):
+        create("collections:OrderedDict", a=1)

@@ -1,4 +1,5 @@
-"""The small reference zoo and a name registry; torchvision classifier names pass through."""
+"""The small reference zoo and a name registry: torchvision (every task), timm and your own
+constructors by name; how to rebuild a model built elsewhere (:mod:`torchslim.models.specs`)."""
 
 from __future__ import annotations
 

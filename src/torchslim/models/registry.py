@@ -1,7 +1,9 @@
-"""Model registry: torchslim's reference zoo first, then any torchvision classifier by name."""
+"""Model registry: torchslim's reference zoo first, then torchvision (every task), timm
+(``timm:ARCH``) and a user's own constructor (``package.module:callable``) by name."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -66,14 +68,30 @@ def is_registered(name: str) -> bool:
 def _torchvision_names() -> list[str]:
     import torchvision
 
-    return torchvision.models.list_models(module=torchvision.models)
+    return torchvision.models.list_models()
+
+
+def torchvision_task(name: str) -> str:
+    """The torchvision sub-package a model name belongs to: ``classification``,
+    ``detection``, ``segmentation``, ``video``, ``optical_flow`` or ``quantization``.
+
+    Example:
+        >>> torchvision_task("resnet18"), torchvision_task("ssdlite320_mobilenet_v3_large")
+        ('classification', 'detection')
+    """
+    import torchvision
+
+    module = torchvision.models.get_model_builder(name).__module__.split(".")
+    return module[2] if len(module) > 3 else "classification"
 
 
 def list_models(include_torchvision: bool = False) -> list[str]:
-    """Names ``create`` accepts: the zoo, and optionally torchvision's classifiers.
+    """Names ``create`` accepts: the zoo, and optionally torchvision's models of every task.
 
     Example:
         >>> "resnet20" in list_models()
+        True
+        >>> "fasterrcnn_mobilenet_v3_large_320_fpn" in list_models(include_torchvision=True)
         True
     """
     names = sorted(_REGISTRY)
@@ -100,7 +118,7 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
 
 
 def _record_spec(
-    model: nn.Module, name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]
+    model: nn.Module, name: str, num_classes: int | None, in_channels: int, kwargs: dict[str, Any]
 ) -> nn.Module:
     # How the model was built, as plain data: ts.save stores it so ts.load can rebuild the model.
     spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels}
@@ -127,38 +145,95 @@ def _create_timm(name: str, num_classes: int, in_channels: int, kwargs: dict[str
         raise ConfigError(f"timm model {arch!r} rejected its options: {exc}") from exc
 
 
-def timm_spec(model: nn.Module) -> dict[str, Any] | None:
-    """How to rebuild a model that timm built (``timm.create_model``), as ``create``'s
-    arguments (``timm:ARCH``), or None for a model timm did not build.
+def _create_torchvision(
+    name: str, num_classes: int | None, in_channels: int, kwargs: dict[str, Any]
+) -> nn.Module:
+    import torchvision
 
-    Example:
-        >>> import timm
-        >>> timm_spec(timm.create_model("test_resnet", pretrained=False, num_classes=5))
-        {'name': 'timm:test_resnet', 'num_classes': 5, 'in_channels': 3, 'kwargs': {}}
-    """
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not type(model).__module__.startswith("timm.") or not isinstance(cfg, dict):
-        return None
-    arch = cfg.get("architecture")
-    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if not isinstance(arch, str) or first is None:
-        return None
-    return {"name": TIMM_PREFIX + arch, "num_classes": int(getattr(model, "num_classes", 1000)),
-            "in_channels": first.in_channels, "kwargs": {}}  # fmt: skip
+    task = torchvision_task(name)
+    options: dict[str, Any] = {"weights": None}
+    params = inspect.signature(torchvision.models.get_model_builder(name)).parameters
+    if "weights_backbone" in params:
+        options["weights_backbone"] = None  # never download a backbone
+    if task == "quantization":
+        options["quantize"] = False  # the float model; torchslim quantizes it
+    if num_classes is not None:
+        if task == "optical_flow":
+            raise ConfigError(f"torchvision model {name!r} predicts optical flow: no num_classes")
+        options["num_classes"] = num_classes
+    elif task in ("classification", "quantization"):
+        options["num_classes"] = 1000
+    if in_channels != 3 and task not in ("classification", "quantization"):
+        raise ConfigError(
+            f"in_channels={in_channels}: torchvision's {task} model {name!r} normalises 3-channel "
+            "images; give it RGB inputs (repeat a grey channel) or build it yourself"
+        )
+    try:
+        model = torchvision.models.get_model(name, **options, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"torchvision model {name!r} rejected its options: {exc}") from exc
+    if in_channels != 3:
+        _replace_first_conv(model, in_channels)
+    return model
 
 
-def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+def _create_callable(
+    name: str, num_classes: int | None, in_channels: int, kwargs: dict[str, Any]
+) -> nn.Module:
+    module_name, _, attr = name.partition(":")
+    try:
+        fn: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as exc:
+        raise ModelNotFoundError(
+            f"model {name!r}: cannot find {attr!r} in module {module_name!r} ({exc}); "
+            "name your own model as package.module:callable, importable from here"
+        ) from exc
+    try:
+        params = dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: pass what was given
+        params = {"kwargs": inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    options = dict(kwargs)
+    if num_classes is not None:
+        if "num_classes" not in params and not takes_any:
+            raise ConfigError(
+                f"model {name!r} takes no num_classes; its parameters: {list(params)}"
+            )
+        options["num_classes"] = num_classes
+    if "in_channels" in params or (takes_any and in_channels != 3):
+        options["in_channels"] = in_channels
+    elif in_channels != 3:
+        raise ConfigError(f"model {name!r} takes no in_channels; its parameters: {list(params)}")
+    try:
+        model = fn(**options)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r} rejected its options {options}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def create(
+    name: str, *, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
+) -> nn.Module:
     """Build a model by name with ``num_classes`` outputs and ``in_channels`` input channels.
 
-    torchslim's zoo is looked up first; any other torchvision classification model name is
-    built by torchvision with ``weights=None`` (its first convolution adapted when
+    torchslim's zoo is looked up first; any torchvision model name (every task: classifiers,
+    detectors, segmenters, video, optical flow) is built by torchvision with ``weights=None``
+    and ``weights_backbone=None`` (a classifier's first convolution adapted when
     ``in_channels != 3``); ``timm:ARCH`` is built by timm (``pip install timm``) with
-    ``pretrained=False``.
+    ``pretrained=False``; ``package.module:callable`` calls your own constructor (with
+    ``num_classes`` / ``in_channels`` where it takes them). ``num_classes=None`` means 1000 for
+    classifiers and the model's own default otherwise (91 COCO classes for a detector).
 
     Example:
         >>> model = create("resnet20", num_classes=10, in_channels=1)
         >>> sum(p.numel() for p in model.parameters()) // 1000
         272
+        >>> create("torch.nn:Linear", in_features=4, out_features=2).weight.shape
+        torch.Size([2, 4])
     """
     if name in _REGISTRY:
         fn = _REGISTRY[name]
@@ -170,24 +245,21 @@ def create(name: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs
                     f"model {name!r} has no option {key!r}{did_you_mean(key, options)}; "
                     f"its options are {options}"
                 )
+        num_classes = 1000 if num_classes is None else num_classes
         model = fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
-        return _record_spec(model, name, num_classes, in_channels, kwargs)
-    if name.startswith(TIMM_PREFIX):
-        return _record_spec(_create_timm(name, num_classes, in_channels, kwargs), name,
-                            num_classes, in_channels, kwargs)  # fmt: skip
-    tv_names = _torchvision_names()
-    if name not in tv_names:
-        hint = did_you_mean(name, list(_REGISTRY) + tv_names)
-        raise ModelNotFoundError(
-            f"unknown model {name!r}{hint}; "
-            "see torchslim.models.list_models(include_torchvision=True)"
-        )
-    import torchvision
-
-    try:
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"torchvision model {name!r} rejected its options: {exc}") from exc
-    if in_channels != 3:
-        _replace_first_conv(model, in_channels)
+    elif name.startswith(TIMM_PREFIX):
+        num_classes = 1000 if num_classes is None else num_classes
+        model = _create_timm(name, num_classes, in_channels, kwargs)
+    elif ":" in name:
+        model = _create_callable(name, num_classes, in_channels, kwargs)
+    else:
+        tv_names = _torchvision_names()
+        if name not in tv_names:
+            hint = did_you_mean(name, list(_REGISTRY) + tv_names)
+            raise ModelNotFoundError(
+                f"unknown model {name!r}{hint}; see "
+                "torchslim.models.list_models(include_torchvision=True), or name a timm model "
+                "as timm:ARCH and your own as package.module:callable"
+            )
+        model = _create_torchvision(name, num_classes, in_channels, kwargs)
     return _record_spec(model, name, num_classes, in_channels, kwargs)

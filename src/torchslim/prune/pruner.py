@@ -19,6 +19,7 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
+from torchslim.models.specs import remember_spec
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.config import PruneConfig as PruneConfig
 from torchslim.prune.config import RatioMode as RatioMode
@@ -246,6 +247,7 @@ class Pruner:
         pruned (selected again, so a ``target_macs`` is still aimed at); the report lists them
         (``repaired``). With ``strict=True`` the first failure raises instead."""
         start = time.perf_counter()
+        remember_spec(self.model)  # a torchvision model is recognised by its unpruned shapes
         graph, groups, scores = self._graph_and_scores()
         repaired: dict[int, tuple[str, str]] = {}  # group id -> (its name, what broke)
         while True:
