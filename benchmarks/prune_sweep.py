@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timm_models as timm_models
 from _results import RESULTS_DIR, Results
 
 TOOLS = ("torchslim", "torch-pruning")
@@ -73,8 +74,12 @@ TASKS = ("detection", "segmentation", "video", "optical_flow", "quantization")
 
 
 def family(name: str) -> str:
-    """The torchvision sub-package of a model ("classification" for torchvision.models)."""
+    """The torchvision sub-package of a model ("classification" for torchvision.models), or
+    ``timm`` for a ``timm:ARCH`` name."""
     import torchvision
+
+    if timm_models.is_timm(name):
+        return "timm"
 
     for task in TASKS:
         if name in torchvision.models.list_models(module=getattr(torchvision.models, task)):
@@ -90,6 +95,9 @@ def _input_size(name: str, size: int | None) -> int:
 
 def _build(name: str) -> Any:
     import torchvision
+
+    if timm_models.is_timm(name):
+        return timm_models.build(name)
 
     kwargs: dict[str, Any] = {"weights": None}
     task = family(name)
@@ -107,6 +115,8 @@ def _example(name: str, size: int | None) -> tuple[Any, ...]:
     clip of 16 frames (video)."""
     import torch
 
+    if timm_models.is_timm(name):
+        return timm_models.example(name)
     task, s = family(name), _input_size(name, size)
     if task == "detection":
         side = 300 if name.startswith("ssd300") else 320
@@ -117,6 +127,31 @@ def _example(name: str, size: int | None) -> tuple[Any, ...]:
         side = 112 if name in ("r3d_18", "mc3_18", "r2plus1d_18") else 224
         return (torch.randn(1, 3, 16, side, side),)
     return (torch.randn(1, 3, s, s),)
+
+
+def _outputs_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_outputs_equal(u, v) for u, v in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_outputs_equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _round_trip(model: Any, x: tuple[Any, ...]) -> bool:
+    """``ts.save`` then ``ts.load`` (no registration, no spec): identical outputs."""
+    import torch
+
+    import torchslim as ts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ts.save(model, Path(tmp) / "model.pt")
+        loaded = ts.load(Path(tmp) / "model.pt").eval()
+    with torch.no_grad():
+        return _outputs_equal(model(*x), loaded(*x))
 
 
 def _describe(x: Any) -> Any:
@@ -153,6 +188,8 @@ def _output_layers(model: Any, name: str) -> list[Any]:
     from torch import nn
 
     task = family(name)
+    if task == "timm":
+        return timm_models.classifier_layers(model)
     if task == "detection":
         heads = ("head", "roi_heads", "rpn")
         return [m for n, m in model.named_modules()
@@ -206,6 +243,8 @@ def _prune_torch_pruning(model: Any, x: Any, name: str) -> dict[str, Any]:
 
     ignored = _output_layers(model, name)
     num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    if timm_models.is_timm(name):
+        num_heads.update(timm_models.tp_num_heads(model))
     kwargs: dict[str, Any] = {ratio_kw: RATIO, "ignored_layers": ignored}
     if num_heads:
         kwargs["num_heads"] = num_heads
@@ -221,6 +260,8 @@ def _prune_torch_pruning(model: Any, x: Any, name: str) -> dict[str, Any]:
         # example resets it after the step, so do the same (outside the timed region).
         model.hidden_dim = model.conv_proj.out_channels
         notes.append("hidden_dim reset after step (as Torch-Pruning's torchvision example)")
+    if timm_models.is_timm(name):
+        timm_models.tp_after_step(model)  # outside the timed region, as its timm example
     return {
         "prune_seconds": seconds,
         "prune_cpu_seconds": cpu_seconds,
@@ -330,6 +371,9 @@ def run_pair(
                 after.macs,
                 after.params,
             )
+        if tool == "torchslim" and rec["pruned"] and rec["shape_ok"]:
+            stage = "save-load"
+            rec["roundtrip_ok"] = _round_trip(model, x)
         if not rec["shape_ok"]:
             rec["error"] = (
                 f"output shape changed: {rec['out_shape_before']} -> {rec['out_shape_after']}"
@@ -453,9 +497,13 @@ def sweep(args: argparse.Namespace) -> None:
     if args.models in ("all", "tasks"):
         names = every if args.models == "all" else sorted(set(torchvision.models.list_models())
                                                           - set(every))  # fmt: skip
+    elif args.models == "timm":
+        chosen = timm_models.load_list(Path(args.timm_list))["families"]
+        names = sorted(f["name"] for f in chosen.values())
     else:
         names = [m.strip() for m in args.models.split(",")]
-    unknown = sorted(set(names) - set(torchvision.models.list_models()))
+    known = set(torchvision.models.list_models())
+    unknown = sorted(n for n in set(names) - known if not timm_models.is_timm(n))
     if unknown:
         raise SystemExit(f"unknown models: {', '.join(unknown)}")
     tools = [t.strip() for t in args.tools.split(",")]
@@ -466,7 +514,10 @@ def sweep(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     logs = out.parent / "logs"
     logs.mkdir(exist_ok=True)
-    done = {(r.get("model"), r.get("tool")) for r in _load(out)} if args.resume else set()
+    # A torchslim record from before the save/load check is run again.
+    done = {(r.get("model"), r.get("tool")) for r in _load(out)
+            if r.get("tool") != "torchslim" or not r.get("ok") or "roundtrip_ok" in r
+            } if args.resume else set()  # fmt: skip
     if not args.resume and out.exists() and out.stat().st_size:
         print(f"note: appending to existing {out} (the last line per pair wins in --summary)")
     pairs = [(m, t) for m in names for t in tools if (m, t) not in done]
@@ -623,22 +674,35 @@ def _write(path: Path, res: Results, classifiers: list[str]) -> int:
     """The figures of the sweep in ``path``: the classifier tables, or the tasks table when it
     swept torchvision's other models."""
     swept = {r.get("model") for r in _load(path)}
+    if any(timm_models.is_timm(m) for m in swept):
+        return write_task_results(path, res, timm=True)
     if swept & set(classifiers):
         return write_results(path, res, full=swept == set(classifiers))
     return write_task_results(path, res)
 
 
-def write_task_results(path: Path, res: Results) -> int:
-    """Per torchvision family: models pruned by each tool, and the failures by cause."""
+def write_task_results(path: Path, res: Results, timm: bool = False) -> int:
+    """Models pruned by each tool (per torchvision family, or over timm's families), the
+    save/load round trips, the time ratio (timm) and the failures by cause."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in _load(path):
         latest[(row["model"], row["tool"])] = row
     tp_version = next((r.get("torch_pruning") for r in latest.values()
                        if r.get("torch_pruning")), "?")  # fmt: skip
     tp = f"Torch-Pruning {tp_version}"
-    claim = "50% of the channels of torchvision's detection, segmentation, video, flow models"
+    table = "prune_sweep_timm" if timm else "prune_sweep_tasks"
+    if timm:
+        claim = "50% of the channels of the smallest model of every timm family"
+        headline = {"claim": "50% channel pruning of every timm architecture family (runs, "
+                    "output shape kept)", "order": 6}  # fmt: skip
+        target = {"text": "≥ 97%; ≥ Torch-Pruning", "op": "all"}
+    else:
+        claim = "50% of the channels of torchvision's detection, segmentation, video, flow models"
+        headline = {"claim": "50% channel pruning of torchvision's detection, segmentation, "
+                    "video and flow models (runs, output structure kept)", "order": 5}  # fmt: skip
+        target = {"text": "all; ≥ Torch-Pruning", "op": "all"}
     n = 0
-    fams = sorted({family(m) for m, _ in latest})
+    fams = [] if timm else sorted({family(m) for m, _ in latest})
     for fam in [*fams, "all"]:
         rows = {k: r for k, r in latest.items() if fam == "all" or family(k[0]) == fam}
         count = {t: sum(bool(r.get("ok")) for (_, tt), r in rows.items() if tt == t) for t in TOOLS}
@@ -647,19 +711,35 @@ def write_task_results(path: Path, res: Results) -> int:
         if ran["torch-pruning"]:
             peer = {"name": tp, "value": count["torch-pruning"], "unit": "count", "digits": 0,
                     "of": ran["torch-pruning"]}  # fmt: skip
-        res.add(fam, "torchslim", count["torchslim"], "count", 0, table="prune_sweep_tasks",
-                claim=claim, row_header=["family"], of=ran["torchslim"], peer=peer,
-                target={"text": "all; ≥ Torch-Pruning", "op": "all"},
-                headline={"claim": "50% channel pruning of torchvision's detection, "
-                          "segmentation, video and flow models (runs, output structure kept)",
-                          "order": 5} if fam == "all" else None)  # fmt: skip
-        n += 1
+        res.add(fam, "torchslim", count["torchslim"], "count", 0, table=table, claim=claim,
+                row_header=["family"], of=ran["torchslim"], peer=peer, target=target,
+                headline=headline if fam == "all" else None)  # fmt: skip
+        trips = [r["roundtrip_ok"] for (_, t), r in rows.items() if "roundtrip_ok" in r]
+        if trips:
+            res.add(fam, "save/load identical", sum(trips), "count", 0, table=table,
+                    claim=claim, row_header=["family"], of=len(trips))  # fmt: skip
+        n += 1 + bool(trips)
+    if timm:
+        ratios = []
+        for m in {m for m, _ in latest}:
+            a = latest.get((m, "torchslim"), {}).get("prune_seconds")
+            b = latest.get((m, "torch-pruning"), {}).get("prune_seconds")
+            if a is not None and b:
+                ratios.append(a / b)
+        if ratios:
+            res.add("all", "time ts/TP, median", round(statistics.median(ratios), 4), "ratio",
+                    2, table=table, claim=claim, row_header=["family"],
+                    target={"text": "≤ 0.5", "op": "<=", "value": 0.5},
+                    note=f"{len(ratios)} models where both pruning calls returned")  # fmt: skip
+            n += 1
     failures: dict[str, list[str]] = {}
     for (m, t), r in sorted(latest.items()):
         if not r.get("ok"):
             failures.setdefault(f"{t}: {_failure(r)}", []).append(m)
+        elif r.get("roundtrip_ok") is False:
+            failures.setdefault(f"{t}: save/load outputs differ", []).append(m)
     for why, names in failures.items():
-        res.add(why, "models", names, "text", None, table="prune_sweep_tasks_failures",
+        res.add(why, "models", names, "text", None, table=f"{table}_failures",
                 claim=claim, row_header=["tool: failure"], join=", ",
                 model=", ".join(names))  # fmt: skip
         n += 1
@@ -862,7 +942,13 @@ def main() -> None:
     parser.add_argument(
         "--models",
         default="all",
-        help="comma list of torchvision names; all (the classifiers); tasks (the other models)",
+        help="comma list of torchvision or timm:ARCH names; all (the classifiers); tasks "
+        "(torchvision's other models); timm (the smallest model of every timm family)",
+    )
+    parser.add_argument(
+        "--timm-list",
+        default=str(timm_models.DEFAULT_LIST),
+        help="the timm family selection (made by benchmarks/_timm_models.py when missing)",
     )
     parser.add_argument(
         "--size",
