@@ -1,5 +1,13 @@
-"""Datasets (embedded Fashion-MNIST, MNIST, CIFAR-10, ImageFolder), augmentations, sampling."""
+"""Datasets (embedded Fashion-MNIST, MNIST, CIFAR-10, ImageFolder, COCO-format detection),
+augmentations, sampling."""
 
+from torchslim.data.coco import (
+    CocoDetectionSet,
+    CocoPaths,
+    CocoSegmentationSet,
+    detection_collate,
+    make_detection_set,
+)
 from torchslim.data.datasets import cache_dir, dataset_info, get_dataset, targets_of
 from torchslim.data.info import DatasetInfo
 from torchslim.data.sampling import calibration_loader, stratified_subset
@@ -7,12 +15,17 @@ from torchslim.data.transforms import AUGMENTATIONS, build_transforms, mix_trans
 
 __all__ = [
     "AUGMENTATIONS",
+    "CocoDetectionSet",
+    "CocoPaths",
+    "CocoSegmentationSet",
     "DatasetInfo",
     "build_transforms",
     "cache_dir",
     "calibration_loader",
     "dataset_info",
+    "detection_collate",
     "get_dataset",
+    "make_detection_set",
     "mix_transform",
     "stratified_subset",
     "targets_of",
