@@ -52,6 +52,8 @@ TRAIN_HELP: dict[str, str] = {
     "device": "auto, cpu, cuda or cuda:N",
     "progress": "show a progress bar",
     "log_every": "refresh the progress-bar loss every N steps",
+    "task": "classification, detection or segmentation (loss, batching, metric); auto reads it "
+    "from the first batch",
 }
 
 

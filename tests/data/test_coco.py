@@ -22,6 +22,8 @@ from torchslim.data.datasets import FASHION_CLASSES
 from torchslim.errors import ConfigError
 
 pytest.importorskip("pycocotools")
+# pycocotools' mask decoding under NumPy 2
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)

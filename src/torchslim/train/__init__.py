@@ -1,4 +1,5 @@
-"""The one trainer used for fine-tuning, distillation and QAT."""
+"""The one trainer used for fine-tuning, distillation and QAT, for classification, detection
+and segmentation."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -7,21 +8,30 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchslim.train.checkpoint import atomic_save, load_checkpoint, seed_everything
-from torchslim.train.config import OptimizerName, Precision, Schedule, TrainConfig
+from torchslim.train.config import OptimizerName, Precision, Schedule, Task, TrainConfig
 from torchslim.train.distributed import DistInfo, EpochSampler, init_distributed
-from torchslim.train.evaluate import EvalResult, evaluate
+from torchslim.train.evaluate import (
+    DetectionEvalResult,
+    EvalResult,
+    SegmentationEvalResult,
+    evaluate,
+)
 from torchslim.train.schedules import build_optimizer, lr_factor, param_groups, scaled_lr
+from torchslim.train.tasks import segmentation_loss
 from torchslim.train.trainer import Callback, StepContext, Trainer, TrainResult
 
 __all__ = [
     "Callback",
+    "DetectionEvalResult",
     "DistInfo",
     "EpochSampler",
     "EvalResult",
     "OptimizerName",
     "Precision",
     "Schedule",
+    "SegmentationEvalResult",
     "StepContext",
+    "Task",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -34,6 +44,7 @@ __all__ = [
     "param_groups",
     "scaled_lr",
     "seed_everything",
+    "segmentation_loss",
     "train",
 ]
 

@@ -21,6 +21,15 @@ class Schedule(str, enum.Enum):
     CONSTANT = "constant"
 
 
+class Task(str, enum.Enum):
+    """What the model learns; ``auto`` reads it from the first batch (see ``train.tasks``)."""
+
+    AUTO = "auto"
+    CLASSIFICATION = "classification"  # (N, C, ...) inputs, (N,) class indices
+    DETECTION = "detection"  # lists of CHW images and of target dicts with boxes and labels
+    SEGMENTATION = "segmentation"  # (N, C, H, W) inputs, (N, H, W) class maps
+
+
 class Precision(str, enum.Enum):
     FP32 = "fp32"
     AMP = "amp"  # bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA
@@ -73,6 +82,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     log_every: int = 50
+    task: Task = Task.AUTO
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -118,6 +128,12 @@ class TrainConfig:
             raise ConfigError("max_steps_per_epoch: must be > 0 or null")
         if self.lr_base_batch_size is not None and self.lr_base_batch_size <= 0:
             raise ConfigError("lr_base_batch_size: must be > 0 or null")
+        mixing = self.mixup_alpha > 0 or self.cutmix_alpha > 0
+        if mixing and self.task in (Task.DETECTION, Task.SEGMENTATION):
+            raise ConfigError(
+                f"mixup_alpha/cutmix_alpha: mix classification labels; set them to 0 for the "
+                f"{self.task.value} task"
+            )
 
     def replace(self, **changes: object) -> TrainConfig:
         """A copy with some fields changed (validated again)."""

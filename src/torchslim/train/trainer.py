@@ -25,9 +25,17 @@ from torchslim._tensors import describe_nonfinite, first_nonfinite
 from torchslim.config import from_dict, to_dict
 from torchslim.errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
 from torchslim.train import checkpoint as ckpt_io
-from torchslim.train.config import RESUMABLE_CHANGES, Precision, TrainConfig
+from torchslim.train import tasks
+from torchslim.train.config import RESUMABLE_CHANGES, Precision, Task, TrainConfig
 from torchslim.train.distributed import EpochSampler, all_reduce_sum, init_distributed
-from torchslim.train.evaluate import correct_count, evaluate, split_batch
+from torchslim.train.evaluate import (
+    DetectionEvalResult,
+    EvalResult,
+    SegmentationEvalResult,
+    correct_count,
+    evaluate,
+    split_batch,
+)
 from torchslim.train.run_folder import claim_run_folder
 from torchslim.train.schedules import build_optimizer, lr_factor
 
@@ -38,11 +46,12 @@ CHECKPOINT_NAME = "last.pt"
 
 @dataclass
 class StepContext:
-    """What an extra loss term sees at each training step."""
+    """What an extra loss term sees at each training step (for detection, ``inputs`` and
+    ``targets`` are the lists of images and target dicts, and ``outputs`` the model's losses)."""
 
     model: nn.Module
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    inputs: Any
+    targets: Any
     outputs: Any
     epoch: int
     step: int
@@ -75,11 +84,16 @@ class Callback:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """History of per-epoch metrics and where the run's files are."""
+    """History of per-epoch metrics and where the run's files are.
+
+    ``metric`` is the history key of the task's score: ``eval_acc`` (classification),
+    ``eval_map`` (detection, COCO mAP@0.5:0.95) or ``eval_miou`` (segmentation).
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
     out_dir: Path | None = None
+    metric: str = EvalResult.key
 
     @property
     def final(self) -> dict[str, float]:
@@ -89,6 +103,12 @@ class TrainResult:
     def best_eval_acc(self) -> float | None:
         accs = [h["eval_acc"] for h in self.history if "eval_acc" in h]
         return max(accs) if accs else None
+
+    @property
+    def best_metric(self) -> float | None:
+        """The best evaluated value of ``metric`` (higher is better), or None."""
+        values = [h[self.metric] for h in self.history if self.metric in h]
+        return max(values) if values else None
 
 
 def as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
@@ -134,7 +154,16 @@ def _loss_name(fn: object, index: int) -> str:
 
 
 class Trainer:
-    """Train a classifier with everything in :class:`TrainConfig`; checkpoint, resume, DDP.
+    """Train a classifier, detector or segmentation model with everything in
+    :class:`TrainConfig`; checkpoint, resume, DDP.
+
+    ``config.task`` (default ``auto``: read from the first batch) picks how batches are
+    collated, how the task loss is computed and what evaluation reports - top-1 accuracy,
+    COCO mAP or mIoU; see :mod:`torchslim.train.tasks`. ``loss_fn`` is the task loss:
+    cross-entropy by default; for segmentation :func:`~torchslim.train.tasks.segmentation_loss`
+    (cross-entropy, optionally Dice and Lovász terms); a torchvision detector computes its own
+    losses unless one is given. A loss (or a detector) returning a dict of named terms has them
+    summed, each one logged and averaged into the epoch's metrics.
 
     ``extra_losses`` are callables receiving a :class:`StepContext` and returning a tensor or a
     dict of named tensors that are added to the task loss (distillation, sparsity penalties...).
@@ -177,6 +206,11 @@ class Trainer:
         self.train_set, self.collate = as_dataset(train_data)
         self.eval_data = eval_data
         self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self._given_loss_fn = loss_fn
+        self._segmentation_loss: nn.Module | None = None
+        # The task of the batches, once the first one has been seen (or config.task names it).
+        self.task: Task | None = None if cfg.task is Task.AUTO else cfg.task
+        self._task_checked = False
         self.extra_losses = list(extra_losses)
         self.extra_modules = [m.to(self.device) for m in extra_losses if isinstance(m, nn.Module)]
         self.callbacks = list(callbacks)
@@ -307,8 +341,7 @@ class Trainer:
             if self.eval_data is not None and (
                 self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
             ):
-                res = self.evaluate()
-                metrics.update(eval_loss=res.loss, eval_acc=res.accuracy)
+                metrics.update(self.evaluate().metrics())
             metrics["time_s"] = round(time.perf_counter() - started, 3)
             self.history.append(metrics)
             for cb in self.callbacks:
@@ -316,21 +349,52 @@ class Trainer:
             self._log_epoch(metrics)
             self._write_metrics()
             self.save_checkpoint()
-        return TrainResult(list(self.history), time.perf_counter() - started, self.out_dir)
+        return TrainResult(
+            list(self.history), time.perf_counter() - started, self.out_dir, self._metric_key()
+        )
+
+    def _metric_key(self) -> str:
+        if self.task is not None:
+            return _RESULT_KEYS[self.task]
+        # A resumed run that had already finished trains no batch to read the task from.
+        seen = {k for row in self.history for k in row}
+        return next((k for k in _RESULT_KEYS.values() if k in seen), EvalResult.key)
 
     def evaluate(self, data: Dataset | DataLoader | None = None) -> Any:
-        """Evaluate the model (default: on ``eval_data``); returns an ``EvalResult``."""
+        """Evaluate the model (default: on ``eval_data``) for the task: an ``EvalResult``,
+        ``DetectionEvalResult`` or ``SegmentationEvalResult`` (see :func:`evaluate`)."""
         data = data if data is not None else self.eval_data
         if data is None:
             raise ConfigError("no eval data given to the trainer")
+        task = self.task or self.config.task
+        if task is Task.AUTO and not isinstance(data, DataLoader) and len(data):
+            sample = data[0]  # evaluated before training: the task is read off a sample
+            if isinstance(sample, (list, tuple)) and len(sample) >= 2:
+                task = tasks.infer_task(sample[0], sample[1])
+        # Classification evaluates in large batches; a detector's or segmenter's activations
+        # at the training batch size are what is known to fit.
+        classify = task in (Task.AUTO, Task.CLASSIFICATION)
         return evaluate(
             self.model,
             data,
-            batch_size=max(256, self.config.batch_size),
+            batch_size=max(256, self.config.batch_size) if classify else self.config.batch_size,
             device=self.device,
-            loss_fn=self.loss_fn,
+            loss_fn=self._task_loss_fn(task) if task is not Task.AUTO else self.loss_fn,
             channels_last=self.config.channels_last,
+            task=task,
         )
+
+    def _task_loss_fn(self, task: Task) -> Callable | None:
+        """The loss of ``task``: the given ``loss_fn``, else the task's default (none for a
+        detector, which returns its own losses)."""
+        if self._given_loss_fn is not None or task is Task.CLASSIFICATION:
+            return self.loss_fn
+        if task is Task.DETECTION:
+            return None
+        if self._segmentation_loss is None:
+            loss = tasks.segmentation_loss(label_smoothing=self.config.label_smoothing)
+            self._segmentation_loss = loss.to(self.device)
+        return self._segmentation_loss
 
     def _wrapped(self) -> nn.Module:
         if not self.dist.enabled:
@@ -352,7 +416,6 @@ class Trainer:
         )
         # Worker seeds derive from this generator, so augmentations repeat on a rerun.
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch * 31 + self.dist.rank)
-        kwargs = {"collate_fn": self.collate} if self.collate is not None else {}
         return DataLoader(
             self.train_set,
             batch_size=cfg.batch_size,
@@ -361,7 +424,8 @@ class Trainer:
             drop_last=self.drop_last,
             pin_memory=self.device.type == "cuda",
             generator=gen,
-            **kwargs,
+            # default_collate, or lists for detection samples (images differ in size)
+            collate_fn=self.collate if self.collate is not None else tasks.collate,
         )
 
     def _train_epoch(self, model: nn.Module) -> dict[str, float]:
@@ -417,11 +481,17 @@ class Trainer:
                 buf /= self.dist.world_size
 
     def _compute_loss(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, extra: Any
+        self, model: nn.Module, inputs: Any, targets: Any, extra: Any
     ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
         with self._autocast():
-            outputs = model(inputs)
-            task = self.task_weight * self.loss_fn(outputs, targets)
+            parts: dict[str, torch.Tensor] = {}
+            if self.task is Task.CLASSIFICATION:
+                outputs = model(inputs)
+                task = self.task_weight * self.loss_fn(outputs, targets)
+            else:
+                loss_fn = self._task_loss_fn(self.task)
+                outputs, parts = tasks.task_forward(self.task, model, inputs, targets, loss_fn)
+                task = self.task_weight * sum(parts.values())
             terms: dict[str, torch.Tensor] = {}
             ctx = StepContext(
                 self.model, inputs, targets, outputs, self.epoch, self.global_step, extra
@@ -433,14 +503,33 @@ class Trainer:
                 else:
                     terms[_loss_name(fn, i)] = out
             total = task + sum(terms.values()) if terms else task
-        return total, outputs, ({"task_loss": task, **terms} if terms else {})
+        if len(parts) > 1 or terms:  # the task's own parts are logged unscaled
+            return total, outputs, {"task_loss": task, **(parts if len(parts) > 1 else {}), **terms}
+        return total, outputs, {}
+
+    def _resolve_task(self, inputs: Any, targets: Any) -> None:
+        task = tasks.check_task(self.config.task, inputs, targets)
+        if self.mix is not None and task is not Task.CLASSIFICATION:
+            raise ConfigError(
+                f"mixup_alpha/cutmix_alpha: mix classification labels, but this is a "
+                f"{task.value} task; set them to 0"
+            )
+        if task is Task.DETECTION and self.config.label_smoothing and self._given_loss_fn is None:
+            log.warning("label_smoothing: a torchvision detector computes its own losses; ignored")
+        self.task, self._task_checked = task, True
 
     def _train_step(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, extra: Any = None
+        self, model: nn.Module, inputs: Any, targets: Any, extra: Any = None
     ) -> dict[str, float]:
         cfg = self.config
-        inputs, targets = inputs.to(self.device), targets.to(self.device)
-        if cfg.channels_last and inputs.ndim == 4:
+        if not self._task_checked:
+            self._resolve_task(inputs, targets)
+        if self.task is Task.DETECTION:
+            inputs = tasks.to_device(inputs, self.device)
+            targets = tasks.to_device(targets, self.device)
+        else:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+        if cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.mix is not None:
             inputs, targets = self.mix(inputs, targets)
@@ -470,7 +559,8 @@ class Trainer:
         sums = self._sums
         sums["n"] = sums.get("n", 0.0) + batch
         sums["train_loss"] = sums.get("train_loss", 0.0) + logs["loss"] * batch
-        sums["train_acc"] = sums.get("train_acc", 0.0) + correct_count(outputs, targets)
+        if self.task is Task.CLASSIFICATION:
+            sums["train_acc"] = sums.get("train_acc", 0.0) + correct_count(outputs, targets)
         for name, value in terms.items():
             logs[name] = float(value.detach())
             sums[name] = sums.get(name, 0.0) + logs[name] * batch
@@ -599,7 +689,8 @@ class Trainer:
                 f"{path} is a run of a different model or data ({diffs}); resume it with its "
                 "original settings, or train into another output folder"
             )
-        saved, now = ckpt["config"], to_dict(self.config)
+        # A field added since the checkpoint was written counts at its default there.
+        saved, now = {**to_dict(TrainConfig()), **ckpt["config"]}, to_dict(self.config)
         changed = sorted(k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES)
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -619,9 +710,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         text = f"epoch {int(m['epoch'])}/{self.config.epochs}: train loss {m['train_loss']:.4f}"
-        text += f" acc {100 * m['train_acc']:.2f}%"
+        if "train_acc" in m:
+            text += f" acc {100 * m['train_acc']:.2f}%"
         if "eval_acc" in m:
             text += f" | eval loss {m['eval_loss']:.4f} acc {100 * m['eval_acc']:.2f}%"
+        elif "eval_map" in m:
+            text += f" | eval mAP {100 * m['eval_map']:.2f} mAP@0.5 {100 * m['eval_map_50']:.2f}"
+        elif "eval_miou" in m:
+            text += f" | eval loss {m['eval_loss']:.4f} mIoU {100 * m['eval_miou']:.2f}%"
         log.info("%s | lr %.4g | %.1fs", text, m["lr"], m["time_s"])
 
     def _write_metrics(self) -> None:
@@ -641,6 +737,13 @@ class Trainer:
                 }
             )
         ckpt_io.atomic_write_text(buf.getvalue(), self.out_dir / "metrics.csv")
+
+
+_RESULT_KEYS = {
+    Task.CLASSIFICATION: EvalResult.key,
+    Task.DETECTION: DetectionEvalResult.key,
+    Task.SEGMENTATION: SegmentationEvalResult.key,
+}
 
 
 def _load_model_state(model: nn.Module, state: Mapping[str, Any], path: Path) -> None:
