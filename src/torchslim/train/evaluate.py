@@ -178,10 +178,14 @@ def evaluate(
     if first is not None:
         task = check_task(task, *split_batch(first))
         batches = itertools.chain([first], batches)
+    try:
+        total = len(loader)
+    except TypeError:  # an iterable-style dataset of unknown length
+        total = None
     with module_mode(model, training=False):
         bar = tqdm(
             batches,
-            total=len(loader),
+            total=total,
             desc="eval",
             leave=False,
             disable=True if not progress else None,
