@@ -267,3 +267,28 @@ def test_a_checkpoint_from_before_the_task_field_resumes(tmp_path: Path) -> None
         Trainer(nn.Linear(4, 2), cfg, data, out_dir=tmp_path).fit(resume=True)
     result = Trainer(nn.Linear(4, 2), {**cfg, "epochs": 1}, data, out_dir=tmp_path).fit(resume=True)
     assert len(result.history) == 1 and result.metric == "eval_acc"
+
+
+class _Oracle(nn.Module):
+    """Answers each evaluation batch, in data order, with the ground truth."""
+
+    def __init__(self, answers: list) -> None:
+        super().__init__()
+        self.answers, self.weight = iter(answers), nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: object) -> object:
+        return next(self.answers)
+
+
+def test_perfect_predictions_score_map_1_and_miou_1(coco: tuple[Path, Path]) -> None:
+    det, seg = CocoDetectionSet(*coco), CocoSegmentationSet(*coco)
+    truth = [det[i][1] for i in range(len(det))]
+    preds = [{**t, "scores": torch.ones(len(t["boxes"]))} for t in truth]
+    res = evaluate(_Oracle([preds[:2], preds[2:]]), det, batch_size=2)
+    assert (res.map, res.map_50, res.mask_map, res.samples) == (1.0, 1.0, 1.0, 4)
+    wrong = [{**p, "labels": p["labels"] % 10 + 1} for p in preds]  # every class shifted
+    assert evaluate(_Oracle([wrong]), det, batch_size=4).map == 0.0
+    maps = torch.stack([seg[i][1] for i in range(len(seg))])
+    logits = nn.functional.one_hot(maps, 11).permute(0, 3, 1, 2).float() * 20
+    res = evaluate(_Oracle([{"out": logits}]), seg, batch_size=4)
+    assert (res.miou, res.pixel_accuracy) == (1.0, 1.0) and res.loss < 1e-6
