@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -151,6 +152,45 @@ def _cause(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[:200]}"
 
 
+def _failing_module(exc: BaseException, modules: Mapping[str, nn.Module]) -> str | None:
+    """The innermost module of ``modules`` whose forward was running where the pruned
+    forward raised (read from the traceback of the error a PruningError wraps)."""
+    names = {id(m): n for n, m in modules.items()}
+    found, tb = None, (exc.__cause__ or exc).__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            found = names[id(owner)]
+        tb = tb.tb_next
+    return found
+
+
+def _where(exc: BaseException, modules: Mapping[str, nn.Module]) -> str:
+    """``_cause`` with the module where it happened."""
+    where = _failing_module(exc, modules)
+    return _cause(exc) if not where else f"in module {where!r}: {_cause(exc)}"
+
+
+def _analogues(group: Group, groups: list[Group]) -> list[Group]:
+    """The groups named like ``group`` up to the indices of repeated blocks
+    (``blocks.3.attn.qkv`` for ``blocks.0.attn.qkv``)."""
+    pattern = re.sub(r"(^|\.)\d+(?=\.|$)", r"\1#", group.name)
+    return [g for g in groups if g.id != group.id
+            and re.sub(r"(^|\.)\d+(?=\.|$)", r"\1#", g.name) == pattern]  # fmt: skip
+
+
+def _suspects(groups: list[Group], module: str | None) -> list[Group]:
+    """The groups with parameters in ``module`` or its submodules; where there are none, those
+    of the closest enclosing module that has some (not the whole model)."""
+    while module:
+        prefix = module + "."
+        found = [g for g in groups if any(m.name.startswith(prefix) for m in g.members)]
+        if found:
+            return found
+        module = module.rpartition(".")[0]
+    return []
+
+
 def _run(model: nn.Module, inputs: tuple) -> Any:
     with module_mode(model, training=False), torch.no_grad():
         return model(*inputs)
@@ -260,6 +300,12 @@ class Pruner:
                     raise
                 culprit, error = self._culprit(graph, active, keep, exc)
                 repaired[culprit.id] = (culprit.name, error)
+                # The same group in the other repeats of a block (blocks.3.attn.qkv for
+                # blocks.0.attn.qkv) most likely breaks too: one forward each to confirm.
+                for other in _analogues(culprit, active):
+                    broke = self._try(graph, [other], keep)
+                    if broke is not None:
+                        repaired[other.id] = (other.name, broke)
                 log.info("group %s kept whole: pruning it breaks the model (%s)",
                          culprit.name, error)  # fmt: skip
 
@@ -279,21 +325,50 @@ class Pruner:
 
     def _culprit(self, graph: ChannelGraph, groups: list[Group], keep: Keep,
                  failure: PruningError) -> tuple[Group, str]:  # fmt: skip
-        """The first group (in order) whose pruning, with the groups before it, breaks the
-        model: the shortest failing prefix, by bisection (each try is undone)."""
-        good, bad, error = 0, len(groups), _cause(failure)
+        """A group whose pruning breaks the model. The suspects come first: the groups with
+        parameters in the module where the pruned forward failed (or, where it has none, in
+        its closest enclosing module that has some); the first of them whose pruning, with the
+        suspects before it, breaks the model. Failing that, the same search over every group
+        (the shortest failing prefix, by bisection; each try is undone)."""
+        where = _failing_module(failure, graph.modules)
+        suspects = _suspects(groups, where)
+        if suspects and len(suspects) < len(groups):
+            found = self._first_breaking(graph, suspects, keep, None)
+            if found is not None:
+                return found
+        found = self._first_breaking(graph, groups, keep, failure)
+        assert found is not None  # the whole list is known to fail
+        return found
+
+    def _first_breaking(self, graph: ChannelGraph, groups: list[Group], keep: Keep,
+                        failure: PruningError | None) -> tuple[Group, str] | None:  # fmt: skip
+        """The first group of ``groups`` whose pruning, with the groups before it, breaks the
+        model (``failure``: how all of them together failed, if known), or None."""
+        good, bad = 0, len(groups)
+        error = None if failure is None else _where(failure, graph.modules)
+        if error is None:  # is the whole list broken?
+            error = self._try(graph, groups, keep)
+            if error is None:
+                return None
         while bad - good > 1:
             mid = (good + bad) // 2
-            trial = {g.id: keep[g.id] for g in groups[:mid] if g.id in keep}
-            snapshot = _Snapshot(self.model)
-            try:
-                apply_keep(self.model, graph, trial, self.inputs)
-            except PruningError as exc:
-                bad, error = mid, _cause(exc)
-            else:
-                snapshot.restore()
+            broke = self._try(graph, groups[:mid], keep)
+            if broke is None:
                 good = mid
+            else:
+                bad, error = mid, broke
         return groups[bad - 1], error
+
+    def _try(self, graph: ChannelGraph, groups: list[Group], keep: Keep) -> str | None:
+        """How pruning ``groups`` alone breaks the model (None: it runs); always undone."""
+        trial = {g.id: keep[g.id] for g in groups if g.id in keep}
+        snapshot = _Snapshot(self.model)
+        try:
+            apply_keep(self.model, graph, trial, self.inputs)
+        except PruningError as exc:
+            return _where(exc, graph.modules)
+        snapshot.restore()
+        return None
 
     def apply(
         self,
