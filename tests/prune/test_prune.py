@@ -363,6 +363,28 @@ def test_repair_starts_from_the_failing_module_and_its_repeats(
     assert len(forwards) <= 10
 
 
+def test_an_lstm_in_the_middle_is_kept_whole_and_the_rest_pruned() -> None:
+    class ConvLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.mid = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 1)
+            self.lstm = nn.LSTM(16, 12, batch_first=True)
+            self.fc = nn.Linear(12, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seq = self.mid(self.conv(x).relu()).flatten(2).transpose(1, 2)  # (B, HW, C)
+            return self.fc(self.lstm(seq)[0][:, -1])
+
+    model = ConvLSTM()
+    with torch.no_grad():
+        before = model(X).shape
+    prune(model, X, {"ratio": 0.5})
+    assert model(X).shape == before
+    assert model.conv.out_channels == 8  # pruned
+    assert model.mid.out_channels == 16 and model.lstm.hidden_size == 12  # what the LSTM touches
+    assert any("lstm" in op for op in ts.report(model).unknown_ops)
+
+
 def test_pruner_config_accepts_dataclass() -> None:
     pruner = Pruner(_cnn(), X, PruneConfig(ratio=0.25))
     assert pruner.prune().weight_shapes()["0.weight"] == (12, 3, 3, 3)

@@ -489,11 +489,16 @@ def _trace_pass(
     recorder = _Recorder(graph, ignored, scope, real=real, strict=strict)
     scope.on_first_call = recorder.module_called
     seen: dict[int, str] = {}
+    # A convolution's kernel dims are never channels, even where the forward reshapes its
+    # weight (weight-standardised convs flatten (in, kh, kw) and normalise it).
+    kernels = {f"{n}.weight" if n else "weight" for n, m in graph.modules.items()
+               if isinstance(m, nn.modules.conv._ConvNd)}  # fmt: skip
     for name, tensor in _named_tensors(graph.modules):
         if id(tensor) in seen or not tensor.is_floating_point():
             continue
         seen[id(tensor)] = name
-        dims = [sp.fresh_layout(s, f"{name}[{d}]") for d, s in enumerate(tensor.shape)]
+        dims = [untracked(s) if d >= 2 and name in kernels else sp.fresh_layout(s, f"{name}[{d}]")
+                for d, s in enumerate(tensor.shape)]  # fmt: skip
         graph.param_dims[name] = dims
         graph.tensors[name] = tensor
         recorder.layouts[id(tensor)] = (weakref.ref(tensor), T(tuple(tensor.shape), dims, name))
