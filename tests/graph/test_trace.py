@@ -209,3 +209,15 @@ def test_ops_without_handlers_are_covered_by_rule() -> None:
     ts.prune(model, x, {"ratio": 0.5, "strict": True})
     assert model.a.out_channels == 8 and model.b.in_features == 8 * 9
     assert model.b.out_features == 4 and model(x).shape == (2, 2)
+
+
+def test_many_channel_spaces_are_all_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The live spaces were once resolved as one layout: past MAX_SEGMENTS segments in all
+    # (CoaT, GhostNetV3, RDNet have that many), the whole model was frozen and nothing pruned.
+    from torchslim.graph import spaces
+
+    monkeypatch.setattr(spaces, "MAX_SEGMENTS", 6)
+    layers = [nn.Conv2d(3, 8, 1)] + [nn.Conv2d(8, 8, 1) for _ in range(9)]
+    model = nn.Sequential(*(m for conv in layers for m in (conv, nn.ReLU())))
+    graph = trace(model, torch.randn(1, 3, 4, 4))
+    assert len(graph.prunable()) == 9  # every hidden layer; the last one reaches the output

@@ -151,7 +151,9 @@ class ChannelGraph:
 
     def atoms(self) -> list[int]:
         """Atomic spaces that some parameter and some activation run along (pruning groups)."""
-        live = set(self.spaces.atoms([(f,) for f in self.active]))
+        # One space at a time: a single layout of them all could pass MAX_SEGMENTS and be
+        # given up on (frozen) as a whole.
+        live = {a for f in self.active for a in self.spaces.atoms([(f,)])}
         seen: dict[int, None] = {}
         for dims in self.param_dims.values():
             for layout in dims:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.models.registry import TIMM_PREFIX, _torchvision_names, torchvision_task
+from torchslim.models.registry import TIMM_PREFIX, torchvision_task
 
 # Attribute under which a model carries its spec (set by ts.models.create, and by ts.prune for
 # a torchvision model it recognised before changing its shapes).
@@ -75,7 +75,7 @@ def _builders_of(cls: type) -> tuple[str, ...]:
     parts = cls.__module__.split(".")
     task = parts[2] if len(parts) > 3 else "classification"
     names = []
-    for name in _torchvision_names():
+    for name in torchvision.models.list_models():
         if torchvision_task(name) != task:
             continue
         builder_module = torchvision.models.get_model_builder(name).__module__
