@@ -23,6 +23,7 @@ from torchslim.errors import ConfigError
 from torchslim.inputs import run_forward
 from torchslim.train import Callback, StepContext, Trainer, TrainResult
 from torchslim.train.evaluate import split_batch
+from torchslim.train.tasks import collate
 from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.distill")
@@ -31,6 +32,11 @@ _TEACHER_HINT = (
     "Each teacher runs on the student's inputs: give teachers that take the same channels, "
     "size and dtype (or wrap one in a module that adapts the input)"
 )
+
+
+def _device(inputs: Any) -> torch.device:
+    """Where a batch lives: a tensor, or a detector's list of images."""
+    return first_tensor(inputs).device
 
 
 class IndexedDataset(Dataset):
@@ -115,6 +121,7 @@ class Distiller(nn.Module, Callback):
             self.losses.append(loss)
             self._terms.append(term)
         self.hard_label_weight = self._hard_label_weight()
+        self._reads_output = any(OUTPUT in t.student + t.teacher for t in self._terms)
         self._student_hooks = FeatureHooks(student, self._student_layers())
         self._teacher_hooks = [
             FeatureHooks(t, self._teacher_layers(i)) for i, t in enumerate(self._teachers)
@@ -184,7 +191,8 @@ class Distiller(nn.Module, Callback):
     def _student_features(self, outputs: Any) -> list[list[torch.Tensor]]:
         hooks = self._student_hooks
         got = dict(zip(hooks.names, hooks.features(), strict=True))
-        got[OUTPUT] = first_tensor(outputs)
+        if self._reads_output:
+            got[OUTPUT] = first_tensor(outputs)
         return [[got[n] for n in term.student] for term in self._terms]
 
     def _run_teachers(self, inputs: torch.Tensor, what: str) -> list[list[torch.Tensor]]:
@@ -199,11 +207,12 @@ class Distiller(nn.Module, Callback):
             for i in needed:
                 teacher, hooks = self._teachers[i], self._teacher_hooks[i]
                 hooks.clear()
-                out = run_forward(teacher.to(inputs.device), (inputs,), what,
+                out = run_forward(teacher.to(_device(inputs)), (inputs,), what,
                                   who=f"teacher {i} ({type(teacher).__name__})",
                                   hint=_TEACHER_HINT)  # fmt: skip
                 feats[i] = dict(zip(hooks.names, hooks.features(), strict=True))
-                feats[i][OUTPUT] = first_tensor(out)
+                if self._reads_output:  # a detector's output holds no logits to read
+                    feats[i][OUTPUT] = first_tensor(out)
                 hooks.clear()
         prepared = []
         for loss, term in zip(self.losses, self._terms, strict=True):
@@ -219,7 +228,7 @@ class Distiller(nn.Module, Callback):
         student = self._student_features(ctx.outputs)
         self._student_hooks.clear()
         if self._cache is not None and ctx.extra is not None:
-            teacher = self._cached(ctx.extra, ctx.inputs.device)
+            teacher = self._cached(ctx.extra, _device(ctx.inputs))
         else:
             teacher = self._run_teachers(
                 ctx.inputs, f"the training batch of epoch {ctx.epoch}, step {ctx.step}"
@@ -328,8 +337,8 @@ def fit_distillation(
     dataset = as_dataset(train_data)[0]
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ConfigError("train_data is empty; nothing to distil on")
-    # two samples, so that shape probes see a real batch dimension
-    example = torch.stack([split_batch(dataset[i])[0] for i in (0, min(1, len(dataset) - 1))])
+    # two samples, so that shape probes see a real batch dimension (a detector: a list)
+    example = collate([dataset[i] for i in (0, min(1, len(dataset) - 1))])[0]
     out = Path(out_dir) if out_dir is not None else None
     distiller = Distiller(student, teachers, cfg, example)
     phases: dict[str, TrainResult] = {}
