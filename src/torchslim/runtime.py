@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from torchslim._tensors import Inputs, input_tuple, module_mode
 
@@ -129,7 +130,8 @@ def measure_latency(
         raise ValueError("repeats must be > 0 and warmup >= 0")
     inputs = input_tuple(example_inputs)
     threads = threads or torch.get_num_threads()
-    batch = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+    # a batched tensor's first axis; a detector's list of images counts its images
+    batch = _batch_size(inputs[0]) if inputs else 1
     if backend == "torch":
         if not isinstance(model_or_path, nn.Module):
             raise TypeError("backend='torch' needs an nn.Module")
@@ -204,11 +206,18 @@ def _torch_latency(model: nn.Module, inputs: tuple, warmup: int, repeats: int, t
     return _summarise(times, "torch", threads, batch)
 
 
+def _batch_size(first: Any) -> int:
+    if isinstance(first, torch.Tensor):
+        return first.shape[0] if first.ndim else 1
+    return len(first) if isinstance(first, (list, tuple)) else 1
+
+
 def _ort_latency(path: Path, inputs: tuple, warmup: int, repeats: int, threads: int,
                  batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
     session = ort_session(path, threads)
+    leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
     feed = {
-        i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)
+        i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), leaves, strict=True)
     }
     times = _time_runs(lambda: session.run(None, feed), warmup, repeats, min_seconds)
     return _summarise(times, "ort", threads, batch)

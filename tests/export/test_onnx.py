@@ -214,3 +214,27 @@ def test_default_float_export_is_accepted_by_onnx_tools(tmp_path: Path, arch: st
     assert out.shape == (1, 1000) and np.isfinite(out).all()
     names = [n.name for n in model.graph.node]  # tools look nodes up by name
     assert all(names) and len(set(names)) == len(names)
+
+
+def test_a_detector_taking_a_list_of_images_exports_and_times(tmp_path: Path) -> None:
+    # A list input (no batch axis to make dynamic), data-dependent control flow (If nodes,
+    # whose bodies read outer names: the file is not compacted), boxes as output.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from tiny_detectors import tiny_faster_rcnn
+
+    from torchslim.runtime import measure_latency
+
+    model = tiny_faster_rcnn().eval()
+    images = [torch.rand(3, 64, 64)]
+    report = ts.export_onnx(model, (images,), tmp_path / "det.onnx")
+    assert report.top1_agreement is None  # boxes, not logits
+    graph = onnx.load(str(tmp_path / "det.onnx")).graph
+    channels = graph.input[0].type.tensor_type.shape.dim[0]
+    assert len(graph.input) == 1 and channels.dim_value == 3  # not a dynamic "batch" axis
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"))
+    boxes = session.run(None, {"input": images[0].numpy()})[0]
+    assert boxes.ndim == 2 and boxes.shape[1] == 4
+    latency = measure_latency(tmp_path / "det.onnx", (images,), backend="ort", repeats=2)
+    assert latency.median_ms > 0

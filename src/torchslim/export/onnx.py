@@ -29,9 +29,10 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
+from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader
 
-from torchslim._tensors import first_tensor, input_tuple, module_mode
+from torchslim._tensors import input_tuple, module_mode
 from torchslim.errors import TorchslimError
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
@@ -102,8 +103,12 @@ def export_onnx(
     quantized = is_quantized(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    names = [f"input{i}" if len(inputs) > 1 else "input" for i in range(len(inputs))]
-    axes = {n: {0: "batch"} for n in names} if dynamic_batch else None
+    leaves = tree_flatten(inputs)[0]
+    names = [f"input{i}" if len(leaves) > 1 else "input" for i in range(len(leaves))]
+    # A batch axis only where every input is a batched tensor (a detector takes a list of
+    # images, whose first axis is their channels).
+    batched = all(isinstance(t, torch.Tensor) for t in inputs)
+    axes = {n: {0: "batch"} for n in names} if dynamic_batch and batched else None
     try:
         with (
             module_mode(model, training=False),
@@ -124,7 +129,7 @@ def export_onnx(
             quantize_biases(proto)
             quantize_pool_outputs(proto.graph)
             int8 = count_int8_weights(proto.graph)
-        if compact:
+        if compact and not _has_subgraphs(proto.graph):  # If/Loop bodies read outer names
             share_constants(proto.graph)
             compact_names(proto.graph)
         onnx.checker.check_model(proto)
@@ -140,6 +145,11 @@ def export_onnx(
     if check:
         report.max_abs_error, report.top1_agreement = ort_parity(model, inputs, path)
     return report
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in graph.node for a in n.attribute)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -172,13 +182,17 @@ def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                path: Path) -> tuple[float, float | None]:  # fmt: skip
     """Max |ORT - PyTorch| over the first output, and top-1 agreement for 2-D outputs."""
     session = ort_session(path)
-    feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs,
+    leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
+    feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), leaves,
                                                               strict=True)}  # fmt: skip
     got = session.run(None, feed)[0]
     with torch.no_grad():
-        ref = first_tensor(model.eval()(*inputs)).detach().cpu().numpy()
+        out = model.eval()(*inputs)
+    ref = next(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+    ref = ref.detach().cpu().numpy()
     err = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0
-    agree = float((got.argmax(1) == ref.argmax(1)).mean()) if ref.ndim == 2 else None
+    batched = all(isinstance(t, torch.Tensor) for t in inputs)  # logits, not boxes
+    agree = float((got.argmax(1) == ref.argmax(1)).mean()) if ref.ndim == 2 and batched else None
     return err, agree
 
 
