@@ -417,3 +417,74 @@ def detection_collate(batch: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
         (2, {'boxes': 1})
     """
     return tuple(list(column) for column in zip(*batch, strict=True))
+
+
+FASHION_COCO = "fashion-coco"
+COCO_PREFIX = "coco:"
+# The generated set a recipe gets by name: images per split, and their side.
+FASHION_COCO_IMAGES = {"train": 600, "val": 150}
+FASHION_COCO_SIZE = 128
+
+
+def is_coco_name(name: str) -> bool:
+    """Whether a dataset name means a COCO-format set: ``fashion-coco`` (generated offline)
+    or ``coco:PATH`` (a folder with ``train/`` and ``val/``, each ``images/`` +
+    ``instances.json``, the layout :func:`make_detection_set` writes).
+
+    Example:
+        >>> is_coco_name("fashion-coco"), is_coco_name("coco:/data/mine"), is_coco_name("mnist")
+        (True, True, False)
+    """
+    return name == FASHION_COCO or name.startswith(COCO_PREFIX)
+
+
+def coco_paths(name: str, split: str, root: str | os.PathLike | None = None) -> CocoPaths:
+    """The images folder and annotation file of a named COCO-format set's ``split``; the
+    generated ``fashion-coco`` is written on first use (under ``root``, default
+    ``cache_dir()/fashion-coco``).
+
+    Example:
+        >>> coco_paths("coco:/data/mine", "val").annotations.as_posix()
+        '/data/mine/val/instances.json'
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split: one of {list(SPLITS)}, got {split!r}")
+    if name == FASHION_COCO:
+        from torchslim.data.datasets import cache_dir
+
+        folder = Path(root).expanduser() if root is not None else cache_dir() / FASHION_COCO
+        return make_detection_set(folder, split, num_images=FASHION_COCO_IMAGES[split],
+                                  size=FASHION_COCO_SIZE)  # fmt: skip
+    if not name.startswith(COCO_PREFIX):
+        raise ConfigError(f"{name!r} is not a COCO-format set name ({FASHION_COCO} or coco:PATH)")
+    folder = Path(name[len(COCO_PREFIX) :]).expanduser() / split
+    return CocoPaths(folder / "images", folder / "instances.json")
+
+
+def coco_dataset(
+    name: str, split: str, task: str, root: str | os.PathLike | None = None
+) -> CocoDetectionSet | CocoSegmentationSet:
+    """A named COCO-format set's ``split`` for ``task`` (``detection``: boxes, labels and
+    masks per image; ``segmentation``: a class map per image).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = make_detection_set(tmp, "val", num_images=2, size=64)
+        ...     data = coco_dataset(f"coco:{tmp}", "val", "segmentation")
+        ...     tuple(data[0][1].shape)
+        (64, 64)
+    """
+    paths = coco_paths(name, split, root)
+    if not paths.annotations.is_file():
+        from torchslim.errors import DataNotFoundError
+
+        raise DataNotFoundError(
+            f"{name}: no {paths.annotations} (expected SPLIT/images/ and SPLIT/instances.json "
+            f"for the splits {list(SPLITS)})"
+        )
+    if task == "detection":
+        return CocoDetectionSet(*paths)
+    if task == "segmentation":
+        return CocoSegmentationSet(*paths)
+    raise ConfigError(f"a COCO-format set serves detection or segmentation, not {task!r}")

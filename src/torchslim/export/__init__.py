@@ -3,6 +3,7 @@
 from torchslim.export.onnx import (
     ExportError,
     ExportReport,
+    OnnxModule,
     evaluate_onnx,
     export_onnx,
     ort_kernels,
@@ -12,6 +13,7 @@ from torchslim.runtime import ort_session
 __all__ = [
     "ExportError",
     "ExportReport",
+    "OnnxModule",
     "evaluate_onnx",
     "export_onnx",
     "ort_kernels",

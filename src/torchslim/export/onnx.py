@@ -196,6 +196,41 @@ def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return err, agree
 
 
+class OnnxModule(nn.Module):
+    """An ONNX file in ONNX Runtime as a module, so that :func:`torchslim.train.evaluate`
+    measures it exactly as it measures the PyTorch model: logits (a classifier, a segmenter's
+    first output), or, for ``task="detection"``, one dict of ``boxes``, ``labels`` and
+    ``scores`` per image of the list it is given (a detector's file takes one image).
+
+    Example:
+        >>> import tempfile, torch, torchslim as ts
+        >>> net = torch.nn.Linear(4, 2).eval()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = ts.export_onnx(net, torch.randn(1, 4), f"{d}/m.onnx")
+        ...     ort_net = OnnxModule(f"{d}/m.onnx")
+        >>> x = torch.randn(3, 4)
+        >>> torch.allclose(ort_net(x), net(x), atol=1e-5)
+        True
+    """
+
+    def __init__(self, path: str | Path, *, task: str = "classification",
+                 threads: int | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.session = ort_session(path, threads)
+        self.task = task
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def _run(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, tensors, strict=True)}
+        return [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
+
+    def forward(self, *inputs: Any) -> Any:
+        if self.task == "detection":
+            outs = [self._run(image) for image in inputs[0]]
+            return [{"boxes": o[0], "labels": o[1], "scores": o[2]} for o in outs]
+        return self._run(*inputs)[0]
+
+
 def ort_kernels(path: str | Path, *, level: str = "all") -> collections.Counter[str]:
     """How many of each op ONNX Runtime runs for a file, after its graph optimisations
     (``level``: "basic", "extended" or "all"): shows whether int8 layers became integer kernels.

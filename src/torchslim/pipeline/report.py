@@ -15,6 +15,9 @@ from typing import Any
 from torchslim.tables import markdown_table
 from torchslim.train.checkpoint import atomic_write_text
 
+# The report's name of each task's metric (what ``StageRow.accuracy`` holds).
+METRIC_NAMES = {"classification": "top-1", "detection": "mAP", "segmentation": "mIoU"}
+
 
 @dataclass
 class StageRow:
@@ -48,6 +51,7 @@ class Report:
     baseline: str | None
     rows: list[StageRow] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)  # export stage -> file
+    metric: str = "top-1"  # what ``accuracy`` measures: top-1, mAP (detection), mIoU
 
     def base(self) -> StageRow | None:
         return next((r for r in self.rows if r.stage == self.baseline), None)
@@ -77,13 +81,14 @@ class Report:
             d["top1"] = r.top1
             d["vs_baseline"] = self.ratios(r)
             rows.append(d)
-        return {"title": self.title, "baseline": self.baseline, "rows": rows,
-                "artifacts": self.artifacts}  # fmt: skip
+        return {"title": self.title, "baseline": self.baseline, "metric": self.metric,
+                "rows": rows, "artifacts": self.artifacts}  # fmt: skip
 
     def table(self) -> str:
         """The Markdown table of all rows (what ``torchslim compress`` prints)."""
         sizes = sorted({bs for r in self.rows for bs in r.latency_ms}, key=int)
-        head = ["stage", "type", "top-1 ORT", "top-1 PyTorch", "Δ top-1", "params", "MACs",
+        m = self.metric
+        head = ["stage", "type", f"{m} ORT", f"{m} PyTorch", f"Δ {m}", "params", "MACs",
                 "ONNX file", "smaller"] + [f"ORT b{bs} ms (speed-up)" for bs in sizes]  # fmt: skip
         rows = []
         for r in self.rows:
@@ -113,10 +118,10 @@ class Report:
         if self.artifacts:
             parts += ["Files:", ""] + [f"- {k}: `{v}`" for k, v in self.artifacts.items()] + [""]
         parts.append(
-            "top-1 ORT: the exported ONNX file in ONNX Runtime (int8 kernels for int8 rows); "
-            "Δ top-1 in points and the ratios are against the baseline row. Latency: median "
-            "ORT time per batch; at the end of a run every row is timed again, round-robin, "
-            "and the median of the rounds is reported."
+            f"{self.metric} ORT: the exported ONNX file in ONNX Runtime (int8 kernels for int8 "
+            f"rows); Δ {self.metric} in points and the ratios are against the baseline row. "
+            "Latency: median ORT time per batch; at the end of a run every row is timed "
+            "again, round-robin, and the median of the rounds is reported."
         )
         return "\n".join(parts) + "\n"
 
@@ -170,7 +175,7 @@ class Report:
                 ax.annotate(r.stage, (x, 100 * r.top1), textcoords="offset points", xytext=(4, 4),
                             fontsize=8)  # fmt: skip
             ax.set_xlabel(label)
-            ax.set_ylabel("top-1 (%)")
+            ax.set_ylabel(f"{self.metric} (%)")
             ax.set_title(title)
             ax.grid(alpha=0.3)
             figs.append((title, fig))
@@ -192,7 +197,7 @@ class Report:
                     pts = sorted((float(k), v) for k, v in curve.items())
                     ax.plot([p for p, _ in pts], [100 * a for _, a in pts], marker=".", label=group)
                 ax.set_xlabel("pruning ratio of the group alone")
-                ax.set_ylabel("top-1 (%)")
+                ax.set_ylabel(f"{self.metric} (%)")
                 ax.set_title(f"sensitivity: {r.stage}")
                 if len(r.sensitivity) <= 12:
                     ax.legend(fontsize=6)

@@ -28,10 +28,10 @@ from torch import nn
 
 from torchslim.analysis import analyze
 from torchslim.errors import ConfigError, TorchslimError
-from torchslim.export import evaluate_onnx, export_onnx
+from torchslim.export import OnnxModule, evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
 from torchslim.pipeline.recipe import Recipe, load_recipe
-from torchslim.pipeline.report import Report, StageRow, rows_from_json
+from torchslim.pipeline.report import METRIC_NAMES, Report, StageRow, rows_from_json
 from torchslim.pipeline.spec import INITIAL, ReportSpec, Stage
 from torchslim.pipeline.stages import (
     STAGE_TYPES,
@@ -44,6 +44,7 @@ from torchslim.pipeline.stages import (
 from torchslim.runtime import measure_latency, round_robin_latency
 from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
+from torchslim.train.config import Task
 from torchslim.train.run_folder import claim_run_folder
 
 log = logging.getLogger("torchslim.pipeline")
@@ -67,16 +68,20 @@ def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds
              extra: dict[str, Any]) -> StageRow:  # fmt: skip
     spec = ctx.recipe.report
     model.eval()
-    accuracy = evaluate(model, ctx.test_set, batch_size=256).accuracy
+    task = ctx.task.value
+    accuracy = evaluate(model, ctx.test_set, batch_size=256, task=task).metric
     stats = analyze(model, ctx.example[:1])
     onnx_path = folder / "model.onnx"
     export = export_onnx(model, ctx.example, onnx_path)
-    ort_acc = evaluate_onnx(onnx_path, ctx.test_set, threads=spec.threads)
+    if ctx.task is Task.CLASSIFICATION:
+        ort_acc = evaluate_onnx(onnx_path, ctx.test_set, threads=spec.threads)
+    else:  # the file in ONNX Runtime, through the same metric code as the PyTorch model
+        ort_model = OnnxModule(onnx_path, task=task, threads=spec.threads)
+        ort_acc = evaluate(ort_model, ctx.test_set, batch_size=16, device="cpu", task=task).metric
     latency: dict[int, float] = {}
     if spec.latency:
-        shape = tuple(ctx.example.shape[1:])
-        for bs in spec.batch_sizes:
-            latency[bs] = round(_latency_ms(onnx_path, torch.randn(bs, *shape), spec), 4)
+        for bs in _batch_sizes(ctx):
+            latency[bs] = round(_latency_ms(onnx_path, ctx.example_batch(bs), spec), 4)
     return StageRow(stage=stage.name, type=stage.type, input=stage.input or "", accuracy=accuracy,
                     ort_accuracy=ort_acc, params=stats.params, macs=stats.macs,
                     onnx_bytes=export.file_bytes, int8=is_quantized(model), latency_ms=latency,
@@ -93,15 +98,21 @@ def _interleaved_latency(report: Report, files: dict[str, Path], ctx: Context,
     """Re-time every row's ONNX file round-robin (median of the rounds), so drift of the
     machine hits all rows alike instead of whichever stage ran then; the ratios use these."""
     spec = ctx.recipe.report
-    shape = tuple(ctx.example.shape[1:])
+    sizes = _batch_sizes(ctx)
     log.info("timing the %d models again, interleaved (%d rounds)", len(report.rows), rounds)
     ms = round_robin_latency({row.stage: files[row.stage] for row in report.rows},
-                             [torch.randn(bs, *shape) for bs in spec.batch_sizes], rounds=rounds,
+                             [ctx.example_batch(bs) for bs in sizes], rounds=rounds,
                              repeats=spec.repeats, threads=spec.threads,
                              min_seconds=_MIN_TIMED_S)  # fmt: skip
     for row in report.rows:
-        row.latency_ms = {bs: round(m, 4) for bs, m in zip(spec.batch_sizes, ms[row.stage],
+        row.latency_ms = {bs: round(m, 4) for bs, m in zip(sizes, ms[row.stage],
                                                             strict=True)}  # fmt: skip
+
+
+def _batch_sizes(ctx: Context) -> list[int]:
+    """The report's batch sizes; a detector's ONNX file takes one image (batch 1 only)."""
+    sizes = list(ctx.recipe.report.batch_sizes)
+    return [1] if ctx.task is Task.DETECTION else sizes
 
 
 def _existing_run(out: Path) -> str | None:
@@ -170,7 +181,8 @@ def compress(
 def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressResult:
     atomic_write_text(recipe.to_yaml(), out / "recipe.yaml")
     ctx = Context(recipe, resume=resume, progress=progress, out_dir=out)
-    report = Report(recipe.description or "torchslim compression report", recipe.baseline_name)
+    report = Report(recipe.description or "torchslim compression report", recipe.baseline_name,
+                    metric=METRIC_NAMES[recipe.data.task])  # fmt: skip
     files: dict[str, Path] = {}  # stage -> the ONNX file its row measured
     for i, stage in enumerate(recipe.stages):
         kind = STAGE_TYPES[stage.type]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchslim.config import check_fields, to_dict
+from torchslim.data.coco import is_coco_name
 from torchslim.errors import ConfigError
 from torchslim.prune.sensitivity import SensitivityConfig
-from torchslim.train.config import TrainConfig
+from torchslim.train.config import Task, TrainConfig
 
 INITIAL = "model"  # the stage name that refers to the recipe's starting model
 
@@ -38,11 +39,16 @@ class ModelSpec:
 class DataSpec:
     """The dataset every stage trains, calibrates and evaluates on.
 
-    ``name``: fashion-mnist (embedded), mnist, cifar10, or ``imagefolder:PATH``;
-    ``subset``/``test_subset``: stratified training subset / first test images (0: all).
+    ``name``: fashion-mnist (embedded), mnist, cifar10, or ``imagefolder:PATH`` for
+    classification; ``fashion-coco`` (generated offline from Fashion-MNIST) or ``coco:PATH``
+    (``train/`` and ``val/``, each ``images/`` + ``instances.json``) for detection and
+    segmentation; ``subset``/``test_subset``: stratified training subset / first test images
+    (0: all).
     """
 
     name: str = "fashion-mnist"
+    # classification, or detection / segmentation on a COCO-format set
+    task: Task = Task.CLASSIFICATION
     root: str | None = None  # where it lives (default: $TORCHSLIM_DATA, ~/.cache/torchslim)
     subset: int = 0
     test_subset: int = 0
@@ -51,6 +57,13 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        coco = is_coco_name(self.name)
+        if self.task is Task.AUTO or coco != (self.task is not Task.CLASSIFICATION):
+            raise ConfigError(
+                f"task: {self.task.value} does not go with data {self.name!r}: classification "
+                "takes fashion-mnist, mnist, cifar10 or imagefolder:PATH; detection and "
+                "segmentation take fashion-coco or coco:PATH"
+            )
         for key in ("subset", "test_subset"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: a number of images (0: all), got {getattr(self, key)}")

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
+from torchslim.data.coco import coco_dataset
+from torchslim.data.info import DatasetInfo
 from torchslim.distill.config import DistillConfig
 from torchslim.errors import CheckpointError, ConfigError
 from torchslim.export.onnx import is_quantized
@@ -31,6 +33,8 @@ from torchslim.quant.config import QuantConfig
 from torchslim.quant.qat import QATConfig
 from torchslim.serialize import load, save
 from torchslim.train import TrainConfig, Trainer, load_checkpoint
+from torchslim.train.config import Task
+from torchslim.train.tasks import collate
 
 if TYPE_CHECKING:
     from torchslim.pipeline.recipe import Recipe
@@ -132,13 +136,40 @@ class Context:
     overwrite: bool = False
     results: dict[str, Any] = field(default_factory=dict)  # stage -> its training's result
 
+    @property
+    def task(self) -> Task:
+        return self.recipe.data.task
+
     @cached_property
     def info(self) -> Any:
-        return dataset_info(self.recipe.data.name)
+        d = self.recipe.data
+        if self.task is Task.CLASSIFICATION:
+            return dataset_info(d.name)
+        data = self._coco("train")
+        side = int(data[0][0].shape[-1])
+        return DatasetInfo(
+            d.name,
+            data.num_classes,
+            3,
+            side,
+            (0.0,) * 3,
+            (1.0,) * 3,
+            tuple(data.classes.get(i, "") for i in range(data.num_classes)),
+        )
+
+    def _coco(self, split: str) -> Dataset:
+        d = self.recipe.data
+        return coco_dataset(d.name, split, self.task.value, root=d.root)
+
+    @staticmethod
+    def _first(data: Dataset, n: int) -> Dataset:
+        return Subset(data, range(min(n, len(data)))) if n else data  # type: ignore[arg-type]
 
     @cached_property
     def train_set(self) -> Dataset:
         d: DataSpec = self.recipe.data
+        if self.task is not Task.CLASSIFICATION:
+            return self._first(self._coco("train"), d.subset)
         augment = list(d.augment) if d.augment is not None else None
         train = get_dataset(d.name, train=True, root=d.root, augment=augment)
         if d.subset:
@@ -149,6 +180,8 @@ class Context:
     @cached_property
     def test_set(self) -> Dataset:
         d = self.recipe.data
+        if self.task is not Task.CLASSIFICATION:
+            return self._first(self._coco("val"), d.test_subset)
         test = get_dataset(d.name, train=False, root=d.root)
         if d.test_subset:
             per_class = max(1, d.test_subset // self.info.num_classes)
@@ -157,20 +190,33 @@ class Context:
 
     def calib(self, samples: int) -> DataLoader:
         d = self.recipe.data
+        if self.task is not Task.CLASSIFICATION:
+            return DataLoader(self._first(self._coco("train"), samples),
+                              batch_size=min(16, samples), collate_fn=collate)  # fmt: skip
         plain = get_dataset(d.name, train=True, root=d.root, augment=[])
         return calibration_loader(plain, samples, batch_size=min(64, samples), seed=d.seed)
 
     @cached_property
-    def example(self) -> torch.Tensor:
-        """Eight test images: the export's example input (a real-data parity check)."""
+    def example(self) -> Any:
+        """Eight test images: the export's example input (a real-data parity check); for a
+        detector, a one-tuple of a list of one image (it takes a list; its ONNX file one)."""
+        if self.task is Task.DETECTION:
+            return ([self.test_set[0][0]],)
         return torch.stack([self.test_set[i][0] for i in range(min(8, len(self.test_set)))])
+
+    def example_batch(self, batch_size: int) -> Any:
+        """Random inputs shaped like the example, ``batch_size`` images (latency)."""
+        if self.task is Task.DETECTION:
+            return ([torch.rand_like(self.example[0][0])],)  # its ONNX file takes one image
+        return torch.randn(batch_size, *self.example.shape[1:])
 
     def fresh(self, spec: ModelSpec) -> nn.Module:
         if spec.checkpoint is not None:
             return load_model_file(spec.checkpoint)
         torch.manual_seed(self.recipe.data.seed)
-        return create(spec.name, num_classes=self.info.num_classes,
-                      in_channels=self.info.in_channels, **spec.args)  # fmt: skip
+        in_channels = {} if self.task is not Task.CLASSIFICATION else {
+            "in_channels": self.info.in_channels}  # fmt: skip
+        return create(spec.name, num_classes=self.info.num_classes, **in_channels, **spec.args)
 
     def input_of(self, stage: Stage, previous: str) -> nn.Module:
         name = stage.input or previous
@@ -274,7 +320,7 @@ def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[A
     result = sensitivity(
         model,
         ctx.example[:1],
-        lambda m: evaluate(m, ctx.test_set, batch_size=256).accuracy,
+        lambda m: evaluate(m, ctx.test_set, batch_size=256).metric,
         spec,
         progress=ctx.progress,
     )
