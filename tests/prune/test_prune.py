@@ -385,6 +385,39 @@ def test_an_lstm_in_the_middle_is_kept_whole_and_the_rest_pruned() -> None:
     assert any("lstm" in op for op in ts.report(model).unknown_ops)
 
 
+def test_split_sizes_kept_on_the_module_follow_the_pruning() -> None:
+    class Mixed(nn.Module):  # MixNet-style: unequal pieces, their sizes in a list attribute
+        def __init__(self) -> None:
+            super().__init__()
+            self.splits = [4, 12]
+            self.convs = nn.ModuleList(nn.Conv2d(n, n, 3, padding=1, groups=n) for n in (4, 12))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            parts = torch.split(x, self.splits, 1)
+            return torch.cat([c(p) for c, p in zip(self.convs, parts, strict=True)], 1)
+
+    class Stage(nn.Module):  # CSP-style: equal halves of a width the module keeps
+        def __init__(self) -> None:
+            super().__init__()
+            self.expand_chs = 16
+            self.conv_exp, self.conv_b = nn.Conv2d(3, 16, 1), nn.Conv2d(8, 8, 3, padding=1)
+            self.conv_mix, self.mixed = nn.Conv2d(16, 16, 1), Mixed()
+            self.conv_out = nn.Conv2d(32, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.conv_exp(x).split(self.expand_chs // 2, dim=1)
+            y = torch.cat([a, self.conv_b(b)], 1)
+            return self.conv_out(torch.cat([y, self.mixed(self.conv_mix(y).relu())], 1))
+
+    model = nn.Sequential(Stage(), nn.Flatten(1), nn.LazyLinear(2))
+    model(X)
+    prune(model, X, {"ratio": 0.5})
+    stage = model[0]
+    assert model(X).shape == (2, 2) and not ts.report(model).repaired
+    assert stage.conv_exp.out_channels == 8 and stage.expand_chs == 8
+    assert stage.mixed.splits == [2, 6] and stage.mixed.convs[1].out_channels == 6
+
+
 def test_pruner_config_accepts_dataclass() -> None:
     pruner = Pruner(_cnn(), X, PruneConfig(ratio=0.25))
     assert pruner.prune().weight_shapes()["0.weight"] == (12, 3, 3, 3)

@@ -39,6 +39,10 @@ class OpContext:
     outputs: list[torch.Tensor]  # the op's real output tensors (shapes)
     views: list[tuple[str, list[tuple[int, Layout]]]] = field(default_factory=list)
     groups: dict[str, Layout] = field(default_factory=dict)
+    # (module, its attribute, the pieces' layouts, how the value follows their kept sizes):
+    # split sizes the code keeps on the module (see shape_ops._split)
+    splits: list[tuple[str, str, list[Layout], Any]] = field(default_factory=list)
+    module_obj: Any = None  # the module ``module`` names
 
     def why(self) -> str:
         return f"{self.op} in {self.module or 'the model'}"

@@ -206,14 +206,38 @@ def _split(ctx: OpContext, x: T, _sizes: Any, d: int = 0) -> list[list[Layout]]:
         outs.append([*x.dims[:d], parts[0], *x.dims[d + 1 :]])
         rest = parts[1]
     # Split points are recomputed from the pruned width at run time (chunk) or are constants:
-    # equal pieces stay equal by being pruned identically; unequal ones are kept whole.
+    # equal pieces stay equal by being pruned identically; unequal ones are kept whole, unless
+    # the running module keeps their sizes as an attribute (updated after pruning).
     pieces = [o[d] for o in outs]
-    if len({o.shape[d] for o in ctx.outputs}) == 1:
+    sizes = [o.shape[d] for o in ctx.outputs]
+    if len(set(sizes)) == 1:
         for p in pieces[1:]:
             sp.unify(pieces[0], p, f"equal chunks ({ctx.why()})")
-    else:
+        _size_attributes(ctx, pieces, sizes)
+    elif not _size_attributes(ctx, pieces, sizes):
         freeze_dim(ctx, x, d, "split into unequal pieces")
     return outs
+
+
+def _size_attributes(ctx: OpContext, pieces: list[Layout], sizes: list[int]) -> bool:
+    """Record the running module's attributes that hold these split sizes, so the shrinker
+    gives them the pruned sizes: a list of the sizes (``self.splits``), or, for equal pieces,
+    an int equal to one piece (``self.width``) or to all of them (``self.in_channels // 2``).
+    Whether any was found."""
+    module = ctx.module_obj
+    if module is None:
+        return False
+    found = False
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or isinstance(value, bool):
+            continue
+        if isinstance(value, (list, tuple)) and list(value) == sizes:
+            ctx.splits.append((ctx.module, attr, pieces, type(value)))
+            found = True
+        elif isinstance(value, int) and len(set(sizes)) == 1 and value in (sizes[0], sum(sizes)):
+            ctx.splits.append((ctx.module, attr, pieces[:1], value // sizes[0]))
+            found = True
+    return found
 
 
 @register_op("cat", "concat", "concatenate")

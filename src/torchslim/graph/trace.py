@@ -127,6 +127,7 @@ class ChannelGraph:
     param_dims: dict[str, list[Layout]] = field(default_factory=dict)
     views: list[tuple[str, list[tuple[int, Layout]]]] = field(default_factory=list)
     groups: dict[str, Layout] = field(default_factory=dict)
+    splits: list[tuple[str, str, list[Layout], Any]] = field(default_factory=list)
     active: set[int] = field(default_factory=set)  # spaces some activation runs along
     stats: ModelStats | None = None  # the model measured on the traced pass (count=True)
     output: Any = None  # the traced pass's output
@@ -277,9 +278,9 @@ class _Recorder(PlainDispatchMode):
         outs = aten_tensors(out)
         if not outs:
             return out
-        ctx = OpContext(
-            self.graph.spaces, self.stack[-1], name, outs, self.graph.views, self.graph.groups
-        )
+        ctx = OpContext(self.graph.spaces, self.stack[-1], name, outs, self.graph.views,
+                        self.graph.groups, self.graph.splits,
+                        self.graph.modules.get(self.stack[-1]))  # fmt: skip
         t_args = map_tensors(self.lookup, args)
         t_kwargs = map_tensors(self.lookup, kwargs)
         handler, result = handler_for(func), None

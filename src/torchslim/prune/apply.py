@@ -252,10 +252,20 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
         setattr(ctx.graph.module(owner_name), attr, value)
 
 
+def fix_split_attributes(ctx: ShrinkContext) -> None:
+    """Give the split sizes a module keeps as attributes (``shape_ops._split``) their pruned
+    values: a list of the pieces' sizes, or one piece times the recorded factor."""
+    for module_name, attr, pieces, how in ctx.graph.splits:
+        kept = [ctx.kept(p) for p in pieces]
+        value = how(kept) if isinstance(how, type) else kept[0] * how
+        setattr(ctx.graph.module(module_name), attr, value)
+
+
 def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
     """Run every registered shrinker on the modules whose tensors changed, then heads."""
     ctx = ShrinkContext(graph, keep)
     fix_head_attributes(model, ctx)
+    fix_split_attributes(ctx)
     for name, module in graph.modules.items():
         for module_type, fn in SHRINKERS:
             if isinstance(module, module_type):
