@@ -34,11 +34,13 @@ def timm_spec(model: nn.Module) -> dict[str, Any] | None:
     if not type(model).__module__.startswith("timm.") or not isinstance(cfg, dict):
         return None
     arch = cfg.get("architecture")
-    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if not isinstance(arch, str) or first is None:
+    if not isinstance(arch, str):
         return None
+    # The first convolution's input channels; a model without one (a linear patch embedding)
+    # was built for its configuration's input.
+    in_channels = _first_conv_in(model) or int(cfg.get("input_size", (3,))[0])
     return {"name": TIMM_PREFIX + arch, "num_classes": int(getattr(model, "num_classes", 1000)),
-            "in_channels": first.in_channels, "kwargs": {}}  # fmt: skip
+            "in_channels": in_channels, "kwargs": {}}  # fmt: skip
 
 
 def _first_conv_in(model: nn.Module) -> int | None:
