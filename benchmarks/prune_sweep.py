@@ -677,6 +677,9 @@ def _write(path: Path, res: Results, classifiers: list[str]) -> int:
     if any(timm_models.is_timm(m) for m in swept):
         return write_task_results(path, res, timm=True)
     if swept & set(classifiers):
+        tools = {r.get("tool") for r in _load(path)}
+        if tools == {"torchslim"}:  # a torchslim-only pass: the save/load check of its models
+            return write_round_trips(path, res, full=swept == set(classifiers))
         return write_results(path, res, full=swept == set(classifiers))
     return write_task_results(path, res)
 
@@ -748,6 +751,20 @@ def write_task_results(path: Path, res: Results, timm: bool = False) -> int:
                     model=", ".join(names))  # fmt: skip
         n += 1
     return n
+
+
+def write_round_trips(path: Path, res: Results, full: bool) -> int:
+    """One figure: how many torchslim-pruned classifiers save and load with identical
+    outputs (a torchslim-only pass, beside the two-tool sweep's summary)."""
+    latest = {r["model"]: r for r in _load(path) if r.get("tool") == "torchslim"}
+    trips = [bool(r.get("roundtrip_ok")) for r in latest.values() if r.get("ok")]
+    prefix = "prune_sweep" if full else "prune_sweep_subset"
+    res.add("pruned models that save and load with identical outputs (torchslim-only pass)",
+            "torchslim", sum(trips), "count", 0, table=f"{prefix}_summary",
+            claim="50% of the channels of every torchvision classifier, torchslim beside "
+            "Torch-Pruning", row_header=["figure"], of=len(trips),
+            target={"text": "all", "op": "all"})  # fmt: skip
+    return 1
 
 
 def write_results(path: Path, res: Results, full: bool) -> int:
