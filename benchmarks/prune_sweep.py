@@ -42,6 +42,7 @@ import datetime as dt
 import gc
 import inspect
 import json
+import math
 import os
 import platform
 import re
@@ -698,7 +699,7 @@ def write_task_results(path: Path, res: Results, timm: bool = False) -> int:
         claim = "50% of the channels of the smallest model of every timm family"
         headline = {"claim": "50% channel pruning of every timm architecture family (runs, "
                     "output shape kept)", "order": 6}  # fmt: skip
-        target = {"text": "≥ 97%; ≥ Torch-Pruning", "op": "all"}
+        target = {"text": "≥ 97%; ≥ Torch-Pruning", "op": ">=", "share": 0.97}
     else:
         claim = "50% of the channels of torchvision's detection, segmentation, video, flow models"
         headline = {"claim": "50% channel pruning of torchvision's detection, segmentation, "
@@ -714,8 +715,11 @@ def write_task_results(path: Path, res: Results, timm: bool = False) -> int:
         if ran["torch-pruning"]:
             peer = {"name": tp, "value": count["torch-pruning"], "unit": "count", "digits": 0,
                     "of": ran["torch-pruning"]}  # fmt: skip
+        aim = dict(target)
+        if "share" in aim:  # a share of the models swept
+            aim["value"] = math.ceil(aim.pop("share") * ran["torchslim"])
         res.add(fam, "torchslim", count["torchslim"], "count", 0, table=table, claim=claim,
-                row_header=["family"], of=ran["torchslim"], peer=peer, target=target,
+                row_header=["family"], of=ran["torchslim"], peer=peer, target=aim,
                 headline=headline if fam == "all" else None)  # fmt: skip
         trips = [r["roundtrip_ok"] for (_, t), r in rows.items() if "roundtrip_ok" in r]
         if trips:
