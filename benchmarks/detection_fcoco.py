@@ -67,6 +67,7 @@ ROW_PRUNED0 = "pruned −50% MACs, before fine-tune"
 ROW_PRUNED = "pruned −50% MACs + fine-tune"
 ROW_INT8 = "int8 (ORT), of the float model"
 ROW_PRUNED_INT8 = "int8 (ORT), of the pruned + fine-tuned model"
+ROW_CONTROL = "float trained on for the fine-tune's epochs (equal-budget control)"
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -98,6 +99,13 @@ def build_model(task: str, size: int) -> nn.Module:
             size, size, [0.5] * 3, [0.5] * 3, size_divisible=1, fixed_size=(size, size)
         )
     return set_bn_momentum(model)
+
+
+def save_model(model: nn.Module, path: Path, task: str) -> None:
+    """``ts.save``; the SSD's rebuild is named (its fixed-size input transform is a changed
+    attribute that ``ts.save`` records)."""
+    spec = None if task == "seg" else {"name": "ssdlite320_mobilenet_v3_large", "num_classes": 11}
+    ts.save(model, path, spec=spec)
 
 
 def datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -308,7 +316,7 @@ def phase_train(args: argparse.Namespace) -> None:
     model.eval()
     scores = evaluate(model, args)
     stats = ts.analyze(model, example_inputs(args.task, args.size))
-    ts.save(model, out / "float.pt")
+    save_model(model, out / "float.pt", args.task)
     info = {"scores": scores, "macs": stats.macs, "params": stats.params, "train_s": wall,
             "train_wall_s": result.wall_time_s}  # fmt: skip
     save_json(out / "float.json", info)
@@ -331,7 +339,7 @@ def phase_prune(args: argparse.Namespace) -> None:
         ts.prune(model, example_inputs(args.task, args.size), config)
         prune_s = time.perf_counter() - start
         scores0 = evaluate(model, args)
-        ts.save(model, out / "pruned0.pt")
+        save_model(model, out / "pruned0.pt", args.task)
         save_json(out / "pruned0.json", {"scores": scores0, "prune_s": prune_s})
         res = results(args)
         score_rows(res, args.task, ROW_PRUNED0, scores0, "PyTorch", base["scores"])
@@ -347,7 +355,7 @@ def phase_prune(args: argparse.Namespace) -> None:
     model.eval()
     scores = evaluate(model, args)
     stats = ts.analyze(model, example_inputs(args.task, args.size))
-    ts.save(model, out / "pruned.pt")
+    save_model(model, out / "pruned.pt", args.task)
     save_json(out / "pruned.json", {"scores": scores, "macs": stats.macs,
                                     "params": stats.params, "finetune_s": wall})  # fmt: skip
     print(f"pruned + fine-tune: {scores}, {stats.macs / 1e6:.1f} MMACs "
@@ -360,6 +368,33 @@ def phase_prune(args: argparse.Namespace) -> None:
     res.add(ROW_PRUNED, "params", stats.params, "params", 0)
     res.add(ROW_PRUNED, "params ratio", round(stats.params / base["params"], 4), "ratio", 3)
     res.add(ROW_PRUNED, "fine-tune wall time", round(wall, 1), "s", 0)
+
+
+def phase_control(args: argparse.Namespace) -> None:
+    """The float model trained on with the fine-tune's budget: the pruned model has seen
+    ``--epochs`` + ``--ft-epochs`` epochs in all; this is the unpruned model of equal training."""
+    out = folder(args)
+    if (out / "control.pt").exists():
+        print(f"{out / 'control.pt'} exists: control skipped", flush=True)
+        return
+    model = set_bn_momentum(ts.load(out / "float.pt"))
+    start = time.perf_counter()
+    fit(model, args, args.ft_epochs, out / "control")
+    wall = time.perf_counter() - start
+    model.eval()
+    scores = evaluate(model, args)
+    save_model(model, out / "control.pt", args.task)
+    save_json(out / "control.json", {"scores": scores, "train_s": wall})
+    print(f"control: {scores}, {wall:.0f} s", flush=True)
+    res = results(args)
+    score_rows(res, args.task, ROW_CONTROL, scores, "PyTorch")
+    res.add(ROW_CONTROL, "training wall time", round(wall, 1), "s", 0)
+    if (out / "pruned.json").exists():
+        pruned = json.loads((out / "pruned.json").read_text())["scores"]
+        main = "miou" if args.task == "seg" else "map"
+        label = "mIoU" if args.task == "seg" else "mAP@0.5:0.95"
+        res.add(ROW_PRUNED, f"{label} change vs equal-budget control (PyTorch)",
+                round(pruned[main] - scores[main], 3), "pt", 2)  # fmt: skip
 
 
 def phase_int8(args: argparse.Namespace) -> None:
@@ -401,6 +436,12 @@ def phase_int8(args: argparse.Namespace) -> None:
                   ROW_PRUNED_INT8: 2.0}.get(row)  # fmt: skip
         score_rows(res, args.task, row, s, "ORT", None if row == ROW_FLOAT else base, target)
         res.add(row, "ONNX file bytes", files[row].stat().st_size, "bytes", 0)
+    main = "miou" if args.task == "seg" else "map"
+    label = "mIoU" if args.task == "seg" else "mAP@0.5:0.95"
+    for row, int8_row in int8_rows.items():  # what int8 alone costs: against its own float file
+        if row in scores and int8_row in scores:
+            res.add(int8_row, f"{label} change vs its float model (ORT)",
+                    round(scores[int8_row][main] - scores[row][main], 3), "pt", 2)  # fmt: skip
     ms = round_robin_latency({k: str(v) for k, v in files.items()}, [x1], rounds=5,
                              repeats=20, threads=1, min_seconds=1.0)  # fmt: skip
     what = "whole model" if args.task == "seg" else "backbone + head, post-processing excluded"
@@ -415,7 +456,9 @@ def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--task", choices=["seg", "det"], required=True)
-    parser.add_argument("--phase", choices=["train", "prune", "int8", "all"], default="all")
+    phases = ["train", "prune", "int8", "control", "all"]
+    help_ = "all: train, prune, int8 (control runs alone)"
+    parser.add_argument("--phase", choices=phases, default="all", help=help_)
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--ft-epochs", type=int, default=None, help="default: --epochs")
     parser.add_argument("--images", type=int, default=600, help="generated training images")
@@ -436,7 +479,9 @@ def main() -> None:
     phases = ["train", "prune", "int8"] if args.phase == "all" else [args.phase]
     for phase in phases:
         start = time.perf_counter()
-        {"train": phase_train, "prune": phase_prune, "int8": phase_int8}[phase](args)
+        run = {"train": phase_train, "prune": phase_prune, "int8": phase_int8,
+               "control": phase_control}[phase]  # fmt: skip
+        run(args)
         print(f"phase {phase}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
