@@ -418,6 +418,20 @@ def test_split_sizes_kept_on_the_module_follow_the_pruning() -> None:
     assert stage.mixed.splits == [2, 6] and stage.mixed.convs[1].out_channels == 6
 
 
+def test_frozen_batchnorm_of_pretrained_detector_backbones_shrinks() -> None:
+    import torchvision
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    model = torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    prune(model, x, {"ratio": 0.5})
+    assert model(x).shape == (1, 10) and not ts.report(model).repaired
+    bn = model.layer1[0].bn1
+    assert (
+        bn.weight.shape == bn.bias.shape == bn.running_mean.shape == bn.running_var.shape == (32,)
+    )
+
+
 def test_pruner_config_accepts_dataclass() -> None:
     pruner = Pruner(_cnn(), X, PruneConfig(ratio=0.25))
     assert pruner.prune().weight_shapes()["0.weight"] == (12, 3, 3, 3)
