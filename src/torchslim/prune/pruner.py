@@ -224,7 +224,6 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
     try:
         slice_tensors(graph, keep)
         shrink_modules(model, graph, keep)
-        after = graph.stats_after(keep)
         check = _run if graph.data_dependent else check_forward
         got = _outputs_shape(check(model, inputs), vary)
     except Exception as exc:
@@ -238,7 +237,7 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
         raise PruningError(
             f"pruning changed the output shape from {expected} to {got}; the model was restored"
         )
-    return after
+    return graph.stats_after(keep)  # only for a pruning that stands (repair tries many)
 
 
 @dataclass
