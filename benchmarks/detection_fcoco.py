@@ -27,7 +27,11 @@ and the next phase loads them, so each runs on its own; a killed training resume
 MobileNetV3's BatchNorm momentum (0.01, 0.03 in SSDlite) is set to 0.1: trained from scratch for a
 few epochs, the running statistics otherwise lag the weights. Pruning is
 ``ts.prune(model, example, {"target_macs": 0.5, "round_to": 8})`` (L1, uniform ratio searched
-for half the MACs, channel counts kept at multiples of 8 for ORT's kernels); the fine-tune has
+for half the MACs, channel counts kept at multiples of 8 for ORT's kernels); for the SSD it is
+tried on the whole detector (example ``([image],)``), and where that fails (at 4cd4113 the tracer
+raises IndexError building its data-dependent-branch warning: the shapes-only pass stops at
+``aten._unique2`` in torchvision's batched NMS, the real pass records no value read) on the
+backbone + head (:class:`SSDGraph`), which hold all the SSD's parameters. The fine-tune has
 its own epoch budget (``--ft-epochs``, default ``--epochs``). int8 is
 ``ts.quantize`` (defaults: per-channel symmetric weights, affine activations, percentile
 calibration) on ``--calib`` training images, exported by ``ts.export_onnx`` as QDQ.
