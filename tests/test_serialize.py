@@ -310,6 +310,7 @@ def test_a_pruned_timm_model_round_trips_with_no_registration(arch: str, tmp_pat
     [
         ("resnet18", {"num_classes": 5}, torch.randn(1, 3, 64, 64)),
         ("lraspp_mobilenet_v3_large", {"weights_backbone": None}, torch.randn(1, 3, 64, 64)),
+        ("googlenet", {"aux_logits": False, "init_weights": False}, torch.randn(1, 3, 64, 64)),
     ],
 )
 def test_a_pruned_torchvision_model_built_directly_round_trips(

@@ -53,10 +53,14 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 @cache
-def _build_shapes(name: str, num_classes: int | None) -> dict[str, tuple[int, ...]] | None:
+def _build_shapes(
+    name: str, num_classes: int | None, flags: tuple[tuple[str, bool], ...] = ()
+) -> dict[str, tuple[int, ...]] | None:
     from torchslim.models.registry import create
 
-    options = {} if num_classes is None else {"num_classes": num_classes}
+    options: dict[str, Any] = dict(flags)
+    if num_classes is not None:
+        options["num_classes"] = num_classes
     with torch.random.fork_rng(devices=[]):
         try:
             try:
@@ -105,20 +109,31 @@ def torchvision_spec(model: nn.Module) -> dict[str, Any] | None:
         return None
     shapes = _shapes(model)
     for name in _builders_of(cls):
-        default = _build_shapes(name, None)
-        if default is None or default.keys() != shapes.keys():
-            continue
-        differ = [k for k in shapes if shapes[k] != default[k]]
-        counts = [None] if not differ else sorted({shapes[k][0] for k in differ if shapes[k]})
-        for num_classes in counts[:4]:
-            built = _build_shapes(name, num_classes)
-            if built == shapes:
-                task = torchvision_task(name)
-                if num_classes is None and task in ("classification", "quantization"):
-                    num_classes = 1000
-                return {"name": name, "num_classes": num_classes,
-                        "in_channels": _first_conv_in(model) or 3, "kwargs": {}}  # fmt: skip
+        for flags in _FLAGS:
+            default = _build_shapes(name, None, flags)
+            if default is None or default.keys() != shapes.keys():
+                continue
+            differ = [k for k in shapes if shapes[k] != default[k]]
+            counts = [None] if not differ else sorted({shapes[k][0] for k in differ if shapes[k]})
+            for num_classes in counts[:4]:
+                if _build_shapes(name, num_classes, flags) == shapes:
+                    task = torchvision_task(name)
+                    if num_classes is None and task in ("classification", "quantization"):
+                        num_classes = 1000
+                    return {"name": name, "num_classes": num_classes,
+                            "in_channels": _first_conv_in(model) or 3,
+                            "kwargs": dict(flags)}  # fmt: skip
     return None
+
+
+# Options that add or remove parameters, tried flipped where the defaults do not match
+# (GoogLeNet's and Inception's auxiliary classifiers, a segmenter's auxiliary head).
+_FLAGS: tuple[tuple[tuple[str, bool], ...], ...] = (
+    (),
+    (("aux_logits", False),),
+    (("aux_logits", True),),
+    (("aux_loss", True),),
+)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any] | None:
