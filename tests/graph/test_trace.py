@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 import weakref
 
 import pytest
@@ -221,3 +222,25 @@ def test_many_channel_spaces_are_all_found(monkeypatch: pytest.MonkeyPatch) -> N
     model = nn.Sequential(*(m for conv in layers for m in (conv, nn.ReLU())))
     graph = trace(model, torch.randn(1, 3, 4, 4))
     assert len(graph.prunable()) == 9  # every hidden layer; the last one reaches the output
+
+
+def test_a_value_read_only_the_placeholders_lead_to_warns_of_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The shapes-only pass runs on placeholder values; a branch only they take may read values
+    # that the real pass never reads (a trained detector whose scores on the example input
+    # pass no threshold skips its NMS). It once failed with an IndexError on the empty list of
+    # value reads; there is nothing to warn about then.
+    real_pass = _trace_module._trace_pass
+    calls = []
+
+    def first_stops_for_values(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs["real"])
+        return None if not kwargs["real"] else real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(_trace_module, "_trace_pass", first_stops_for_values)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = trace(model, torch.randn(2, 3, 4, 4))
+    assert calls == [False, True] and not graph.data_dependent and graph.prunable()

@@ -471,7 +471,8 @@ def trace(
     if graph is None:
         graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=True, strict=strict)
         assert graph is not None  # a real pass never stops for values
-        warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
+        if graph.data_dependent:  # (the placeholders' values may have been what led there)
+            warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
     return graph
 
 
