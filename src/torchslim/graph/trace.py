@@ -468,11 +468,13 @@ def trace(
     ignored = ignore or (lambda _name: False)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
     graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=False, strict=strict)
-    if graph is None:
+    if isinstance(graph, str):  # where the shapes-only pass needed values
+        where = graph
         graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=True, strict=strict)
-        assert graph is not None  # a real pass never stops for values
-        if graph.data_dependent:  # (the placeholders' values may have been what led there)
-            warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
+        assert isinstance(graph, ChannelGraph)  # a real pass never stops for values
+        if not graph.data_dependent:  # read on the placeholders' branch only (e.g. a detector
+            graph.data_dependent.append(where)  # whose example input leaves no box to sort)
+        warnings.warn(_branch_warning(graph), UserWarning, stacklevel=2)
     return graph
 
 
@@ -484,9 +486,9 @@ def _trace_pass(
     count: bool,
     real: bool,
     strict: bool,
-) -> ChannelGraph | None:
-    """One traced forward (shapes-only, or ``real``); None where a shapes-only one met a
-    value read and must be done again for real."""
+) -> ChannelGraph | str:
+    """One traced forward (shapes-only, or ``real``); where a shapes-only one met a value read
+    (it must be done again for real), that place ("aten.nonzero in module ...")."""
     graph = ChannelGraph(model, modules=dict(model.named_modules()))
     sp = graph.spaces
     scope = ModuleScope(model, modules=graph.modules)
@@ -523,13 +525,13 @@ def _trace_pass(
         raise
     except Exception as exc:
         if recorder.values_needed:  # also where the model caught _ValuesNeeded and went on
-            return None
+            return recorder.values_needed
         raise input_error(
             model, inputs, "the example input" + ("s" if len(inputs) > 1 else ""), exc,
             hint="Pass example inputs of the shape, dtype and number the model's forward expects",
         ) from exc  # fmt: skip
     if recorder.values_needed:
-        return None
+        return recorder.values_needed
     graph.stats = graph.stats_after() if count else None
     graph.output = output
     for out in tree_flatten(output)[0]:
