@@ -92,8 +92,7 @@ def run(name: str, size: int, threads: int, res: Results) -> None:
     ms = {k: statistics.median(v) for k, v in rounds.items()}
     row = [name]
     figures = [
-        ("output structure kept", "yes" if same else "NO", "text", None),
-        ("save/load identical", "yes" if trip else "NO", "text", None),
+        ("structure kept, save/load identical", "yes" if same and trip else "NO", "text", None),
         ("MACs kept", round(report.macs_after / report.macs_before, 4), "ratio", 3),
         ("params kept", round(report.params_after / report.params_before, 4), "ratio", 3),
         ("prune s", round(seconds, 3), "s", 2),
@@ -105,10 +104,11 @@ def run(name: str, size: int, threads: int, res: Results) -> None:
     for metric, value, unit, digits in figures:
         peer = None
         if metric == "ONNX MB":
-            peer = {"name": "dense", "value": round(exports["dense"][1].file_bytes / 1e6, 3),
-                    "unit": "MB", "digits": 2}  # fmt: skip
+            peer = {"name": "dense", "label": "dense ONNX MB", "unit": "MB", "digits": 2,
+                    "value": round(exports["dense"][1].file_bytes / 1e6, 3)}  # fmt: skip
         if metric == "ORT ms, batch 1":
-            peer = {"name": "dense", "value": round(ms["dense"], 3), "unit": "ms", "digits": 1}
+            peer = {"name": "dense", "label": "dense ms", "value": round(ms["dense"], 3),
+                    "unit": "ms", "digits": 1}  # fmt: skip
         res.add(row, metric, value, unit, digits, model=name, peer=peer)
     print(f"{name}: {', '.join(f'{m}={v}' for m, v, _, _ in figures)}", flush=True)
 
