@@ -370,12 +370,7 @@ def phase_prune(args: argparse.Namespace) -> None:
     if (out / "pruned.pt").exists():
         print(f"{out / 'pruned.pt'} exists: fine-tune skipped", flush=True)
         return
-    model = set_bn_momentum(ts.load(out / "pruned0.pt"))
-    start = time.perf_counter()
-    fit(model, args, args.ft_epochs, out / "finetune")
-    wall = time.perf_counter() - start
-    model.eval()
-    scores = evaluate(model, args)
+    model, scores, wall = train_on(out / "pruned0.pt", args, out / "finetune")
     stats = ts.analyze(model, example_inputs(args.task, args.size))
     save_model(model, out / "pruned.pt", args.task)
     save_json(out / "pruned.json", {"scores": scores, "macs": stats.macs,
@@ -392,6 +387,17 @@ def phase_prune(args: argparse.Namespace) -> None:
     res.add(ROW_PRUNED, "fine-tune wall time", round(wall, 1), "s", 0)
 
 
+def train_on(start_from: Path, args: argparse.Namespace, run: Path) -> tuple[nn.Module, Any, float]:
+    """The saved model trained ``--ft-epochs`` more epochs into ``run``: (model in eval mode,
+    its scores, training wall time)."""
+    model = set_bn_momentum(ts.load(start_from))
+    start = time.perf_counter()
+    fit(model, args, args.ft_epochs, run)
+    wall = time.perf_counter() - start
+    model.eval()
+    return model, evaluate(model, args), wall
+
+
 def phase_control(args: argparse.Namespace) -> None:
     """The float model trained on with the fine-tune's budget: the pruned model has seen
     ``--epochs`` + ``--ft-epochs`` epochs in all; this is the unpruned model of equal training."""
@@ -400,12 +406,7 @@ def phase_control(args: argparse.Namespace) -> None:
         done = json.loads((out / "control.json").read_text())
         scores, wall = done["scores"], done["train_s"]
     else:
-        model = set_bn_momentum(ts.load(out / "float.pt"))
-        start = time.perf_counter()
-        fit(model, args, args.ft_epochs, out / "control")
-        wall = time.perf_counter() - start
-        model.eval()
-        scores = evaluate(model, args)
+        model, scores, wall = train_on(out / "float.pt", args, out / "control")
         save_model(model, out / "control.pt", args.task)
         save_json(out / "control.json", {"scores": scores, "train_s": wall})
     print(f"control: {scores}, {wall:.0f} s", flush=True)
