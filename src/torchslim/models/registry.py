@@ -81,8 +81,18 @@ def torchvision_task(name: str) -> str:
     """
     import torchvision
 
-    module = torchvision.models.get_model_builder(name).__module__.split(".")
-    return module[2] if len(module) > 3 else "classification"
+    return module_task(torchvision.models.get_model_builder(name).__module__)
+
+
+def module_task(module: str) -> str:
+    """The torchvision sub-package of a module path (``torchvision.models.detection.ssd``).
+
+    Example:
+        >>> module_task("torchvision.models.detection.ssd"), module_task("torchvision.models.vgg")
+        ('detection', 'classification')
+    """
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 else "classification"
 
 
 def list_models(include_torchvision: bool = False) -> list[str]:

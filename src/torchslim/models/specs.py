@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.models.registry import TIMM_PREFIX, torchvision_task
+from torchslim.models.registry import TIMM_PREFIX, module_task, torchvision_task
 
 # Attribute under which a model carries its spec (set by ts.models.create, and by ts.prune for
 # a torchvision model it recognised before changing its shapes).
@@ -78,8 +78,7 @@ def _builders_of(cls: type) -> tuple[str, ...]:
     """torchvision model names whose builder may return ``cls`` (same sub-package)."""
     import torchvision
 
-    parts = cls.__module__.split(".")
-    task = parts[2] if len(parts) > 3 else "classification"
+    task = module_task(cls.__module__)
     names = []
     for name in torchvision.models.list_models():
         if torchvision_task(name) != task:
