@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 import torchslim as ts
+from torchslim.distill import fit_distillation
 from torchslim.runtime import ort_session, round_robin_latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,7 +73,14 @@ ROW_PRUNED0 = "pruned −50% MACs, before fine-tune"
 ROW_PRUNED = "pruned −50% MACs + fine-tune"
 ROW_INT8 = "int8 (ORT), of the float model"
 ROW_PRUNED_INT8 = "int8 (ORT), of the pruned + fine-tuned model"
+ROW_KD = "pruned −50% MACs + fine-tune distilled from the float model"
 ROW_CONTROL = "float trained on for the fine-tune's epochs (equal-budget control)"
+# The distillation of the fine-tune (phase kd): pixel-wise KD on a segmenter's logits; on the
+# SSD, its head's class logits (KL) and box regression (weighted by the teacher's foreground).
+KD_LOSSES = {
+    "seg": [{"type": "kd", "options": {"temperature": 2.0, "alpha": 1.0}}],
+    "det": [{"type": "det_head", "student": ["head.classification_head", "head.regression_head"]}],
+}
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -153,12 +161,28 @@ def train_config(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     }
 
 
-def fit(model: nn.Module, args: argparse.Namespace, epochs: int, folder: Path) -> Any:
+def fit(
+    model: nn.Module,
+    args: argparse.Namespace,
+    epochs: int,
+    folder: Path,
+    teacher: nn.Module | None = None,
+) -> Any:
+    """Train ``model`` ``epochs`` epochs into ``folder`` (resumed if it holds a run); with a
+    ``teacher``, distilled from it (:data:`KD_LOSSES`, the task loss at full weight)."""
     train, _, val = datasets(args)
     loss_fn = ts.train.segmentation_loss(dice=0.5) if args.task == "seg" else None
-    trainer = ts.train.Trainer(model, train_config(args, epochs), train, val, loss_fn=loss_fn,
-                               out_dir=folder)  # fmt: skip
-    result = trainer.fit(resume=(folder / "last.pt").exists())
+    resume = (folder / "last.pt").exists() or (folder / "distill" / "last.pt").exists()
+    if teacher is not None:
+        cfg = {"losses": KD_LOSSES[args.task], "hard_label_weight": 1.0,
+               "train": train_config(args, epochs)}  # fmt: skip
+        done = fit_distillation(model, teacher, train, cfg, eval_data=val, out_dir=folder,
+                                resume=resume, loss_fn=loss_fn)  # fmt: skip
+        result = done.phases["distill"]
+    else:
+        trainer = ts.train.Trainer(model, train_config(args, epochs), train, val,
+                                   loss_fn=loss_fn, out_dir=folder)  # fmt: skip
+        result = trainer.fit(resume=resume)
     for h in result.history:
         print({k: round(v, 4) for k, v in h.items()}, flush=True)
     return result
@@ -387,12 +411,14 @@ def phase_prune(args: argparse.Namespace) -> None:
     res.add(ROW_PRUNED, "fine-tune wall time", round(wall, 1), "s", 0)
 
 
-def train_on(start_from: Path, args: argparse.Namespace, run: Path) -> tuple[nn.Module, Any, float]:
-    """The saved model trained ``--ft-epochs`` more epochs into ``run``: (model in eval mode,
-    its scores, training wall time)."""
+def train_on(
+    start_from: Path, args: argparse.Namespace, run: Path, teacher: nn.Module | None = None
+) -> tuple[nn.Module, Any, float]:
+    """The saved model trained ``--ft-epochs`` more epochs into ``run`` (distilled from
+    ``teacher`` if given): (model in eval mode, its scores, training wall time)."""
     model = set_bn_momentum(ts.load(start_from))
     start = time.perf_counter()
-    fit(model, args, args.ft_epochs, run)
+    fit(model, args, args.ft_epochs, run, teacher)
     wall = time.perf_counter() - start
     model.eval()
     return model, evaluate(model, args), wall
@@ -413,13 +439,44 @@ def phase_control(args: argparse.Namespace) -> None:
     res = results(args)
     score_rows(res, args.task, ROW_CONTROL, scores, "PyTorch")
     res.add(ROW_CONTROL, "training wall time", round(wall, 1), "s", 0)
-    if (out / "pruned.json").exists():
-        pruned = json.loads((out / "pruned.json").read_text())["scores"]
-        main = "miou" if args.task == "seg" else "map"
-        label = "mIoU" if args.task == "seg" else "mAP@0.5:0.95"
-        target = {"text": "≥ −2 points", "op": ">=", "value": -2.0}
-        res.add(ROW_PRUNED, f"{label} change vs equal-budget control (PyTorch)",
-                round(pruned[main] - scores[main], 3), "pt", 2, target=target)  # fmt: skip
+    for name in ("pruned", "pruned-kd"):
+        compare_with_control(res, args, name)
+
+
+def compare_with_control(res: Results, args: argparse.Namespace, name: str) -> None:
+    """The change of the model saved as ``name`` (pruned, pruned-kd) against the equal-budget
+    control, when both have run."""
+    out, task = folder(args), args.task
+    if not ((out / f"{name}.json").exists() and (out / "control.json").exists()):
+        return
+    scores = json.loads((out / f"{name}.json").read_text())["scores"]
+    control = json.loads((out / "control.json").read_text())["scores"]
+    main, label = ("miou", "mIoU") if task == "seg" else ("map", "mAP@0.5:0.95")
+    target = {"text": "≥ −2 points", "op": ">=", "value": -2.0}
+    row = ROW_PRUNED if name == "pruned" else ROW_KD
+    res.add(row, f"{label} change vs equal-budget control (PyTorch)",
+            round(scores[main] - control[main], 3), "pt", 2, target=target)  # fmt: skip
+
+
+def phase_kd(args: argparse.Namespace) -> None:
+    """The pruned model (before fine-tune) fine-tuned ``--ft-epochs`` epochs distilled from
+    the float model it was pruned from (:data:`KD_LOSSES`): the same budget as the plain
+    fine-tune, plus the teacher's forward passes."""
+    out = folder(args)
+    base = json.loads((out / "float.json").read_text())
+    if (out / "pruned-kd.json").exists():
+        done = json.loads((out / "pruned-kd.json").read_text())
+        scores, wall = done["scores"], done["finetune_s"]
+    else:
+        teacher = ts.load(out / "float.pt").eval()
+        model, scores, wall = train_on(out / "pruned0.pt", args, out / "finetune-kd", teacher)
+        save_model(model, out / "pruned-kd.pt", args.task)
+        save_json(out / "pruned-kd.json", {"scores": scores, "finetune_s": wall})
+    print(f"pruned + distilled fine-tune: {scores}, {wall:.0f} s", flush=True)
+    res = results(args)
+    score_rows(res, args.task, ROW_KD, scores, "PyTorch", base["scores"])
+    res.add(ROW_KD, "fine-tune wall time", round(wall, 1), "s", 0)
+    compare_with_control(res, args, "pruned-kd")
 
 
 def phase_int8(args: argparse.Namespace) -> None:
@@ -481,8 +538,8 @@ def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--task", choices=["seg", "det"], required=True)
-    phases = ["train", "prune", "int8", "control", "all"]
-    help_ = "all: train, prune, int8 (control runs alone)"
+    phases = ["train", "prune", "int8", "control", "kd", "all"]
+    help_ = "all: train, prune, int8 (control and kd run alone)"
     parser.add_argument("--phase", choices=phases, default="all", help=help_)
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--ft-epochs", type=int, default=None, help="default: --epochs")
@@ -505,7 +562,7 @@ def main() -> None:
     for phase in phases:
         start = time.perf_counter()
         run = {"train": phase_train, "prune": phase_prune, "int8": phase_int8,
-               "control": phase_control}[phase]  # fmt: skip
+               "control": phase_control, "kd": phase_kd}[phase]  # fmt: skip
         run(args)
         print(f"phase {phase}: {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -37,3 +37,23 @@ def test_a_pruned_detector_distils_its_features_from_the_unpruned_one(tmp_path: 
     assert math.isfinite(final["fitnet"]) and final["fitnet"] > 0
     assert {"loss_classifier", "loss_box_reg", "eval_map"} <= final.keys()
     assert math.isclose(final["train_loss"], final["task_loss"] + final["fitnet"], rel_tol=1e-4)
+
+
+def test_a_pruned_detector_distils_its_region_proposals_with_det_head(tmp_path: Path) -> None:
+    """det_head on the RPN: objectness (sigmoid, one "class" per anchor) and box deltas per
+    feature-map cell, the deltas weighted by the teacher's objectness."""
+    from torchslim.data import CocoDetectionSet, make_detection_set
+
+    data = CocoDetectionSet(*make_detection_set(tmp_path, "val", num_images=4, size=64))
+    teacher = tiny_faster_rcnn().eval()
+    student = copy.deepcopy(teacher)
+    ts.prune(student, ([data[0][0]],), {"ratio": 0.5})
+    head = ["rpn.head.cls_logits", "rpn.head.bbox_pred"]
+    cfg = {
+        "losses": [{"type": "det_head", "student": head,
+                    "options": {"activation": "sigmoid", "background": None}}],
+        "train": {"epochs": 1, "batch_size": 2, "progress": False, "seed": 0},
+    }  # fmt: skip
+    final = fit_distillation(student, teacher, data, cfg).final
+    assert math.isfinite(final["det_head"]) and final["det_head"] > 0
+    assert math.isclose(final["train_loss"], final["task_loss"] + final["det_head"], rel_tol=1e-4)

@@ -7,6 +7,7 @@ import torch
 
 from torchslim.distill import (
     AttentionTransferLoss,
+    DetectionHeadLoss,
     FitNetLoss,
     FSPLoss,
     KDLoss,
@@ -164,3 +165,61 @@ def test_loss_spec_parse_and_validation() -> None:
         LossSpec.parse("kd:T")
     with pytest.raises(ConfigError, match="matching pairs"):
         LossSpec("at", student=("a", "b"), teacher=("c",))
+
+
+def test_kd_on_dense_maps_is_per_position_kd_averaged() -> None:
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)  # segmentation logits
+    rows = lambda z: z.permute(0, 2, 3, 1).reshape(-1, 5)  # noqa: E731
+    loss = KDLoss(temperature=2.0, alpha=1.0)
+    assert float(loss([s], [t])) == pytest.approx(float(loss([rows(s)], [rows(t)])), rel=1e-6)
+    # per-anchor head outputs (N, anchors, classes) keep their classes last; class_dim overrides
+    a, b = torch.randn(2, 7, 5), torch.randn(2, 7, 5)
+    assert float(loss([a], [b])) == pytest.approx(float(loss([a.view(14, 5)], [b.view(14, 5)])))
+    moved = KDLoss(temperature=2.0, alpha=1.0, class_dim=1)
+    assert float(moved([a.transpose(1, 2)], [b.transpose(1, 2)])) == pytest.approx(
+        float(loss([a], [b])), rel=1e-6
+    )
+
+
+def test_det_head_weights_boxes_by_the_teachers_foreground() -> None:
+    torch.manual_seed(0)
+    # two anchors: the teacher calls anchor 0 background (class 0) and anchor 1 an object
+    t_cls = torch.tensor([[[20.0, 0.0, 0.0], [0.0, 20.0, 0.0]]])
+    t_box = torch.zeros(1, 2, 4)
+    loss = DetectionHeadLoss()
+    loss.build([t_cls, t_box], [t_cls, t_box])
+    off_background = t_box.clone()
+    off_background[0, 0] = 5.0  # wrong box where there is no object: nearly free
+    off_object = t_box.clone()
+    off_object[0, 1] = 5.0
+    assert float(loss([t_cls, off_background], [t_cls, t_box])) < 1e-6
+    assert float(loss([t_cls, off_object], [t_cls, t_box])) == pytest.approx(4 * 4.5, rel=1e-4)
+
+
+def test_det_head_sigmoid_on_dense_levels_matches_hand_computation() -> None:
+    torch.manual_seed(0)
+    s_cls, t_cls = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)  # a YOLO level: 3 classes
+    s_box, t_box = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    loss = DetectionHeadLoss(activation="sigmoid", background=None, box_weight=0.5)
+    loss.build([s_cls, s_box], [t_cls, t_box])
+    rows = lambda z: z.permute(0, 2, 3, 1).reshape(4, -1)  # noqa: E731
+    p = torch.sigmoid(rows(t_cls))
+    cls = torch.nn.functional.binary_cross_entropy_with_logits(rows(s_cls), p, reduction="none")
+    w = p.max(-1).values
+    box = torch.nn.functional.smooth_l1_loss(rows(s_box), rows(t_box), reduction="none").sum(-1)
+    expected = cls.sum(-1).mean() + 0.5 * (box * w).sum() / w.sum()
+    got = loss([s_cls, s_box], [t_cls, t_box])
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_det_head_rejects_unpaired_or_mismatched_layers() -> None:
+    cls, box = torch.randn(1, 6, 3), torch.randn(1, 6, 4)
+    with pytest.raises(ConfigError, match="pairs"):
+        DetectionHeadLoss().build([cls], [cls])
+    with pytest.raises(ConfigError, match="positions"):
+        DetectionHeadLoss().build([cls, torch.randn(1, 5, 4)], [cls, box])
+    with pytest.raises(ConfigError, match="must match"):
+        DetectionHeadLoss().build([cls, box], [torch.randn(1, 6, 5), box])
+    with pytest.raises(ConfigError, match="softmax or sigmoid"):
+        build_loss("det_head", {"activation": "tanh"})

@@ -178,6 +178,21 @@ def test_two_phase_recipe_runs_both_phases(tmp_path: Path) -> None:
     ).exists()
 
 
+def test_a_given_task_loss_is_used_in_both_phases() -> None:
+    student, teacher = _pair()
+    calls: list[int] = []
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(len(y))
+        return 3.0 + 0 * out.sum()
+
+    cfg = {"losses": [{"type": "kd"}], "hard_label_weight": 1.0, "train": QUICK,
+           "finetune": QUICK}  # fmt: skip
+    res = fit_distillation(student, teacher, _data(16), cfg, loss_fn=loss_fn)
+    assert len(calls) == 4  # two steps in each phase
+    assert res.phases["distill"].final["task_loss"] == pytest.approx(3.0)
+
+
 def test_cache_with_mixup_is_refused() -> None:
     student, teacher = _pair()
     cfg = {"cache_teacher": True, "train": {**QUICK, "mixup_alpha": 0.2}}

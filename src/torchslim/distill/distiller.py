@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,14 +311,17 @@ def fit_distillation(
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
     metadata: Mapping[str, Any] | None = None,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
 ) -> DistillResult:
     """Distil ``teacher`` (one model or several) into ``student`` with the one trainer; then,
     if ``config.finetune`` is set, fine-tune on hard labels (the two-phase recipe).
 
     With ``out_dir`` each phase checkpoints to ``out_dir/distill`` and ``out_dir/finetune``;
     ``resume=True`` continues an interrupted run (a finished phase is not repeated);
-    ``overwrite=True`` replaces a run those folders already hold (refused otherwise). Hooks are
-    removed from every model afterwards, also after an error.
+    ``overwrite=True`` replaces a run those folders already hold (refused otherwise).
+    ``loss_fn`` is the hard-label (task) loss of both phases, as for
+    :class:`~torchslim.train.Trainer` (default: the task's own). Hooks are removed from every
+    model afterwards, also after an error.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -348,6 +351,7 @@ def fit_distillation(
             cfg.train,
             IndexedDataset(dataset) if cfg.cache_teacher else dataset,
             eval_data,
+            loss_fn=loss_fn,
             extra_losses=[distiller],
             callbacks=[distiller, *callbacks],
             out_dir=out / "distill" if out is not None else None,
@@ -363,6 +367,7 @@ def fit_distillation(
             cfg.finetune,
             dataset,
             eval_data,
+            loss_fn=loss_fn,
             callbacks=callbacks,
             out_dir=out / "finetune" if out is not None else None,
             metadata={**(metadata or {}), "phase": "finetune"},

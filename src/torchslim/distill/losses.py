@@ -83,10 +83,26 @@ def _weighted_mean(tensors: Tensors, weights: torch.Tensor) -> torch.Tensor:
     return torch.einsum("k,k...->...", weights.to(stacked), stacked)
 
 
+def class_rows(logits: torch.Tensor, class_dim: int | None = None) -> torch.Tensor:
+    """Logits as rows of class scores, ``(positions, classes)``: a classifier's ``(N, C)`` as
+    it is, a dense map ``(N, C, H, W...)`` (segmentation, a YOLO level) with its classes on dim
+    1, a per-anchor tensor ``(N, A, C)`` (SSD, RetinaNet heads) with its classes last.
+    ``class_dim`` overrides the guess.
+
+    Example:
+        >>> class_rows(torch.zeros(2, 5, 4, 4)).shape, class_rows(torch.zeros(2, 30, 5)).shape
+        (torch.Size([32, 5]), torch.Size([60, 5]))
+    """
+    dim = class_dim if class_dim is not None else (1 if logits.ndim > 3 else -1)
+    return logits.movedim(dim, -1).reshape(-1, logits.shape[dim])
+
+
 class KDLoss(DistillLoss):
     """Hinton et al. 2015: ``alpha * T^2 * KL(p_teacher^T || p_student^T)``; the hard-label
     cross-entropy gets ``1 - alpha`` (the distiller applies it). Several teachers: their softened
-    distributions are averaged with the teacher weights.
+    distributions are averaged with the teacher weights. Dense outputs (a segmenter's
+    ``(N, C, H, W)`` logits, a detector head's ``(N, anchors, C)``) are distilled per position
+    and averaged over positions (:func:`class_rows`; ``class_dim`` overrides the class axis).
 
     Example:
         >>> s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
@@ -96,19 +112,21 @@ class KDLoss(DistillLoss):
 
     response = True
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
+    def __init__(
+        self, temperature: float = 4.0, alpha: float = 0.9, class_dim: int | None = None
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"kd: temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"kd: alpha must be in [0, 1], got {alpha}")
-        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.temperature, self.alpha, self.class_dim = float(temperature), float(alpha), class_dim
 
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
-        t = self.temperature
-        target = _weighted_mean([F.softmax(z.float() / t, dim=-1) for z in teacher],
-                                self.teacher_weights)  # fmt: skip
-        log_p = F.log_softmax(student[0].float() / t, dim=-1)
+        t, dim = self.temperature, self.class_dim
+        target = _weighted_mean([F.softmax(class_rows(z.float(), dim) / t, dim=-1)
+                                 for z in teacher], self.teacher_weights)  # fmt: skip
+        log_p = F.log_softmax(class_rows(student[0].float(), dim) / t, dim=-1)
         kl = F.kl_div(log_p, target, reduction="batchmean")
         return self.alpha * t * t * kl
 
@@ -186,6 +204,121 @@ class FitNetLoss(DistillLoss):
         for adapter, s, t in zip(self.adapters, student, teacher, strict=True):
             hint = _match_spatial(adapter(s), t.shape[-2:])
             terms.append(F.mse_loss(hint, t.to(hint)))
+        return torch.stack(terms).mean()
+
+
+class DetectionHeadLoss(DistillLoss):
+    """Distil a detector's head outputs, the PaddleSlim YOLO distillation recipe made general
+    (any dense head: SSD, RetinaNet, FCOS, YOLO levels).
+
+    Layers come in pairs: (class logits, box regression) of one head or one level, e.g.
+    ``["head.classification_head", "head.regression_head"]`` for torchvision's SSD, or each
+    level's two branches of a YOLO head. Per position (anchor or map cell, :func:`class_rows`):
+
+    * class term: ``T^2 * KL`` of the softened class distributions (``activation="softmax"``,
+      a background class included) or the binary cross-entropy against the teacher's sigmoid
+      probabilities (``"sigmoid"``, YOLO / RetinaNet style), averaged over positions;
+    * box term: smooth-L1 between the box outputs, each position weighted by the teacher's
+      foreground score (``1 - p(background)`` for softmax with ``background`` set, else the
+      highest class probability), so the student copies the boxes where the teacher sees
+      objects (PaddleSlim's objectness-weighted regression).
+
+    The loss is ``cls_weight * class + box_weight * box``, averaged over the pairs.
+
+    Example:
+        >>> cls, box = torch.randn(2, 30, 5), torch.randn(2, 30, 4)  # SSD-like: 30 anchors
+        >>> loss = DetectionHeadLoss()
+        >>> loss.build([cls, box], [cls, box])
+        >>> abs(float(loss([cls, box], [cls, box]))) < 1e-6  # a perfect copy
+        True
+        >>> float(loss([cls, box + 1], [cls, box])) > 0
+        True
+    """
+
+    default_layers = None
+
+    def __init__(
+        self,
+        activation: str = "softmax",
+        temperature: float = 1.0,
+        background: int | None = 0,
+        cls_weight: float = 1.0,
+        box_weight: float = 1.0,
+        class_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if activation not in ("softmax", "sigmoid"):
+            raise ConfigError(
+                f"det_head: activation must be softmax or sigmoid, got {activation!r}"
+            )
+        if temperature <= 0:
+            raise ConfigError(f"det_head: temperature must be > 0, got {temperature}")
+        self.activation, self.temperature, self.background = (
+            activation,
+            float(temperature),
+            background,
+        )
+        self.cls_weight, self.box_weight, self.class_dim = (
+            float(cls_weight),
+            float(box_weight),
+            class_dim,
+        )
+
+    def build(self, student: Tensors, teacher: Tensors) -> None:
+        if len(student) % 2:
+            raise ConfigError(
+                f"det_head: layers come in pairs (class logits, box regression), got {len(student)}"
+            )
+        for i in range(0, len(student), 2):
+            for who, pair in (("student", student), ("teacher", teacher)):
+                cls, box = (
+                    class_rows(pair[i], self.class_dim),
+                    class_rows(pair[i + 1], self.class_dim),
+                )
+                if len(cls) != len(box):
+                    raise ConfigError(
+                        f"det_head: pair {i // 2} of the {who}: {tuple(pair[i].shape)} class "
+                        f"logits but {tuple(pair[i + 1].shape)} box outputs give {len(cls)} and "
+                        f"{len(box)} positions; name one head's (or level's) two branches"
+                    )
+            if student[i].shape != teacher[i].shape or student[i + 1].shape != teacher[i + 1].shape:
+                raise ConfigError(
+                    f"det_head: pair {i // 2}: student {tuple(student[i].shape)} / "
+                    f"{tuple(student[i + 1].shape)} vs teacher {tuple(teacher[i].shape)} / "
+                    f"{tuple(teacher[i + 1].shape)}; head outputs must match (prune heads' "
+                    "outputs never, and keep the same anchors and classes)"
+                )
+
+    def _foreground(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.activation == "softmax" and self.background is not None:
+            return 1.0 - probs[:, self.background]
+        return probs.max(dim=-1).values
+
+    def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
+        t, dim, terms = self.temperature, self.class_dim, []
+        for i in range(0, len(student), 2):
+            s_cls, t_cls = class_rows(student[i].float(), dim), class_rows(teacher[i].float(), dim)
+            s_box, t_box = (
+                class_rows(student[i + 1].float(), dim),
+                class_rows(teacher[i + 1].float(), dim),
+            )
+            if self.activation == "softmax":
+                target = F.softmax(t_cls / t, dim=-1)
+                cls = (
+                    t
+                    * t
+                    * F.kl_div(F.log_softmax(s_cls / t, dim=-1), target, reduction="batchmean")
+                )
+                probs = target if t == 1.0 else F.softmax(t_cls, dim=-1)
+            else:
+                target = torch.sigmoid(t_cls / t)
+                bce = F.binary_cross_entropy_with_logits(s_cls / t, target, reduction="none")
+                cls = t * t * bce.sum(-1).mean()
+                probs = target if t == 1.0 else torch.sigmoid(t_cls)
+            weight = self._foreground(probs).detach()
+            box = F.smooth_l1_loss(s_box, t_box, reduction="none").sum(-1)
+            box = (box * weight).sum() / weight.sum().clamp_min(1e-6)
+            terms.append(self.cls_weight * cls + self.box_weight * box)
         return torch.stack(terms).mean()
 
 
@@ -361,6 +494,7 @@ LOSSES: dict[str, Callable[..., DistillLoss]] = {
     "kd": KDLoss,
     "l2_logit": LogitL2Loss,
     "fitnet": FitNetLoss,
+    "det_head": DetectionHeadLoss,
     "at": AttentionTransferLoss,
     "fsp": FSPLoss,
     "rkd": RKDLoss,
@@ -414,7 +548,7 @@ def loss_options(name: str, options: Mapping[str, Any], where: str = "options") 
         Traceback (most recent call last):
         ...
         torchslim.errors.ConfigError: options.temprature: kd takes no option 'temprature' (did \
-you mean 'temperature'?); its options are ['temperature', 'alpha']
+you mean 'temperature'?); its options are ['temperature', 'alpha', 'class_dim']
     """
     params, open_ended = _parameters(LOSSES[name])
     out = {}
