@@ -1,5 +1,5 @@
 """Recipes for a segmenter and a detector on the generated COCO-format set: every stage trains,
-prunes, quantizes (the segmenter) and is measured by its task's metric in PyTorch and in ONNX
+prunes, quantizes and is measured by its task's metric in PyTorch and in ONNX
 Runtime (the report's mIoU / mAP columns)."""
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ def test_a_segmentation_recipe_reports_miou_in_pytorch_and_onnx_runtime(tmp_path
 
 
 def test_a_detection_recipe_reports_map_and_times_one_image(tmp_path: Path) -> None:
-    recipe = _recipe("detection", "tiny_detectors:tiny_faster_rcnn", tmp_path, [])
+    stages = [{"name": "int8", "type": "quantize", "calib": 4}]
+    recipe = _recipe("detection", "tiny_detectors:tiny_faster_rcnn", tmp_path, stages)
     result = compress(parse_recipe(recipe), tmp_path / "run", progress=False)
     rows = {r.stage: r for r in result.report.rows}
     assert result.report.metric == "mAP"
     assert rows["pruned"].params < rows["baseline"].params
+    # int8 backbone and heads, the post-processing in float, in one ONNX file
+    assert rows["int8"].int8 and rows["int8"].onnx_bytes < rows["pruned"].onnx_bytes
     for row in rows.values():
         assert 0.0 <= row.ort_accuracy <= 1.0
         assert set(row.latency_ms) == {1}  # the ONNX file takes one image

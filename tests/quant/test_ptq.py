@@ -173,9 +173,17 @@ def test_untraceable_model_names_the_way_out() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(x) if x.sum() > 0 else x
 
+    # the branch that runs on the calibration data holds no layer: nothing traceable to quantize
     with pytest.raises(UnsupportedOpError, match="dynamic=True"):
-        ts.quantize(Branchy(), [torch.randn(2, 4)], {}, progress=False)
+        ts.quantize(Branchy(), [-torch.rand(2, 4)], {}, progress=False)
     assert ts.quantize(Branchy(), None, {"dynamic": True}).quant_state.layers == ["fc"]
+    # where the layer runs, it is quantized as a part; the branch stays Python
+    model = Branchy().eval()
+    q = ts.quantize(model, [torch.rand(2, 4)], {}, progress=False)
+    assert q.quant_state.layers == ["fc.0"]
+    x = torch.rand(3, 4)
+    with torch.no_grad():
+        assert torch.equal(q(-x), -x) and sqnr_db(model(x), q(x)) > 20
 
 
 @pytest.mark.parametrize(

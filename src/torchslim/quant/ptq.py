@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from torchslim.quant.fake_quant import (
     set_quantizers,
 )
 from torchslim.quant.fold import fold_batchnorm
+from torchslim.quant.parts import trace_part, traceable_parts
 from torchslim.quant.placement import (
     drop_identities,
     edge_inputs,
@@ -43,6 +44,7 @@ from torchslim.quant.placement import (
 )
 from torchslim.quant.qmodules import is_quantizable, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
+from torchslim.train.tasks import Task, infer_task
 
 log = logging.getLogger("torchslim.quant")
 
@@ -57,16 +59,28 @@ class QuantState:
     layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
 
 
-def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Model inputs from a loader yielding tensors, ``(inputs, targets)`` or input tuples.
+def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, ...]]:
+    """Model inputs from a loader yielding tensors, ``(inputs, targets)`` or input tuples; a
+    detection batch ``(images, target dicts)`` (the trainer's collate) gives its list of
+    images as the one argument a detector takes.
 
     Example:
         >>> next(calib_inputs([(torch.ones(2, 3), torch.zeros(2))], 1))[0].shape
         torch.Size([2, 3])
+        >>> images = [torch.rand(3, 8, 8), torch.rand(3, 8, 8)]
+        >>> len(next(calib_inputs([(images, [{"boxes": torch.zeros(0, 4)}] * 2)], 1))[0])
+        2
     """
     for batch in itertools.islice(calib_data, limit):
         if isinstance(batch, torch.Tensor):
             yield (batch,)
+        elif (
+            isinstance(batch, (list, tuple))
+            and len(batch) >= 2
+            and isinstance(batch[0], list)
+            and infer_task(batch[0], batch[1]) is Task.DETECTION
+        ):
+            yield (batch[0],)
         elif isinstance(batch, (list, tuple)) and batch:
             first = batch[0]
             yield tuple(first) if isinstance(first, (list, tuple)) else (first,)
@@ -88,25 +102,81 @@ def skipped_layers(model: nn.Module, cfg: QuantConfig) -> set[str]:
     )
 
 
-def _build_static(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> fx.GraphModule:
-    gm = trace_for_quant(copy.deepcopy(float_model))
-    drop_identities(gm)
-    layers, tensors = plan(gm, lambda name: name not in skip)
-    if not layers:
+def _build_static(
+    float_model: nn.Module, cfg: QuantConfig, skip: set[str], parts: Sequence[str] = ("",)
+) -> nn.Module:
+    """A fake-quantized copy of ``float_model``: its traced ``parts`` (qualified names; ``""``
+    is the whole model, a GraphModule) get quantizers; the rest stays as it is, in float."""
+    model = copy.deepcopy(float_model)
+    plans = []
+    for name in parts:
+        prefix = f"{name}." if name else ""
+        gm = trace_part(model.get_submodule(name)) if name else trace_for_quant(model)
+        drop_identities(gm)
+        layers, tensors = plan(gm, lambda layer, prefix=prefix: prefix + layer not in skip)
+        if layers:
+            plans.append((name, prefix, gm, layers, tensors))
+    total = sum(len(p[3]) for p in plans)
+    if not total:
         raise ConfigError("ts.quantize: no Conv/Linear layer left to quantize (check skip=)")
+    state = QuantState(cfg, [], sorted(skip))
+    offset = 0
+    for k, (name, prefix, gm, layers, tensors) in enumerate(plans):
+        first, last = edge_inputs(
+            layers
+        )  # the model's first / last layer: in its first / last part
+        first, last = (first if k == 0 else None), (last if k == len(plans) - 1 else None)
 
-    def quantize_module(name: str, index: int) -> None:
-        bits = cfg.layer_weight_bits(index, len(layers))
-        to_quantized(gm.get_submodule(name), cfg.weight_spec(bits))
+        def quantize_module(
+            layer: str, index: int, gm: fx.GraphModule = gm, at: int = offset
+        ) -> None:
+            bits = cfg.layer_weight_bits(at + index, total)
+            to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
 
-    first, last = edge_inputs(layers)
+        def make_act(node: fx.Node, first: Any = first, last: Any = last) -> nn.Module:
+            return FakeQuantize(cfg.act_spec(cfg.input_bits(node, first, last)))
 
-    def make_act(node: fx.Node) -> nn.Module:
-        return FakeQuantize(cfg.act_spec(cfg.input_bits(node, first, last)))
+        placement = insert_quantizers(
+            gm, layers, tensors, make_act, quantize_module, SharedQuantize
+        )
+        state.layers += [prefix + layer for layer in placement.layers]
+        state.layer_input.update({prefix + a: prefix + b for a, b in placement.layer_input.items()})
+        offset += len(layers)
+        if name:
+            model.set_submodule(name, gm)
+        else:
+            model = gm
+    model.quant_state = state
+    return model
 
-    placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module, SharedQuantize)
-    gm.quant_state = QuantState(cfg, placement.layers, sorted(skip), placement.layer_input)
-    return gm
+
+def quant_parts(
+    model: nn.Module, inputs: tuple[Any, ...], skip: set[str]
+) -> tuple[list[str], set[str]]:
+    """``[""]`` when ``torch.fx`` traces the whole model, else the qualified names of its
+    largest traceable parts (:func:`~torchslim.quant.parts.traceable_parts`, checked on
+    ``inputs``): a detector's backbone, neck and heads, its post-processing left in float.
+
+    A part that is one Conv/Linear is wrapped in place in ``nn.Sequential`` (the layer becomes
+    ``NAME.0``, as :func:`~torchslim.quant.parts.trace_part` traces it); ``skip`` is returned
+    with those names.
+    """
+    try:
+        fx.symbolic_trace(model)
+        return [""], skip
+    except Exception as exc:  # fx raises many types for untraceable Python
+        parts = list(traceable_parts(model, inputs))
+        log.info("ts.quantize: torch.fx cannot trace %s as a whole (%s: %s); quantizing its "
+                 "parts %s, the rest stays float", type(model).__name__, type(exc).__name__,
+                 str(exc).splitlines()[0][:200], parts)  # fmt: skip
+    skip = set(skip)
+    for name in parts:
+        layer = model.get_submodule(name)
+        if is_quantizable(layer):
+            model.set_submodule(name, nn.Sequential(layer))
+            if name in skip:
+                skip = (skip - {name}) | {f"{name}.0"}
+    return parts, skip
 
 
 def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> nn.Module:
@@ -239,17 +309,22 @@ def quantize(
     if calib_data is None:
         raise ConfigError("calib_data: static quantization needs calibration batches "
                           "(or set dynamic=True)")  # fmt: skip
-    if cfg.fold_bn:
-        fold_batchnorm(float_model)
     keep = list(calib_inputs(calib_data, cfg.calib_batches))
-    qmodel = _build_static(float_model, cfg, skip)
+    if not keep:
+        raise ConfigError("calib_data: yielded no batches; pass a loader with at least one")
+    check_batch(keep[0], 0)
+    parts, skip = quant_parts(float_model, keep[0], skip)
+    if cfg.fold_bn:
+        for name in parts:
+            fold_batchnorm(float_model.get_submodule(name))
+    qmodel = _build_static(float_model, cfg, skip, parts)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
     report = layer_report(float_model, qmodel, report_batches, isolated=True, progress=progress)
     if cfg.auto_skip:
         worst = report.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
-        qmodel = _build_static(float_model, cfg, skip | set(worst))
+        qmodel = _build_static(float_model, cfg, skip | set(worst), parts)
         calibrate(qmodel, keep, progress, total=len(keep))
     if cfg.bias_correction:
         correct_bias(qmodel, qmodel.quant_state.layers, keep)

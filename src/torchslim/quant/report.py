@@ -28,6 +28,26 @@ def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
     return _db(float(ref.float().pow(2).sum()), noise)
 
 
+def output_tensor(out: Any) -> torch.Tensor:
+    """The tensor a model's output is compared by: the first, depth first (a detector's list
+    of dicts gives the first image's boxes; an output with no tensor, an empty tensor).
+
+    Example:
+        >>> output_tensor([{"boxes": torch.zeros(3, 4), "labels": torch.ones(3)}]).shape
+        torch.Size([3, 4])
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    values = (
+        out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+    )
+    for v in values:
+        t = output_tensor(v)
+        if t.numel() or isinstance(v, torch.Tensor):
+            return t
+    return torch.empty(0)
+
+
 def _db(signal: float, noise: float) -> float:
     return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
 
@@ -50,7 +70,8 @@ class QuantReport:
 
     def most_harmful(self, k: int) -> list[str]:
         """The ``k`` quantized layers whose quantization alone costs the most output SQNR."""
-        ranked = [e for e in self.layers if e.isolated_db is not None and not e.in_float]
+        known = [e for e in self.layers if e.isolated_db is not None and not e.in_float]
+        ranked = [e for e in known if not math.isnan(e.isolated_db)]
         ranked.sort(key=lambda e: e.isolated_db)
         return [e.name for e in ranked[:k]]
 
@@ -60,7 +81,9 @@ class QuantReport:
 
     def __str__(self) -> str:
         def db(v: float | None) -> str:
-            return "-" if v is None else ("inf" if math.isinf(v) else f"{v:.1f}")
+            if v is None or math.isnan(v):  # nan: outputs of data-dependent size (detections)
+                return "-"
+            return "inf" if math.isinf(v) else f"{v:.1f}"
 
         header = ("layer", "output SQNR dB", "alone: model SQNR dB", "")
         rows = [(e.name, db(e.sqnr_db), db(e.isolated_db), "(kept float)" if e.in_float else "")
@@ -73,7 +96,11 @@ class QuantReport:
         return "\n".join(lines)
 
 
-def _outputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> tuple[dict, torch.Tensor]:
+def _outputs(
+    model: nn.Module, names: Sequence[str], inputs: tuple
+) -> tuple[dict, torch.Tensor, bool]:
+    """The named layers' outputs, the model's output tensor, and whether the model returned
+    a tensor (rows of logits, not a detector's boxes)."""
     got: dict[str, torch.Tensor] = {}
     handles = []
     for name in names:
@@ -83,11 +110,11 @@ def _outputs(model: nn.Module, names: Sequence[str], inputs: tuple) -> tuple[dic
 
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     try:
-        out = first_tensor(model(*inputs)).detach()
+        raw = model(*inputs)
     finally:
         for h in handles:
             h.remove()
-    return got, out
+    return got, output_tensor(raw).detach(), isinstance(raw, torch.Tensor)
 
 
 def _quantizers_of(qmodel: nn.Module, layer: str) -> list[nn.Module]:
@@ -115,14 +142,17 @@ def layer_report(
     out_signal = out_noise = 0.0
     agree = total = 0
     for inputs in batches:
-        ref, ref_out = _outputs(float_model, names, inputs)
-        got, out = _outputs(qmodel, names, inputs)
+        ref, ref_out, logits = _outputs(float_model, names, inputs)
+        got, out, _ = _outputs(qmodel, names, inputs)
         for n in names:
             signal[n] += float(ref[n].float().pow(2).sum())
             noise[n] += float((ref[n].float() - got[n].float()).pow(2).sum())
+        if ref_out.shape != out.shape:  # a detector: as many boxes as each model keeps
+            out_signal, out_noise = math.nan, math.nan
+            continue
         out_signal += float(ref_out.float().pow(2).sum())
         out_noise += float((ref_out.float() - out.float()).pow(2).sum())
-        if ref_out.ndim == 2:
+        if logits and ref_out.ndim == 2:
             agree += int((ref_out.argmax(1) == out.argmax(1)).sum())
             total += ref_out.shape[0]
 
@@ -146,7 +176,7 @@ def layer_report(
 
 def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
               batches: Sequence[tuple], progress: bool) -> dict[str, float]:  # fmt: skip
-    refs = [first_tensor(float_model(*inputs)) for inputs in batches]
+    refs = [output_tensor(float_model(*inputs)) for inputs in batches]
     result = {}
     for n in tqdm(names, disable=not progress, desc="per-layer error", unit="layer"):
         set_quantizers(qmodel, enabled=False)
@@ -154,7 +184,10 @@ def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
             m.enabled = True
         s = noise = 0.0
         for inputs, ref in zip(batches, refs, strict=True):
-            out = first_tensor(qmodel(*inputs))
+            out = output_tensor(qmodel(*inputs))
+            if out.shape != ref.shape:  # outputs of data-dependent size: no comparison
+                s = noise = math.nan
+                break
             s += float(ref.float().pow(2).sum())
             noise += float((ref.float() - out.float()).pow(2).sum())
         result[n] = _db(s, noise)
