@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -265,21 +266,53 @@ def test_strict_raises_on_an_unknown_op_and_its_suggested_ignore_works() -> None
     assert model(X).shape == (2, 2)
 
 
-def test_a_pruning_that_breaks_the_model_is_repaired() -> None:
-    class Tie(nn.Module):
-        """``b``'s output is reshaped with a width read from ``a``'s output: the trace cannot
-        see the tie, so pruning ``a`` or ``b`` alone breaks the forward; ``c`` is free."""
+class _Tie(nn.Module):
+    """``b``'s output is reshaped with a width read from ``a``'s output; ``c`` is free. With
+    ``hidden`` the width goes through arithmetic (``// 1``), which the trace cannot follow, so
+    pruning ``a`` or ``b`` alone breaks the forward."""
 
+    def __init__(self, hidden: bool) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.a, self.b, self.c = (nn.Conv2d(3, 16, 3, padding=1) for _ in range(3))
+        self.fc, self.fc2 = nn.Linear(16, 2), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, z = self.a(x), self.b(x)
+        width = y.shape[1] // 1 if self.hidden else y.shape[1]
+        z = z.reshape(x.shape[0], width, z.shape[2] * z.shape[3]).mean(2)
+        return self.fc(z) + self.fc2(self.c(x).mean((2, 3))) + y.mean()
+
+
+def test_a_size_read_from_one_tensor_to_reshape_another_ties_their_channels() -> None:
+    model, x = _Tie(hidden=False), torch.randn(1, 3, 8, 8)
+    prune(model, x, {"ratio": 0.5})
+    assert model(x).shape == (1, 2) and not ts.report(model).repaired
+    assert (model.a.out_channels, model.b.out_channels, model.c.out_channels) == (8, 8, 8)
+    graph = ts.graph.trace(_Tie(hidden=False), x)
+    (group,) = [a for a in graph.prunable() if ("a.weight", 0) in graph.members(a)]
+    assert ("b.weight", 0) in graph.members(group)
+
+
+def test_channel_shuffle_reading_its_own_width_is_not_over_tied() -> None:
+    from torchvision.models.shufflenetv2 import channel_shuffle
+
+    class Shuffle(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a, self.b, self.c = (nn.Conv2d(3, 16, 3, padding=1) for _ in range(3))
-            self.fc, self.fc2 = nn.Linear(16, 2), nn.Linear(16, 2)
+            self.conv, self.head = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y, z = self.a(x), self.b(x)
-            z = z.reshape(x.shape[0], y.shape[1], z.shape[2] * z.shape[3]).mean(2)
-            return self.fc(z) + self.fc2(self.c(x).mean((2, 3))) + y.mean()
+            return self.head(channel_shuffle(self.conv(x), 2))
 
+    graph = ts.graph.trace(Shuffle(), X)
+    # the view back to the width it read: groups x channels per group, neither frozen
+    sizes = sorted(graph.spaces.spaces[a].size for a in graph.prunable(allow_inner=True))
+    assert sizes == [2, 8]
+
+
+def test_a_pruning_that_breaks_the_model_is_repaired() -> None:
+    Tie = partial(_Tie, hidden=True)
     model, x = Tie(), torch.randn(1, 3, 8, 8)
     prune(model, x, {"ratio": 0.5, "ratios": {"a": 0.25}})
     assert model(x).shape == (1, 2)

@@ -50,6 +50,7 @@ from torchslim.graph.ops import (
     has_channels,
     untracked_outputs,
 )
+from torchslim.graph.size_ties import SizeTies
 from torchslim.graph.spaces import Layout, SpaceTable, untracked
 from torchslim.inputs import input_error, one_line
 
@@ -518,8 +519,10 @@ def _trace_pass(
     # the arithmetic-heavy ops only shape-checked: the tracer needs shapes, not values (see
     # shape_only_call), and that makes the pass several times cheaper.
     shortcuts = graph.modules.values() if not real else ()
+    ties = SizeTies(lambda t: recorder.lookup(t).dims, sp,
+                    lambda: _describe(graph, recorder.stack[-1]))  # fmt: skip
     try:
-        with scope, measuring(model), recorder, _module_shortcuts(recorder, shortcuts):
+        with scope, measuring(model), recorder, ties, _module_shortcuts(recorder, shortcuts):
             output = model(*inputs)
     except TorchslimError:
         raise

@@ -253,20 +253,26 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
 
 
 def fix_split_attributes(ctx: ShrinkContext) -> None:
-    """Give the split sizes a module keeps as attributes (``shape_ops._split``) their pruned
-    values: a list of the pieces' sizes, or one piece times the recorded factor."""
+    """Give the sizes a module keeps as attributes (split sizes, reshape widths: see
+    ``shape_ops``) their pruned values: a list of the pieces' sizes, or one piece times the
+    recorded factor. An attribute whose records disagree (``num_heads == head_dim`` in one
+    module, say) is ambiguous and left alone."""
+    values: dict[tuple[str, str], list[Any]] = {}
     for module_name, attr, pieces, how in ctx.graph.splits:
         kept = [ctx.kept(p) for p in pieces]
         value = how(kept) if isinstance(how, type) else kept[0] * how
-        setattr(ctx.graph.module(module_name), attr, value)
+        values.setdefault((module_name, attr), []).append(value)
+    for (module_name, attr), found in values.items():
+        if all(v == found[0] for v in found):
+            setattr(ctx.graph.module(module_name), attr, found[0])
 
 
 def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
     """Run every registered shrinker on the modules whose tensors changed, then heads."""
     ctx = ShrinkContext(graph, keep)
     fix_head_attributes(model, ctx)
-    fix_split_attributes(ctx)
     for name, module in graph.modules.items():
         for module_type, fn in SHRINKERS:
             if isinstance(module, module_type):
                 fn(module, name, ctx)
+    fix_split_attributes(ctx)  # after the shrinkers, which read the attributes as traced
