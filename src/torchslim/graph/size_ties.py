@@ -3,8 +3,8 @@
 ``B, N, C = x.shape; ...; y.reshape(B, N, C)`` (timm's attention) ties ``y``'s last dim to
 ``x``'s channels: once ``x`` is pruned, ``C`` is its pruned width and ``y`` must have as many
 channels. At the ATen level the sizes are plain integers and the tie is lost, so the tracer
-watches the Python level too (a ``TorchFunctionMode``): a size read from a dimension that holds
-channels comes back as a :class:`Dim` (an ``int`` that remembers the dimension's layout), and a
+watches the Python level too (a ``TorchFunctionMode``): a size read from a tensor dimension
+comes back as a :class:`Dim` (an ``int`` that remembers the dimension's layout), and a
 ``reshape``/``view`` given such a ``Dim`` unifies its output dimension with that layout.
 Arithmetic on a ``Dim`` (``C // heads``) gives a plain ``int``: only sizes passed on as read
 are tied.
@@ -73,8 +73,9 @@ class SizeTies(TorchFunctionMode):
         layouts = self.layouts(tensor)
         if len(layouts) != len(sizes):
             return list(sizes)
-        return [Dim(s, lay) if self.spaces.atoms(lay) else s
-                for s, lay in zip(sizes, layouts, strict=True)]  # fmt: skip
+        # Every size is a Dim (whether its layout holds channels is asked at a tie, rarely):
+        # shapes are read far more often than they reshape another tensor.
+        return [Dim(s, lay) for s, lay in zip(sizes, layouts, strict=True)]
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -98,7 +99,7 @@ class SizeTies(TorchFunctionMode):
         if len(layouts) != len(sizes):
             return
         for j, s in enumerate(sizes):
-            if not isinstance(s, Dim) or out.shape[j] != int(s):
+            if not isinstance(s, Dim) or out.shape[j] != int(s) or not self.spaces.atoms(s.layout):
                 continue
             # Channels of the same spaces (a shuffle's view back to the width it read) already
             # keep the count together; tying them would also pin their order.

@@ -265,7 +265,12 @@ class _Recorder(PlainDispatchMode):
         return T(tuple(t.shape), [untracked(s) for s in t.shape])
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
+        # The tracer's own tensor calls skip the Python-level modes (SizeTies): they are not
+        # the model's, and going through them would cost more than the op.
+        with torch._C.DisableTorchFunction():
+            return self._dispatch(func, args, kwargs or {})
+
+    def _dispatch(self, func: Any, args: Any, kwargs: Any) -> Any:
         self.graph.ops += 1
         packet = func._overloadpacket
         has_macs = flop_formula(packet) is not None
