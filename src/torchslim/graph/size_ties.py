@@ -33,6 +33,8 @@ class Dim(int):
         >>> d = Dim(8, [(0,)])
         >>> d + 1, d.layout, type(d // 2).__name__
         (9, [(0,)], 'int')
+        >>> import copy; type(copy.deepcopy(d)).__name__
+        'int'
     """
 
     layout: Layout
@@ -41,6 +43,10 @@ class Dim(int):
         obj = super().__new__(cls, value)
         obj.layout = layout
         return obj
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        # A Dim a forward kept (``self.h = x.shape[2]``) copies and pickles as a plain int.
+        return int, (int(self),)
 
 
 def _sizes(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
