@@ -38,6 +38,7 @@ LAYERS: list[list[str]] = [
     ["analysis"],
     ["quant", "prune", "distill"],
     ["export", "serialize"],
+    ["auto"],
     ["__init__"],
     ["pipeline"],
     ["cli"],

@@ -39,6 +39,23 @@ from torchslim.prune.pruner import prune
 
 __version__ = "0.1.0"
 
+
+def search(model, example_inputs, config=None, *, data, **kwargs):  # type: ignore[no-untyped-def]
+    """Search per-layer pruning ratios under MACs / parameter budgets (Optuna); returns a
+    :class:`torchslim.auto.SearchResult` (best ratios, the pruned copy, the study). See
+    :func:`torchslim.auto.search` for the arguments. Needs the ``search`` extra (Optuna).
+    """
+    try:
+        from torchslim.auto.search import search as run
+    except ModuleNotFoundError as exc:  # Optuna is an extra
+        if exc.name != "optuna":
+            raise
+        raise ModuleNotFoundError(
+            "ts.search needs Optuna: pip install 'torchslim[search]'", name="optuna"
+        ) from exc
+    return run(model, example_inputs, config, data=data, **kwargs)
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -78,6 +95,7 @@ __all__ = [
     "quantize",
     "report",
     "save",
+    "search",
     "sparsify",
     "train",
 ]

@@ -1,0 +1,112 @@
+"""The typed config of a compression search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from torchslim.config import check_fields
+from torchslim.errors import ConfigError
+
+
+class Strategy(str, Enum):
+    """How candidates are proposed: PaddleSlim's simulated annealing, Optuna's TPE, random
+    sampling, or NSGA-II (evolutionary)."""
+
+    SA = "sa"
+    TPE = "tpe"
+    RANDOM = "random"
+    NSGA2 = "nsga2"
+
+
+@dataclass(frozen=True)
+class AnnealingConfig:
+    """Simulated annealing as PaddleSlim's ``SAController`` runs it: a candidate that scores
+    better is always taken, a worse one with probability ``exp(-drop / T)``; the temperature
+    starts at ``init_temperature`` (in points of the score, a percentage) and is multiplied by
+    ``reduce_rate`` after every trial. A neighbour changes ``moves`` per-layer ratios by one
+    grid step each.
+
+    Example:
+        >>> AnnealingConfig(init_temperature=5.0).reduce_rate
+        0.9
+    """
+
+    init_temperature: float = 10.0
+    reduce_rate: float = 0.9
+    moves: int = 2
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.init_temperature <= 0 or not 0 < self.reduce_rate <= 1 or self.moves < 1:
+            raise ConfigError(
+                "sa: init_temperature must be > 0, reduce_rate in (0, 1], moves >= 1; got "
+                f"{self.init_temperature}, {self.reduce_rate}, {self.moves}"
+            )
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything :func:`torchslim.search` does, as data.
+
+    One variable per prunable channel group: its pruning ratio on a grid from ``min_ratio`` to
+    ``max_ratio`` in ``ratio_step`` steps. Budgets are fractions of the unpruned model
+    (``macs: 0.5``), checked from the trace before a candidate is evaluated, so an infeasible
+    one costs no forward pass. A candidate is scored by its top-1 accuracy on ``eval_images``
+    held-out *training* images after re-estimating BatchNorm statistics on ``bn_images``
+    others. ``trials`` counts evaluated candidates. Trials live in Optuna ``storage`` (default:
+    a SQLite file in the run folder; any RDB URL Optuna accepts lets workers on several
+    machines share one study).
+
+    Example:
+        >>> SearchConfig(macs=0.25, strategy="tpe").strategy
+        <Strategy.TPE: 'tpe'>
+    """
+
+    strategy: Strategy = Strategy.SA
+    trials: int = 100
+    macs: float | None = 0.5
+    params: float | None = None
+    min_ratio: float = 0.0
+    max_ratio: float = 0.8
+    ratio_step: float = 0.05
+    round_to: int = 1
+    importance: str = "l1"
+    bn_images: int = 512
+    eval_images: int = 1000
+    batch_size: int = 128
+    seed: int = 0
+    storage: str | None = None
+    study_name: str = "torchslim-search"
+    sa: AnnealingConfig = field(default_factory=AnnealingConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.trials < 1:
+            raise ConfigError(f"trials: must be >= 1, got {self.trials}")
+        if not 0 <= self.min_ratio <= self.max_ratio < 1:
+            raise ConfigError(
+                f"min_ratio/max_ratio: need 0 <= min_ratio <= max_ratio < 1, got "
+                f"{self.min_ratio}, {self.max_ratio}"
+            )
+        if self.ratio_step <= 0:
+            raise ConfigError(f"ratio_step: must be > 0, got {self.ratio_step}")
+        for name in ("macs", "params"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(f"{name}: a budget is a fraction in (0, 1], got {value}")
+        if self.macs is None and self.params is None:
+            raise ConfigError("give a budget: macs and/or params (fractions of the model)")
+        if self.bn_images < 1 or self.eval_images < 1:
+            raise ConfigError("bn_images and eval_images must be >= 1")
+
+    @property
+    def grid(self) -> list[float]:
+        """The ratios a layer may take.
+
+        Example:
+            >>> SearchConfig(max_ratio=0.2, ratio_step=0.1).grid
+            [0.0, 0.1, 0.2]
+        """
+        n = round((self.max_ratio - self.min_ratio) / self.ratio_step + 1e-9)
+        return [round(self.min_ratio + k * self.ratio_step, 6) for k in range(n + 1)]

@@ -1,0 +1,72 @@
+"""Cheap scores for search candidates: BatchNorm statistics re-estimated on a few training
+images, then top-1 accuracy on a held-out split of the training set (never the test set)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from torchslim.errors import ConfigError
+from torchslim.train.evaluate import evaluate, split_batch
+
+
+def holdout_split(data: Dataset, eval_images: int, bn_images: int,
+                  seed: int) -> tuple[Dataset, Dataset]:  # fmt: skip
+    """(held-out images to score on, other images to re-estimate BatchNorm on), both drawn
+    from ``data`` (a training set) by a seeded permutation, disjoint.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> held, bn = holdout_split(TensorDataset(torch.arange(10)), 3, 4, seed=0)
+        >>> len(held), len(bn), set(held.indices) & set(bn.indices)
+        (3, 4, set())
+    """
+    n = len(data)  # type: ignore[arg-type]
+    if n < 2:
+        raise ConfigError(f"data: the search needs training images to score on, got {n}")
+    eval_images = min(eval_images, n // 2)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = order[:eval_images]
+    rest = order[eval_images:]
+    return Subset(data, held), Subset(data, rest[:bn_images])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any]) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics as the plain average over
+    ``batches`` (momentum ``None``), the rest of the model in eval mode; returns the model
+    in eval mode. Pruning changes what each BatchNorm sees; this makes a candidate's score
+    reflect its channels, not stale statistics.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).eval()
+        >>> _ = recalibrate_batchnorm(net, [torch.randn(8, 1, 4, 4) + 3])
+        >>> bool(net[1].running_mean.abs().sum() > 0), net.training
+        (True, False)
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in norms]
+    model.eval()
+    for m in norms:
+        if m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+    try:
+        for batch in batches:
+            model(batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0])
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+            m.eval()
+    return model
+
+
+def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int) -> float:
+    """Top-1 accuracy in percent on ``held_out`` after re-estimating BatchNorm on ``bn_data``."""
+    recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
+    return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric

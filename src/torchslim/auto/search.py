@@ -1,0 +1,166 @@
+"""``ts.search``: per-layer pruning ratios searched under MACs / parameter budgets, on Optuna."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from torchslim._tensors import Inputs
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError
+from torchslim.auto.config import SearchConfig
+from torchslim.auto.evaluate import holdout_split, score
+from torchslim.auto.samplers import make_sampler, pareto
+from torchslim.auto.space import PruneSpace
+from torchslim.train.trainer import as_dataset
+
+log = logging.getLogger("torchslim.search")
+
+STORAGE_FILE = "search.db"
+
+
+@dataclass
+class SearchResult:
+    """The best candidate (its per-group ratios, score and predicted MACs / parameter
+    ratios), the model pruned to it (not fine-tuned), and the Optuna study with every trial."""
+
+    ratios: dict[str, float]
+    model: nn.Module
+    score: float
+    macs_ratio: float
+    params_ratio: float
+    study: optuna.Study
+
+    @property
+    def front(self) -> list[FrozenTrial]:
+        """The evaluated trials no other beats on both score and MACs."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return pareto(done, {"value": True, "macs_ratio": False})
+
+    def __str__(self) -> str:
+        done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return (f"best of {done} evaluated candidates: score {self.score:.2f}%, MACs "
+                f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f} of the model")  # fmt: skip
+
+
+def _storage(cfg: SearchConfig, out_dir: Path | None) -> str | None:
+    if cfg.storage:
+        return cfg.storage
+    if out_dir is None:
+        return None  # in memory
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(out_dir / STORAGE_FILE).resolve()}"
+
+
+def _study(cfg: SearchConfig, storage: str | None, sampler: optuna.samplers.BaseSampler,
+           resume: bool) -> optuna.Study:  # fmt: skip
+    if storage is not None and not resume:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if cfg.study_name in names:
+            raise ConfigError(
+                f"a search named {cfg.study_name!r} is already in {storage}; pass resume=True "
+                "(CLI: --resume) to continue it, or give another study_name or folder"
+            )
+    return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler,
+                               direction="maximize", load_if_exists=resume)  # fmt: skip
+
+
+def search(
+    model: nn.Module,
+    example_inputs: Inputs,
+    config: SearchConfig | Mapping[str, Any] | None = None,
+    *,
+    data: Dataset,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> SearchResult:
+    """Search per-layer pruning ratios under budgets; the model itself is not changed.
+
+    One variable per prunable channel group of ``model`` (its ratio on ``config.grid``);
+    candidates over budget (``macs``, ``params``: fractions, predicted from the trace) are
+    rejected before any forward pass; the others are pruned copies scored by top-1 accuracy on
+    held-out *training* images of ``data`` after re-estimating BatchNorm statistics. The
+    strategy is an Optuna sampler (``sa``: PaddleSlim's simulated annealing; ``tpe``,
+    ``random``, ``nsga2``). Trials are kept in Optuna storage (``out_dir/search.db`` by
+    default, or ``config.storage``); ``resume=True`` continues a stopped search, or joins one
+    other workers run on the same storage.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+        ...                     nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+        >>> _ = net(torch.randn(1, 1, 8, 8))
+        >>> data = TensorDataset(torch.randn(40, 1, 8, 8), torch.randint(0, 3, (40,)))
+        >>> res = search(net, torch.randn(1, 1, 8, 8), {"macs": 0.6, "trials": 4,
+        ...              "eval_images": 16, "bn_images": 16}, data=data, progress=False)
+        >>> res.macs_ratio <= 0.6, len(res.ratios)
+        (True, 2)
+    """
+    cfg = from_dict(SearchConfig, config)
+    dataset = as_dataset(data)[0]
+    held_out, bn_data = holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
+    space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
+    grid = cfg.grid
+
+    def feasible(params: Mapping[str, float]) -> bool:
+        return space.feasible(params, cfg.macs, cfg.params)
+
+    storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
+    study = _study(cfg, storage, make_sampler(cfg, feasible), resume)
+    if not study.trials:  # start where a uniform ratio meets the budget
+        study.enqueue_trial(dict.fromkeys(space.names, space.uniform(grid, cfg.macs, cfg.params)))
+
+    def objective(trial: optuna.Trial) -> float:
+        ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
+        macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
+        trial.set_user_attr("macs_ratio", macs)
+        trial.set_user_attr("params_ratio", params)
+        if not feasible(ratios):
+            raise optuna.TrialPruned(f"over budget: MACs {macs:.3f}, params {params:.3f}")
+        return score(space.pruned(ratios), held_out, bn_data, cfg.batch_size)
+
+    def complete() -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    bar = tqdm(total=cfg.trials, initial=min(complete(), cfg.trials), desc="search",
+               unit="trial", disable=None if progress else True)  # fmt: skip
+
+    def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        n = complete()
+        bar.n = min(n, cfg.trials)
+        if n:
+            bar.set_postfix(best=f"{study.best_value:.2f}%")
+        bar.refresh()
+        if n >= cfg.trials:
+            study.stop()
+
+    if complete() < cfg.trials:
+        quiet = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study.optimize(objective, n_trials=50 * cfg.trials, callbacks=[on_trial])
+        finally:
+            optuna.logging.set_verbosity(quiet)
+            bar.close()
+    else:
+        bar.close()
+    if complete() == 0:
+        raise ConfigError(
+            "search: no candidate met the budget; loosen macs/params or raise max_ratio"
+        )
+    best = study.best_trial
+    ratios = {n: float(best.params[n]) for n in space.names}
+    return SearchResult(ratios, space.pruned(ratios), float(best.value),
+                        float(best.user_attrs["macs_ratio"]),
+                        float(best.user_attrs["params_ratio"]), study)  # fmt: skip

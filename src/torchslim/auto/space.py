@@ -1,0 +1,128 @@
+"""The pruning search space of a model: one ratio per prunable channel group, from its trace.
+
+The model is traced and its channels scored once; a candidate (a ratio per group) becomes
+kept channel indices, whose MACs and parameter count are predicted from the trace without a
+forward pass, and a pruned copy is built only for a candidate worth evaluating.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from torchslim._tensors import Inputs, input_tuple
+from torchslim.analysis import analyze
+from torchslim.errors import ConfigError
+from torchslim.graph.trace import ChannelGraph
+from torchslim.prune.apply import Keep
+from torchslim.prune.pruner import Pruner, _n_keep, _top, apply_keep
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}#{k}")
+    return out
+
+
+class PruneSpace:
+    """A model's prunable groups (named by their producing layer), their channel scores,
+    and the MACs / parameters of any choice of per-group ratios, predicted from the trace.
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+        >>> space = PruneSpace(net, torch.randn(1, 3, 8, 8))
+        >>> space.names, space.sizes
+        (['0'], [8])
+        >>> round(space.macs_ratio({"0": 0.5}), 3)
+        0.5
+    """
+
+    def __init__(
+        self, model: nn.Module, example_inputs: Inputs, *, importance: str = "l1",
+        round_to: int = 1,
+    ) -> None:  # fmt: skip
+        self.model = model.eval()
+        self.inputs = input_tuple(example_inputs)
+        self.round_to = round_to
+        pruner = Pruner(model, self.inputs, {"ratio": 0.5, "importance": importance})
+        self.graph, self.groups, self.scores = pruner._graph_and_scores()
+        if not self.groups:
+            raise ConfigError(
+                f"{type(model).__name__} has no prunable channel group: nothing to search"
+            )
+        self.names = _unique_names([g.name for g in self.groups])
+        self.sizes = [g.size for g in self.groups]
+        stats = self.graph.stats or analyze(model, self.inputs, shapes_only=True)
+        self.base_macs = stats.macs
+        self.base_params = sum(math.prod(t.shape) for t in self.graph.tensors.values())
+
+    def keep(self, ratios: Mapping[str, float]) -> Keep:
+        """Kept channel indices per group: the highest-scored ``1 - ratio`` of each (a group
+        not named keeps everything); counts rounded up to ``round_to``."""
+        keep: Keep = {}
+        for name, group in zip(self.names, self.groups, strict=True):
+            ratio = float(ratios.get(name, 0.0))
+            keep[group.id] = _top(self.scores[group.id], _n_keep(group.size, ratio, self.round_to))
+        return keep
+
+    def macs_ratio(self, ratios: Mapping[str, float]) -> float:
+        """The pruned model's MACs over the unpruned model's, predicted from the trace."""
+        return sum(self.graph.macs_after(self.keep(ratios)).values()) / max(self.base_macs, 1)
+
+    def params_ratio(self, ratios: Mapping[str, float]) -> float:
+        """The pruned model's parameter count (traced tensors) over the unpruned one's."""
+        kept = {a: len(idx) for a, idx in self.keep(ratios).items()}
+        sp = self.graph.spaces
+        total = sum(
+            math.prod(sp.kept_size(layout, kept) for layout in self.graph.param_dims[name])
+            for name in self.graph.tensors
+        )
+        return total / max(self.base_params, 1)
+
+    def pruned(self, ratios: Mapping[str, float]) -> nn.Module:
+        """A pruned copy of the model (the model itself is left as it is)."""
+        clone = copy.deepcopy(self.model)
+        modules = dict(clone.named_modules())
+        named = dict(clone.named_parameters(remove_duplicate=False))
+        named.update(dict(clone.named_buffers(remove_duplicate=False)))
+        graph: ChannelGraph = dataclasses.replace(
+            self.graph,
+            model=clone,
+            modules=modules,
+            tensors={n: named[n] for n in self.graph.tensors},
+        )
+        apply_keep(clone, graph, self.keep(ratios), self.inputs)
+        return clone
+
+    def uniform(self, grid: list[float], macs: float | None, params: float | None) -> float:
+        """The smallest grid ratio that, applied to every group, meets the budgets (the
+        search's first candidate); the grid's largest if none does."""
+        for r in grid:
+            ratios = dict.fromkeys(self.names, r)
+            if self.feasible(ratios, macs, params):
+                return r
+        return grid[-1]
+
+    def feasible(self, ratios: Mapping[str, float], macs: float | None,
+                 params: float | None) -> bool:  # fmt: skip
+        """Whether ``ratios`` meet the budgets (fractions; ``None``: no budget)."""
+        if macs is not None and self.macs_ratio(ratios) > macs + 1e-9:
+            return False
+        return params is None or self.params_ratio(ratios) <= params + 1e-9
+
+    def describe(self, ratios: Mapping[str, Any]) -> str:
+        """One line per group: name, channels, ratio."""
+        rows = [f"{n}: {s} -> {_n_keep(s, float(ratios.get(n, 0)), self.round_to)} channels "
+                f"(ratio {float(ratios.get(n, 0)):.2f})"
+                for n, s in zip(self.names, self.sizes, strict=True)]  # fmt: skip
+        return "\n".join(rows)
