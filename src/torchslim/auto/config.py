@@ -56,7 +56,9 @@ class SearchConfig:
     held-out *training* images after re-estimating BatchNorm statistics on ``bn_images``
     others. ``trials`` counts evaluated candidates. Trials live in Optuna ``storage`` (default:
     a SQLite file in the run folder; any RDB URL Optuna accepts lets workers on several
-    machines share one study).
+    machines share one study). Workers send a heartbeat every ``heartbeat_seconds``; a trial
+    whose worker was killed is marked failed ``grace_seconds`` later, and its candidate is
+    tried again.
 
     Example:
         >>> SearchConfig(macs=0.25, strategy="tpe").strategy
@@ -78,6 +80,8 @@ class SearchConfig:
     seed: int = 0
     storage: str | None = None
     study_name: str = "torchslim-search"
+    heartbeat_seconds: int = 10
+    grace_seconds: int = 30
     sa: AnnealingConfig = field(default_factory=AnnealingConfig)
 
     def __post_init__(self) -> None:

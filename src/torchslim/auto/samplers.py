@@ -17,6 +17,10 @@ from torchslim.auto.config import AnnealingConfig, SearchConfig, Strategy
 Params = dict[str, Any]
 
 
+def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
 class AnnealingSampler(optuna.samplers.BaseSampler):
     """PaddleSlim's simulated annealing on categorical grids, as an Optuna sampler.
 
@@ -24,8 +28,10 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
     scored better than the current state replaces it, a worse one with probability
     ``exp((score - current) / T)`` (the draw seeded by the trial number), and ``T`` shrinks by
     ``reduce_rate`` per trial. Each new candidate is a neighbour of the current state:
-    ``moves`` variables moved one grid step up or down, redrawn (up to ``tries`` times) until
-    ``constraint`` accepts it, so infeasible candidates are never evaluated. Because the state
+    ``moves`` variables moved one grid step up or down (further once the nearest neighbours
+    have all been tried), redrawn (up to ``tries`` times) until
+    ``constraint`` accepts it and no trial of the study (any worker's, finished or running)
+    has it, so infeasible or repeated candidates are never evaluated. Because the state
     lives in the storage, a resumed search, or several workers on one storage, continue the
     same walk.
 
@@ -89,17 +95,23 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
             return {}
         rng = random.Random(f"{self.seed}:move:{trial.number}")
         names = sorted(search_space)
-        for _ in range(self.tries):
+        # Candidates any worker has tried or is trying are not proposed again.
+        tried = {_key(t.params) for t in study.get_trials(deepcopy=False) if t.params}
+        fallback = None
+        for attempt in range(self.tries):
             params = dict(state.params)
+            step = 1 + attempt // 20  # a neighbourhood tried out: look one step further
             for name in rng.sample(names, min(self.config.moves, len(names))):
                 dist = search_space[name]
                 assert isinstance(dist, CategoricalDistribution)
                 choices = list(dist.choices)
-                i = choices.index(params[name]) + rng.choice((-1, 1))
+                i = choices.index(params[name]) + rng.randint(-step, step)
                 params[name] = choices[min(max(i, 0), len(choices) - 1)]
             if self.constraint is None or self.constraint(params):
-                return params
-        return dict(state.params)  # no feasible neighbour found: stay
+                if _key(params) not in tried:
+                    return params
+                fallback = fallback or params
+        return fallback or dict(state.params)  # no new feasible neighbour: a repeat
 
     def sample_independent(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,12 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
-from torchslim.config import from_dict
-from torchslim.errors import ConfigError
 from torchslim.auto.config import SearchConfig
 from torchslim.auto.evaluate import holdout_split, score
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError
 from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.search")
@@ -52,17 +53,27 @@ class SearchResult:
                 f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f} of the model")  # fmt: skip
 
 
-def _storage(cfg: SearchConfig, out_dir: Path | None) -> str | None:
-    if cfg.storage:
-        return cfg.storage
-    if out_dir is None:
-        return None  # in memory
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(out_dir / STORAGE_FILE).resolve()}"
+def _storage(cfg: SearchConfig, out_dir: Path | None) -> optuna.storages.BaseStorage | str | None:
+    """Optuna storage: ``config.storage`` (an RDB URL, with heartbeats so that a killed
+    worker's trial is marked failed after ``grace_seconds``; anything else Optuna accepts as
+    it is), else a SQLite file in ``out_dir``, else memory."""
+    url = cfg.storage
+    if not url:
+        if out_dir is None:
+            return None  # in memory
+        out_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(out_dir / STORAGE_FILE).resolve()}"
+    if url.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql"):
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds
+            )
+    return url
 
 
-def _study(cfg: SearchConfig, storage: str | None, sampler: optuna.samplers.BaseSampler,
-           resume: bool) -> optuna.Study:  # fmt: skip
+def _study(cfg: SearchConfig, storage: optuna.storages.BaseStorage | str | None,
+           sampler: optuna.samplers.BaseSampler, resume: bool) -> optuna.Study:  # fmt: skip
     if storage is not None and not resume:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if cfg.study_name in names:
@@ -122,6 +133,9 @@ def search(
         study.enqueue_trial(dict.fromkeys(space.names, space.uniform(grid, cfg.macs, cfg.params)))
 
     def objective(trial: optuna.Trial) -> float:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if complete() + sum(t.number != trial.number for t in running) >= cfg.trials:
+            raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
         macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
         trial.set_user_attr("macs_ratio", macs)

@@ -1,0 +1,125 @@
+"""ts.search: budgets, strategies, storage, resume after SIGKILL, two workers on one study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+optuna = pytest.importorskip("optuna")
+
+import torchslim as ts  # noqa: E402
+from torchslim.auto import PruneSpace, SearchConfig  # noqa: E402
+from torchslim.errors import ConfigError  # noqa: E402
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from tiny_search import CONFIG, model_and_data  # noqa: E402
+
+SCRIPT = HERE / "tiny_search.py"
+
+
+def _trials(out: Path, state: str = "COMPLETE") -> list:
+    storage = f"sqlite:///{out / 'search.db'}"
+    study = optuna.load_study(study_name="torchslim-search", storage=storage)
+    return [t for t in study.trials if t.state.name == state]
+
+
+@pytest.mark.parametrize("strategy", ["sa", "tpe", "random", "nsga2"])
+def test_every_candidate_evaluated_meets_the_budget(strategy: str) -> None:
+    net, x, data = model_and_data()
+    before = {n: p.clone() for n, p in net.state_dict().items()}
+    cfg = {**CONFIG, "trials": 5, "strategy": strategy}
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 5
+    assert all(t.user_attrs["macs_ratio"] <= 0.5 + 1e-9 for t in done)
+    pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert all(t.user_attrs["macs_ratio"] > 0.5 for t in pruned)  # rejected before a forward
+    assert res.score == max(t.value for t in done) and res.macs_ratio <= 0.5
+    measured = ts.analyze(res.model, x).macs / ts.analyze(net, x).macs
+    assert measured == pytest.approx(res.macs_ratio, rel=1e-6)  # the prediction is the model
+    assert all(torch.equal(before[n], p) for n, p in net.state_dict().items())  # untouched
+    assert res.front and res.front[0].value == res.score
+
+
+def test_the_first_candidate_is_the_uniform_ratio_that_meets_the_budget() -> None:
+    net, x, data = model_and_data()
+    space = PruneSpace(net, x)
+    grid = SearchConfig().grid
+    r = space.uniform(grid, 0.5, None)
+    assert space.feasible(dict.fromkeys(space.names, r), 0.5, None)
+    assert not space.feasible(dict.fromkeys(space.names, grid[grid.index(r) - 1]), 0.5, None)
+    res = ts.search(net, x, {**CONFIG, "trials": 2}, data=data, progress=False)
+    assert res.study.trials[0].params == dict.fromkeys(space.names, r)
+
+
+def test_annealing_never_repeats_a_candidate() -> None:
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "trials": 12}, data=data, progress=False)
+    keys = [tuple(sorted(t.params.items())) for t in res.study.trials if t.params]
+    assert len(keys) == len(set(keys))
+
+
+def test_a_stopped_search_resumes_and_a_finished_one_is_not_redone(tmp_path: Path) -> None:
+    net, x, data = model_and_data()
+    ts.search(net, x, {**CONFIG, "trials": 3}, data=data, out_dir=tmp_path, progress=False)
+    first = [(t.params, t.value) for t in _trials(tmp_path)]
+    with pytest.raises(ConfigError, match="resume=True"):
+        ts.search(net, x, {**CONFIG, "trials": 5}, data=data, out_dir=tmp_path, progress=False)
+    ts.search(net, x, {**CONFIG, "trials": 5}, data=data, out_dir=tmp_path, resume=True,
+              progress=False)  # fmt: skip
+    done = _trials(tmp_path)
+    assert len(done) == 5 and [(t.params, t.value) for t in done[:3]] == first
+
+
+def test_sigkill_then_resume_keeps_every_finished_trial(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "8", "slow"], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                if (tmp_path / "search.db").exists() and len(_trials(tmp_path)) >= 2:
+                    break
+            except (KeyError, optuna.exceptions.OptunaError):  # the worker is mid-write
+                continue
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    kept = [(t.number, t.params, t.value) for t in _trials(tmp_path)]
+    assert 2 <= len(kept) < 8
+    time.sleep(2.5)  # the killed trial's heartbeat goes stale: it is marked failed on resume
+    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "8"], env=env, check=True)
+    done = _trials(tmp_path)
+    assert len(done) == 8
+    assert [(t.number, t.params, t.value) for t in done[: len(kept)]] == kept
+
+
+def test_two_workers_on_one_storage_finish_n_distinct_trials(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the study is created first, so that both workers join it
+    net, x, data = model_and_data()
+    ts.search(net, x, {**CONFIG, "trials": 1}, data=data, out_dir=tmp_path, progress=False)
+    workers = [subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "10"], env=env)
+               for _ in range(2)]  # fmt: skip
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    done = _trials(tmp_path)
+    keys = {tuple(sorted(t.params.items())) for t in done}
+    assert len(done) == 10 and len(keys) == 10
+
+
+def test_bad_configs_say_what_to_change() -> None:
+    with pytest.raises(ConfigError, match="budget"):
+        SearchConfig(macs=None)
+    with pytest.raises(ConfigError, match="fraction"):
+        SearchConfig(macs=2.0)
+    with pytest.raises(ConfigError, match="strategy"):
+        SearchConfig(strategy="annealing")
