@@ -7,6 +7,8 @@ Example:
     True
 """
 
+from typing import TYPE_CHECKING, Any
+
 from torchslim import data, graph, losses, models, quant, train
 from torchslim.analysis import LayerStats, ModelStats, analyze
 from torchslim.errors import (
@@ -37,13 +39,36 @@ from torchslim.serialize import load, load_metadata, save
 from torchslim.distill.distiller import distill
 from torchslim.prune.pruner import prune
 
+if TYPE_CHECKING:
+    import torch
+
+    from torchslim.auto import SearchResult
+
 __version__ = "0.1.0"
 
 
-def search(model, example_inputs, config=None, *, data, **kwargs):  # type: ignore[no-untyped-def]
+def search(
+    model: "torch.nn.Module",
+    example_inputs: Any,
+    config: Any = None,
+    *,
+    data: Any,
+    **kwargs: Any,
+) -> "SearchResult":
     """Search per-layer pruning ratios under MACs / parameter budgets (Optuna); returns a
     :class:`torchslim.auto.SearchResult` (best ratios, the pruned copy, the study). See
     :func:`torchslim.auto.search` for the arguments. Needs the ``search`` extra (Optuna).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(8, 4, 3), torch.nn.Flatten())
+        >>> data = TensorDataset(torch.randn(20, 1, 5, 5), torch.randint(0, 4, (20,)))
+        >>> res = search(net, torch.randn(1, 1, 5, 5), {"macs": 0.7, "trials": 2,
+        ...              "eval_images": 8, "bn_images": 8}, data=data, progress=False)
+        >>> res.macs_ratio <= 0.7
+        True
     """
     try:
         from torchslim.auto.search import search as run
