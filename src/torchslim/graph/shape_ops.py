@@ -64,23 +64,7 @@ def _view(ctx: OpContext, x: T, *_: Any, **__: Any) -> list[list[Layout]]:
             out[j] = layout
         if sp.atoms(merged):
             ctx.views.append((ctx.module, [(shape[j], out[j]) for j in out_dims]))
-            for j in out_dims:
-                if sp.atoms(out[j]):
-                    _reshape_attributes(ctx, out[j], shape[j])
     return [out]
-
-
-def _reshape_attributes(ctx: OpContext, layout: Layout, size: int) -> None:
-    """Record the running module's int attributes equal to a channel dim a reshape creates
-    (timm's ``reshape(B, N, self.attn_dim)``), so the shrinker gives them the pruned size."""
-    module = ctx.module_obj
-    if module is None or size <= 1:
-        return
-    for attr, value in vars(module).items():
-        if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
-            continue
-        if value == size:
-            ctx.splits.append((ctx.module, attr, [layout], 1))
 
 
 @register_op("permute")

@@ -253,10 +253,9 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
 
 
 def fix_split_attributes(ctx: ShrinkContext) -> None:
-    """Give the sizes a module keeps as attributes (split sizes, reshape widths: see
-    ``shape_ops``) their pruned values: a list of the pieces' sizes, or one piece times the
-    recorded factor. An attribute whose records disagree (``num_heads == head_dim`` in one
-    module, say) is ambiguous and left alone."""
+    """Give the split sizes a module keeps as attributes (``shape_ops._split``) their pruned
+    values: a list of the pieces' sizes, or one piece times the recorded factor. An attribute
+    whose records disagree is ambiguous and left alone."""
     values: dict[tuple[str, str], list[Any]] = {}
     for module_name, attr, pieces, how in ctx.graph.splits:
         kept = [ctx.kept(p) for p in pieces]
@@ -271,8 +270,8 @@ def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
     """Run every registered shrinker on the modules whose tensors changed, then heads."""
     ctx = ShrinkContext(graph, keep)
     fix_head_attributes(model, ctx)
+    fix_split_attributes(ctx)
     for name, module in graph.modules.items():
         for module_type, fn in SHRINKERS:
             if isinstance(module, module_type):
                 fn(module, name, ctx)
-    fix_split_attributes(ctx)  # after the shrinkers, which read the attributes as traced
