@@ -71,7 +71,7 @@ def search(
         True
     """
     try:
-        from torchslim.auto.search import search as run
+        from torchslim.auto.study import search as run
     except ModuleNotFoundError as exc:  # Optuna is an extra
         if exc.name != "optuna":
             raise

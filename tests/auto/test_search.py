@@ -123,3 +123,25 @@ def test_bad_configs_say_what_to_change() -> None:
         SearchConfig(macs=2.0)
     with pytest.raises(ConfigError, match="strategy"):
         SearchConfig(strategy="annealing")
+
+
+def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Path) -> None:
+    from torchslim.pipeline import compress, parse_recipe
+
+    quick = {"epochs": 1, "batch_size": 32, "progress": False}
+    recipe = {
+        "model": {"name": "resnet8"},
+        "data": {"name": "fashion-mnist", "subset": 100, "test_subset": 50},
+        "report": {"batch_sizes": [1], "repeats": 2, "html": False},
+        "stages": [
+            {"name": "baseline", "type": "train", "train": quick},
+            {"name": "searched", "type": "search", "macs": 0.5, "trials": 3,
+             "eval_images": 32, "bn_images": 32, "finetune": quick},
+        ],
+    }  # fmt: skip
+    result = compress(parse_recipe(recipe), tmp_path / "run", progress=False)
+    rows = {r.stage: r for r in result.report.rows}
+    assert rows["searched"].macs <= 0.5 * rows["baseline"].macs
+    found = rows["searched"].search
+    assert len(found["trials"]) == 3 and found["macs_ratio"] <= 0.5
+    assert any(after < before for before, after in rows["searched"].channels.values())

@@ -20,7 +20,7 @@ from torchslim.analysis import analyze
 from torchslim.errors import ConfigError
 from torchslim.graph.trace import ChannelGraph
 from torchslim.prune.apply import Keep
-from torchslim.prune.pruner import Pruner, _n_keep, _top, apply_keep
+from torchslim.prune.pruner import Pruner, apply_keep, kept_count, top_channels
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ class PruneSpace:
         self.inputs = input_tuple(example_inputs)
         self.round_to = round_to
         pruner = Pruner(model, self.inputs, {"ratio": 0.5, "importance": importance})
-        self.graph, self.groups, self.scores = pruner._graph_and_scores()
+        self.graph, self.groups, self.scores = pruner.graph_and_scores()
         if not self.groups:
             raise ConfigError(
                 f"{type(model).__name__} has no prunable channel group: nothing to search"
@@ -72,7 +72,9 @@ class PruneSpace:
         keep: Keep = {}
         for name, group in zip(self.names, self.groups, strict=True):
             ratio = float(ratios.get(name, 0.0))
-            keep[group.id] = _top(self.scores[group.id], _n_keep(group.size, ratio, self.round_to))
+            keep[group.id] = top_channels(
+                self.scores[group.id], kept_count(group.size, ratio, self.round_to)
+            )
         return keep
 
     def macs_ratio(self, ratios: Mapping[str, float]) -> float:
@@ -122,7 +124,7 @@ class PruneSpace:
 
     def describe(self, ratios: Mapping[str, Any]) -> str:
         """One line per group: name, channels, ratio."""
-        rows = [f"{n}: {s} -> {_n_keep(s, float(ratios.get(n, 0)), self.round_to)} channels "
+        rows = [f"{n}: {s} -> {kept_count(s, float(ratios.get(n, 0)), self.round_to)} channels "
                 f"(ratio {float(ratios.get(n, 0)):.2f})"
                 for n, s in zip(self.names, self.sizes, strict=True)]  # fmt: skip
         return "\n".join(rows)

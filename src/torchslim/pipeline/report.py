@@ -36,6 +36,8 @@ class StageRow:
     seconds: float = 0.0  # wall time of the stage itself
     channels: dict[str, list[int]] = field(default_factory=dict)  # prune: layer -> [before, after]
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> ratio->acc
+    # search: the chosen ratios, its score and the trajectory [[trial, score, MACs ratio]...]
+    search: dict[str, Any] = field(default_factory=dict)
 
     @property
     def top1(self) -> float | None:

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from torchslim.auto.config import SearchConfig
+from torchslim.auto.space import PruneSpace
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
 from torchslim.data.coco import coco_dataset
 from torchslim.data.info import DatasetInfo
@@ -310,6 +312,34 @@ def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[
     return model, {"channels": channels, **extra}
 
 
+def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[nn.Module, dict]:
+    """Per-layer ratios searched under the stage's budgets (``ts.search``: candidates scored
+    on held-out *training* images, never the test set), the model pruned to the best, then the
+    stage's fine-tune. The study lives in the stage folder; a rerun continues it."""
+    from torchslim.auto.study import search
+
+    d = ctx.recipe.data
+    if ctx.task is not Task.CLASSIFICATION:
+        raise ConfigError(f"stage {stage.name!r}: search scores classifiers (top-1) for now")
+    plain = get_dataset(d.name, train=True, root=d.root, augment=[])
+    result = search(model, ctx.example[:1], stage.config, data=plain,
+                    out_dir=ctx.folder(folder, "search"), resume=True,
+                    progress=ctx.progress)  # fmt: skip
+    log.info("%s", result)
+    pruned = result.model
+    if stage.finetune is not None:
+        ctx.fit(stage, pruned, stage.finetune, ctx.folder(folder, "finetune"))
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    trajectory = [[t.number, t.value, t.user_attrs["macs_ratio"]] for t in done]
+    space = PruneSpace(model, ctx.example[:1])
+    kept = space.keep(result.ratios)
+    channels = {n: [g.size, len(kept[g.id])] for n, g in zip(space.names, space.groups,
+                                                            strict=True)}  # fmt: skip
+    found = {"ratios": result.ratios, "score": result.score, "macs_ratio": result.macs_ratio,
+             "trials": trajectory}  # fmt: skip
+    return pruned, {"channels": channels, "search": found}
+
+
 def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[Any, dict]:
     """PaddleSlim's recipe: prune each group alone, evaluate, pick per-group ratios that meet
     ``target_macs`` with the least predicted accuracy loss."""
@@ -394,6 +424,7 @@ STAGE_TYPES: dict[str, StageType] = {
     "train": StageType(_train, frozenset({"model", "train"})),
     "distill": StageType(_distill, frozenset({"model", "teacher"}), DistillConfig),
     "prune": StageType(_prune, frozenset({"finetune", "sensitivity"}), PruneConfig),
+    "search": StageType(_search, frozenset({"finetune"}), SearchConfig),
     "sparsify": StageType(_sparsify, frozenset({"finetune"}), SparsityConfig),
     "quantize": StageType(_quantize, frozenset({"calib"}), QuantConfig),
     "qat": StageType(_qat, frozenset({"calib", "train"}), QATConfig),

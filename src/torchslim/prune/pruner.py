@@ -65,7 +65,14 @@ def _group_ratio(group: Group, config: PruneConfig, scale: float) -> float:
     return min(ratio * scale, config.max_ratio)
 
 
-def _n_keep(size: int, ratio: float, round_to: int) -> int:
+def kept_count(size: int, ratio: float, round_to: int) -> int:
+    """Channels a group of ``size`` keeps at ``ratio``: at least one, rounded up to a multiple
+    of ``round_to`` (where the group has that many).
+
+    Example:
+        >>> kept_count(64, 0.5, 1), kept_count(64, 0.55, 8), kept_count(6, 0.9, 8)
+        (32, 32, 1)
+    """
     keep = max(1, size - int(size * ratio))
     if round_to > 1 and size >= round_to:
         keep = min(size, max(round_to, -(-keep // round_to) * round_to))
@@ -85,16 +92,22 @@ def select_channels(
         for g in groups:
             removable = int((normed[g.id] <= threshold).sum())
             ratio = min(removable / g.size, config.max_ratio)
-            keep[g.id] = _top(normed[g.id], _n_keep(g.size, ratio, config.round_to))
+            keep[g.id] = top_channels(normed[g.id], kept_count(g.size, ratio, config.round_to))
         return keep
     for g in groups:
-        keep[g.id] = _top(
-            scores[g.id], _n_keep(g.size, _group_ratio(g, config, scale), config.round_to)
+        keep[g.id] = top_channels(
+            scores[g.id], kept_count(g.size, _group_ratio(g, config, scale), config.round_to)
         )
     return keep
 
 
-def _top(score: torch.Tensor, k: int) -> torch.Tensor:
+def top_channels(score: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of the ``k`` highest scores, in increasing order.
+
+    Example:
+        >>> top_channels(torch.tensor([0.1, 3.0, 2.0, 0.5]), 2)
+        tensor([1, 2])
+    """
     return torch.topk(score, k, largest=True, sorted=False).indices.sort().values
 
 
@@ -263,7 +276,7 @@ class Pruner:
         self.config.selection.ignored(self.model)  # fail early on bad selectors
         check_patterns(self.model, self.config.ratios, "ratios")
 
-    def _graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
+    def graph_and_scores(self) -> tuple[ChannelGraph, list[Group], dict[int, torch.Tensor]]:
         cfg = self.config
         ignored = cfg.selection.ignored(self.model)
         graph = trace(self.model, self.inputs, ignore=ignored.__contains__, count=True,
@@ -287,7 +300,7 @@ class Pruner:
         (``repaired``). With ``strict=True`` the first failure raises instead."""
         start = time.perf_counter()
         remember_spec(self.model)  # a torchvision model is recognised by its unpruned shapes
-        graph, groups, scores = self._graph_and_scores()
+        graph, groups, scores = self.graph_and_scores()
         repaired: dict[int, tuple[str, str]] = {}  # group id -> (its name, what broke)
         while True:
             active = [g for g in groups if g.id not in repaired]

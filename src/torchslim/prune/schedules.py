@@ -127,7 +127,7 @@ class SoftFilterPruning(Callback):
 
     def _select(self, model: nn.Module) -> tuple[Pruner, Any, list[Group], Keep]:
         pruner = Pruner(model, self.example_inputs, self.config)
-        graph, groups, scores = pruner._graph_and_scores()
+        graph, groups, scores = pruner.graph_and_scores()
         return pruner, graph, groups, select_channels(groups, scores, self.config, 1.0)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +122,29 @@ def search(
     dataset = as_dataset(data)[0]
     held_out, bn_data = holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
-    grid = cfg.grid
 
     def feasible(params: Mapping[str, float]) -> bool:
         return space.feasible(params, cfg.macs, cfg.params)
 
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar shows progress
+    try:
+        return _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run(
+    cfg: SearchConfig,
+    space: PruneSpace,
+    held_out: Dataset,
+    bn_data: Dataset,
+    feasible: Callable[[Mapping[str, float]], bool],
+    out_dir: str | Path | None,
+    resume: bool,
+    progress: bool,
+) -> SearchResult:
+    grid = cfg.grid
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, make_sampler(cfg, feasible), resume)
     if not study.trials:  # start where a uniform ratio meets the budget
@@ -159,15 +177,10 @@ def search(
         if n >= cfg.trials:
             study.stop()
 
-    if complete() < cfg.trials:
-        quiet = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
+    try:
+        if complete() < cfg.trials:
             study.optimize(objective, n_trials=50 * cfg.trials, callbacks=[on_trial])
-        finally:
-            optuna.logging.set_verbosity(quiet)
-            bar.close()
-    else:
+    finally:
         bar.close()
     if complete() == 0:
         raise ConfigError(
