@@ -53,7 +53,9 @@ def test_prune_and_quantize_take_every_field_of_their_configs() -> None:
     assert values == {"first_layer_bits": 8, "weight_mapping": "affine", "fold_bn": False}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "analyze", "prune", "quantize", "distill"])
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "analyze", "prune", "quantize", "distill", "search"]
+)
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
@@ -321,3 +323,23 @@ def test_one_run_per_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "model: 'smallcnn' -> 'mlp'" in capsys.readouterr().err
     assert main([*train, "--overwrite", "--seed", "3"]) == 0
     assert (run / "last.pt").read_bytes() != first
+
+
+def test_search_runs_a_recipe_with_workers_and_needs_a_search_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("optuna")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("model: {name: resnet8}\nstages:\n  - {name: t, type: train}\n")
+    assert main(["search", str(plain)]) == 2
+    assert "no stage of type 'search'" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {name: resnet8}\n"
+        "data: {name: fashion-mnist, subset: 60, test_subset: 30}\n"
+        "report: {batch_sizes: [1], repeats: 2, html: false}\n"
+        "stages:\n"
+        "  - {name: s, type: search, macs: 0.5, trials: 3, eval_images: 16, bn_images: 16}\n"
+    )
+    assert main(["-q", "search", str(recipe), "--workers", "2", "--out", str(tmp_path / "o")]) == 0
+    assert "| search |" in capsys.readouterr().out

@@ -547,6 +547,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return _run_recipe(args, recipe, Path(args.out or f"runs/{Path(args.recipe).stem}"), str)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from torchslim.pipeline import load_recipe
+
+    recipe = load_recipe(args.recipe, tuple(args.set))
+    names = [s.name for s in recipe.stages if s.type == "search"]
+    if not names:
+        raise ConfigError(f"{args.recipe}: no stage of type 'search'; use torchslim compress")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    workers = tuple(f"stages.{n}.workers={args.workers}" for n in names)
+    recipe = load_recipe(args.recipe, (*args.set, *workers))
+    return _run_recipe(args, recipe, Path(args.out or f"runs/{Path(args.recipe).stem}"), str)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from torchslim.pipeline import demo
 
@@ -594,6 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/RECIPE-NAME)")
     _add_recipe_run_options(p)
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("search", help="run a recipe whose search stages use N workers")
+    p.description = (
+        "Run RECIPE like `compress`, its `search` stages with --workers processes sharing one "
+        "Optuna study (the stage folder's search.db, or the stage's storage URL: start this "
+        "command with --resume on other machines to add their workers)."
+    )
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--out", default=None, help="output folder (default: runs/RECIPE-NAME)")
+    _add_recipe_run_options(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("train", help="train a model from the zoo on a dataset")
     p.description = "Train a zoo or torchvision model; checkpoints and metrics go to --out."

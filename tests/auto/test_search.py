@@ -145,3 +145,14 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
     found = rows["searched"].search
     assert len(found["trials"]) == 3 and found["macs_ratio"] <= 0.5
     assert any(after < before for before, after in rows["searched"].channels.values())
+
+
+def test_workers_spawned_by_the_search_share_its_study(tmp_path: Path) -> None:
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "trials": 6, "workers": 2}, data=data,
+                    out_dir=tmp_path, progress=False)  # fmt: skip
+    done = _trials(tmp_path)
+    assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
+    assert res.score == max(t.value for t in done)
+    with pytest.raises(ConfigError, match="out_dir or storage"):
+        ts.search(net, x, {**CONFIG, "workers": 2}, data=data, progress=False)

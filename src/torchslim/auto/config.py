@@ -58,7 +58,8 @@ class SearchConfig:
     a SQLite file in the run folder; any RDB URL Optuna accepts lets workers on several
     machines share one study). Workers send a heartbeat every ``heartbeat_seconds``; a trial
     whose worker was killed is marked failed ``grace_seconds`` later, and its candidate is
-    tried again.
+    tried again. ``workers`` > 1 starts that many worker processes on this machine (spawned,
+    each with the model and data) on the same storage.
 
     Example:
         >>> SearchConfig(macs=0.25, strategy="tpe").strategy
@@ -82,6 +83,7 @@ class SearchConfig:
     study_name: str = "torchslim-search"
     heartbeat_seconds: int = 10
     grace_seconds: int = 30
+    workers: int = 1
     sa: AnnealingConfig = field(default_factory=AnnealingConfig)
 
     def __post_init__(self) -> None:
@@ -101,6 +103,8 @@ class SearchConfig:
                 raise ConfigError(f"{name}: a budget is a fraction in (0, 1], got {value}")
         if self.macs is None and self.params is None:
             raise ConfigError("give a budget: macs and/or params (fractions of the model)")
+        if self.workers < 1:
+            raise ConfigError(f"workers: must be >= 1, got {self.workers}")
         if self.bn_images < 1 or self.eval_images < 1:
             raise ConfigError("bn_images and eval_images must be >= 1")
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 from torch.utils.data import Dataset
@@ -85,6 +87,18 @@ def _study(cfg: SearchConfig, storage: optuna.storages.BaseStorage | str | None,
                                direction="maximize", load_if_exists=resume)  # fmt: skip
 
 
+def _open(cfg: SearchConfig, space: PruneSpace, out_dir: str | Path | None, resume: bool,
+          sampler: optuna.samplers.BaseSampler) -> optuna.Study:  # fmt: skip
+    """The study (made, or loaded to resume or join); a new one gets its first candidate:
+    the smallest uniform ratio that meets the budget."""
+    storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
+    study = _study(cfg, storage, sampler, resume)
+    if not study.trials:
+        study.enqueue_trial(dict.fromkeys(space.names, space.uniform(cfg.grid, cfg.macs,
+                                                                     cfg.params)))  # fmt: skip
+    return study
+
+
 def search(
     model: nn.Module,
     example_inputs: Inputs,
@@ -126,12 +140,41 @@ def search(
     def feasible(params: Mapping[str, float]) -> bool:
         return space.feasible(params, cfg.macs, cfg.params)
 
+    if cfg.workers > 1 and cfg.storage is None and out_dir is None:
+        raise ConfigError("workers > 1 share a study in storage: give out_dir or storage")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar shows progress
     try:
-        return _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
+        if cfg.workers == 1:
+            return _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
+        # The study is made (or checked for resume) here first, then the others join it.
+        _open(cfg, space, out_dir, resume, make_sampler(cfg))
+        alone = replace(cfg, workers=1)
+        spawn = multiprocessing.get_context("spawn")
+        helpers = [spawn.Process(target=_join, args=(model, example_inputs, asdict(alone), data,
+                                                     out_dir), daemon=True)
+                   for _ in range(cfg.workers - 1)]  # fmt: skip
+        for h in helpers:
+            h.start()
+        try:
+            _run(alone, space, held_out, bn_data, feasible, out_dir, True, progress)
+        finally:
+            for h in helpers:
+                h.join()
+        failed = [h.exitcode for h in helpers if h.exitcode]
+        if failed:
+            log.warning("search: %d worker process(es) failed (exit codes %s)", len(failed), failed)
+        return _run(alone, space, held_out, bn_data, feasible, out_dir, True, False)  # the best
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def _join(model: nn.Module, example_inputs: Inputs, config: dict[str, Any], data: Dataset,
+          out_dir: str | Path | None) -> None:  # fmt: skip
+    """A worker process: join the study and evaluate candidates until it holds enough."""
+    torch.set_num_threads(1)
+    search(model, example_inputs, config, data=data, out_dir=out_dir, resume=True,
+           progress=False)  # fmt: skip
 
 
 def _run(
@@ -145,10 +188,7 @@ def _run(
     progress: bool,
 ) -> SearchResult:
     grid = cfg.grid
-    storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
-    study = _study(cfg, storage, make_sampler(cfg, feasible), resume)
-    if not study.trials:  # start where a uniform ratio meets the budget
-        study.enqueue_trial(dict.fromkeys(space.names, space.uniform(grid, cfg.macs, cfg.params)))
+    study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
 
     def objective(trial: optuna.Trial) -> float:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
