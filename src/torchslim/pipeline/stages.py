@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchslim.auto.config import SearchConfig
+from torchslim.auto.evaluate import holdout_split
 from torchslim.auto.space import PruneSpace
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
 from torchslim.data.coco import coco_dataset
@@ -340,17 +341,24 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     return pruned, {"channels": channels, "search": found}
 
 
+SENSITIVITY_IMAGES = 2000  # held-out training images that score a sensitivity analysis
+
+
 def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[Any, dict]:
     """PaddleSlim's recipe: prune each group alone, evaluate, pick per-group ratios that meet
-    ``target_macs`` with the least predicted accuracy loss."""
+    ``target_macs`` with the least predicted accuracy loss. Each pruning is scored on held-out
+    *training* images (2,000, never the test set, which is for the report)."""
     from torchslim.prune.sensitivity import ratios_for_target, sensitivity
     from torchslim.train import evaluate
 
     spec, cfg = stage.sensitivity, stage.config
+    d = ctx.recipe.data
+    plain = get_dataset(d.name, train=True, root=d.root, augment=[])
+    held_out, _ = holdout_split(plain, SENSITIVITY_IMAGES, 0, d.seed)
     result = sensitivity(
         model,
         ctx.example[:1],
-        lambda m: evaluate(m, ctx.test_set, batch_size=256).metric,
+        lambda m: evaluate(m, held_out, batch_size=256).metric,
         spec,
         progress=ctx.progress,
     )
