@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--target-macs", type=float, default=0.5)
     parser.add_argument("--methods", default="l1,fpgm", help="comma list; 'sensitivity' too")
     parser.add_argument(
-        "--sens-samples", type=int, default=2000, help="eval subset for sensitivity"
+        "--sens-samples",
+        type=int,
+        default=2000,
+        help="training images (not augmented) that score the sensitivity analysis",
     )
     add_results_option(parser, "prune_fmnist")
     args = parser.parse_args()
@@ -99,7 +102,9 @@ def main() -> None:
         if method == "sensitivity":
             from torchslim.prune.sensitivity import ratios_for_target, sensitivity
 
-            small = stratified_subset(test, per_class=args.sens_samples // 10, seed=1)
+            # Scored on held-out *training* images: the test set only reports.
+            plain = get_dataset("fashion-mnist", train=True, augment=[])
+            small = stratified_subset(plain, per_class=args.sens_samples // 10, seed=1)
 
             def score(m: torch.nn.Module, data: object = small) -> float:
                 return evaluate(m, data, batch_size=512, progress=False).accuracy
