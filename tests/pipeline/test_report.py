@@ -79,3 +79,14 @@ def test_demo_summary_shows_paddleslim_as_a_reference_not_a_verdict() -> None:
     assert "for reference: PaddleSlim MobileNetV1 on ImageNet" in text
     assert "(8.0x) at -2.00 top-1; ORT speed-up b1 2.00x | 17.0 MB -> 2.3 MB" in text
     assert "| met |" not in text and "| no |" not in text and "| yes |" not in text
+
+
+def test_a_pruned_row_that_is_not_faster_is_warned_about() -> None:
+    report = _report()
+    assert report.warnings() == []  # pruned: 1.67x faster
+    slow = report.rows[1]
+    slow.latency_ms = {1: 2.2, 32: 15.0}  # batch 1 slower, batch 32 faster
+    (line,) = report.warnings()
+    assert line.startswith("warning: pruned has 0.50 of the baseline MACs but runs at 0.91x")
+    assert "batch 32" not in line and "round_to" in line
+    assert line in report.to_markdown() and line in str(report)

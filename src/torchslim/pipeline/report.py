@@ -113,10 +113,40 @@ class Report:
         return "\n".join(markdown_table(head, rows))
 
     def __str__(self) -> str:
-        return self.table()
+        return "\n".join([self.table(), *self.warnings()])
+
+    def warnings(self) -> list[str]:
+        """A line for every row with fewer MACs than the baseline that is no faster in ONNX
+        Runtime at some batch size: a compressed model users would not want.
+
+        Example:
+            >>> base = StageRow("b", "train", "", 0.9, 0.9, 10, 100, 40, False, {1: 1.0})
+            >>> slow = StageRow("p", "prune", "b", 0.9, 0.9, 5, 50, 20, False, {1: 1.1})
+            >>> Report("r", "b", [base, slow]).warnings()[0][:54]
+            'warning: p has 0.50 of the baseline MACs but runs at 0'
+        """
+        b, out = self.base(), []
+        if b is None:
+            return out
+        for r in self.rows:
+            q = self.ratios(r)
+            slow = {bs: q.get(f"speedup_b{bs}") for bs in r.latency_ms}
+            slow = {bs: v for bs, v in slow.items() if v is not None and v < 1.0}
+            macs = q.get("macs_ratio")
+            if r is b or not slow or macs is None or macs >= 0.95 or r.int8:
+                continue
+            at = ", ".join(f"{v:.2f}x at batch {bs}" for bs, v in sorted(slow.items()))
+            out.append(
+                f"warning: {r.stage} has {macs:.2f} of the baseline MACs but runs at {at} of "
+                "its speed in ONNX Runtime; keep channel counts at multiples of the CPU's "
+                "vector width (prune's round_to: 8 on AVX2, 16 on AVX-512)"
+            )
+        return out
 
     def to_markdown(self) -> str:
-        parts = [f"# {self.title}", "", self.table(), ""]
+        parts = [f"# {self.title}", "", self.table(), "", *self.warnings()]
+        if parts[-1] != "":
+            parts.append("")
         if self.artifacts:
             parts += ["Files:", ""] + [f"- {k}: `{v}`" for k, v in self.artifacts.items()] + [""]
         parts.append(
