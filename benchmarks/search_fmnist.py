@@ -1,0 +1,155 @@
+"""Searched per-layer ratios against hand-set rules: Fashion-MNIST ResNet-20 at a MACs budget.
+
+Usage:
+    python benchmarks/search_fmnist.py --run bench-out/fmnist-resnet20 [--macs 0.5,0.25]
+        [--methods uniform,global,sensitivity,sa,tpe] [--seeds 0,1,2] [--epochs 2]
+        [--trials 200] [--results benchmarks/results/search_fmnist.jsonl]
+(the run folder comes from benchmarks/train_fmnist_resnet20.sh).
+
+Every row prunes the same trained baseline to the budget and gets the same fine-tune (``--epochs``
+on the full training set, cosine, seeded); the figure is test top-1, mean over ``--seeds`` (the
+fine-tune's seed and the search's). Choices come from training data only:
+
+* ``uniform``: ``ts.prune(..., {"target_macs": m})``, L1, every group cut alike;
+* ``global``: the same with ``mode: global`` (one threshold over group-normalised L1 scores);
+* ``sensitivity``: PaddleSlim's per-group sensitivity, scored on 2,000 training images;
+* ``sa`` / ``tpe`` / ``nsga2`` / ``random``: ``ts.search`` (``--trials`` candidates, each
+  scored by top-1 on ``--eval-images`` training images after BatchNorm re-estimation on
+  ``--bn-images`` others).
+
+Prints a Markdown table and appends its figures to ``--results`` for benchmarks/render.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import torchslim as ts
+from torchslim.data import get_dataset, stratified_subset
+from torchslim.pipeline import load_run
+from torchslim.train import Trainer, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+
+SEARCHED = ("sa", "tpe", "nsga2", "random")
+
+
+def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
+                 args: argparse.Namespace, plain: Any) -> tuple[nn.Module, float]:  # fmt: skip
+    """(the baseline pruned to ``macs`` by ``method``, seconds spent choosing and pruning)."""
+    x = torch.randn(1, 1, 28, 28)
+    model = copy.deepcopy(base)
+    start = time.perf_counter()
+    if method in ("uniform", "global"):
+        ts.prune(model, x, {"target_macs": macs, "mode": method})
+    elif method == "sensitivity":
+        from torchslim.prune.sensitivity import ratios_for_target, sensitivity
+
+        small = stratified_subset(plain, per_class=200, seed=seed)
+        result = sensitivity(model, x, lambda m: evaluate(m, small, batch_size=512).accuracy,
+                             progress=False)  # fmt: skip
+        ts.prune(model, x, {"ratio": 0.0, "ratios": ratios_for_target(result, macs)})
+    elif method in SEARCHED:
+        cfg = {"strategy": method, "macs": macs, "trials": args.trials, "seed": seed,
+               "eval_images": args.eval_images, "bn_images": args.bn_images}  # fmt: skip
+        model = ts.search(model, x, cfg, data=plain, progress=False).model
+    else:
+        raise SystemExit(f"unknown method {method!r}")
+    return model, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", default="bench-out/fmnist-resnet20")
+    parser.add_argument("--macs", default="0.5,0.25", help="MACs budgets (fractions)")
+    parser.add_argument("--methods", default="uniform,global,sensitivity,sa,tpe")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tune epochs, every row")
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--eval-images", type=int, default=1000)
+    parser.add_argument("--bn-images", type=int, default=512)
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=0,
+        help="fine-tune on this many training images (0: all; for a smoke run)",
+    )
+    add_results_option(parser, "search_fmnist")
+    args = parser.parse_args()
+    budgets = [float(m) for m in args.macs.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = {
+        "fine-tune epochs": args.epochs,
+        "lr": args.lr,
+        "seeds": seeds,
+        "trials": args.trials,
+        "eval images": args.eval_images,
+        "BN images": args.bn_images,
+        "train subset": args.train_subset or "all",
+    }
+    res = Results(args.results, table="search_fmnist", area="search",
+                  claim="Fashion-MNIST ResNet-20 pruned to a MACs budget: searched per-layer "
+                  "ratios vs hand-set rules, same fine-tune", row_header=["method"],
+                  model="ResNet-20", settings=settings)  # fmt: skip
+    base, _ = load_run(Path(args.run))
+    base.eval()
+    train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
+    if args.train_subset:
+        train = stratified_subset(train, per_class=args.train_subset // 10, seed=0)
+    plain = get_dataset("fashion-mnist", train=True, augment=[])
+    test = get_dataset("fashion-mnist", train=False)
+    base_acc = evaluate(base, test, batch_size=512).accuracy
+    print(f"baseline test top-1 {100 * base_acc:.2f}%")
+    table: dict[tuple[str, float], list[float]] = {}
+    for macs in budgets:
+        for method in args.methods.split(","):
+            for seed in seeds:
+                torch.manual_seed(seed)
+                model, choose_s = pruned_model(method, base, macs, seed, args, plain)
+                got = ts.analyze(model, torch.randn(1, 1, 28, 28)).macs
+                ratio = got / ts.analyze(base, torch.randn(1, 1, 28, 28)).macs
+                cfg = {"epochs": args.epochs, "lr": args.lr, "batch_size": 128,
+                       "schedule": "cosine", "weight_decay": 5e-4, "progress": False,
+                       "seed": seed}  # fmt: skip
+                start = time.perf_counter()
+                Trainer(model, cfg, train, None).fit()
+                tune_s = time.perf_counter() - start
+                acc = 100 * evaluate(model, test, batch_size=512).accuracy
+                table.setdefault((method, macs), []).append(acc)
+                print(f"{method:12s} MACs {macs:.2f} (got {ratio:.3f}) seed {seed}: "
+                      f"{acc:.2f}% (choose {choose_s:.0f} s, fine-tune {tune_s:.0f} s)",
+                      flush=True)  # fmt: skip
+                res.add([method], f"MACs ratio at {macs:g}", round(ratio, 4), "ratio", 3,
+                        run=f"seed {seed}")  # fmt: skip
+                res.add([method], f"choose + prune seconds at {macs:g}", round(choose_s, 1),
+                        "s", 0, run=f"seed {seed}")  # fmt: skip
+            accs = table[(method, macs)]
+            spread = max(accs) - min(accs) if len(accs) > 1 else 0.0
+            res.add(
+                [method],
+                f"test top-1 at {macs:g} MACs, mean of {len(accs)} seeds",
+                round(statistics.mean(accs), 3),
+                "%",
+                2,
+                note=f"spread {spread:.2f}",
+            )
+    print("\n| method | " + " | ".join(f"top-1 at {m:g} MACs" for m in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for method in args.methods.split(","):
+        cells = [f"{statistics.mean(table[(method, m)]):.2f}%" for m in budgets]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
