@@ -145,6 +145,8 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
     found = rows["searched"].search
     assert len(found["trials"]) == 3 and found["macs_ratio"] <= 0.5
     assert any(after < before for before, after in rows["searched"].channels.values())
+    titles = [title for title, _ in result.report._figures()]
+    assert "search trajectory and candidates (searched)" in titles
 
 
 def test_workers_spawned_by_the_search_share_its_study(tmp_path: Path) -> None:

@@ -234,7 +234,32 @@ class Report:
                 if len(r.sensitivity) <= 12:
                     ax.legend(fontsize=6)
                 figs.append((f"sensitivity curves ({r.stage})", fig))
+            if r.search.get("trials"):
+                figs.append(_search_figure(r, plt))
         return figs
+
+
+def _search_figure(row: StageRow, plt: Any) -> tuple[str, Any]:
+    """A search stage's trajectory (score per trial, best so far) and its candidates' score
+    against their MACs, the chosen one marked."""
+    trials = sorted(row.search["trials"])
+    numbers, scores, macs = zip(*trials, strict=True)
+    best = [max(scores[: i + 1]) for i in range(len(scores))]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(numbers, scores, ".", alpha=0.6, label="candidate")
+    left.plot(numbers, best, "-", label="best so far")
+    left.set_xlabel("trial")
+    left.set_ylabel("search score (% on training images)")
+    left.legend(fontsize=7)
+    right.scatter(macs, scores, s=12, alpha=0.6)
+    right.scatter([row.search["macs_ratio"]], [row.search["score"]], s=60, marker="*",
+                  color="C3", label="chosen")  # fmt: skip
+    right.set_xlabel("MACs ratio (predicted)")
+    right.set_ylabel("search score (%)")
+    right.legend(fontsize=7)
+    fig.suptitle(f"search: {row.stage}")
+    fig.tight_layout()
+    return f"search trajectory and candidates ({row.stage})", fig
 
 
 def _png(fig: Any) -> str:
