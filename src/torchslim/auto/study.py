@@ -193,6 +193,7 @@ def _run(
     def objective(trial: optuna.Trial) -> float:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if complete() + sum(t.number != trial.number for t in running) >= cfg.trials:
+            study.stop()  # the other workers' running trials complete the budget
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
         macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
