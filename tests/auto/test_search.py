@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,16 @@ sys.path.insert(0, str(HERE))
 from tiny_search import CONFIG, model_and_data  # noqa: E402
 
 SCRIPT = HERE / "tiny_search.py"
+
+
+def _complete_rows(db: Path) -> int:
+    """Finished trials in a worker's SQLite file, read without Optuna (which would write its
+    schema version and race the worker creating the file)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or mid-write
+        return 0
 
 
 def _trials(out: Path, state: str = "COMPLETE") -> list:
@@ -86,11 +97,8 @@ def test_sigkill_then_resume_keeps_every_finished_trial(tmp_path: Path) -> None:
         deadline = time.time() + 120
         while time.time() < deadline:
             time.sleep(0.5)
-            try:
-                if (tmp_path / "search.db").exists() and len(_trials(tmp_path)) >= 2:
-                    break
-            except (KeyError, optuna.exceptions.OptunaError):  # the worker is mid-write
-                continue
+            if _complete_rows(tmp_path / "search.db") >= 2:
+                break
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

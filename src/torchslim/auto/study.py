@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -65,13 +66,20 @@ def _storage(cfg: SearchConfig, out_dir: Path | None) -> optuna.storages.BaseSto
             return None  # in memory
         out_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(out_dir / STORAGE_FILE).resolve()}"
-    if url.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql"):
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds
-            )
-    return url
+    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "mysql"):
+        return url
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds
+                )
+        except Exception:  # workers starting together race to create the schema: retry
+            if attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _study(cfg: SearchConfig, storage: optuna.storages.BaseStorage | str | None,
