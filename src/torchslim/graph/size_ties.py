@@ -26,8 +26,7 @@ _RESHAPES = frozenset((torch.Tensor.reshape, torch.Tensor.view, torch.reshape))
 
 
 class Dim(int):
-    """A size read from a tensor dimension that holds channels: an ``int`` with that
-    dimension's layout.
+    """A size read from a tensor dimension: an ``int`` that keeps that dimension's layout.
 
     Example:
         >>> d = Dim(8, [(0,)])
