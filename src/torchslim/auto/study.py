@@ -34,8 +34,9 @@ STORAGE_FILE = "search.db"
 
 @dataclass
 class SearchResult:
-    """The best candidate (its per-group ratios, score and predicted MACs / parameter
-    ratios), the model pruned to it (not fine-tuned), and the Optuna study with every trial."""
+    """The best candidate (its per-group ratios, score, predicted MACs / parameter ratios and
+    channel counts), the model pruned to it (not fine-tuned), and the Optuna study with every
+    trial."""
 
     ratios: dict[str, float]
     model: nn.Module
@@ -43,6 +44,7 @@ class SearchResult:
     macs_ratio: float
     params_ratio: float
     study: optuna.Study
+    channels: dict[str, list[int]]  # group -> [channels before, channels kept]
 
     @property
     def front(self) -> list[FrozenTrial]:
@@ -204,6 +206,11 @@ def _run(
             study.stop()  # the other workers' running trials complete the budget
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
+        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if any(t.number != trial.number and t.params == ratios for t in live):
+            # Two workers drew the same candidate at once (the sampler saw neither): the one
+            # that sees the other gives way, so no candidate is evaluated twice.
+            raise optuna.TrialPruned("another worker has this candidate")
         macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
         trial.set_user_attr("macs_ratio", macs)
         trial.set_user_attr("params_ratio", params)
@@ -239,4 +246,5 @@ def _run(
     ratios = {n: float(best.params[n]) for n in space.names}
     return SearchResult(ratios, space.pruned(ratios), float(best.value),
                         float(best.user_attrs["macs_ratio"]),
-                        float(best.user_attrs["params_ratio"]), study)  # fmt: skip
+                        float(best.user_attrs["params_ratio"]), study,
+                        space.channels(ratios))  # fmt: skip
