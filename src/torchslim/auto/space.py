@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from torch import nn
 
@@ -122,9 +121,14 @@ class PruneSpace:
             return False
         return params is None or self.params_ratio(ratios) <= params + 1e-9
 
-    def describe(self, ratios: Mapping[str, Any]) -> str:
-        """One line per group: name, channels, ratio."""
-        rows = [f"{n}: {s} -> {kept_count(s, float(ratios.get(n, 0)), self.round_to)} channels "
-                f"(ratio {float(ratios.get(n, 0)):.2f})"
-                for n, s in zip(self.names, self.sizes, strict=True)]  # fmt: skip
-        return "\n".join(rows)
+    def channels(self, ratios: Mapping[str, float]) -> dict[str, list[int]]:
+        """Per group: ``[channels before, channels kept]`` at ``ratios``.
+
+        Example:
+            >>> import torch
+            >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+            >>> PruneSpace(net, torch.randn(1, 3, 8, 8)).channels({"0": 0.25})
+            {'0': [8, 6]}
+        """
+        return {n: [size, kept_count(size, float(ratios.get(n, 0.0)), self.round_to)]
+                for n, size in zip(self.names, self.sizes, strict=True)}  # fmt: skip

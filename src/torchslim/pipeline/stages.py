@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchslim.auto.config import SearchConfig
 from torchslim.auto.evaluate import holdout_split
-from torchslim.auto.space import PruneSpace
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
 from torchslim.data.coco import coco_dataset
 from torchslim.data.info import DatasetInfo
@@ -332,13 +331,9 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
         ctx.fit(stage, pruned, stage.finetune, ctx.folder(folder, "finetune"))
     done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
     trajectory = [[t.number, t.value, t.user_attrs["macs_ratio"]] for t in done]
-    space = PruneSpace(model, ctx.example[:1])
-    kept = space.keep(result.ratios)
-    channels = {n: [g.size, len(kept[g.id])] for n, g in zip(space.names, space.groups,
-                                                            strict=True)}  # fmt: skip
     found = {"ratios": result.ratios, "score": result.score, "macs_ratio": result.macs_ratio,
              "trials": trajectory}  # fmt: skip
-    return pruned, {"channels": channels, "search": found}
+    return pruned, {"channels": result.channels, "search": found}
 
 
 SENSITIVITY_IMAGES = 2000  # held-out training images that score a sensitivity analysis

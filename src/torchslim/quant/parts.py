@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import tree_flatten, tree_map_only
 
 from torchslim.errors import UnsupportedOpError
 from torchslim.inputs import run_forward
@@ -31,30 +32,16 @@ class _Call:
     output: Any
 
 
-def _leaves(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _leaves(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _leaves(v)]
-    return []
-
-
 def _clone(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return type(value)((k, _clone(v)) for k, v in value.items())
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
-        return type(value)(*(_clone(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone(v) for v in value)
-    return value
+    return tree_map_only(torch.Tensor, lambda t: t.detach().clone(), value)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
 
 
 def _same(a: Any, b: Any) -> bool:
-    xs, ys = _leaves(a), _leaves(b)
+    xs, ys = _tensors(a), _tensors(b)
     return len(xs) == len(ys) and all(
         x.shape == y.shape and torch.allclose(x, y, rtol=1e-4, atol=1e-5)
         for x, y in zip(xs, ys, strict=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from torchslim._tensors import first_tensor
@@ -36,16 +37,8 @@ def output_tensor(out: Any) -> torch.Tensor:
         >>> output_tensor([{"boxes": torch.zeros(3, 4), "labels": torch.ones(3)}]).shape
         torch.Size([3, 4])
     """
-    if isinstance(out, torch.Tensor):
-        return out
-    values = (
-        out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
-    )
-    for v in values:
-        t = output_tensor(v)
-        if t.numel() or isinstance(v, torch.Tensor):
-            return t
-    return torch.empty(0)
+    found = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    return found[0] if found else torch.empty(0)
 
 
 def _db(signal: float, noise: float) -> float:
