@@ -7,11 +7,15 @@ Optuna is the ``search`` extra: the config, space and evaluator import without i
 name a search stage); the samplers and :func:`search` import it on first use.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchslim.auto.config import AnnealingConfig, SearchConfig, Strategy
 from torchslim.auto.evaluate import holdout_split, recalibrate_batchnorm
 from torchslim.auto.space import PruneSpace
+
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time __getattr__ imports them
+    from torchslim.auto.samplers import AnnealingSampler, make_sampler, pareto
+    from torchslim.auto.study import SearchResult, search
 
 _NEED_OPTUNA = {
     "AnnealingSampler": "torchslim.auto.samplers",

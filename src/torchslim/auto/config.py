@@ -67,20 +67,20 @@ class SearchConfig:
     """
 
     strategy: Strategy = Strategy.SA
-    trials: int = 100
-    macs: float | None = 0.5
-    params: float | None = None
-    min_ratio: float = 0.0
-    max_ratio: float = 0.8
-    ratio_step: float = 0.05
-    round_to: int = 1
-    importance: str = "l1"
-    bn_images: int = 512
-    eval_images: int = 1000
-    batch_size: int = 128
-    seed: int = 0
-    storage: str | None = None
-    study_name: str = "torchslim-search"
+    trials: int = 100  # candidates evaluated (budget-rejected ones do not count)
+    macs: float | None = 0.5  # MACs budget, a fraction of the unpruned model's MACs
+    params: float | None = None  # parameter budget, a fraction of the unpruned model's
+    min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid
+    max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
+    ratio_step: float = 0.05  # the grid step between ratios
+    round_to: int = 1  # kept channels are rounded to a multiple of this
+    importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
+    bn_images: int = 512  # training images that re-estimate BatchNorm statistics
+    eval_images: int = 1000  # held-out training images a candidate is scored on
+    batch_size: int = 128  # batch size of the BatchNorm re-estimation and the scoring
+    seed: int = 0  # seeds the sampler and the hold-out split
+    storage: str | None = None  # Optuna RDB URL; default a SQLite file search.db in the run
+    study_name: str = "torchslim-search"  # the Optuna study name inside the storage
     heartbeat_seconds: int = 10
     grace_seconds: int = 30
     workers: int = 1
