@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,10 @@ from torchslim.train import Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
+
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 FT = "Fashion-MNIST ResNet-20 at −50% MACs + 2-epoch fine-tune: change"  # headline claims
 SENS = "Sensitivity-derived ratios vs a uniform L1 cut at equal MACs"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,10 @@ from torchslim.prune.report import build_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
+
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 PHASES = (
     "trace",

@@ -61,6 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timm_models as timm_models
 from _results import RESULTS_DIR, Results
 
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
+
 TOOLS = ("torchslim", "torch-pruning")
 DEFAULT_OUT = "bench-out/sweep/results.jsonl"
 RATIO = 0.5

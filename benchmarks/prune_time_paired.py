@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
+
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 TOOLS = ("torchslim", "torch-pruning")
 PAIRED = "… the 15 near-line models, both tools timed in turn in one process"  # headline claim

@@ -30,6 +30,10 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from _results import Results, add_results_option
 
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
+
 MODELS = ("yolov8n", "yolov8s", "yolo11n", "yolo11s")
 CONSTRUCTOR = "ultralytics.nn.tasks:DetectionModel"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -40,6 +41,10 @@ from torchslim.train import Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
+
+# Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
+# vector width, so the run pins it (a round_to in a config, or the variable set, wins).
+os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 SEARCHED = ("sa", "tpe", "nsga2", "random")
 

@@ -35,7 +35,7 @@ LAYERS: list[list[str]] = [
     ["config", "inputs", "_tensors", "tables", "reports"],
     ["selection", "data", "models", "losses", "runtime"],
     ["train", "graph"],
-    ["analysis"],
+    ["analysis", "latency"],
     ["quant", "prune", "distill"],
     ["export", "serialize"],
     ["auto"],

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from torchslim.runtime import export_for_latency, measure_latency, round_robin_latency
+from torchslim.runtime import (
+    CpuInfo,
+    cpu_info,
+    export_for_latency,
+    measure_latency,
+    round_robin_latency,
+    vector_floats,
+)
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
@@ -77,3 +84,45 @@ def test_one_opset_and_one_session_factory(tmp_path) -> None:
     assert sorted(ort_kernels(tmp_path / "a.onnx", level="basic")) == ["Gemm"]
     with pytest.raises(ValueError, match="level must be one of"):
         ort_session(tmp_path / "a.onnx", level="max")
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "lanes"),
+    [
+        ("x86_64", {"sse2", "avx", "avx2", "avx512f", "avx512_vnni"}, 16),
+        ("x86_64", {"sse2", "avx", "avx2", "fma"}, 8),
+        ("x86_64", {"sse2", "avx"}, 4),
+        ("aarch64", {"asimd", "fp"}, 8),
+        ("riscv64", set(), 1),
+    ],
+)
+def test_vector_width_from_cpu_flags(machine: str, flags: set[str], lanes: int) -> None:
+    assert CpuInfo("cpu", machine, frozenset(flags)).vector_floats == lanes
+
+
+def test_vector_floats_env_overrides_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHSLIM_VECTOR_FLOATS", "8")
+    assert vector_floats() == 8
+    monkeypatch.setenv("TORCHSLIM_VECTOR_FLOATS", "")
+    assert vector_floats() == cpu_info().vector_floats
+    monkeypatch.setenv("TORCHSLIM_VECTOR_FLOATS", "wide")
+    with pytest.raises(ValueError, match="TORCHSLIM_VECTOR_FLOATS"):
+        vector_floats()
+
+
+def test_cpu_info_reads_this_machine() -> None:
+    info = cpu_info()
+    assert info.model and info.machine
+    assert info.label.startswith(info.model)
+
+
+@pytest.mark.parametrize(
+    ("flags", "lacks"), [({"avx2"}, True), ({"avx2", "avx_vnni"}, False), (set(), False)]
+)
+def test_vnni_detection_reads_cpu_info(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], lacks: bool
+) -> None:
+    from torchslim.quant import config
+
+    monkeypatch.setattr(config, "cpu_info", lambda: CpuInfo("cpu", "x86_64", frozenset(flags)))
+    assert config.cpu_lacks_vnni() is lacks

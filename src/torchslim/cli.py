@@ -63,7 +63,8 @@ PRUNE_HELP: dict[str, str] = {
     "mode": "how ratios are spread: uniform per group, or one global ranking",
     "ratios": "per-layer ratios by name glob, overriding ratio",
     "target_macs": "keep this fraction of the MACs (searches the ratio), e.g. 0.5",
-    "round_to": "keep channel counts at multiples of this (8: what CPU kernels vectorise)",
+    "round_to": "keep channel counts at multiples of this (default: the CPU's vector width, 16 "
+    "floats with AVX-512, 8 with AVX2/NEON, where its kernels run fastest)",
     "ignore": "module names/globs/types to leave untouched",
     "max_ratio": "never remove more than this fraction of one group",
     "prune_head_dims": "also prune the per-head width of attention (not only whole heads)",

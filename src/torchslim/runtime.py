@@ -1,12 +1,18 @@
-"""Latency in PyTorch and ONNX Runtime, and the one place torchslim opens ONNX Runtime sessions.
+"""Latency in PyTorch and ONNX Runtime, the one place torchslim opens ONNX Runtime sessions,
+and what the CPU can do.
 
 :func:`ort_session` builds every session (export checks, evaluation, kernel listings, timing)
 with the same options, and :data:`OPSET` is the ONNX opset of every file torchslim writes.
+:func:`cpu_info` reads the CPU model and its vector extensions; :func:`vector_floats` is the
+number of float32 lanes of its widest vectors, the default channel multiple of pruning.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -22,6 +28,95 @@ from torch.utils._pytree import tree_flatten
 from torchslim._tensors import Inputs, input_tuple, module_mode
 
 OPSET = 17  # the ONNX opset of every exported file (export_onnx and the latency exports)
+VECTOR_FLOATS_ENV = "TORCHSLIM_VECTOR_FLOATS"  # overrides vector_floats() (e.g. 8, 16, 1)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU model, its architecture and its flags (``/proc/cpuinfo`` on Linux)."""
+
+    model: str
+    machine: str
+    flags: frozenset[str]
+
+    @property
+    def vector_floats(self) -> int:
+        """float32 lanes of the widest vectors: 16 with AVX-512, 8 with AVX2 or on ARM
+        (NEON/ASIMD: 4 lanes, but its kernels block channels by 8), 4 with SSE/AVX only, 1
+        when unknown.
+
+        Example:
+            >>> CpuInfo("x", "x86_64", frozenset({"avx2", "avx512f"})).vector_floats
+            16
+            >>> CpuInfo("x", "x86_64", frozenset({"avx2"})).vector_floats
+            8
+        """
+        machine = self.machine.lower()
+        if machine in ("arm64", "aarch64") or machine.startswith("arm"):
+            return 8
+        if "avx512f" in self.flags:
+            return 16
+        if "avx2" in self.flags:
+            return 8
+        return 4 if {"sse2", "avx"} & self.flags else 1
+
+    @property
+    def label(self) -> str:
+        """The model and the vector extensions that matter for speed, for reports.
+
+        Example:
+            >>> CpuInfo("Xeon", "x86_64", frozenset({"avx2", "fma"})).label
+            'Xeon (avx2, fma)'
+        """
+        isa = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd")
+        present = [f for f in isa if f in self.flags]
+        return f"{self.model} ({', '.join(present)})" if present else self.model
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """This machine's CPU, read once.
+
+    Example:
+        >>> cpu_info().vector_floats in (1, 4, 8, 16)
+        True
+    """
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model", "Hardware") and not model:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:  # not Linux
+        pass
+    machine = platform.machine()
+    if not flags and machine.lower() in ("arm64", "aarch64"):
+        flags = {"asimd"}
+    return CpuInfo(model or platform.processor() or machine, machine, frozenset(flags))
+
+
+def vector_floats() -> int:
+    """The channel multiple CPU kernels run fastest at: :attr:`CpuInfo.vector_floats` of this
+    machine, or the ``TORCHSLIM_VECTOR_FLOATS`` environment variable when set (to prune for
+    another machine, or to pin it in tests).
+
+    Example:
+        >>> vector_floats() >= 1
+        True
+    """
+    value = os.environ.get(VECTOR_FLOATS_ENV, "").strip()
+    if value:
+        try:
+            lanes = int(value)
+        except ValueError:
+            lanes = 0
+        if lanes < 1:
+            raise ValueError(f"{VECTOR_FLOATS_ENV} must be a positive integer, got {value!r}")
+        return lanes
+    return cpu_info().vector_floats
 
 
 def ort_session(
@@ -30,10 +125,12 @@ def ort_session(
     *,
     level: str = "all",
     optimized_model_path: str | Path | None = None,
+    profile_prefix: str | Path | None = None,
 ) -> Any:
     """An ONNX Runtime CPU session; ``level`` of graph optimisations ("basic", "extended" or
     "all", the default: int8 fusions on). ``threads`` sets the intra-op threads (inter-op: 1);
-    ``optimized_model_path`` saves the graph ONNX Runtime runs after its optimisations.
+    ``optimized_model_path`` saves the graph ONNX Runtime runs after its optimisations;
+    ``profile_prefix`` turns ORT's profiler on (``session.end_profiling()`` writes the file).
 
     Example:
         >>> with tempfile.TemporaryDirectory() as d:
@@ -57,6 +154,9 @@ def ort_session(
         options.inter_op_num_threads = 1
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

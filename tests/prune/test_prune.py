@@ -110,6 +110,21 @@ def test_round_to_and_max_ratio() -> None:
     assert model[0].out_channels == 8 and model[3].out_channels == 16
 
 
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_default_round_to_is_the_cpu_vector_width(
+    monkeypatch: pytest.MonkeyPatch, lanes: int
+) -> None:
+    monkeypatch.setenv("TORCHSLIM_VECTOR_FLOATS", str(lanes))  # as on AVX2 / AVX-512
+    assert PruneConfig().round_to == lanes and PruneConfig(round_to=1).round_to == 1
+    model = torchvision.models.resnet18(num_classes=10)
+    prune(model, torch.randn(1, 3, 64, 64), {"target_macs": 0.5})
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels % lanes == 0 for c in convs)
+    assert any(c.out_channels < 64 for c in convs)
+    with pytest.raises(ConfigError, match="round_to"):
+        PruneConfig(round_to=0)
+
+
 def test_per_layer_ratios_by_selector() -> None:
     model = _cnn()
     prune(model, X, {"ratio": 0.0, "ratios": {"3": 0.75}})

@@ -7,6 +7,7 @@ from enum import Enum
 
 from torchslim.config import check_fields
 from torchslim.errors import ConfigError
+from torchslim.prune.config import resolve_round_to
 
 
 class Strategy(str, Enum):
@@ -73,7 +74,7 @@ class SearchConfig:
     min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid
     max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
     ratio_step: float = 0.05  # the grid step between ratios
-    round_to: int = 1  # kept channels are rounded to a multiple of this
+    round_to: int | None = None  # kept channels: a multiple of this (None: CPU vector width)
     importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
     bn_images: int = 512  # training images that re-estimate BatchNorm statistics
     eval_images: int = 1000  # held-out training images a candidate is scored on
@@ -88,6 +89,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        resolve_round_to(self)
         if self.trials < 1:
             raise ConfigError(f"trials: must be >= 1, got {self.trials}")
         if not 0 <= self.min_ratio <= self.max_ratio < 1:

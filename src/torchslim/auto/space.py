@@ -7,8 +7,6 @@ forward pass, and a pruned copy is built only for a candidate worth evaluating.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -17,9 +15,8 @@ from torch import nn
 from torchslim._tensors import Inputs, input_tuple
 from torchslim.analysis import analyze
 from torchslim.errors import ConfigError
-from torchslim.graph.trace import ChannelGraph
 from torchslim.prune.apply import Keep
-from torchslim.prune.pruner import Pruner, apply_keep, kept_count, top_channels
+from torchslim.prune.pruner import Pruner, kept_count, pruned_copy, top_channels
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -92,18 +89,7 @@ class PruneSpace:
 
     def pruned(self, ratios: Mapping[str, float]) -> nn.Module:
         """A pruned copy of the model (the model itself is left as it is)."""
-        clone = copy.deepcopy(self.model)
-        modules = dict(clone.named_modules())
-        named = dict(clone.named_parameters(remove_duplicate=False))
-        named.update(dict(clone.named_buffers(remove_duplicate=False)))
-        graph: ChannelGraph = dataclasses.replace(
-            self.graph,
-            model=clone,
-            modules=modules,
-            tensors={n: named[n] for n in self.graph.tensors},
-        )
-        apply_keep(clone, graph, self.keep(ratios), self.inputs)
-        return clone
+        return pruned_copy(self.model, self.graph, self.keep(ratios), self.inputs)
 
     def uniform(self, grid: list[float], macs: float | None, params: float | None) -> float:
         """The smallest grid ratio that, applied to every group, meets the budgets (the

@@ -199,6 +199,19 @@ class ChannelGraph:
             own[module] = own.get(module, 0) + macs
         return own
 
+    def mac_op_shapes(self, keep: Mapping[int, Sized] | None = None) -> Iterator[tuple[Any, Any]]:
+        """Each op with MACs as ``(op, arguments)``, every tensor argument given as its shape
+        once ``keep`` is applied (``None``: as traced); for per-op latency look-ups.
+
+        Example:
+            >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), torch.randn(1, 4))
+            >>> [args[1:] for _, args in g.mac_op_shapes({g.prunable()[0]: [0, 1]})]
+            [((1, 4), (4, 2)), ((1, 2), (2, 2))]
+        """
+        shape = self._shape_after(keep)
+        for _module, packet, args, _kwargs, _outs in self.mac_ops:
+            yield packet, map_tensors(lambda t: tuple(shape(t)), args, T)
+
     def _shape_after(self, keep: Mapping[int, Sized] | None) -> Callable[[T], tuple[int, ...]]:
         """A traced tensor's shape once ``keep`` is applied (sizes memoised per layout)."""
         kept = {a: len(idx) for a, idx in (keep or {}).items()}

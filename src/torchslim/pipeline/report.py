@@ -139,7 +139,7 @@ class Report:
             out.append(
                 f"warning: {r.stage} has {macs:.2f} of the baseline MACs but runs at {at} of "
                 "its speed in ONNX Runtime; keep channel counts at multiples of the CPU's "
-                "vector width (prune's round_to: 8 on AVX2, 16 on AVX-512)"
+                "vector width (prune's default round_to: 8 on AVX2, 16 on AVX-512)"
             )
         return out
 

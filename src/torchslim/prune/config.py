@@ -11,11 +11,12 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from torchslim.config import check_fields, did_you_mean
 from torchslim.errors import ConfigError
 from torchslim.prune.importance import IMPORTANCE, get_importance
+from torchslim.runtime import vector_floats
 from torchslim.selection import Selection
 from torchslim.train.config import TrainConfig
 
@@ -24,6 +25,21 @@ DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # -- structured pruning ------------------------------------------------------------------------
+def resolve_round_to(config: Any) -> None:
+    """Set a frozen config's ``round_to`` of ``None`` to this machine's vector width
+    (:func:`torchslim.runtime.vector_floats`); check a given one.
+
+    Example:
+        >>> PruneConfig().round_to == vector_floats(), PruneConfig(round_to=1).round_to
+        (True, 1)
+    """
+    value = config.round_to
+    if value is None:
+        object.__setattr__(config, "round_to", vector_floats())
+    elif value < 1:
+        raise ConfigError(f"round_to: must be >= 1, got {value}")
+
+
 class RatioMode(str, enum.Enum):
     """How the ratio is spread over the groups.
 
@@ -51,7 +67,14 @@ class PruneConfig:
     mode: RatioMode = RatioMode.UNIFORM
     ratios: dict[str, float] = field(default_factory=dict)  # group's producer pattern -> ratio
     target_macs: float | None = None  # keep this fraction of the MACs (searches the ratio)
-    round_to: int = 1  # keep channel counts at multiples of this
+    # keep this fraction of the model's ONNX Runtime latency on this CPU (searches the ratio;
+    # predicted from a per-layer table timed here once and cached: torchslim.latency)
+    target_latency: float | None = None
+    latency_batch_size: int = 1  # the batch size target_latency is measured at
+    latency_threads: int | None = None  # ORT threads for target_latency (None: PyTorch's)
+    # keep channel counts at multiples of this; None: the CPU's vector width in floats (16
+    # with AVX-512, 8 with AVX2 or NEON; torchslim.runtime.vector_floats), where it runs fastest
+    round_to: int | None = None
     ignore: tuple[str, ...] = ()  # modules to leave whole (torchslim.selection patterns)
     max_ratio: float = 0.9  # never remove more than this fraction of a group
     prune_head_dims: bool = False  # also shrink sub-channel factors (head_dim, group width)
@@ -74,8 +97,17 @@ class PruneConfig:
             raise ConfigError(
                 f"target_macs: a fraction of the MACs in (0, 1), got {self.target_macs}"
             )
-        if self.round_to < 1:
-            raise ConfigError(f"round_to: must be >= 1, got {self.round_to}")
+        if self.target_latency is not None:
+            if not 0 < self.target_latency < 1:
+                raise ConfigError(
+                    f"target_latency: a fraction of the latency in (0, 1), got "
+                    f"{self.target_latency}"
+                )
+            if self.target_macs is not None:
+                raise ConfigError("give target_macs or target_latency, not both")
+        if self.latency_batch_size < 1:
+            raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
+        resolve_round_to(self)
         if self.importance not in IMPORTANCE:
             get_importance(self.importance)  # raises with a did-you-mean
         self.selection  # noqa: B018  (checks the patterns)
@@ -103,7 +135,7 @@ class SlimmingConfig:
     sparsity: float = 1e-4  # weight of the L1 penalty on the BatchNorm scales
     ignore: tuple[str, ...] = ()
     max_ratio: float = 0.9
-    round_to: int = 1
+    round_to: int | None = None  # as in prune: None is the CPU's vector width
     sparse_train: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import re
 import time
@@ -20,6 +22,7 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
+from torchslim.latency import LatencyModel
 from torchslim.models.specs import remember_spec
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.config import PruneConfig as PruneConfig
@@ -253,6 +256,26 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
     return graph.stats_after(keep)  # only for a pruning that stands (repair tries many)
 
 
+def pruned_copy(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> nn.Module:
+    """A copy of the traced ``model`` with ``keep`` applied; the model itself is unchanged.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> x = (torch.randn(1, 4),)
+        >>> g = trace(m, x)
+        >>> small = pruned_copy(m, g, {g.prunable()[0]: torch.arange(3)}, x)
+        >>> small[0].out_features, m[0].out_features
+        (3, 8)
+    """
+    clone = copy.deepcopy(model)
+    named = dict(clone.named_parameters(remove_duplicate=False))
+    named.update(dict(clone.named_buffers(remove_duplicate=False)))
+    copied = dataclasses.replace(graph, model=clone, modules=dict(clone.named_modules()),
+                                 tensors={n: named[n] for n in graph.tensors})  # fmt: skip
+    apply_keep(clone, copied, keep, inputs)
+    return clone
+
+
 @dataclass
 class Pruner:
     """One traced model, its groups and their scores; ``prune`` can be called repeatedly.
@@ -269,6 +292,7 @@ class Pruner:
     data: Iterable[Any] | None = None
     loss_fn: Callable[..., torch.Tensor] | None = None
     report: PruneReport | None = None
+    _latency: LatencyModel | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.config = from_dict(PruneConfig, self.config)
@@ -301,6 +325,7 @@ class Pruner:
         start = time.perf_counter()
         remember_spec(self.model)  # a torchvision model is recognised by its unpruned shapes
         graph, groups, scores = self.graph_and_scores()
+        self._latency = None  # a latency predictor is calibrated on the model as it is now
         repaired: dict[int, tuple[str, str]] = {}  # group id -> (its name, what broke)
         while True:
             active = [g for g in groups if g.id not in repaired]
@@ -328,12 +353,43 @@ class Pruner:
         def select(scale: float) -> Keep:
             return select_channels(groups, scores, cfg, scale)
 
+        top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
+        if cfg.target_latency is not None and groups:
+            latency = self._latency_model(graph, select, top)
+            dense = latency.predict_ms()
+            keep = search_keep(graph, groups, scores, select, dense, cfg.target_latency, top,
+                               cfg.round_to, cost=latency.predict_ms,
+                               name="target_latency")  # fmt: skip
+            log.info("target_latency: predicted %.3f ms of the model's %.3f ms in ONNX Runtime "
+                     "(batch %d)", latency.predict_ms(keep), dense,
+                     cfg.latency_batch_size)  # fmt: skip
+            return keep
         if cfg.target_macs is None or not groups:
             return select(1.0)
         stats = graph.stats or analyze(self.model, self.inputs, shapes_only=True)
-        top = cfg.max_ratio / (cfg.ratio if cfg.ratio > 0 else 0.5)
         return search_keep(graph, groups, scores, select, stats.macs, cfg.target_macs, top,
                            cfg.round_to)  # fmt: skip
+
+    def _latency_model(self, graph: ChannelGraph, select: Callable[[float], Keep],
+                       top: float) -> LatencyModel:  # fmt: skip
+        """The model's latency predictor, calibrated once (on the dense model and two uniform
+        cuts) and kept for the repairs' selections."""
+        cfg = self.config
+        if self._latency is not None:
+            return self._latency
+        latency = LatencyModel(self.model, self.inputs, graph,
+                               batch_size=cfg.latency_batch_size, threads=cfg.latency_threads,
+                               progress=True)  # fmt: skip
+        base = cfg.ratio if cfg.ratio > 0 else 0.5
+        cuts = [select(min(r / base, top)) for r in (0.3, 0.6)]
+
+        def build(keep: Keep | None) -> nn.Module:
+            return self.model if keep is None else pruned_copy(self.model, graph, keep,
+                                                               self.inputs)  # fmt: skip
+
+        latency.calibrate(build, [None, *cuts])
+        self._latency = latency
+        return latency
 
     def _culprit(self, graph: ChannelGraph, groups: list[Group], keep: Keep,
                  failure: PruningError) -> tuple[Group, str]:  # fmt: skip

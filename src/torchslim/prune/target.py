@@ -1,4 +1,4 @@
-"""Find the channels to keep so that the pruned model lands on a MACs target.
+"""Find the channels to keep so that the pruned model lands on a MACs (or latency) target.
 
 Two stages: bisection on a multiplier of the configured ratios (coarse: every group moves at
 once), then bisection on how many of the remaining candidate channels — ordered by their
@@ -21,9 +21,9 @@ log = logging.getLogger("torchslim.prune")
 
 
 def _bracket(
-    select: Callable[[float], Keep], measure: Callable[[Keep], int], goal: float, top: float
+    select: Callable[[float], Keep], measure: Callable[[Keep], float], goal: float, top: float
 ) -> tuple[Keep, Keep | None]:
-    """Keeps at two scales around the goal: (MACs above the goal, MACs at or below it)."""
+    """Keeps at two scales around the goal: (cost above the goal, cost at or below it)."""
     lo, hi = 0.0, top
     above, below = select(0.0), None
     for _ in range(12):
@@ -46,27 +46,30 @@ def search_keep(
     groups: list[Group],
     scores: dict[int, torch.Tensor],
     select: Callable[[float], Keep],
-    base_macs: int,
+    base_macs: float,
     target: float,
     top_scale: float,
     round_to: int = 1,
+    cost: Callable[[Keep], float] | None = None,
+    name: str = "target_macs",
 ) -> Keep:
     """Kept channels whose pruned model has MACs closest to ``target * base_macs``; channels
     go in chunks of ``round_to`` per group, so the counts that ``select`` rounded stay round.
     Each candidate's MACs are predicted from the trace (``ChannelGraph.macs_after``), so the
-    search never copies or runs the model."""
+    search never copies or runs the model. ``cost`` replaces the MACs by another predicted
+    cost (a latency from the look-up table; ``base_macs`` is then the unpruned model's)."""
     goal = target * base_macs
-    cache: dict[tuple, int] = {}
+    cache: dict[tuple, float] = {}
 
-    def measure(keep: Keep) -> int:
+    def measure(keep: Keep) -> float:
         key = tuple((g, len(v)) for g, v in sorted(keep.items()))
         if key not in cache:
-            cache[key] = sum(graph.macs_after(keep).values())
+            cache[key] = cost(keep) if cost else sum(graph.macs_after(keep).values())
         return cache[key]
 
     above, below = _bracket(select, measure, goal, top_scale)
     if below is None:
-        log.warning("target_macs %.3f is out of reach; pruning as far as allowed", target)
+        log.warning("%s %.3f is out of reach; pruning as far as allowed", name, target)
         return select(top_scale)
     # Candidates: channels kept "above" but dropped "below", least important first, in chunks
     # of round_to channels of one group (so channel counts stay multiples of round_to).
@@ -100,5 +103,5 @@ def search_keep(
     keep = keep_without(best)
     err = abs(measure(keep) - goal) / base_macs
     if err > 0.01:
-        log.warning("target_macs %.3f: closest reachable is within %.3f", target, err)
+        log.warning("%s %.3f: closest reachable is within %.3f", name, target, err)
     return keep

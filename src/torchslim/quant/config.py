@@ -6,15 +6,13 @@ module that uses it (``quant.qat``, ``quant.pq``, ``quant.binary``) and by ``tor
 from __future__ import annotations
 
 import enum
-import functools
 import math
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 from torchslim.config import check_fields
 from torchslim.errors import ConfigError
 from torchslim.quant.observers import Calibration, Mapping, QuantSpec
+from torchslim.runtime import cpu_info
 from torchslim.selection import Selection
 
 
@@ -221,13 +219,9 @@ class BinaryConfig:
         return Selection(self.targets, self.ignore)
 
 
-@functools.cache
 def cpu_lacks_vnni() -> bool:
     """True on an x86-64 Linux CPU without AVX-VNNI / AVX512-VNNI (int8 dot products)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    info = cpu_info()
+    if info.machine.lower() not in ("x86_64", "amd64") or not info.flags:
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "vnni" not in flags
+    return not any("vnni" in flag for flag in info.flags)
