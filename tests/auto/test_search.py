@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -18,6 +19,8 @@ optuna = pytest.importorskip("optuna")
 import torchslim as ts  # noqa: E402
 from torchslim.auto import PruneSpace, SearchConfig  # noqa: E402
 from torchslim.errors import ConfigError  # noqa: E402
+from torchslim.graph.trace import trace  # noqa: E402
+from torchslim.latency import op_shapes  # noqa: E402
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -124,9 +127,31 @@ def test_two_workers_on_one_storage_finish_n_distinct_trials(tmp_path: Path) -> 
     assert len(done) == 10 and len(keys) == 10
 
 
+def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) -> None:
+    from torchslim.latency import LatencyModel, LatencyTable
+
+    # Deterministic stand-ins for timing: an op costs its MACs; a model whole, its ops + 0.01.
+    monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
+                        * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
+    monkeypatch.setattr(LatencyModel, "measure_ms",
+                        lambda self, model, rounds=3: 0.01 + self.table.total_ms(
+                            op_shapes(trace(model, self.inputs))))  # fmt: skip
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "macs": None, "latency": 0.6, "trials": 4}
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and all(t.user_attrs["latency_ratio"] <= 0.6 + 1e-9 for t in done)
+    pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert all(t.user_attrs["latency_ratio"] > 0.6 for t in pruned)
+    assert res.latency_ratio is not None and res.latency_ratio <= 0.6
+    assert "latency" in str(res)
+
+
 def test_bad_configs_say_what_to_change() -> None:
-    with pytest.raises(ConfigError, match="budget"):
-        SearchConfig(macs=None)
+    assert SearchConfig(macs=None).macs == 0.5  # no budget given: the default one
+    assert SearchConfig(latency=0.5).macs is None
+    with pytest.raises(ConfigError, match="latency_batch_size"):
+        SearchConfig(latency=0.5, latency_batch_size=0)
     with pytest.raises(ConfigError, match="fraction"):
         SearchConfig(macs=2.0)
     with pytest.raises(ConfigError, match="strategy"):

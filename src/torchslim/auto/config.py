@@ -52,8 +52,9 @@ class SearchConfig:
 
     One variable per prunable channel group: its pruning ratio on a grid from ``min_ratio`` to
     ``max_ratio`` in ``ratio_step`` steps. Budgets are fractions of the unpruned model
-    (``macs: 0.5``), checked from the trace before a candidate is evaluated, so an infeasible
-    one costs no forward pass. A candidate is scored by its top-1 accuracy on ``eval_images``
+    (``macs: 0.5``, ``params``, ``latency``), checked before a candidate is evaluated (MACs
+    and parameters from the trace, latency from the look-up table), so an infeasible one
+    costs no forward pass. A candidate is scored by its top-1 accuracy on ``eval_images``
     held-out *training* images after re-estimating BatchNorm statistics on ``bn_images``
     others. ``trials`` counts evaluated candidates. Trials live in Optuna ``storage`` (default:
     a SQLite file in the run folder; any RDB URL Optuna accepts lets workers on several
@@ -69,8 +70,14 @@ class SearchConfig:
 
     strategy: Strategy = Strategy.SA
     trials: int = 100  # candidates evaluated (budget-rejected ones do not count)
-    macs: float | None = 0.5  # MACs budget, a fraction of the unpruned model's MACs
+    # MACs budget, a fraction of the unpruned model's MACs (0.5 when no budget is given)
+    macs: float | None = None
     params: float | None = None  # parameter budget, a fraction of the unpruned model's
+    # latency budget: a fraction of the model's ONNX Runtime latency on this CPU, predicted
+    # from the per-layer look-up table (torchslim.latency) calibrated on measured models
+    latency: float | None = None
+    latency_batch_size: int = 1  # the batch size the latency budget is measured at
+    latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
     min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid
     max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
     ratio_step: float = 0.05  # the grid step between ratios
@@ -99,12 +106,14 @@ class SearchConfig:
             )
         if self.ratio_step <= 0:
             raise ConfigError(f"ratio_step: must be > 0, got {self.ratio_step}")
-        for name in ("macs", "params"):
+        for name in ("macs", "params", "latency"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ConfigError(f"{name}: a budget is a fraction in (0, 1], got {value}")
-        if self.macs is None and self.params is None:
-            raise ConfigError("give a budget: macs and/or params (fractions of the model)")
+        if self.macs is None and self.params is None and self.latency is None:
+            object.__setattr__(self, "macs", 0.5)  # the default budget
+        if self.latency_batch_size < 1:
+            raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
         if self.bn_images < 1 or self.eval_images < 1:

@@ -15,6 +15,7 @@ from torch import nn
 from torchslim._tensors import Inputs, input_tuple
 from torchslim.analysis import analyze
 from torchslim.errors import ConfigError
+from torchslim.latency import LatencyModel
 from torchslim.prune.apply import Keep
 from torchslim.prune.pruner import Pruner, kept_count, pruned_copy, top_channels
 
@@ -61,6 +62,29 @@ class PruneSpace:
         stats = self.graph.stats or analyze(model, self.inputs, shapes_only=True)
         self.base_macs = stats.macs
         self.base_params = sum(math.prod(t.shape) for t in self.graph.tensors.values())
+        self.latency: LatencyModel | None = None
+        self.base_ms = 0.0
+
+    def add_latency(self, batch_size: int = 1, threads: int | None = None) -> None:
+        """Predict candidates' ONNX Runtime latency from the look-up table
+        (:mod:`torchslim.latency`), calibrated here on the model and two uniform cuts (30%,
+        60%) measured whole."""
+        latency = LatencyModel(self.model, self.inputs, self.graph, batch_size=batch_size,
+                               threads=threads, progress=True)  # fmt: skip
+        cuts = [self.keep(dict.fromkeys(self.names, r)) for r in (0.3, 0.6)]
+        latency.calibrate(
+            lambda keep: self.model if keep is None else pruned_copy(self.model, self.graph,
+                                                                     keep, self.inputs),
+            [None, *cuts],
+        )  # fmt: skip
+        self.latency, self.base_ms = latency, latency.predict_ms()
+
+    def latency_ratio(self, ratios: Mapping[str, float]) -> float | None:
+        """The pruned model's predicted latency over the model's (``None`` before
+        :meth:`add_latency`)."""
+        if self.latency is None:
+            return None
+        return self.latency.predict_ms(self.keep(ratios)) / max(self.base_ms, 1e-9)
 
     def keep(self, ratios: Mapping[str, float]) -> Keep:
         """Kept channel indices per group: the highest-scored ``1 - ratio`` of each (a group
@@ -91,21 +115,30 @@ class PruneSpace:
         """A pruned copy of the model (the model itself is left as it is)."""
         return pruned_copy(self.model, self.graph, self.keep(ratios), self.inputs)
 
-    def uniform(self, grid: list[float], macs: float | None, params: float | None) -> float:
+    def uniform(self, grid: list[float], macs: float | None, params: float | None,
+                latency: float | None = None) -> float:  # fmt: skip
         """The smallest grid ratio that, applied to every group, meets the budgets (the
         search's first candidate); the grid's largest if none does."""
         for r in grid:
             ratios = dict.fromkeys(self.names, r)
-            if self.feasible(ratios, macs, params):
+            if self.feasible(ratios, macs, params, latency):
                 return r
         return grid[-1]
 
     def feasible(self, ratios: Mapping[str, float], macs: float | None,
-                 params: float | None) -> bool:  # fmt: skip
-        """Whether ``ratios`` meet the budgets (fractions; ``None``: no budget)."""
+                 params: float | None, latency: float | None = None) -> bool:  # fmt: skip
+        """Whether ``ratios`` meet the budgets (fractions; ``None``: no budget). A latency
+        budget needs :meth:`add_latency` first."""
         if macs is not None and self.macs_ratio(ratios) > macs + 1e-9:
             return False
-        return params is None or self.params_ratio(ratios) <= params + 1e-9
+        if params is not None and self.params_ratio(ratios) > params + 1e-9:
+            return False
+        if latency is None:
+            return True
+        found = self.latency_ratio(ratios)
+        if found is None:
+            raise ConfigError("a latency budget needs PruneSpace.add_latency() first")
+        return found <= latency + 1e-9
 
     def channels(self, ratios: Mapping[str, float]) -> dict[str, list[int]]:
         """Per group: ``[channels before, channels kept]`` at ``ratios``.

@@ -1,4 +1,5 @@
-"""``ts.search``: per-layer pruning ratios searched under MACs / parameter budgets, on Optuna."""
+"""``ts.search``: per-layer pruning ratios searched under MACs / parameter / latency budgets,
+on Optuna."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class SearchResult:
     params_ratio: float
     study: optuna.Study
     channels: dict[str, list[int]]  # group -> [channels before, channels kept]
+    latency_ratio: float | None = None  # predicted ORT latency over the model's (a budget)
 
     @property
     def front(self) -> list[FrozenTrial]:
@@ -54,8 +56,10 @@ class SearchResult:
 
     def __str__(self) -> str:
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        latency = "" if self.latency_ratio is None else f", latency {self.latency_ratio:.3f}"
         return (f"best of {done} evaluated candidates: score {self.score:.2f}%, MACs "
-                f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f} of the model")  # fmt: skip
+                f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f}{latency} of the "
+                "model")  # fmt: skip
 
 
 def _storage(cfg: SearchConfig, out_dir: Path | None) -> optuna.storages.BaseStorage | str | None:
@@ -104,8 +108,8 @@ def _open(cfg: SearchConfig, space: PruneSpace, out_dir: str | Path | None, resu
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, sampler, resume)
     if not study.trials:
-        study.enqueue_trial(dict.fromkeys(space.names, space.uniform(cfg.grid, cfg.macs,
-                                                                     cfg.params)))  # fmt: skip
+        start = space.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
+        study.enqueue_trial(dict.fromkeys(space.names, start))
     return study
 
 
@@ -122,8 +126,9 @@ def search(
     """Search per-layer pruning ratios under budgets; the model itself is not changed.
 
     One variable per prunable channel group of ``model`` (its ratio on ``config.grid``);
-    candidates over budget (``macs``, ``params``: fractions, predicted from the trace) are
-    rejected before any forward pass; the others are pruned copies scored by top-1 accuracy on
+    candidates over budget (``macs``, ``params``: fractions, predicted from the trace;
+    ``latency``: predicted from the ONNX Runtime look-up table) are rejected before any
+    forward pass; the others are pruned copies scored by top-1 accuracy on
     held-out *training* images of ``data`` after re-estimating BatchNorm statistics. The
     strategy is an Optuna sampler (``sa``: PaddleSlim's simulated annealing; ``tpe``,
     ``random``, ``nsga2``). Trials are kept in Optuna storage (``out_dir/search.db`` by
@@ -146,9 +151,11 @@ def search(
     dataset = as_dataset(data)[0]
     held_out, bn_data = holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
+    if cfg.latency is not None:
+        space.add_latency(cfg.latency_batch_size, cfg.latency_threads)
 
     def feasible(params: Mapping[str, float]) -> bool:
-        return space.feasible(params, cfg.macs, cfg.params)
+        return space.feasible(params, cfg.macs, cfg.params, cfg.latency)
 
     if cfg.workers > 1 and cfg.storage is None and out_dir is None:
         raise ConfigError("workers > 1 share a study in storage: give out_dir or storage")
@@ -214,8 +221,13 @@ def _run(
         macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
         trial.set_user_attr("macs_ratio", macs)
         trial.set_user_attr("params_ratio", params)
+        latency = space.latency_ratio(ratios)
+        if latency is not None:
+            trial.set_user_attr("latency_ratio", latency)
         if not feasible(ratios):
-            raise optuna.TrialPruned(f"over budget: MACs {macs:.3f}, params {params:.3f}")
+            raise optuna.TrialPruned(
+                f"over budget: MACs {macs:.3f}, params {params:.3f}, latency {latency}"
+            )
         return score(space.pruned(ratios), held_out, bn_data, cfg.batch_size)
 
     def complete() -> int:
@@ -240,11 +252,13 @@ def _run(
         bar.close()
     if complete() == 0:
         raise ConfigError(
-            "search: no candidate met the budget; loosen macs/params or raise max_ratio"
+            "search: no candidate met the budget; loosen macs/params/latency or raise max_ratio"
         )
     best = study.best_trial
     ratios = {n: float(best.params[n]) for n in space.names}
+    latency = best.user_attrs.get("latency_ratio")
     return SearchResult(ratios, space.pruned(ratios), float(best.value),
                         float(best.user_attrs["macs_ratio"]),
                         float(best.user_attrs["params_ratio"]), study,
-                        space.channels(ratios))  # fmt: skip
+                        space.channels(ratios),
+                        None if latency is None else float(latency))  # fmt: skip

@@ -332,7 +332,7 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
     trajectory = [[t.number, t.value, t.user_attrs["macs_ratio"]] for t in done]
     found = {"ratios": result.ratios, "score": result.score, "macs_ratio": result.macs_ratio,
-             "trials": trajectory}  # fmt: skip
+             "latency_ratio": result.latency_ratio, "trials": trajectory}  # fmt: skip
     return pruned, {"channels": result.channels, "search": found}
 
 
