@@ -63,7 +63,11 @@ PRUNE_HELP: dict[str, str] = {
     "mode": "how ratios are spread: uniform per group, or one global ranking",
     "ratios": "per-layer ratios by name glob, overriding ratio",
     "target_macs": "keep this fraction of the MACs (searches the ratio), e.g. 0.5",
-    "round_to": "keep channel counts at multiples of this (default: the CPU's vector width, 16 "
+    "target_latency": "keep this fraction of the model's ONNX Runtime latency on this CPU "
+    "(per-layer look-up table, timed once and cached), e.g. 0.5",
+    "latency_batch_size": "the batch size target_latency is measured at",
+    "latency_threads": "ONNX Runtime threads for target_latency (default: PyTorch's)",
+    "round_to": "keep channel counts at multiples of this (None: the CPU's vector width, 16 "
     "floats with AVX-512, 8 with AVX2/NEON, where its kernels run fastest)",
     "ignore": "module names/globs/types to leave untouched",
     "max_ratio": "never remove more than this fraction of one group",
@@ -90,6 +94,7 @@ QUANT_HELP: dict[str, str] = {
     "reduce_range": "7-bit weights for CPUs without VNNI (default: detected)",
     "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
     "last_layer_bits": "weight bits of the last quantized layer (default: weight_bits)",
+    "layer_bits": "weight bits per layer by name glob, e.g. '{layer1.*: 4}' (mixed precision)",
 }
 QUANT_FROM_STAGE = ("calib_batches",)  # the stage's `calib` (images) decides it
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 import torchslim as ts
+from torchslim.errors import ConfigError
 from torchslim.export import ExportError, ort_kernels
 from torchslim.export.onnx import quantize_array
 
@@ -76,7 +78,7 @@ def test_sub_8_bit_models_export_in_8_bit_containers(tmp_path: Path, bits: int) 
     q = ts.quantize(_convnet(), _calib(), {"weight_bits": bits, "act_bits": bits},
                     progress=False)  # fmt: skip
     x = torch.randn(8, 3, 16, 16)
-    report = ts.export_onnx(q, x, tmp_path / "q.onnx")
+    report = ts.export_onnx(q, x, tmp_path / "q.onnx", low_bit="int8")
     with torch.no_grad():
         out = q(x)
     # one grid step is 1/15 (4 bits) or 1/3 (2 bits) of a range: allow a few rounding flips
@@ -91,8 +93,11 @@ def test_sub_8_bit_models_export_in_8_bit_containers(tmp_path: Path, bits: int) 
     assert all(len(np.unique(c)) <= 2**bits for w in weights for c in w.reshape(len(w), -1))
 
 
+@pytest.mark.parametrize("low_bit", ["int8", "int4"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_low_bit_weights_keep_the_bias_exact_in_onnx_runtime(tmp_path: Path, seed: int) -> None:
+def test_low_bit_weights_keep_the_bias_exact_in_onnx_runtime(
+    tmp_path: Path, seed: int, low_bit: str
+) -> None:
     # The int8 kernels add the bias on the grid s_input * s_weight; at 2 bits that grid is
     # coarse, and rounding the bias to it flipped whole output steps (ORT vs PyTorch diff ~2)
     torch.manual_seed(seed)
@@ -101,8 +106,36 @@ def test_low_bit_weights_keep_the_bias_exact_in_onnx_runtime(tmp_path: Path, see
         net[0].bias.uniform_(-1, 1)
     calib = [torch.randn(8, 3, 16, 16) for _ in range(4)]
     q = ts.quantize(net, calib, {"weight_bits": 2, "act_bits": 2}, progress=False)
-    report = ts.export_onnx(q, torch.randn(32, 3, 16, 16), tmp_path / "q.onnx")
+    report = ts.export_onnx(q, torch.randn(32, 3, 16, 16), tmp_path / "q.onnx", low_bit=low_bit)
     assert report.max_abs_error < 1e-5
+
+
+def test_4_bit_layers_are_stored_as_int4_and_the_file_shrinks(tmp_path: Path) -> None:
+    net, calib, x = _convnet(), _calib(), torch.randn(8, 3, 16, 16)
+    mixed = ts.quantize(net, calib, {"layer_bits": {"3": 4, "6": 4}}, progress=False)
+    eight = ts.quantize(net, calib, {}, progress=False)
+    reports = {
+        "int8": ts.export_onnx(eight, x, tmp_path / "int8.onnx"),
+        "mixed": ts.export_onnx(mixed, x, tmp_path / "mixed.onnx"),
+        "containers": ts.export_onnx(mixed, x, tmp_path / "c.onnx", low_bit="int8"),
+    }
+    assert reports["mixed"].int4_weights == 2 and reports["mixed"].int8_weights == 2
+    assert reports["containers"].int4_weights == 0 and reports["int8"].int4_weights == 0
+    model = onnx.load(str(tmp_path / "mixed.onnx"))
+    int4 = [t for t in model.graph.initializer
+            if t.data_type == onnx.TensorProto.INT4 and len(t.dims) >= 2]  # fmt: skip
+    assert sorted(math.prod(t.dims) for t in int4) == [32 * 64 * 9, 64 * 64 * 9]
+    assert all(len(t.raw_data) == (math.prod(t.dims) + 1) // 2 for t in int4)  # 2 per byte
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    saved = (32 * 64 * 9 + 64 * 64 * 9) // 2  # the two layers' weights, at half a byte each
+    assert reports["int8"].file_bytes - reports["mixed"].file_bytes >= 0.9 * saved
+    assert reports["mixed"].top1_agreement == 1.0
+    with torch.no_grad():
+        assert reports["mixed"].max_abs_error < 0.05 * float(mixed(x).abs().max())
+    with pytest.raises(ValueError, match="low_bit"):
+        ts.export_onnx(mixed, x, tmp_path / "bad.onnx", low_bit="int2")
+    with pytest.raises(ConfigError, match="matches no quantized layer"):
+        ts.quantize(net, calib, {"layer_bits": {"2": 4}}, progress=False)  # "2" is a ReLU
 
 
 def test_compact_export_shares_constants_and_shortens_names(tmp_path: Path) -> None:

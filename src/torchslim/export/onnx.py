@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes  # ONNX's own dependency: the numpy dtype of INT4 tensors
 import numpy as np
 import onnx
+import onnx.version_converter
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
@@ -59,6 +61,7 @@ class ExportReport:
     int8_weights: int  # initializers stored as 8-bit integers
     max_abs_error: float | None = None  # ORT vs PyTorch on the example inputs
     top1_agreement: float | None = None  # argmax agreement (2-D outputs)
+    int4_weights: int = 0  # weight tensors of 4-bit layers, stored packed as ONNX INT4
 
     def __str__(self) -> str:
         kind = "int8 QDQ" if self.quantized else "float"
@@ -67,8 +70,9 @@ class ExportReport:
             parity = f"; ORT vs PyTorch max |diff| {self.max_abs_error:.3g}"
             if self.top1_agreement is not None:
                 parity += f", top-1 agreement {self.top1_agreement:.3f}"
-        return f"{self.path} ({kind}, {self.file_bytes:,} bytes, {self.int8_weights} int8 " \
-               f"weight tensors{parity})"  # fmt: skip
+        int4 = f", {self.int4_weights} int4" if self.int4_weights else ""
+        return f"{self.path} ({kind}, {self.file_bytes:,} bytes, {self.int8_weights} int8" \
+               f"{int4} weight tensors{parity})"  # fmt: skip
 
 
 def export_onnx(
@@ -80,6 +84,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     opset: int = OPSET,
     compact: bool = True,
+    low_bit: str = "int4",
 ) -> ExportReport:
     """Write ``model`` as ONNX (int8 QDQ when it is quantized) and check it in ONNX Runtime.
 
@@ -88,7 +93,11 @@ def export_onnx(
     Runtime and the report holds the max difference and top-1 agreement with PyTorch.
     ``compact=True`` stores each repeated constant once and gives tensors short names instead
     of the exporter's module paths (which, for a small int8 model, take a fifth of the file);
-    ``compact=False`` keeps the readable names for debugging.
+    ``compact=False`` keeps the readable names for debugging. Weights of layers quantized to
+    2-4 bits are stored packed as ONNX ``INT4`` (``low_bit="int4"``, the default: the file holds
+    the bits; the file's opset becomes 21, and ONNX Runtime dequantizes those weights once at
+    session start and runs the layers in float) or on a finer int8 grid (``low_bit="int8"``:
+    twice the bytes, run by the int8 kernels).
 
     Example:
         >>> import tempfile, torch, torchslim as ts
@@ -98,6 +107,8 @@ def export_onnx(
         >>> rep.max_abs_error < 1e-5
         True
     """
+    if low_bit not in ("int4", "int8"):
+        raise ValueError(f"low_bit must be 'int4' or 'int8', got {low_bit!r}")
     path = Path(path)
     inputs = input_tuple(example_inputs)
     quantized = is_quantized(model)
@@ -123,12 +134,15 @@ def export_onnx(
                               input_names=names, output_names=["output"],
                               dynamic_axes=axes)  # fmt: skip
         proto = onnx.load(str(tmp))
-        int8 = 0
+        int8 = int4 = 0
         if quantized:
             fold_weight_quantization(proto)
+            int4 = pack_int4_weights(proto) if low_bit == "int4" else 0
             quantize_biases(proto)
             quantize_pool_outputs(proto.graph)
             int8 = count_int8_weights(proto.graph)
+            if int4 and opset < INT4_OPSET:  # DequantizeLinear takes INT4 from opset 21 on
+                proto = onnx.version_converter.convert_version(proto, INT4_OPSET)
         if compact and not _has_subgraphs(proto.graph):  # If/Loop bodies read outer names
             share_constants(proto.graph)
             compact_names(proto.graph)
@@ -141,7 +155,7 @@ def export_onnx(
             raise
         raise ExportError(f"export_onnx: exporting {type(model).__name__} failed: "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
-    report = ExportReport(path, path.stat().st_size, quantized, int8)
+    report = ExportReport(path, path.stat().st_size, quantized, int8, int4_weights=int4)
     if check:
         report.max_abs_error, report.top1_agreement = ort_parity(model, inputs, path)
     return report
@@ -338,6 +352,65 @@ def fold_weight_quantization(model: onnx.ModelProto) -> int:
     return folded
 
 
+INT4_OPSET = 21  # the first opset whose DequantizeLinear reads INT4 tensors
+
+
+def pack_int4_weights(model: onnx.ModelProto) -> int:
+    """Store the folded integer weights of 2-4-bit layers as ONNX ``INT4`` (two per byte)
+    instead of int8; returns how many tensors were packed.
+
+    A weight is packed when every value and its zero point fit in ``[-8, 7]``: an 8-bit layer's
+    per-channel grid always reaches ±63 or more, so only layers quantized at 4 bits or fewer
+    qualify. ONNX Runtime dequantizes them once when the session starts (its int8 kernels do
+    not take 4-bit weights); the file holds the bits the layer was quantized to.
+
+    Example:
+        >>> from onnx import helper, TensorProto
+        >>> w = numpy_helper.from_array(np.array([[-8, 7], [1, 0]], np.int8), "w")
+        >>> s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+        >>> z = numpy_helper.from_array(np.array(0, np.int8), "z")
+        >>> dq = helper.make_node("DequantizeLinear", ["w", "s", "z"], ["y"])
+        >>> g = helper.make_graph([dq], "g", [], [helper.make_tensor_value_info(
+        ...     "y", TensorProto.FLOAT, [2, 2])], [w, s, z])
+        >>> m = helper.make_model(g)
+        >>> pack_int4_weights(m), m.graph.initializer[0].data_type == TensorProto.INT4
+        (1, True)
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consts = _constants(graph)
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    packed = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        weight = inits[node.input[0]]
+        if weight.data_type != onnx.TensorProto.INT8 or len(weight.dims) < 2:
+            continue
+        if users.get(node.input[0], 0) != 1:
+            continue  # shared with another node: leave it as it is
+        q = numpy_helper.to_array(weight)
+        zero_name = node.input[2] if len(node.input) > 2 else ""
+        zero = consts.get(zero_name)
+        if zero_name and zero is None:
+            continue  # a zero point computed at run time
+        if zero is None:
+            zero = np.zeros(0, np.int8)
+        if q.min(initial=0) < -8 or q.max(initial=0) > 7 or np.abs(zero).max(initial=0) > 7:
+            continue
+        weight.CopyFrom(numpy_helper.from_array(q.astype(ml_dtypes.int4), weight.name))
+        if zero_name:  # a zero point of its own, of the weight's type
+            new_zero = f"{weight.name}_zero_int4"
+            graph.initializer.append(numpy_helper.from_array(zero.astype(ml_dtypes.int4), new_zero))
+            node.input[2] = new_zero
+        packed += 1
+    _prune_unused(graph)
+    return packed
+
+
 def count_int8_weights(graph: onnx.GraphProto) -> int:
     """Weight tensors (two or more dims) stored as 8-bit integers, initializers or constants."""
     tensors = list(graph.initializer) + [
@@ -368,6 +441,9 @@ def quantize_biases(model: onnx.ModelProto) -> int:
         s_x, s_w = consts.get(dq_x.input[1]), consts.get(dq_w.input[1])
         if s_x is None or s_w is None or s_x.size != 1:
             continue
+        packed = next((t for t in graph.initializer if t.name == dq_w.input[0]), None)
+        if packed is not None and packed.data_type == onnx.TensorProto.INT4:
+            continue  # run in float (no int8 kernel takes 4-bit weights): the bias stays exact
         _refine_weight_scales(graph, dq_w, consts)
         _widen_weight_scales(graph, dq_w, s_x, bias, consts)
         s_w = consts[dq_w.input[1]]
@@ -456,6 +532,8 @@ def _widen_weight_scales(graph: onnx.GraphProto, dq_w: onnx.NodeProto, s_x: np.n
     w_name = dq_w.input[0]
     if w_name not in inits:
         return
+    if inits[w_name].data_type != onnx.TensorProto.INT8:
+        return  # a packed 4-bit weight: its grid is not widened
     q = numpy_helper.to_array(inits[w_name]).astype(np.float64)
     axis = _axis(dq_w)
     ratio = _broadcast(s_w / new_s, q.ndim, axis)

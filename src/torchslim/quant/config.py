@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from torchslim.config import check_fields
 from torchslim.errors import ConfigError
@@ -46,6 +47,9 @@ class QuantConfig:
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
+    # weight bits per layer, {name or glob: bits} (first match wins, before the first/last
+    # layer rule and weight_bits): a mixed-precision search writes one entry per layer
+    layer_bits: dict[str, int] = field(default_factory=dict)
 
     def input_bits(self, node: object, first: object, last: object) -> int:
         """Activation bits of a tensor: wider where it feeds the first/last layer if asked."""
@@ -55,15 +59,20 @@ class QuantConfig:
             return self.last_layer_bits
         return self.act_bits
 
-    def layer_weight_bits(self, index: int, count: int) -> int:
-        """Weight bits of quantized layer ``index`` of ``count`` (in graph order): wider for the
-        first/last layer if asked.
+    def layer_weight_bits(self, index: int, count: int, name: str = "") -> int:
+        """Weight bits of quantized layer ``index`` of ``count`` (in graph order), called
+        ``name``: its ``layer_bits`` entry, else wider for the first/last layer if asked.
 
         Example:
             >>> [QuantConfig(weight_bits=4, first_layer_bits=8).layer_weight_bits(i, 3)
             ...  for i in range(3)]
             [8, 4, 4]
+            >>> QuantConfig(layer_bits={"layer1.*": 4}).layer_weight_bits(1, 3, "layer1.0.conv")
+            4
         """
+        for pattern, bits in self.layer_bits.items():
+            if fnmatchcase(name, pattern):
+                return int(bits)
         if index == 0 and self.first_layer_bits:
             return self.first_layer_bits
         if index == count - 1 and self.last_layer_bits:
@@ -76,6 +85,9 @@ class QuantConfig:
             bits = getattr(self, name)
             if bits is not None and not 2 <= bits <= 8:
                 raise ConfigError(f"{name}: must be in 2..8, got {bits}")
+        for pattern, bits in self.layer_bits.items():
+            if not isinstance(bits, int) or not 2 <= bits <= 8:
+                raise ConfigError(f"layer_bits.{pattern}: must be in 2..8, got {bits!r}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.auto_skip < 0:

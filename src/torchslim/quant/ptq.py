@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
@@ -128,9 +129,9 @@ def _build_static(
         first, last = (first if k == 0 else None), (last if k == len(plans) - 1 else None)
 
         def quantize_module(
-            layer: str, index: int, gm: fx.GraphModule = gm, at: int = offset
+            layer: str, index: int, gm: fx.GraphModule = gm, at: int = offset, prefix: str = prefix
         ) -> None:
-            bits = cfg.layer_weight_bits(at + index, total)
+            bits = cfg.layer_weight_bits(at + index, total, prefix + layer)
             to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
 
         def make_act(node: fx.Node, first: Any = first, last: Any = last) -> nn.Module:
@@ -146,8 +147,20 @@ def _build_static(
             model.set_submodule(name, gm)
         else:
             model = gm
+    check_layer_bits(cfg, state.layers)
     model.quant_state = state
     return model
+
+
+def check_layer_bits(cfg: QuantConfig, layers: Sequence[str]) -> None:
+    """A ``layer_bits`` pattern that names no quantized layer is a :class:`ConfigError`."""
+    for pattern in cfg.layer_bits:
+        if not any(fnmatchcase(name, pattern) for name in layers):
+            sample = ", ".join(list(layers)[:6])
+            raise ConfigError(
+                f"layer_bits: {pattern!r} matches no quantized layer (they are: {sample}"
+                f"{', ...' if len(layers) > 6 else ''})"
+            )
 
 
 def quant_parts(
@@ -187,8 +200,9 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
-            cfg.layer_weight_bits(i, len(names))))  # fmt: skip
+            cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
+    check_layer_bits(cfg, names)
     model.quant_state = QuantState(cfg, names, sorted(skip))
     return model
 

@@ -117,7 +117,7 @@ def prepare_qat(
         return _act_module(cfg, is_relu(node, modules), cfg.input_bits(node, first, last))
 
     def quantize_module(name: str, index: int) -> None:
-        spec = cfg.weight_spec(cfg.layer_weight_bits(index, len(layers)))
+        spec = cfg.weight_spec(cfg.layer_weight_bits(index, len(layers), name))
         layer = to_quantized(gm.get_submodule(name), spec)
         if cfg.weight_quantizer is WeightQuantizer.LSQ:
             layer.weight_fake_quant = _LSQWeight(spec, layer.weight.shape[0])
