@@ -17,7 +17,7 @@ import torch
 optuna = pytest.importorskip("optuna")
 
 import torchslim as ts  # noqa: E402
-from torchslim.auto import PruneSpace, SearchConfig  # noqa: E402
+from torchslim.auto import BitSpace, PruneSpace, SearchConfig  # noqa: E402
 from torchslim.errors import ConfigError  # noqa: E402
 from torchslim.graph.trace import trace  # noqa: E402
 from torchslim.latency import op_shapes  # noqa: E402
@@ -191,3 +191,27 @@ def test_workers_spawned_by_the_search_share_its_study(tmp_path: Path) -> None:
     assert res.score == max(t.value for t in done)
     with pytest.raises(ConfigError, match="out_dir or storage"):
         ts.search(net, x, {**CONFIG, "workers": 2}, data=data, progress=False)
+
+
+def test_a_bits_search_meets_the_bytes_budget_and_exports_its_bits(tmp_path: Path) -> None:
+    net, x, data = model_and_data()
+    space = BitSpace(net, x, data, choices=(4, 8), batch_size=32, calib_batches=1)
+    budget = (
+        space.bytes_ratio(dict.fromkeys(space.names, 4))
+        + space.bytes_ratio(dict.fromkeys(space.names, 8))
+    ) / 2  # room for some layers at 8 bits, not all
+    cfg = {**CONFIG, "macs": None, "space": "bits", "bytes": budget, "trials": 3,
+           "calib_batches": 1}  # fmt: skip
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and all(t.user_attrs["bytes_ratio"] <= budget + 1e-9 for t in done)
+    assert done[0].params == dict.fromkeys(space.names, 4)  # the uniform start that fits
+    assert res.bits is not None and set(res.bits) == set(space.names)
+    assert res.bytes_ratio == pytest.approx(space.bytes_ratio(res.bits))
+    assert "bytes" in str(res) and res.front
+    report = ts.export_onnx(res.model, x, tmp_path / "m.onnx")
+    assert report.int4_weights == sum(b == 4 for b in res.bits.values())
+    with pytest.raises(ConfigError, match="bytes"):
+        SearchConfig(space="bits")
+    with pytest.raises(ConfigError, match="bits space"):
+        SearchConfig(bytes=0.2)

@@ -1,7 +1,8 @@
 """Automatic compression search on Optuna: per-layer pruning ratios under budgets.
 
 ``ts.search(model, example_inputs, config, data=...)`` is the public call; this package holds
-its config, the search space derived from the model's trace, the samplers (PaddleSlim's
+its config, the search spaces derived from the model (pruning ratios from its trace, weight
+bits per quantizable layer), the samplers (PaddleSlim's
 simulated annealing as an Optuna sampler; TPE, random, NSGA-II) and the cheap evaluator.
 Optuna is the ``search`` extra: the config, space and evaluator import without it (recipes
 name a search stage); the samplers and :func:`search` import it on first use.
@@ -9,7 +10,8 @@ name a search stage); the samplers and :func:`search` import it on first use.
 
 from typing import TYPE_CHECKING, Any
 
-from torchslim.auto.config import AnnealingConfig, SearchConfig, Strategy
+from torchslim.auto.bits import BitSpace
+from torchslim.auto.config import AnnealingConfig, SearchConfig, SpaceKind, Strategy
 from torchslim.auto.evaluate import holdout_split, recalibrate_batchnorm
 from torchslim.auto.space import PruneSpace
 
@@ -37,9 +39,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AnnealingConfig",
     "AnnealingSampler",
+    "BitSpace",
     "PruneSpace",
     "SearchConfig",
     "SearchResult",
+    "SpaceKind",
     "Strategy",
     "holdout_split",
     "make_sampler",

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from torchslim.config import check_fields
 from torchslim.errors import ConfigError
 from torchslim.prune.config import resolve_round_to
+from torchslim.quant.config import QuantConfig
+
+
+class SpaceKind(str, Enum):
+    """What is searched: per-group pruning ratios (``prune``) or per-layer weight bit widths
+    (``bits``, scored by post-training quantization)."""
+
+    PRUNE = "prune"
+    BITS = "bits"
 
 
 class Strategy(str, Enum):
@@ -68,6 +78,7 @@ class SearchConfig:
         <Strategy.TPE: 'tpe'>
     """
 
+    space: SpaceKind = SpaceKind.PRUNE
     strategy: Strategy = Strategy.SA
     trials: int = 100  # candidates evaluated (budget-rejected ones do not count)
     # MACs budget, a fraction of the unpruned model's MACs (0.5 when no budget is given)
@@ -78,6 +89,11 @@ class SearchConfig:
     latency: float | None = None
     latency_batch_size: int = 1  # the batch size the latency budget is measured at
     latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
+    # bits space: the weight bit widths a layer may take, and the size budget (a fraction of
+    # the float model's bytes: uniform int4 is about 0.125, int8 about 0.25)
+    weight_bits: tuple[int, ...] = (4, 8)
+    bytes: float | None = None
+    calib_batches: int = 4  # bits space: calibration batches (of batch_size) per candidate
     min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid
     max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
     ratio_step: float = 0.05  # the grid step between ratios
@@ -93,6 +109,8 @@ class SearchConfig:
     grace_seconds: int = 30
     workers: int = 1
     sa: AnnealingConfig = field(default_factory=AnnealingConfig)
+    # bits space: the rest of post-training quantization (activation bits, calibration...)
+    quant: QuantConfig = field(default_factory=QuantConfig)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -106,18 +124,41 @@ class SearchConfig:
             )
         if self.ratio_step <= 0:
             raise ConfigError(f"ratio_step: must be > 0, got {self.ratio_step}")
-        for name in ("macs", "params", "latency"):
+        for name in ("macs", "params", "latency", "bytes"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ConfigError(f"{name}: a budget is a fraction in (0, 1], got {value}")
-        if self.macs is None and self.params is None and self.latency is None:
+        prune_budgets = [n for n in ("macs", "params", "latency") if getattr(self, n) is not None]
+        if self.space is SpaceKind.BITS:
+            if self.bytes is None or prune_budgets:
+                raise ConfigError(
+                    "space: bits takes one budget, bytes (a fraction of the float model's "
+                    f"bytes, e.g. 0.14); got bytes={self.bytes}, {prune_budgets or 'no other'}"
+                )
+            if not self.weight_bits or any(not 2 <= b <= 8 for b in self.weight_bits):
+                raise ConfigError(f"weight_bits: choices in 2..8, got {list(self.weight_bits)}")
+        elif self.bytes is not None:
+            raise ConfigError("bytes: a budget of the bits space (space: bits)")
+        elif not prune_budgets:
             object.__setattr__(self, "macs", 0.5)  # the default budget
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
+        if self.calib_batches < 1:
+            raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.bn_images < 1 or self.eval_images < 1:
             raise ConfigError("bn_images and eval_images must be >= 1")
+
+    @property
+    def choices(self) -> list[Any]:
+        """What one variable may take: the ratio grid, or the bit widths.
+
+        Example:
+            >>> SearchConfig(space="bits", bytes=0.15, weight_bits=(8, 4)).choices
+            [4, 8]
+        """
+        return sorted(self.weight_bits) if self.space is SpaceKind.BITS else self.grid
 
     @property
     def grid(self) -> list[float]:

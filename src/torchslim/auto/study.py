@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
-from torchslim.auto.config import SearchConfig
+from torchslim.auto.bits import BitSpace
+from torchslim.auto.config import SearchConfig, SpaceKind
 from torchslim.auto.evaluate import holdout_split, score
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
@@ -37,7 +38,8 @@ STORAGE_FILE = "search.db"
 class SearchResult:
     """The best candidate (its per-group ratios, score, predicted MACs / parameter ratios and
     channel counts), the model pruned to it (not fine-tuned), and the Optuna study with every
-    trial."""
+    trial. A bits search (``space: bits``) gives the per-layer ``bits``, the ``bytes_ratio``
+    and the model quantized with them (ratios and channels empty, MACs and parameters 1)."""
 
     ratios: dict[str, float]
     model: nn.Module
@@ -47,15 +49,23 @@ class SearchResult:
     study: optuna.Study
     channels: dict[str, list[int]]  # group -> [channels before, channels kept]
     latency_ratio: float | None = None  # predicted ORT latency over the model's (a budget)
+    bits: dict[str, int] | None = None  # bits search: weight bits per layer
+    bytes_ratio: float | None = None  # bits search: predicted bytes over the float model's
 
     @property
     def front(self) -> list[FrozenTrial]:
-        """The evaluated trials no other beats on both score and MACs."""
+        """The evaluated trials no other beats on both score and MACs (bits: bytes)."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return pareto(done, {"value": True, "macs_ratio": False})
+        cost = "macs_ratio" if self.bits is None else "bytes_ratio"
+        return pareto(done, {"value": True, cost: False})
 
     def __str__(self) -> str:
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if self.bits is not None:
+            counts = {b: list(self.bits.values()).count(b) for b in sorted(set(self.bits.values()))}
+            spread = ", ".join(f"{n} layers at {b} bits" for b, n in counts.items())
+            return (f"best of {done} evaluated candidates: score {self.score:.2f}%, bytes "
+                    f"{self.bytes_ratio:.3f} of the float model ({spread})")  # fmt: skip
         latency = "" if self.latency_ratio is None else f", latency {self.latency_ratio:.3f}"
         return (f"best of {done} evaluated candidates: score {self.score:.2f}%, MACs "
                 f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f}{latency} of the "
@@ -101,16 +111,44 @@ def _study(cfg: SearchConfig, storage: optuna.storages.BaseStorage | str | None,
                                direction="maximize", load_if_exists=resume)  # fmt: skip
 
 
-def _open(cfg: SearchConfig, space: PruneSpace, out_dir: str | Path | None, resume: bool,
+Space = PruneSpace | BitSpace
+
+
+def _open(cfg: SearchConfig, space: Space, out_dir: str | Path | None, resume: bool,
           sampler: optuna.samplers.BaseSampler) -> optuna.Study:  # fmt: skip
     """The study (made, or loaded to resume or join); a new one gets its first candidate:
-    the smallest uniform ratio that meets the budget."""
+    the smallest uniform ratio (the most bits) that meets the budget."""
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, sampler, resume)
     if not study.trials:
-        start = space.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
+        if isinstance(space, BitSpace):
+            start: Any = space.uniform(cfg.bytes)
+        else:
+            start = space.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
         study.enqueue_trial(dict.fromkeys(space.names, start))
     return study
+
+
+def _measures(space: Space, params: Mapping[str, Any]) -> dict[str, float]:
+    """What a candidate costs, predicted (the trial's user attributes)."""
+    if isinstance(space, BitSpace):
+        return {"bytes_ratio": space.bytes_ratio(params)}
+    found = {"macs_ratio": space.macs_ratio(params), "params_ratio": space.params_ratio(params)}
+    latency = space.latency_ratio(params)
+    if latency is not None:
+        found["latency_ratio"] = latency
+    return found
+
+
+def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
+                bn_data: Dataset) -> Space:  # fmt: skip
+    if cfg.space is SpaceKind.BITS:
+        return BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits, quant=cfg.quant,
+                        batch_size=cfg.batch_size, calib_batches=cfg.calib_batches)  # fmt: skip
+    space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
+    if cfg.latency is not None:
+        space.add_latency(cfg.latency_batch_size, cfg.latency_threads)
+    return space
 
 
 def search(
@@ -150,11 +188,11 @@ def search(
     cfg = from_dict(SearchConfig, config)
     dataset = as_dataset(data)[0]
     held_out, bn_data = holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
-    space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
-    if cfg.latency is not None:
-        space.add_latency(cfg.latency_batch_size, cfg.latency_threads)
+    space = _make_space(cfg, model, example_inputs, bn_data)
 
-    def feasible(params: Mapping[str, float]) -> bool:
+    def feasible(params: Mapping[str, Any]) -> bool:
+        if isinstance(space, BitSpace):
+            return space.feasible(params, cfg.bytes)
         return space.feasible(params, cfg.macs, cfg.params, cfg.latency)
 
     if cfg.workers > 1 and cfg.storage is None and out_dir is None:
@@ -196,15 +234,15 @@ def _join(model: nn.Module, example_inputs: Inputs, config: dict[str, Any], data
 
 def _run(
     cfg: SearchConfig,
-    space: PruneSpace,
+    space: Space,
     held_out: Dataset,
     bn_data: Dataset,
-    feasible: Callable[[Mapping[str, float]], bool],
+    feasible: Callable[[Mapping[str, Any]], bool],
     out_dir: str | Path | None,
     resume: bool,
     progress: bool,
 ) -> SearchResult:
-    grid = cfg.grid
+    grid = cfg.choices
     study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
 
     def objective(trial: optuna.Trial) -> float:
@@ -218,16 +256,14 @@ def _run(
             # Two workers drew the same candidate at once (the sampler saw neither): the one
             # that sees the other gives way, so no candidate is evaluated twice.
             raise optuna.TrialPruned("another worker has this candidate")
-        macs, params = space.macs_ratio(ratios), space.params_ratio(ratios)
-        trial.set_user_attr("macs_ratio", macs)
-        trial.set_user_attr("params_ratio", params)
-        latency = space.latency_ratio(ratios)
-        if latency is not None:
-            trial.set_user_attr("latency_ratio", latency)
+        measures = _measures(space, ratios)
+        for key, value in measures.items():
+            trial.set_user_attr(key, value)
         if not feasible(ratios):
-            raise optuna.TrialPruned(
-                f"over budget: MACs {macs:.3f}, params {params:.3f}, latency {latency}"
-            )
+            costs = ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" for k, v in measures.items())
+            raise optuna.TrialPruned(f"over budget: {costs}")
+        if isinstance(space, BitSpace):
+            return space.score(ratios, held_out, cfg.batch_size)
         return score(space.pruned(ratios), held_out, bn_data, cfg.batch_size)
 
     def complete() -> int:
@@ -255,6 +291,11 @@ def _run(
             "search: no candidate met the budget; loosen macs/params/latency or raise max_ratio"
         )
     best = study.best_trial
+    if isinstance(space, BitSpace):
+        bits = {n: int(best.params[n]) for n in space.names}
+        return SearchResult({}, space.quantized(bits), float(best.value), 1.0, 1.0, study, {},
+                            bits=bits,
+                            bytes_ratio=float(best.user_attrs["bytes_ratio"]))  # fmt: skip
     ratios = {n: float(best.params[n]) for n in space.names}
     latency = best.user_attrs.get("latency_ratio")
     return SearchResult(ratios, space.pruned(ratios), float(best.value),

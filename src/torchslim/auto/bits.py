@@ -1,0 +1,115 @@
+"""The mixed-precision search space: one weight bit width per quantizable layer.
+
+A candidate (bits per layer) is scored by post-training quantization: ``ts.quantize`` with
+``layer_bits`` set to it, calibrated on training images, evaluated on held-out training
+images. Its size is predicted from the bits without quantizing anything: each quantized
+layer's weights at their bits, everything else (biases, normalisations, float layers) at 4
+bytes, against the float model's 4 bytes per parameter; the ONNX export stores 2-4-bit layers
+as packed INT4 (``ts.export_onnx``), so the file follows the prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchslim._tensors import Inputs
+from torchslim.config import from_dict
+from torchslim.errors import ConfigError
+from torchslim.quant.config import QuantConfig
+from torchslim.quant.ptq import quantize
+from torchslim.train.evaluate import evaluate, split_batch
+
+
+def _parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class BitSpace:
+    """A model's quantizable layers (named as ``QuantConfig.layer_bits`` names them), their
+    weight counts, and the bytes of any choice of per-layer weight bits.
+
+    ``calib`` (training images) calibrates every candidate's activations (``calib_batches``
+    batches of ``batch_size``); ``quant`` is the rest of the quantization config (activation
+    bits, calibration, per-channel weights...).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 2))
+        >>> data = TensorDataset(torch.randn(16, 1, 5, 5), torch.randint(0, 2, (16,)))
+        >>> space = BitSpace(net, torch.randn(1, 1, 5, 5), data, choices=(4, 8))
+        >>> space.names, space.sizes
+        (['0', '3'], [72, 144])
+        >>> round(space.bytes_ratio({"0": 4, "3": 8}), 3)
+        0.243
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Inputs,
+        calib: Dataset,
+        *,
+        choices: Sequence[int] = (4, 8),
+        quant: QuantConfig | Mapping[str, Any] | None = None,
+        batch_size: int = 128,
+        calib_batches: int = 4,
+    ) -> None:
+        self.model = model.eval()
+        self.example_inputs = example_inputs
+        self.choices = sorted(int(b) for b in choices)
+        if not self.choices or any(not 2 <= b <= 8 for b in self.choices):
+            raise ConfigError(f"weight_bits: choices in 2..8, got {list(choices)}")
+        self.quant = from_dict(QuantConfig, quant)
+        loader = DataLoader(calib, batch_size=batch_size)
+        self.calib = []
+        for batch in loader:
+            self.calib.append(batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0])
+            if len(self.calib) >= calib_batches:
+                break
+        base = quantize(model, self.calib, self.quant, progress=False)
+        self.names = list(base.quant_state.layers)
+        if not self.names:
+            raise ConfigError(f"{type(model).__name__} has no quantizable layer to search")
+        modules = dict(base.named_modules())
+        self.sizes = [int(modules[n].weight.numel()) for n in self.names]
+        self.other = _parameter_count(base) - sum(self.sizes)  # kept at 4 bytes each
+        self.float_bytes = 4 * _parameter_count(model)
+
+    def bytes(self, bits: Mapping[str, int]) -> float:
+        """Predicted bytes of the weights at ``bits`` (a layer not named: the largest choice)."""
+        top = self.choices[-1]
+        quantized = sum(n * int(bits.get(name, top)) / 8
+                        for name, n in zip(self.names, self.sizes, strict=True))  # fmt: skip
+        return quantized + 4 * self.other
+
+    def bytes_ratio(self, bits: Mapping[str, int]) -> float:
+        """Predicted bytes over the float model's (4 bytes per parameter)."""
+        return self.bytes(bits) / max(self.float_bytes, 1)
+
+    def feasible(self, bits: Mapping[str, int], budget: float | None) -> bool:
+        """Whether ``bits`` meet the bytes budget (a fraction; ``None``: no budget)."""
+        return budget is None or self.bytes_ratio(bits) <= budget + 1e-9
+
+    def uniform(self, budget: float | None) -> int:
+        """The largest bit width that, for every layer, meets the budget (the search's first
+        candidate); the smallest if none does."""
+        for b in reversed(self.choices):
+            if self.feasible(dict.fromkeys(self.names, b), budget):
+                return b
+        return self.choices[0]
+
+    def quantized(self, bits: Mapping[str, int]) -> nn.Module:
+        """The model quantized (PTQ, fake-quantized) with ``bits`` per layer."""
+        config = replace(self.quant, layer_bits={n: int(bits[n]) for n in self.names})
+        return quantize(self.model, self.calib, config, progress=False)
+
+    def score(self, bits: Mapping[str, int], held_out: Dataset, batch_size: int) -> float:
+        """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``."""
+        model = self.quantized(bits)
+        return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
