@@ -94,6 +94,22 @@ def test_calibration_accepts_loaders_of_pairs() -> None:
         ts.quantize(_net(), None, {}, progress=False)
 
 
+def test_layer_bits_and_a_quantization_without_its_report() -> None:
+    net, data = _net(), _data()
+    names = ts.quantize(net, data, progress=False).quant_state.layers
+    mixed = {"layer_bits": {names[0]: 4}}
+    full = ts.quantize(net, data, mixed, progress=False)
+    quick = ts.quantize(net, data, mixed, progress=False, report=False)
+    specs = [
+        m.weight_fake_quant.spec.bits for m in quick.modules() if hasattr(m, "weight_fake_quant")
+    ]
+    assert specs[0] == 4 and set(specs[1:]) == {8}
+    assert quick.quant_report is None and full.quant_report is not None
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(quick(x), full(x))  # the same model, less work
+
+
 def test_config_errors_are_clear() -> None:
     with pytest.raises(ConfigError, match="did you mean 'act_bits'"):
         ts.quantize(_net(), _data(), {"act_bit": 8}, progress=False)

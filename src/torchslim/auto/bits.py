@@ -72,7 +72,7 @@ class BitSpace:
             self.calib.append(batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0])
             if len(self.calib) >= calib_batches:
                 break
-        base = quantize(model, self.calib, self.quant, progress=False)
+        base = quantize(model, self.calib, self.quant, progress=False, report=False)
         self.names = list(base.quant_state.layers)
         if not self.names:
             raise ConfigError(f"{type(model).__name__} has no quantizable layer to search")
@@ -107,7 +107,7 @@ class BitSpace:
     def quantized(self, bits: Mapping[str, int]) -> nn.Module:
         """The model quantized (PTQ, fake-quantized) with ``bits`` per layer."""
         config = replace(self.quant, layer_bits={n: int(bits[n]) for n in self.names})
-        return quantize(self.model, self.calib, config, progress=False)
+        return quantize(self.model, self.calib, config, progress=False, report=False)
 
     def score(self, bits: Mapping[str, int], held_out: Dataset, batch_size: int) -> float:
         """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``."""

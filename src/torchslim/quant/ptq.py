@@ -290,6 +290,7 @@ def quantize(
     config: QuantConfig | Mapping[str, Any] | None = None,
     *,
     progress: bool = True,
+    report: bool = True,
 ) -> nn.Module:
     """Post-training quantization: fold BN, place quantizers, calibrate, optionally bias-correct.
 
@@ -297,7 +298,8 @@ def quantize(
     int8 graph computes; ``ts.export_onnx`` writes it as a QDQ ONNX file with int8 weights.
     ``ts.report(qmodel)`` is the per-layer SQNR table (a :class:`QuantReport`). With
     ``dynamic=True`` only Linear layers are quantized, activations at run time, and
-    ``calib_data`` may be ``None``.
+    ``calib_data`` may be ``None``. ``report=False`` skips the per-layer SQNR passes (a search
+    scoring many candidates; ``auto_skip`` needs them and runs them anyway).
     A calibration batch the model does not run on raises :class:`~torchslim.errors.InputError`;
     NaN or inf in a weight, a batch or an activation raises
     :class:`~torchslim.errors.NonFiniteError` naming the parameter, the batch or the layer.
@@ -334,19 +336,25 @@ def quantize(
     qmodel = _build_static(float_model, cfg, skip, parts)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
-    report = layer_report(float_model, qmodel, report_batches, isolated=True, progress=progress)
+    if not report and not cfg.auto_skip:
+        if cfg.bias_correction:
+            correct_bias(qmodel, qmodel.quant_state.layers, keep)
+        qmodel.quant_report = None  # deprecated attribute: ts.report(qmodel)
+        reports.record(qmodel, "quantize", None)
+        return qmodel
+    table = layer_report(float_model, qmodel, report_batches, isolated=True, progress=progress)
     if cfg.auto_skip:
-        worst = report.most_harmful(cfg.auto_skip)
+        worst = table.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
         qmodel = _build_static(float_model, cfg, skip | set(worst), parts)
         calibrate(qmodel, keep, progress, total=len(keep))
     if cfg.bias_correction:
         correct_bias(qmodel, qmodel.quant_state.layers, keep)
     if cfg.auto_skip or cfg.bias_correction:
-        report = layer_report(float_model, qmodel, report_batches, isolated=False,
-                              isolated_from=report)  # fmt: skip
-    qmodel.quant_report = report  # deprecated attribute: ts.report(qmodel)
-    reports.record(qmodel, "quantize", report)
+        table = layer_report(float_model, qmodel, report_batches, isolated=False,
+                             isolated_from=table)  # fmt: skip
+    qmodel.quant_report = table  # deprecated attribute: ts.report(qmodel)
+    reports.record(qmodel, "quantize", table)
     return qmodel
 
 
