@@ -246,8 +246,16 @@ def _run(
     study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
 
     def objective(trial: optuna.Trial) -> float:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if complete() + sum(t.number != trial.number for t in running) >= cfg.trials:
+        # Optuna's first heartbeat comes from a thread started after ask(): a worker killed
+        # before it leaves a RUNNING trial no heartbeat ever fails. Beat now, then mark the
+        # trial started: running trials without the mark are not counted as another worker's.
+        storage = study._storage
+        if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+            storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr("started", True)
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number != trial.number and t.user_attrs.get("started")]  # fmt: skip
+        if complete() + len(running) >= cfg.trials:
             study.stop()  # the other workers' running trials complete the budget
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
