@@ -18,7 +18,7 @@ optuna = pytest.importorskip("optuna")
 
 import torchslim as ts  # noqa: E402
 from torchslim.auto import BitSpace, PruneSpace, SearchConfig  # noqa: E402
-from torchslim.errors import ConfigError  # noqa: E402
+from torchslim.errors import ConfigError, TorchslimError  # noqa: E402
 from torchslim.graph.trace import trace  # noqa: E402
 from torchslim.latency import op_shapes  # noqa: E402
 
@@ -170,6 +170,9 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
             {"name": "baseline", "type": "train", "train": quick},
             {"name": "searched", "type": "search", "macs": 0.5, "trials": 3,
              "eval_images": 32, "bn_images": 32, "finetune": quick},
+            {"name": "mixed", "type": "search", "input": "baseline", "space": "bits",
+             "bytes": 0.2, "trials": 2, "eval_images": 32, "bn_images": 32, "batch_size": 32,
+             "calib_batches": 1},
         ],
     }  # fmt: skip
     result = compress(parse_recipe(recipe), tmp_path / "run", progress=False)
@@ -178,8 +181,15 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
     found = rows["searched"].search
     assert len(found["trials"]) == 3 and found["macs_ratio"] <= 0.5
     assert any(after < before for before, after in rows["searched"].channels.values())
+    mixed = rows["mixed"].search
+    assert mixed["bytes_ratio"] <= 0.2 and set(mixed["bits"].values()) <= {4, 8}
+    assert rows["mixed"].int8  # the stage's model is quantized
     titles = [title for title, _ in result.report._figures()]
     assert "search trajectory and candidates (searched)" in titles
+    assert "search trajectory and candidates (mixed)" in titles
+    bad = {**recipe, "stages": [*recipe["stages"][:1], {**recipe["stages"][2], "finetune": quick}]}
+    with pytest.raises(TorchslimError, match="not fine-tuned"):
+        compress(parse_recipe(bad), tmp_path / "bad", progress=False)
 
 
 def test_workers_spawned_by_the_search_share_its_study(tmp_path: Path) -> None:

@@ -89,9 +89,9 @@ class SearchConfig:
     latency: float | None = None
     latency_batch_size: int = 1  # the batch size the latency budget is measured at
     latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
-    # bits space: the weight bit widths a layer may take, and the size budget (a fraction of
-    # the float model's bytes: uniform int4 is about 0.125, int8 about 0.25)
-    weight_bits: tuple[int, ...] = (4, 8)
+    weight_bits: tuple[int, ...] = (4, 8)  # bits space: the weight bit widths a layer may take
+    # bits space: the size budget, a fraction of the float model's bytes (uniform int4 weights
+    # are about 0.125, int8 about 0.25)
     bytes: float | None = None
     calib_batches: int = 4  # bits space: calibration batches (of batch_size) per candidate
     min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid

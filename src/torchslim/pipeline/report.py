@@ -241,7 +241,7 @@ class Report:
 
 def _search_figure(row: StageRow, plt: Any) -> tuple[str, Any]:
     """A search stage's trajectory (score per trial, best so far) and its candidates' score
-    against their MACs, the chosen one marked."""
+    against their MACs (a bits search: bytes), the chosen one marked."""
     trials = sorted(row.search["trials"])
     numbers, scores, macs = zip(*trials, strict=True)
     best = [max(scores[: i + 1]) for i in range(len(scores))]
@@ -252,9 +252,12 @@ def _search_figure(row: StageRow, plt: Any) -> tuple[str, Any]:
     left.set_ylabel("search score (% on training images)")
     left.legend(fontsize=7)
     right.scatter(macs, scores, s=12, alpha=0.6)
-    right.scatter([row.search["macs_ratio"]], [row.search["score"]], s=60, marker="*",
+    cost = row.search.get("cost", "macs_ratio")  # a bits search: "bytes_ratio"
+    right.scatter([row.search[cost]], [row.search["score"]], s=60, marker="*",
                   color="C3", label="chosen")  # fmt: skip
-    right.set_xlabel("MACs ratio (predicted)")
+    right.set_xlabel(
+        "bytes ratio (predicted)" if cost == "bytes_ratio" else "MACs ratio (predicted)"
+    )
     right.set_ylabel("search score (%)")
     right.legend(fontsize=7)
     fig.suptitle(f"search: {row.stage}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchslim.auto.config import SearchConfig
+from torchslim.auto.config import SearchConfig, SpaceKind
 from torchslim.auto.evaluate import holdout_split
 from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
 from torchslim.data.coco import coco_dataset
@@ -321,6 +321,12 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     d = ctx.recipe.data
     if ctx.task is not Task.CLASSIFICATION:
         raise ConfigError(f"stage {stage.name!r}: search scores classifiers (top-1) for now")
+    bits = stage.config.space is SpaceKind.BITS
+    if bits and stage.finetune is not None:
+        raise ConfigError(
+            f"stage {stage.name!r}: a bits search returns a post-training-quantized model, "
+            "which is not fine-tuned; drop finetune: (train before the search)"
+        )
     plain = get_dataset(d.name, train=True, root=d.root, augment=[])
     result = search(model, ctx.example[:1], stage.config, data=plain,
                     out_dir=ctx.folder(folder, "search"), resume=True,
@@ -329,10 +335,13 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     pruned = result.model
     if stage.finetune is not None:
         ctx.fit(stage, pruned, stage.finetune, ctx.folder(folder, "finetune"))
+    cost = "bytes_ratio" if bits else "macs_ratio"
     done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
-    trajectory = [[t.number, t.value, t.user_attrs["macs_ratio"]] for t in done]
+    trajectory = [[t.number, t.value, t.user_attrs[cost]] for t in done]
     found = {"ratios": result.ratios, "score": result.score, "macs_ratio": result.macs_ratio,
-             "latency_ratio": result.latency_ratio, "trials": trajectory}  # fmt: skip
+             "latency_ratio": result.latency_ratio, "bits": result.bits,
+             "bytes_ratio": result.bytes_ratio, "cost": cost,
+             "trials": trajectory}  # fmt: skip
     return pruned, {"channels": result.channels, "search": found}
 
 
