@@ -52,7 +52,7 @@ def test_qat_trains_converts_and_exports(act: str, weight: str, tmp_path: Path) 
     with torch.no_grad():
         out = q(x)
     report = ts.export_onnx(q, x, tmp_path / "qat.onnx")
-    assert report.int8_weights == 3
+    assert report.int4_weights == 3 and report.int8_weights == 0  # 4-bit weights, packed
     assert report.top1_agreement >= 0.95
     assert report.max_abs_error < 0.1 * float(out.abs().max())
 
