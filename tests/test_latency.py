@@ -72,6 +72,7 @@ def test_op_shapes_cover_convs_matmuls_and_scale_the_batch() -> None:
     keep = {a: torch.arange(4) for a in graph.prunable()}  # every group down to 4 channels
     pruned = op_shapes(graph, keep)
     assert pruned[2].weight[:2] == (4, 4) and pruned[-1].weight == (4, 4)
+    assert dict(pruned[1].attrs)["group"] == 4  # a depthwise conv's groups follow its channels
 
 
 @pytest.mark.parametrize(
@@ -149,7 +150,7 @@ def test_calibration_fits_scale_and_offset(tmp_path, fake_timing, monkeypatch) -
         built[id(model)] = truth[id(keep)]
         return model
 
-    monkeypatch.setattr(LatencyModel, "measure_ms", lambda self, model, rounds=3: built[id(model)])
+    monkeypatch.setattr(LatencyModel, "measure_ms", lambda self, model, rounds=5: built[id(model)])
     lat.calibrate(build, keeps)
     assert lat.a == pytest.approx(2.0) and lat.b == pytest.approx(0.3)
     assert lat.predict_ms(keeps[2]) == pytest.approx(truth[id(keeps[2])])
@@ -159,7 +160,7 @@ def test_calibration_fits_scale_and_offset(tmp_path, fake_timing, monkeypatch) -
 def test_prune_to_a_latency_target(tmp_path, fake_timing, monkeypatch) -> None:
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
     monkeypatch.setattr(LatencyModel, "measure_ms",
-                        lambda self, model, rounds=3: _whole_model_ms(model, self))  # fmt: skip
+                        lambda self, model, rounds=5: _whole_model_ms(model, self))  # fmt: skip
     torch.manual_seed(0)
     model = ts.models.create("resnet20", num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)

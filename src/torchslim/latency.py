@@ -8,8 +8,8 @@ second run on the same machine times nothing again. :class:`LatencyModel` predic
 variant of one model from the table, without building or running it: the sum of its ops'
 times, mapped to the whole model's time by ``a * sum + b`` fitted on a few variants measured
 whole (the dense model and two uniform cuts). ``b`` takes what the table does not hold (element-
-wise ops, pooling, the session's own overhead); ``a`` the difference between an op timed alone
-and inside the graph.
+wise ops, pooling, the session's own overhead) less the fixed cost each op pays when timed
+alone; ``a`` the rest of the difference between ops alone and inside the graph.
 
 Example:
     >>> import torch
@@ -136,6 +136,10 @@ class OpShape:
 
 def _conv_shape(args: Sequence[Any], scale: int) -> OpShape:
     x, w, b, stride, padding, dilation, transposed, output_padding, groups = args[:9]
+    # groups as traced: pruning a depthwise conv shrinks its group count with its channels
+    per_group = w[0] if transposed else w[1]
+    if per_group and x[1] % per_group == 0:
+        groups = x[1] // per_group
     spatial = len(x) - 2
     attrs: dict[str, Any] = {
         "strides": list(stride) * (spatial if len(stride) == 1 else 1),
@@ -385,11 +389,12 @@ class LatencyModel:
 
     def predict_ms(self, keep: Mapping[int, Sized] | None = None) -> float:
         """The variant's predicted latency (ms); ``None``: the model as traced."""
-        return self.a * self.table_ms(keep) + self.b
+        return max(self.a * self.table_ms(keep) + self.b, 1e-6)
 
-    def measure_ms(self, model: nn.Module, rounds: int = 3) -> float:
-        """A model's measured latency in ONNX Runtime at this batch size and thread count
-        (median of ``rounds`` medians)."""
+    def measure_ms(self, model: nn.Module, rounds: int = 5) -> float:
+        """A model's measured latency in ONNX Runtime at this batch size and thread count: the
+        lowest of ``rounds`` medians (each of at least 10 runs and 0.2 s), which a shared or
+        virtual machine's bursts of other work do not reach."""
         with tempfile.TemporaryDirectory() as tmp:
             from torchslim.runtime import export_for_latency
 
@@ -405,7 +410,7 @@ class LatencyModel:
                 ).median_ms
                 for _ in range(rounds)
             ]
-        return float(np.median(runs))
+        return float(min(runs))
 
     def calibrate(
         self,
@@ -429,7 +434,7 @@ class LatencyModel:
         xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
         if len(points) >= 2 and np.ptp(xs) > 1e-9:
             a, b = np.polyfit(xs, ys, 1)
-            if a > 0 and b >= -0.5 * ys.min():
+            if a > 0:  # b < 0 too: an op timed alone carries a fixed cost it sheds in a graph
                 self.a, self.b = float(a), float(b)
                 return
         self.a, self.b = float(ys.sum() / max(xs.sum(), 1e-9)), 0.0

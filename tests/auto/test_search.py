@@ -134,7 +134,7 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
                         * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
     monkeypatch.setattr(LatencyModel, "measure_ms",
-                        lambda self, model, rounds=3: 0.01 + self.table.total_ms(
+                        lambda self, model, rounds=5: 0.01 + self.table.total_ms(
                             op_shapes(trace(model, self.inputs))))  # fmt: skip
     net, x, data = model_and_data()
     cfg = {**CONFIG, "macs": None, "latency": 0.6, "trials": 4}
