@@ -35,7 +35,7 @@ CONFIG = {"macs": 0.5, "eval_images": 32, "bn_images": 32, "batch_size": 32,
 if __name__ == "__main__":
     out, trials = sys.argv[1], int(sys.argv[2])
     if len(sys.argv) > 3:  # slow trials: time to kill the worker mid-search
-        search_module = importlib.import_module("torchslim.auto.study")
+        search_module = importlib.import_module("torchslim.auto.space")
         score = search_module.score
         search_module.score = lambda *a: (time.sleep(0.5), score(*a))[1]
     net, x, data = model_and_data()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from torchslim.errors import ConfigError
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.ptq import quantize
 from torchslim.train.evaluate import evaluate, split_batch
+
+if TYPE_CHECKING:
+    from torchslim.auto.config import SearchConfig
 
 
 def _parameter_count(model: nn.Module) -> int:
@@ -109,7 +112,22 @@ class BitSpace:
         config = replace(self.quant, layer_bits={n: int(bits[n]) for n in self.names})
         return quantize(self.model, self.calib, config, progress=False, report=False)
 
-    def score(self, bits: Mapping[str, int], held_out: Dataset, batch_size: int) -> float:
-        """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``."""
+    # -- what ts.search asks of a space (PruneSpace answers the same) -----------------------
+    def start(self, cfg: SearchConfig) -> int:
+        """The first candidate's bits for every layer: the most that fit the budget."""
+        return self.uniform(cfg.bytes)
+
+    def meets(self, bits: Mapping[str, int], cfg: SearchConfig) -> bool:
+        """Whether ``bits`` meet the config's bytes budget."""
+        return self.feasible(bits, cfg.bytes)
+
+    def measures(self, bits: Mapping[str, int]) -> dict[str, float]:
+        """What a candidate costs, predicted (a trial's user attributes)."""
+        return {"bytes_ratio": self.bytes_ratio(bits)}
+
+    def evaluate(self, bits: Mapping[str, int], held_out: Dataset, bn_data: Dataset,
+                 batch_size: int) -> float:  # fmt: skip
+        """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``
+        (calibrated on this space's batches; ``bn_data`` is not used)."""
         model = self.quantized(bits)
         return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric

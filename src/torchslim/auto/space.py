@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from torchslim._tensors import Inputs, input_tuple
 from torchslim.analysis import analyze
+from torchslim.auto.evaluate import score
 from torchslim.errors import ConfigError
 from torchslim.latency import LatencyModel
 from torchslim.prune.apply import Keep
 from torchslim.prune.pruner import Pruner, kept_count, pruned_copy, top_channels
+
+if TYPE_CHECKING:
+    from torchslim.auto.config import SearchConfig
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -139,6 +145,28 @@ class PruneSpace:
         if found is None:
             raise ConfigError("a latency budget needs PruneSpace.add_latency() first")
         return found <= latency + 1e-9
+
+    # -- what ts.search asks of a space (BitSpace answers the same) ------------------------
+    def start(self, cfg: SearchConfig) -> float:
+        """The first candidate's value for every group: the smallest uniform ratio in budget."""
+        return self.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
+
+    def meets(self, ratios: Mapping[str, float], cfg: SearchConfig) -> bool:
+        """Whether ``ratios`` meet the config's budgets."""
+        return self.feasible(ratios, cfg.macs, cfg.params, cfg.latency)
+
+    def measures(self, ratios: Mapping[str, float]) -> dict[str, float]:
+        """What a candidate costs, predicted (a trial's user attributes)."""
+        found = {"macs_ratio": self.macs_ratio(ratios), "params_ratio": self.params_ratio(ratios)}
+        latency = self.latency_ratio(ratios)
+        if latency is not None:
+            found["latency_ratio"] = latency
+        return found
+
+    def evaluate(self, ratios: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
+                 batch_size: int) -> float:  # fmt: skip
+        """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation."""
+        return score(self.pruned(ratios), held_out, bn_data, batch_size)
 
     def channels(self, ratios: Mapping[str, float]) -> dict[str, list[int]]:
         """Per group: ``[channels before, channels kept]`` at ``ratios``.

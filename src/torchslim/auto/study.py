@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from torchslim._tensors import Inputs
 from torchslim.auto.bits import BitSpace
 from torchslim.auto.config import SearchConfig, SpaceKind
-from torchslim.auto.evaluate import holdout_split, score
+from torchslim.auto.evaluate import holdout_split
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
 from torchslim.config import from_dict
@@ -121,23 +121,8 @@ def _open(cfg: SearchConfig, space: Space, out_dir: str | Path | None, resume: b
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, sampler, resume)
     if not study.trials:
-        if isinstance(space, BitSpace):
-            start: Any = space.uniform(cfg.bytes)
-        else:
-            start = space.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
-        study.enqueue_trial(dict.fromkeys(space.names, start))
+        study.enqueue_trial(dict.fromkeys(space.names, space.start(cfg)))
     return study
-
-
-def _measures(space: Space, params: Mapping[str, Any]) -> dict[str, float]:
-    """What a candidate costs, predicted (the trial's user attributes)."""
-    if isinstance(space, BitSpace):
-        return {"bytes_ratio": space.bytes_ratio(params)}
-    found = {"macs_ratio": space.macs_ratio(params), "params_ratio": space.params_ratio(params)}
-    latency = space.latency_ratio(params)
-    if latency is not None:
-        found["latency_ratio"] = latency
-    return found
 
 
 def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
@@ -191,9 +176,7 @@ def search(
     space = _make_space(cfg, model, example_inputs, bn_data)
 
     def feasible(params: Mapping[str, Any]) -> bool:
-        if isinstance(space, BitSpace):
-            return space.feasible(params, cfg.bytes)
-        return space.feasible(params, cfg.macs, cfg.params, cfg.latency)
+        return space.meets(params, cfg)
 
     if cfg.workers > 1 and cfg.storage is None and out_dir is None:
         raise ConfigError("workers > 1 share a study in storage: give out_dir or storage")
@@ -264,15 +247,13 @@ def _run(
             # Two workers drew the same candidate at once (the sampler saw neither): the one
             # that sees the other gives way, so no candidate is evaluated twice.
             raise optuna.TrialPruned("another worker has this candidate")
-        measures = _measures(space, ratios)
+        measures = space.measures(ratios)
         for key, value in measures.items():
             trial.set_user_attr(key, value)
         if not feasible(ratios):
             costs = ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" for k, v in measures.items())
             raise optuna.TrialPruned(f"over budget: {costs}")
-        if isinstance(space, BitSpace):
-            return space.score(ratios, held_out, cfg.batch_size)
-        return score(space.pruned(ratios), held_out, bn_data, cfg.batch_size)
+        return space.evaluate(ratios, held_out, bn_data, cfg.batch_size)
 
     def complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
