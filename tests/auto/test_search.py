@@ -152,8 +152,16 @@ def test_bad_configs_say_what_to_change() -> None:
     assert SearchConfig(latency=0.5).macs is None
     with pytest.raises(ConfigError, match="latency_batch_size"):
         SearchConfig(latency=0.5, latency_batch_size=0)
-    with pytest.raises(ConfigError, match="fraction"):
-        SearchConfig(macs=2.0)
+    with pytest.raises(ConfigError, match=r"'2\.0ms'"):
+        SearchConfig(latency=2.0)  # an absolute latency needs its unit
+    with pytest.raises(ConfigError, match="one of k, M, G"):
+        SearchConfig(macs="40Q")
+    with pytest.raises(ConfigError, match="> 0"):
+        SearchConfig(params=0)
+    with pytest.raises(ConfigError, match="32 for float"):
+        SearchConfig(space="bits", bytes=0.2, weight_bits=(4, 16))
+    with pytest.raises(ConfigError, match="joint needs a budget"):
+        SearchConfig(space="joint")
     with pytest.raises(ConfigError, match="strategy"):
         SearchConfig(strategy="annealing")
 
@@ -223,5 +231,58 @@ def test_a_bits_search_meets_the_bytes_budget_and_exports_its_bits(tmp_path: Pat
     assert report.int4_weights == sum(b == 4 for b in res.bits.values())
     with pytest.raises(ConfigError, match="bytes"):
         SearchConfig(space="bits")
-    with pytest.raises(ConfigError, match="bits space"):
+    with pytest.raises(ConfigError, match="bits and joint"):
         SearchConfig(bytes=0.2)
+
+
+def test_absolute_budgets_are_the_same_search_as_their_fractions() -> None:
+    net, x, data = model_and_data()
+    space = PruneSpace(net, x)
+    cfg = {**CONFIG, "trials": 3}
+    frac = ts.search(net, x, cfg, data=data, progress=False)
+    count = ts.search(net, x, {**cfg, "macs": f"{0.5 * space.base_macs / 1e3}k"}, data=data,
+                      progress=False)  # fmt: skip
+    assert [t.params for t in frac.study.trials] == [t.params for t in count.study.trials]
+    assert count.macs_ratio == frac.macs_ratio <= 0.5
+    bits = BitSpace(net, x, data, choices=(4, 8), batch_size=32, calib_batches=1)
+    int4 = bits.bytes(dict.fromkeys(bits.names, 4))
+    res = ts.search(net, x, {**CONFIG, "macs": None, "space": "bits", "bytes": f"{int4}B",
+                             "trials": 2, "calib_batches": 1}, data=data,
+                    progress=False)  # fmt: skip
+    assert res.bits == dict.fromkeys(bits.names, 4)  # only uniform int4 fits
+
+
+def test_a_bits_choice_of_32_keeps_the_layer_float() -> None:
+    net, x, data = model_and_data()
+    space = BitSpace(net, x, data, choices=(4, 32), batch_size=32, calib_batches=1)
+    bits = {n: 32 if i == 0 else 4 for i, n in enumerate(space.names)}
+    model = space.quantized(bits)
+    assert model.quant_state.layers == space.names[1:]
+    assert space.bytes(bits) == pytest.approx(
+        4 * space.sizes[0] + sum(space.sizes[1:]) / 2 + 4 * space.other
+    )
+    assert space.bytes_ratio(dict.fromkeys(space.names, 32)) == pytest.approx(
+        (4 * sum(space.sizes) + 4 * space.other) / space.float_bytes
+    )
+
+
+def test_a_joint_search_prunes_and_quantizes_within_both_budgets(tmp_path: Path) -> None:
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "space": "joint", "macs": 0.6, "bytes": 0.2, "trials": 4,
+           "calib_batches": 1}  # fmt: skip
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    assert all(t.user_attrs["macs_ratio"] <= 0.6 + 1e-9 for t in done)
+    assert all(t.user_attrs["bytes_ratio"] <= 0.2 + 1e-9 for t in done)
+    assert {k.split(":")[0] for k in done[0].params} == {"ratio", "bits"}
+    assert res.ratios and res.bits and res.macs_ratio <= 0.6 and res.bytes_ratio <= 0.2
+    assert "MACs" in str(res) and "bytes" in str(res)
+    # the model is pruned (fewer channels) and quantized (its layers carry weight quantizers)
+    assert res.model.quant_state.layers
+    first = dict(res.model.named_modules())[res.model.quant_state.layers[0]]
+    kept = res.channels[next(iter(res.channels))][1]
+    assert first.weight.shape[0] == kept < 16
+    # the predicted bytes follow the exported file: int4 layers packed
+    report = ts.export_onnx(res.model, x, tmp_path / "m.onnx")
+    assert report.int4_weights == sum(b == 4 for b in res.bits.values())

@@ -1,15 +1,17 @@
 """The mixed-precision search space: one weight bit width per quantizable layer.
 
-A candidate (bits per layer) is scored by post-training quantization: ``ts.quantize`` with
-``layer_bits`` set to it, calibrated on training images, evaluated on held-out training
-images. Its size is predicted from the bits without quantizing anything: each quantized
-layer's weights at their bits, everything else (biases, normalisations, float layers) at 4
-bytes, against the float model's 4 bytes per parameter; the ONNX export stores 2-4-bit layers
-as packed INT4 (``ts.export_onnx``), so the file follows the prediction.
+A candidate (bits per layer; 32 keeps a layer in float) is scored by post-training
+quantization: ``ts.quantize`` with ``layer_bits`` set to it (and ``skip`` to the float layers),
+calibrated on training images, evaluated on held-out training images. Its size is predicted
+from the bits without quantizing anything: each quantized layer's weights at their bits,
+everything else (biases, normalisations) at 4 bytes, against the float model's 4 bytes per
+parameter; the ONNX export stores 2-4-bit layers as packed INT4 (``ts.export_onnx``), so the
+file follows the prediction.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchslim._tensors import Inputs
+from torchslim.auto.config import FLOAT_BITS, quantizable_bits
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.config import QuantConfig
@@ -65,9 +68,7 @@ class BitSpace:
     ) -> None:
         self.model = model.eval()
         self.example_inputs = example_inputs
-        self.choices = sorted(int(b) for b in choices)
-        if not self.choices or any(not 2 <= b <= 8 for b in self.choices):
-            raise ConfigError(f"weight_bits: choices in 2..8, got {list(choices)}")
+        self.choices = quantizable_bits(choices)
         self.quant = from_dict(QuantConfig, quant)
         loader = DataLoader(calib, batch_size=batch_size)
         self.calib = []
@@ -107,19 +108,30 @@ class BitSpace:
                 return b
         return self.choices[0]
 
-    def quantized(self, bits: Mapping[str, int]) -> nn.Module:
-        """The model quantized (PTQ, fake-quantized) with ``bits`` per layer."""
-        config = replace(self.quant, layer_bits={n: int(bits[n]) for n in self.names})
-        return quantize(self.model, self.calib, config, progress=False, report=False)
+    def quantized(self, bits: Mapping[str, int], model: nn.Module | None = None) -> nn.Module:
+        """``model`` (default: this space's) quantized (PTQ, fake-quantized) with ``bits`` per
+        layer; layers at 32 bits stay float (a copy of the model if all do)."""
+        model = self.model if model is None else model
+        floats = tuple(n for n in self.names if int(bits[n]) == FLOAT_BITS)
+        if len(floats) == len(self.names):
+            return copy.deepcopy(model)
+        config = replace(self.quant, skip=(*self.quant.skip, *floats),
+                         layer_bits={n: int(bits[n]) for n in self.names
+                                     if n not in floats})  # fmt: skip
+        return quantize(model, self.calib, config, progress=False, report=False)
 
-    # -- what ts.search asks of a space (PruneSpace answers the same) -----------------------
-    def start(self, cfg: SearchConfig) -> int:
-        """The first candidate's bits for every layer: the most that fit the budget."""
-        return self.uniform(cfg.bytes)
+    # -- what ts.search asks of a space (PruneSpace and JointSpace answer the same) ---------
+    def variables(self, cfg: SearchConfig) -> dict[str, list[int]]:
+        """What each variable may take: a layer's weight bits."""
+        return dict.fromkeys(self.names, self.choices)
+
+    def start(self, cfg: SearchConfig) -> dict[str, int]:
+        """The first candidate: for every layer, the most bits that fit the budget."""
+        return dict.fromkeys(self.names, self.uniform(cfg.fraction("bytes", self.float_bytes)))
 
     def meets(self, bits: Mapping[str, int], cfg: SearchConfig) -> bool:
         """Whether ``bits`` meet the config's bytes budget."""
-        return self.feasible(bits, cfg.bytes)
+        return self.feasible(bits, cfg.fraction("bytes", self.float_bytes))
 
     def measures(self, bits: Mapping[str, int]) -> dict[str, float]:
         """What a candidate costs, predicted (a trial's user attributes)."""
@@ -131,3 +143,8 @@ class BitSpace:
         (calibrated on this space's batches; ``bn_data`` is not used)."""
         model = self.quantized(bits)
         return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
+
+    def outcome(self, bits: Mapping[str, int]) -> tuple[nn.Module, dict[str, Any]]:
+        """The chosen candidate's model (quantized) and its search-result fields."""
+        chosen = {n: int(bits[n]) for n in self.names}
+        return self.quantized(chosen), {"bits": chosen, "bytes_ratio": self.bytes_ratio(chosen)}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from torchslim.config import check_fields
 from torchslim.errors import ConfigError
@@ -13,11 +14,77 @@ from torchslim.quant.config import QuantConfig
 
 
 class SpaceKind(str, Enum):
-    """What is searched: per-group pruning ratios (``prune``) or per-layer weight bit widths
-    (``bits``, scored by post-training quantization)."""
+    """What is searched: per-group pruning ratios (``prune``), per-layer weight bit widths
+    (``bits``, scored by post-training quantization), or both at once (``joint``: the pruned
+    candidate is quantized with its bits, then scored)."""
 
     PRUNE = "prune"
     BITS = "bits"
+    JOINT = "joint"
+
+
+FLOAT_BITS = 32  # a bits choice that keeps the layer in float (quantization skips it)
+
+_COUNT = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+_UNITS: dict[str, dict[str, float]] = {  # absolute budgets: unit -> the base unit's multiple
+    "macs": _COUNT,
+    "params": _COUNT,
+    "bytes": {"": 1.0, "b": 1.0, "kb": 1e3, "kib": 2.0**10, "mb": 1e6, "mib": 2.0**20},
+    "latency": {"ms": 1.0, "us": 1e-3, "s": 1e3},  # milliseconds
+}
+_ABSOLUTE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_budget(name: str, value: float | str) -> tuple[float, bool]:
+    """``(number, absolute)`` of a budget: a number in (0, 1] is a fraction of the unpruned /
+    float model; a larger number, or a string with a unit, is absolute (MACs and parameters
+    as counts, ``"40M"``; bytes, ``"150kB"``, ``"1.5MiB"``; latency in time, ``"2.5ms"``,
+    returned in milliseconds).
+
+    Example:
+        >>> parse_budget("macs", 0.5), parse_budget("macs", "40M"), parse_budget("latency", "2ms")
+        ((0.5, False), (40000000.0, True), (2.0, True))
+    """
+    units = _UNITS[name]
+    if isinstance(value, str):
+        found = _ABSOLUTE.fullmatch(value)
+        if found is None or found[2].lower() not in units or (not found[2] and name == "latency"):
+            raise ConfigError(
+                f"{name}: a fraction in (0, 1] or an absolute value with a unit, one of "
+                f"{_SHOWN[name]} (e.g. {_EXAMPLES[name]!r}); got {value!r}"
+            )
+        if found[2]:
+            return float(found[1]) * units[found[2].lower()], True
+        value = float(found[1])
+    if not value > 0:
+        raise ConfigError(f"{name}: a budget must be > 0, got {value}")
+    if value <= 1:
+        return float(value), False
+    if name == "latency":
+        raise ConfigError(
+            f"latency: a fraction in (0, 1], or an absolute time with its unit such as "
+            f"'{value}ms'; got {value}"
+        )
+    return float(value), True
+
+
+def quantizable_bits(choices: Sequence[int]) -> list[int]:
+    """``choices`` sorted, checked: weight bits 2..8, or 32 for a layer kept in float.
+
+    Example:
+        >>> quantizable_bits((8, 32, 4))
+        [4, 8, 32]
+    """
+    bits = sorted(int(b) for b in choices)
+    if not bits or any(not 2 <= b <= 8 and b != FLOAT_BITS for b in bits):
+        raise ConfigError(f"weight_bits: choices in 2..8, or {FLOAT_BITS} for float; got "
+                          f"{list(choices)}")  # fmt: skip
+    return bits
+
+
+_EXAMPLES = {"macs": "40M", "params": "250k", "bytes": "150kB", "latency": "2.5ms"}
+_SHOWN = {"macs": "k, M, G", "params": "k, M, G", "bytes": "B, kB, KiB, MB, MiB",
+          "latency": "ms, us, s"}  # fmt: skip
 
 
 class Strategy(str, Enum):
@@ -81,18 +148,22 @@ class SearchConfig:
     space: SpaceKind = SpaceKind.PRUNE
     strategy: Strategy = Strategy.SA
     trials: int = 100  # candidates evaluated (budget-rejected ones do not count)
-    # MACs budget, a fraction of the unpruned model's MACs (0.5 when no budget is given)
-    macs: float | None = None
-    params: float | None = None  # parameter budget, a fraction of the unpruned model's
-    # latency budget: a fraction of the model's ONNX Runtime latency on this CPU, predicted
-    # from the per-layer look-up table (torchslim.latency) calibrated on measured models
-    latency: float | None = None
+    # MACs budget: a fraction of the unpruned model's MACs, or a count ("40M"); 0.5 when no
+    # budget is given
+    macs: float | str | None = None
+    # parameter budget: a fraction of the unpruned model's parameters, or a count ("250k")
+    params: float | str | None = None
+    # latency budget: a fraction of the model's ONNX Runtime latency on this CPU, or a time
+    # ("2.5ms"), predicted from the per-layer look-up table (torchslim.latency) calibrated on
+    # measured models
+    latency: float | str | None = None
     latency_batch_size: int = 1  # the batch size the latency budget is measured at
     latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
-    weight_bits: tuple[int, ...] = (4, 8)  # bits space: the weight bit widths a layer may take
-    # bits space: the size budget, a fraction of the float model's bytes (uniform int4 weights
-    # are about 0.125, int8 about 0.25)
-    bytes: float | None = None
+    # bits / joint space: the weight bit widths a layer may take (2-8; 32 keeps it in float)
+    weight_bits: tuple[int, ...] = (4, 8)
+    # bits / joint space: the size budget, a fraction of the float model's bytes (uniform int4
+    # weights are about 0.125, int8 about 0.25), or bytes ("150kB", "1.5MiB")
+    bytes: float | str | None = None
     calib_batches: int = 4  # bits space: calibration batches (of batch_size) per candidate
     min_ratio: float = 0.0  # the smallest per-group pruning ratio on the grid
     max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
@@ -124,23 +195,22 @@ class SearchConfig:
             )
         if self.ratio_step <= 0:
             raise ConfigError(f"ratio_step: must be > 0, got {self.ratio_step}")
-        for name in ("macs", "params", "latency", "bytes"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise ConfigError(f"{name}: a budget is a fraction in (0, 1], got {value}")
+        for name in _UNITS:
+            if getattr(self, name) is not None:
+                parse_budget(name, getattr(self, name))
         prune_budgets = [n for n in ("macs", "params", "latency") if getattr(self, n) is not None]
-        if self.space is SpaceKind.BITS:
-            if self.bytes is None or prune_budgets:
-                raise ConfigError(
-                    "space: bits takes one budget, bytes (a fraction of the float model's "
-                    f"bytes, e.g. 0.14); got bytes={self.bytes}, {prune_budgets or 'no other'}"
-                )
-            if not self.weight_bits or any(not 2 <= b <= 8 for b in self.weight_bits):
-                raise ConfigError(f"weight_bits: choices in 2..8, got {list(self.weight_bits)}")
-        elif self.bytes is not None:
-            raise ConfigError("bytes: a budget of the bits space (space: bits)")
-        elif not prune_budgets:
+        if self.space is SpaceKind.BITS and (self.bytes is None or prune_budgets):
+            raise ConfigError(
+                "space: bits takes one budget, bytes (a fraction of the float model's bytes, "
+                f"e.g. 0.14, or '150kB'); got bytes={self.bytes}, {prune_budgets or 'no other'}"
+            )
+        if self.space is SpaceKind.PRUNE and self.bytes is not None:
+            raise ConfigError("bytes: a budget of the bits and joint spaces (space: bits)")
+        if self.space is SpaceKind.JOINT and self.bytes is None and not prune_budgets:
+            raise ConfigError("space: joint needs a budget: bytes, macs, params or latency")
+        if self.space is not SpaceKind.BITS and self.bytes is None and not prune_budgets:
             object.__setattr__(self, "macs", 0.5)  # the default budget
+        quantizable_bits(self.weight_bits)
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.workers < 1:
@@ -150,15 +220,30 @@ class SearchConfig:
         if self.bn_images < 1 or self.eval_images < 1:
             raise ConfigError("bn_images and eval_images must be >= 1")
 
-    @property
-    def choices(self) -> list[Any]:
-        """What one variable may take: the ratio grid, or the bit widths.
+    def fraction(self, name: str, total: float) -> float | None:
+        """Budget ``name`` as a fraction of ``total`` (the unpruned / float model's MACs,
+        parameters, milliseconds or bytes); ``None`` when not set.
 
         Example:
-            >>> SearchConfig(space="bits", bytes=0.15, weight_bits=(8, 4)).choices
+            >>> cfg = SearchConfig(macs="20M")
+            >>> cfg.fraction("macs", 40e6), cfg.fraction("params", 1e6)
+            (0.5, None)
+        """
+        value = getattr(self, name)
+        if value is None:
+            return None
+        number, absolute = parse_budget(name, value)
+        return number / max(total, 1e-12) if absolute else number
+
+    @property
+    def bit_choices(self) -> list[int]:
+        """The weight bit widths a layer may take, narrowest first.
+
+        Example:
+            >>> SearchConfig(space="bits", bytes=0.15, weight_bits=(8, 4)).bit_choices
             [4, 8]
         """
-        return sorted(self.weight_bits) if self.space is SpaceKind.BITS else self.grid
+        return quantizable_bits(self.weight_bits)
 
     @property
     def grid(self) -> list[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -107,15 +107,16 @@ class PruneSpace:
         """The pruned model's MACs over the unpruned model's, predicted from the trace."""
         return sum(self.graph.macs_after(self.keep(ratios)).values()) / max(self.base_macs, 1)
 
+    def tensor_sizes(self, ratios: Mapping[str, float]) -> dict[str, int]:
+        """Elements of every traced parameter (by qualified name) once pruned to ``ratios``."""
+        kept = {a: len(idx) for a, idx in self.keep(ratios).items()}
+        sp, dims = self.graph.spaces, self.graph.param_dims
+        return {name: math.prod(sp.kept_size(layout, kept) for layout in dims[name])
+                for name in self.graph.tensors}  # fmt: skip
+
     def params_ratio(self, ratios: Mapping[str, float]) -> float:
         """The pruned model's parameter count (traced tensors) over the unpruned one's."""
-        kept = {a: len(idx) for a, idx in self.keep(ratios).items()}
-        sp = self.graph.spaces
-        total = sum(
-            math.prod(sp.kept_size(layout, kept) for layout in self.graph.param_dims[name])
-            for name in self.graph.tensors
-        )
-        return total / max(self.base_params, 1)
+        return sum(self.tensor_sizes(ratios).values()) / max(self.base_params, 1)
 
     def pruned(self, ratios: Mapping[str, float]) -> nn.Module:
         """A pruned copy of the model (the model itself is left as it is)."""
@@ -146,14 +147,23 @@ class PruneSpace:
             raise ConfigError("a latency budget needs PruneSpace.add_latency() first")
         return found <= latency + 1e-9
 
-    # -- what ts.search asks of a space (BitSpace answers the same) ------------------------
-    def start(self, cfg: SearchConfig) -> float:
-        """The first candidate's value for every group: the smallest uniform ratio in budget."""
-        return self.uniform(cfg.grid, cfg.macs, cfg.params, cfg.latency)
+    # -- what ts.search asks of a space (BitSpace and JointSpace answer the same) -----------
+    def budgets(self, cfg: SearchConfig) -> tuple[float | None, float | None, float | None]:
+        """The config's MACs, parameter and latency budgets as fractions of this model's."""
+        return (cfg.fraction("macs", self.base_macs), cfg.fraction("params", self.base_params),
+                cfg.fraction("latency", self.base_ms))  # fmt: skip
+
+    def variables(self, cfg: SearchConfig) -> dict[str, list[float]]:
+        """What each variable may take: a group's ratio on the config's grid."""
+        return dict.fromkeys(self.names, cfg.grid)
+
+    def start(self, cfg: SearchConfig) -> dict[str, float]:
+        """The first candidate: the smallest uniform ratio in budget, for every group."""
+        return dict.fromkeys(self.names, self.uniform(cfg.grid, *self.budgets(cfg)))
 
     def meets(self, ratios: Mapping[str, float], cfg: SearchConfig) -> bool:
         """Whether ``ratios`` meet the config's budgets."""
-        return self.feasible(ratios, cfg.macs, cfg.params, cfg.latency)
+        return self.feasible(ratios, *self.budgets(cfg))
 
     def measures(self, ratios: Mapping[str, float]) -> dict[str, float]:
         """What a candidate costs, predicted (a trial's user attributes)."""
@@ -167,6 +177,18 @@ class PruneSpace:
                  batch_size: int) -> float:  # fmt: skip
         """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation."""
         return score(self.pruned(ratios), held_out, bn_data, batch_size)
+
+    def fields(self, ratios: Mapping[str, float]) -> dict[str, Any]:
+        """A candidate's search-result fields: ratios, channels, predicted cost ratios."""
+        found = self.measures(ratios)
+        return {"ratios": {n: float(ratios[n]) for n in self.names},
+                "channels": self.channels(ratios), "macs_ratio": found["macs_ratio"],
+                "params_ratio": found["params_ratio"],
+                "latency_ratio": found.get("latency_ratio")}  # fmt: skip
+
+    def outcome(self, ratios: Mapping[str, float]) -> tuple[nn.Module, dict[str, Any]]:
+        """The chosen candidate's model (pruned, not fine-tuned) and its search-result fields."""
+        return self.pruned(ratios), self.fields(ratios)
 
     def channels(self, ratios: Mapping[str, float]) -> dict[str, list[int]]:
         """Per group: ``[channels before, channels kept]`` at ``ratios``.

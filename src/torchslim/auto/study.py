@@ -1,5 +1,5 @@
-"""``ts.search``: per-layer pruning ratios searched under MACs / parameter / latency budgets,
-on Optuna."""
+"""``ts.search``: per-layer pruning ratios and weight bits searched under MACs / parameter /
+latency / bytes budgets, on Optuna."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
 from torchslim.auto.bits import BitSpace
-from torchslim.auto.config import SearchConfig, SpaceKind
+from torchslim.auto.config import FLOAT_BITS, SearchConfig, SpaceKind
 from torchslim.auto.evaluate import holdout_split
+from torchslim.auto.joint import JointSpace
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
 from torchslim.config import from_dict
@@ -36,40 +37,45 @@ STORAGE_FILE = "search.db"
 
 @dataclass
 class SearchResult:
-    """The best candidate (its per-group ratios, score, predicted MACs / parameter ratios and
-    channel counts), the model pruned to it (not fine-tuned), and the Optuna study with every
-    trial. A bits search (``space: bits``) gives the per-layer ``bits``, the ``bytes_ratio``
-    and the model quantized with them (ratios and channels empty, MACs and parameters 1)."""
+    """The best candidate's model, score and Optuna study with every trial, and what the
+    candidate is: a pruning search gives its per-group ``ratios``, channel counts and
+    predicted MACs / parameter (/ latency) ratios, its model pruned (not fine-tuned); a bits
+    search (``space: bits``) the per-layer ``bits`` and ``bytes_ratio``, its model quantized
+    (ratios and channels empty, MACs and parameters 1); a joint search all of them, its model
+    pruned then quantized."""
 
-    ratios: dict[str, float]
     model: nn.Module
     score: float
-    macs_ratio: float
-    params_ratio: float
     study: optuna.Study
-    channels: dict[str, list[int]]  # group -> [channels before, channels kept]
+    ratios: dict[str, float] = field(default_factory=dict)
+    macs_ratio: float = 1.0
+    params_ratio: float = 1.0
+    channels: dict[str, list[int]] = field(default_factory=dict)  # [before, kept] per group
     latency_ratio: float | None = None  # predicted ORT latency over the model's (a budget)
-    bits: dict[str, int] | None = None  # bits search: weight bits per layer
-    bytes_ratio: float | None = None  # bits search: predicted bytes over the float model's
+    bits: dict[str, int] | None = None  # bits / joint search: weight bits per layer
+    bytes_ratio: float | None = None  # bits / joint search: predicted bytes over the float's
 
     @property
     def front(self) -> list[FrozenTrial]:
-        """The evaluated trials no other beats on both score and MACs (bits: bytes)."""
+        """The evaluated trials no other beats on both score and MACs (bits, joint: bytes)."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         cost = "macs_ratio" if self.bits is None else "bytes_ratio"
         return pareto(done, {"value": True, cost: False})
 
     def __str__(self) -> str:
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        parts = []
+        if self.ratios:
+            latency = "" if self.latency_ratio is None else f", latency {self.latency_ratio:.3f}"
+            parts.append(f"MACs {self.macs_ratio:.3f}, params {self.params_ratio:.3f}{latency} "
+                         "of the model")  # fmt: skip
         if self.bits is not None:
-            counts = {b: list(self.bits.values()).count(b) for b in sorted(set(self.bits.values()))}
-            spread = ", ".join(f"{n} layers at {b} bits" for b, n in counts.items())
-            return (f"best of {done} evaluated candidates: score {self.score:.2f}%, bytes "
-                    f"{self.bytes_ratio:.3f} of the float model ({spread})")  # fmt: skip
-        latency = "" if self.latency_ratio is None else f", latency {self.latency_ratio:.3f}"
-        return (f"best of {done} evaluated candidates: score {self.score:.2f}%, MACs "
-                f"{self.macs_ratio:.3f}, params {self.params_ratio:.3f}{latency} of the "
-                "model")  # fmt: skip
+            values = list(self.bits.values())
+            spread = ", ".join(f"{values.count(b)} layers at {'float' if b == FLOAT_BITS else b}"
+                               f"{'' if b == FLOAT_BITS else ' bits'}"
+                               for b in sorted(set(values)))  # fmt: skip
+            parts.append(f"bytes {self.bytes_ratio:.3f} of the float model ({spread})")
+        return f"best of {done} evaluated candidates: score {self.score:.2f}%, " + "; ".join(parts)
 
 
 def _storage(cfg: SearchConfig, out_dir: Path | None) -> optuna.storages.BaseStorage | str | None:
@@ -111,7 +117,7 @@ def _study(cfg: SearchConfig, storage: optuna.storages.BaseStorage | str | None,
                                direction="maximize", load_if_exists=resume)  # fmt: skip
 
 
-Space = PruneSpace | BitSpace
+Space = PruneSpace | BitSpace | JointSpace
 
 
 def _open(cfg: SearchConfig, space: Space, out_dir: str | Path | None, resume: bool,
@@ -121,19 +127,22 @@ def _open(cfg: SearchConfig, space: Space, out_dir: str | Path | None, resume: b
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, sampler, resume)
     if not study.trials:
-        study.enqueue_trial(dict.fromkeys(space.names, space.start(cfg)))
+        study.enqueue_trial(space.start(cfg))
     return study
 
 
 def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
                 bn_data: Dataset) -> Space:  # fmt: skip
-    if cfg.space is SpaceKind.BITS:
-        return BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits, quant=cfg.quant,
+    bits = None
+    if cfg.space is not SpaceKind.PRUNE:
+        bits = BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits, quant=cfg.quant,
                         batch_size=cfg.batch_size, calib_batches=cfg.calib_batches)  # fmt: skip
+        if cfg.space is SpaceKind.BITS:
+            return bits
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
     if cfg.latency is not None:
         space.add_latency(cfg.latency_batch_size, cfg.latency_threads)
-    return space
+    return space if bits is None else JointSpace(space, bits)
 
 
 def search(
@@ -146,17 +155,21 @@ def search(
     resume: bool = False,
     progress: bool = True,
 ) -> SearchResult:
-    """Search per-layer pruning ratios under budgets; the model itself is not changed.
+    """Search per-layer pruning ratios, weight bits, or both under budgets; the model itself
+    is not changed.
 
-    One variable per prunable channel group of ``model`` (its ratio on ``config.grid``);
-    candidates over budget (``macs``, ``params``: fractions, predicted from the trace;
-    ``latency``: predicted from the ONNX Runtime look-up table) are rejected before any
-    forward pass; the others are pruned copies scored by top-1 accuracy on
-    held-out *training* images of ``data`` after re-estimating BatchNorm statistics. The
-    strategy is an Optuna sampler (``sa``: PaddleSlim's simulated annealing; ``tpe``,
-    ``random``, ``nsga2``). Trials are kept in Optuna storage (``out_dir/search.db`` by
-    default, or ``config.storage``); ``resume=True`` continues a stopped search, or joins one
-    other workers run on the same storage.
+    ``space: prune`` (the default): one variable per prunable channel group of ``model`` (its
+    ratio on ``config.grid``); ``space: bits``: one per quantizable layer (its weight bits
+    from ``weight_bits``, 32 keeping it float), scored after post-training quantization;
+    ``space: joint``: both. Candidates over budget (``macs``, ``params``: predicted from the
+    trace; ``latency``: from the ONNX Runtime look-up table; ``bytes``: from the bits; each a
+    fraction or an absolute value such as ``"40M"``, ``"2.5ms"``, ``"150kB"``) are rejected
+    before any forward pass; the others are scored by top-1 accuracy on held-out *training*
+    images of ``data`` after re-estimating BatchNorm statistics. The strategy is an Optuna
+    sampler (``sa``: PaddleSlim's simulated annealing; ``tpe``, ``random``, ``nsga2``).
+    Trials are kept in Optuna storage (``out_dir/search.db`` by default, or
+    ``config.storage``); ``resume=True`` continues a stopped search, or joins one other
+    workers run on the same storage.
 
     Example:
         >>> import torch
@@ -225,7 +238,7 @@ def _run(
     resume: bool,
     progress: bool,
 ) -> SearchResult:
-    grid = cfg.choices
+    variables = space.variables(cfg)
     study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
 
     def objective(trial: optuna.Trial) -> float:
@@ -241,7 +254,7 @@ def _run(
         if complete() + len(running) >= cfg.trials:
             study.stop()  # the other workers' running trials complete the budget
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
-        ratios = {n: trial.suggest_categorical(n, grid) for n in space.names}
+        ratios = {n: trial.suggest_categorical(n, choices) for n, choices in variables.items()}
         live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if any(t.number != trial.number and t.params == ratios for t in live):
             # Two workers drew the same candidate at once (the sampler saw neither): the one
@@ -277,18 +290,9 @@ def _run(
         bar.close()
     if complete() == 0:
         raise ConfigError(
-            "search: no candidate met the budget; loosen macs/params/latency or raise max_ratio"
+            "search: no candidate met the budget; loosen macs/params/latency/bytes, raise "
+            "max_ratio or add narrower weight_bits"
         )
     best = study.best_trial
-    if isinstance(space, BitSpace):
-        bits = {n: int(best.params[n]) for n in space.names}
-        return SearchResult({}, space.quantized(bits), float(best.value), 1.0, 1.0, study, {},
-                            bits=bits,
-                            bytes_ratio=float(best.user_attrs["bytes_ratio"]))  # fmt: skip
-    ratios = {n: float(best.params[n]) for n in space.names}
-    latency = best.user_attrs.get("latency_ratio")
-    return SearchResult(ratios, space.pruned(ratios), float(best.value),
-                        float(best.user_attrs["macs_ratio"]),
-                        float(best.user_attrs["params_ratio"]), study,
-                        space.channels(ratios),
-                        None if latency is None else float(latency))  # fmt: skip
+    model, fields = space.outcome(best.params)
+    return SearchResult(model, float(best.value), study, **fields)
