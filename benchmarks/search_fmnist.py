@@ -73,6 +73,18 @@ def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
     return model, time.perf_counter() - start
 
 
+def finetune_and_test(model: nn.Module, train: Any, test: Any, epochs: int, lr: float,
+                      seed: int) -> tuple[float, float]:  # fmt: skip
+    """(test top-1 in percent, seconds) after every row's fine-tune: ``epochs`` on ``train``,
+    SGD with cosine schedule, batch 128, weight decay 5e-4, seeded."""
+    cfg = {"epochs": epochs, "lr": lr, "batch_size": 128, "schedule": "cosine",
+           "weight_decay": 5e-4, "progress": False, "seed": seed}  # fmt: skip
+    start = time.perf_counter()
+    Trainer(model, cfg, train, None).fit()
+    seconds = time.perf_counter() - start
+    return 100 * evaluate(model, test, batch_size=512).accuracy, seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="bench-out/fmnist-resnet20")
@@ -125,13 +137,7 @@ def main() -> None:
                 torch.manual_seed(seed)
                 model, choose_s = pruned_model(method, base, macs, seed, args, plain)
                 ratio = ts.analyze(model, x).macs / base_macs
-                cfg = {"epochs": args.epochs, "lr": args.lr, "batch_size": 128,
-                       "schedule": "cosine", "weight_decay": 5e-4, "progress": False,
-                       "seed": seed}  # fmt: skip
-                start = time.perf_counter()
-                Trainer(model, cfg, train, None).fit()
-                tune_s = time.perf_counter() - start
-                acc = 100 * evaluate(model, test, batch_size=512).accuracy
+                acc, tune_s = finetune_and_test(model, train, test, args.epochs, args.lr, seed)
                 table.setdefault((method, macs), []).append(acc)
                 print(f"{method:12s} MACs {macs:.2f} (got {ratio:.3f}) seed {seed}: "
                       f"{acc:.2f}% (choose {choose_s:.0f} s, fine-tune {tune_s:.0f} s)",

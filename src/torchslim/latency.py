@@ -337,6 +337,26 @@ def _batched(inputs: tuple, batch_size: int) -> tuple:
     return tuple(out)
 
 
+def measure_ms(model: nn.Module, inputs: Inputs, threads: int, rounds: int = 5) -> float:
+    """``model``'s measured latency (ms) in ONNX Runtime on ``inputs`` with ``threads``
+    threads: the lowest of ``rounds`` medians (each of at least 10 runs and 0.2 s), which a
+    shared or virtual machine's bursts of other work do not reach.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> measure_ms(net, torch.randn(1, 3, 16, 16), threads=1, rounds=1) > 0
+        True
+    """
+    from torchslim.runtime import export_for_latency
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_for_latency(model, input_tuple(inputs), Path(tmp) / "m.onnx")
+        runs = [measure_latency(path, input_tuple(inputs), backend="ort", threads=threads,
+                                repeats=10, min_seconds=0.2).median_ms
+                for _ in range(rounds)]  # fmt: skip
+    return float(min(runs))
+
+
 class LatencyModel:
     """Whole-model ONNX Runtime latency of pruned variants of one model, predicted from a
     :class:`LatencyTable` and calibrated on a few variants measured whole.
@@ -392,25 +412,9 @@ class LatencyModel:
         return max(self.a * self.table_ms(keep) + self.b, 1e-6)
 
     def measure_ms(self, model: nn.Module, rounds: int = 5) -> float:
-        """A model's measured latency in ONNX Runtime at this batch size and thread count: the
-        lowest of ``rounds`` medians (each of at least 10 runs and 0.2 s), which a shared or
-        virtual machine's bursts of other work do not reach."""
-        with tempfile.TemporaryDirectory() as tmp:
-            from torchslim.runtime import export_for_latency
-
-            path = export_for_latency(model, self.inputs, Path(tmp) / "m.onnx")
-            runs = [
-                measure_latency(
-                    path,
-                    self.inputs,
-                    backend="ort",
-                    threads=self.table.threads,
-                    repeats=10,
-                    min_seconds=0.2,
-                ).median_ms
-                for _ in range(rounds)
-            ]
-        return float(min(runs))
+        """A model's measured latency at this batch size and thread count
+        (:func:`measure_ms`)."""
+        return measure_ms(model, self.inputs, self.table.threads, rounds)
 
     def calibrate(
         self,

@@ -321,11 +321,12 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     d = ctx.recipe.data
     if ctx.task is not Task.CLASSIFICATION:
         raise ConfigError(f"stage {stage.name!r}: search scores classifiers (top-1) for now")
-    bits = stage.config.space is SpaceKind.BITS
+    bits = stage.config.space is not SpaceKind.PRUNE
     if bits and stage.finetune is not None:
         raise ConfigError(
-            f"stage {stage.name!r}: a bits search returns a post-training-quantized model, "
-            "which is not fine-tuned; drop finetune: (train before the search)"
+            f"stage {stage.name!r}: a {stage.config.space.value} search returns a "
+            "post-training-quantized model, which is not fine-tuned; drop finetune: (train "
+            "before the search)"
         )
     plain = get_dataset(d.name, train=True, root=d.root, augment=[])
     result = search(model, ctx.example[:1], stage.config, data=plain,

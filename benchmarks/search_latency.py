@@ -1,0 +1,174 @@
+"""Searched pruning at a measured-latency budget against the MACs-targeted model of equal
+measured latency: Fashion-MNIST ResNet-20, ONNX Runtime.
+
+Usage:
+    python benchmarks/search_latency.py --run bench-out/fmnist-resnet20 [--latency 0.6]
+        [--batches 1,32] [--threads 2] [--trials 100] [--epochs 2] [--seed 0] [--round-to N]
+        [--pause PID] [--results benchmarks/results/search_latency.jsonl]
+(the run folder comes from benchmarks/train_fmnist_resnet20.sh).
+
+For each batch size:
+
+1. ``ts.search`` (simulated annealing, ``--trials`` candidates scored on held-out training
+   images) under a ``latency`` budget, the fraction ``--latency`` of the dense model's ORT
+   latency at that batch size, predicted by the look-up table (``torchslim.latency``).
+2. The chosen model and the dense one measured whole in ORT (each the lowest of 5 round
+   medians). Target (issue 19): the chosen model's measured latency within 5% of the budget.
+3. The uniform L1 model (``ts.prune`` with ``target_macs``) of equal measured latency: uniform
+   prunes at MACs targets 0.25..0.95 are measured, the target whose latency meets the searched
+   model's is interpolated, pruned to and measured.
+4. Both get the same fine-tune (``--epochs`` on the training set, seeded); target: the
+   searched model is more accurate on the test set.
+
+Steps 1-3 time things: run on a quiet machine (``--pause PID`` stops that process during them
+and resumes it for the fine-tunes). Pruning uses its default ``round_to`` (the CPU's vector
+width) unless ``--round-to`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import torchslim as ts
+from torchslim.data import get_dataset, stratified_subset
+from torchslim.latency import measure_ms
+from torchslim.pipeline import load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Results, add_results_option
+from search_fmnist import finetune_and_test
+
+
+def _pause(pid: int | None, stop: bool) -> None:
+    if pid:
+        os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
+        time.sleep(1.0 if stop else 0.0)
+
+
+def _uniform(base: nn.Module, x: torch.Tensor, macs: float, round_to: int | None) -> nn.Module:
+    model = copy.deepcopy(base)
+    ts.prune(model, x, {"target_macs": macs, "round_to": round_to})
+    return model
+
+
+def _matched_macs(points: list[tuple[float, float]], target: float) -> float:
+    """The MACs target whose measured latency ratio meets ``target``, interpolated linearly
+    between the sweep's neighbours (``points``: (MACs target, latency ratio), ascending; made
+    monotone first: a point slower than a larger model's is taken at that one's latency)."""
+    points = list(points)
+    for i in range(len(points) - 2, -1, -1):
+        points[i] = (points[i][0], min(points[i][1], points[i + 1][1]))
+    for (m0, r0), (m1, r1) in itertools.pairwise(points):
+        if r0 <= target <= r1 and r1 > r0:
+            return m0 + (m1 - m0) * (target - r0) / (r1 - r0)
+    below = [m for m, r in points if r <= target]
+    return max(below) if below else points[0][0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", default="bench-out/fmnist-resnet20")
+    parser.add_argument("--latency", type=float, default=0.6, help="budget, a fraction")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tune epochs, every row")
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-to", type=int, default=None)
+    parser.add_argument("--pause", type=int, default=None, help="a PID stopped while timing")
+    parser.add_argument(
+        "--train-subset", type=int, default=0, help="fine-tune on this many images (0: all)"
+    )
+    add_results_option(parser, "search_latency")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {"latency budget": args.latency, "ORT threads": args.threads,
+                "trials": args.trials, "fine-tune epochs": args.epochs, "lr": args.lr,
+                "seed": args.seed,
+                "round_to": args.round_to or "default (CPU vector width)"}  # fmt: skip
+    res = Results(args.results, table="search_latency", area="search",
+                  claim="Fashion-MNIST ResNet-20 searched at a measured-latency budget vs the "
+                  "uniform MACs-targeted model of equal measured latency, same fine-tune",
+                  row_header=["batch", "method"], model="ResNet-20", settings=settings,
+                  threads=args.threads)  # fmt: skip
+    base, _ = load_run(Path(args.run))
+    base.eval()
+    plain = get_dataset("fashion-mnist", train=True, augment=[])
+    train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
+    if args.train_subset:
+        train = stratified_subset(train, per_class=args.train_subset // 10, seed=0)
+    test = get_dataset("fashion-mnist", train=False)
+    x = torch.randn(1, 1, 28, 28)
+    base_macs = ts.analyze(base, x).macs
+    models: list[tuple[int, str, nn.Module]] = []
+    _pause(args.pause, True)
+    try:
+        for batch in [int(b) for b in args.batches.split(",")]:
+            xb = torch.randn(batch, 1, 28, 28)
+            start = time.perf_counter()
+            cfg = {"strategy": "sa", "latency": args.latency, "latency_batch_size": batch,
+                   "latency_threads": args.threads, "trials": args.trials, "seed": args.seed,
+                   "round_to": args.round_to}  # fmt: skip
+            found = ts.search(base, x, cfg, data=plain, progress=False)
+            search_s = time.perf_counter() - start
+            dense = measure_ms(base, xb, args.threads)
+            searched = measure_ms(found.model, xb, args.threads) / dense
+            error = searched / args.latency - 1
+            print(f"batch {batch}: dense {dense:.3f} ms; searched: predicted "
+                  f"{found.latency_ratio:.3f}, measured {searched:.3f} of dense "
+                  f"({100 * error:+.1f}% of the budget), MACs {found.macs_ratio:.3f}; "
+                  f"search {search_s:.0f} s", flush=True)  # fmt: skip
+            points = []
+            for macs in [0.25 + 0.05 * k for k in range(15)]:
+                model = _uniform(base, x, macs, args.round_to)
+                points.append((macs, measure_ms(model, xb, args.threads) / dense))
+            points.sort()
+            print("  uniform sweep (MACs target, latency ratio): "
+                  + ", ".join(f"({m:.2f}, {r:.3f})" for m, r in points), flush=True)  # fmt: skip
+            target = _matched_macs(points, searched)
+            matched = _uniform(base, x, target, args.round_to)
+            matched_ratio = measure_ms(matched, xb, args.threads) / dense
+            matched_macs = ts.analyze(matched, x).macs / base_macs
+            print(f"  uniform at MACs target {target:.3f}: measured {matched_ratio:.3f} of "
+                  f"dense, MACs {matched_macs:.3f}", flush=True)  # fmt: skip
+            row = [f"batch {batch}"]
+            res.add([*row, "searched"], "measured latency / budget - 1", round(100 * error, 1),
+                    "%", 1, target="within ±5%")  # fmt: skip
+            res.add([*row, "searched"], "measured latency ratio", round(searched, 3), "ratio", 3,
+                    note=f"predicted {found.latency_ratio:.3f}; dense {dense:.3f} ms")  # fmt: skip
+            res.add([*row, "searched"], "MACs ratio", round(found.macs_ratio, 3), "ratio", 3)
+            res.add([*row, "searched"], "search seconds", round(search_s), "s", 0)
+            res.add([*row, "uniform L1, equal latency"], "measured latency ratio",
+                    round(matched_ratio, 3), "ratio", 3)  # fmt: skip
+            res.add([*row, "uniform L1, equal latency"], "MACs ratio", round(matched_macs, 3),
+                    "ratio", 3, note=f"target_macs {target:.3f}")  # fmt: skip
+            models += [(batch, "searched", found.model), (batch, "uniform L1, equal latency",
+                                                          matched)]  # fmt: skip
+    finally:
+        _pause(args.pause, False)
+    accs: dict[tuple[int, str], float] = {}
+    for batch, method, model in models:
+        acc, tune_s = finetune_and_test(model, train, test, args.epochs, args.lr, args.seed)
+        accs[(batch, method)] = acc
+        print(f"batch {batch} {method}: test top-1 {acc:.2f}% (fine-tune {tune_s:.0f} s)",
+              flush=True)  # fmt: skip
+        res.add([f"batch {batch}", method], "test top-1 after fine-tune", round(acc, 2), "%", 2)
+    print("\n| batch | searched | uniform L1, equal latency |\n|---|---|---|")
+    for batch in sorted({b for b, _ in accs}):
+        print(f"| {batch} | {accs[(batch, 'searched')]:.2f}% | "
+              f"{accs[(batch, 'uniform L1, equal latency')]:.2f}% |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
