@@ -12,11 +12,13 @@ For each batch size:
 1. ``ts.search`` (simulated annealing, ``--trials`` candidates scored on held-out training
    images) under a ``latency`` budget, the fraction ``--latency`` of the dense model's ORT
    latency at that batch size, predicted by the look-up table (``torchslim.latency``).
-2. The chosen model and the dense one measured whole in ORT (each the lowest of 5 round
-   medians). Target (issue 19): the chosen model's measured latency within 5% of the budget.
-3. The uniform L1 model (``ts.prune`` with ``target_macs``) of equal measured latency: uniform
-   prunes at MACs targets 0.25..0.95 are measured, the target whose latency meets the searched
-   model's is interpolated, pruned to and measured.
+2. The uniform L1 model (``ts.prune`` with ``target_macs``) of equal latency: uniform prunes
+   at MACs targets 0.25..0.95 are measured with the dense and the searched model (rounds
+   interleaved), the target whose latency ratio meets the searched model's is interpolated
+   and pruned to.
+3. The dense, searched and matched models measured whole in ORT, their rounds interleaved
+   (each the lowest of 5 round medians). Target (issue 19): the searched model's measured
+   latency within 5% of the budget.
 4. Both get the same fine-tune (``--epochs`` on the training set, seeded); target: the
    searched model is more accurate on the test set.
 
@@ -41,7 +43,7 @@ from torch import nn
 
 import torchslim as ts
 from torchslim.data import get_dataset, stratified_subset
-from torchslim.latency import measure_ms
+from torchslim.latency import measure_many
 from torchslim.pipeline import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,24 +124,24 @@ def main() -> None:
                    "round_to": args.round_to}  # fmt: skip
             found = ts.search(base, x, cfg, data=plain, progress=False)
             search_s = time.perf_counter() - start
-            dense = measure_ms(base, xb, args.threads)
-            searched = measure_ms(found.model, xb, args.threads) / dense
+            sweep = [(m, _uniform(base, x, m, args.round_to)) for m in
+                     [0.25 + 0.05 * k for k in range(15)]]  # fmt: skip
+            ms = measure_many([base, found.model, *(model for _, model in sweep)], xb,
+                              args.threads)  # fmt: skip
+            points = sorted((m, t / ms[0]) for (m, _), t in zip(sweep, ms[2:], strict=True))
+            print("  uniform sweep (MACs target, latency ratio): "
+                  + ", ".join(f"({m:.2f}, {r:.3f})" for m, r in points), flush=True)  # fmt: skip
+            target = _matched_macs(points, ms[1] / ms[0])
+            matched = _uniform(base, x, target, args.round_to)
+            dense, searched_ms, matched_ms = measure_many([base, found.model, matched], xb,
+                                                          args.threads)  # fmt: skip
+            searched, matched_ratio = searched_ms / dense, matched_ms / dense
+            matched_macs = ts.analyze(matched, x).macs / base_macs
             error = searched / args.latency - 1
             print(f"batch {batch}: dense {dense:.3f} ms; searched: predicted "
                   f"{found.latency_ratio:.3f}, measured {searched:.3f} of dense "
                   f"({100 * error:+.1f}% of the budget), MACs {found.macs_ratio:.3f}; "
                   f"search {search_s:.0f} s", flush=True)  # fmt: skip
-            points = []
-            for macs in [0.25 + 0.05 * k for k in range(15)]:
-                model = _uniform(base, x, macs, args.round_to)
-                points.append((macs, measure_ms(model, xb, args.threads) / dense))
-            points.sort()
-            print("  uniform sweep (MACs target, latency ratio): "
-                  + ", ".join(f"({m:.2f}, {r:.3f})" for m, r in points), flush=True)  # fmt: skip
-            target = _matched_macs(points, searched)
-            matched = _uniform(base, x, target, args.round_to)
-            matched_ratio = measure_ms(matched, xb, args.threads) / dense
-            matched_macs = ts.analyze(matched, x).macs / base_macs
             print(f"  uniform at MACs target {target:.3f}: measured {matched_ratio:.3f} of "
                   f"dense, MACs {matched_macs:.3f}", flush=True)  # fmt: skip
             row = [f"batch {batch}"]

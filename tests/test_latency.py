@@ -150,7 +150,8 @@ def test_calibration_fits_scale_and_offset(tmp_path, fake_timing, monkeypatch) -
         built[id(model)] = truth[id(keep)]
         return model
 
-    monkeypatch.setattr(LatencyModel, "measure_ms", lambda self, model, rounds=5: built[id(model)])
+    monkeypatch.setattr(LatencyModel, "measure_many",
+                        lambda self, models, rounds=5: [built[id(m)] for m in models])  # fmt: skip
     lat.calibrate(build, keeps)
     assert lat.a == pytest.approx(2.0) and lat.b == pytest.approx(0.3)
     assert lat.predict_ms(keeps[2]) == pytest.approx(truth[id(keeps[2])])
@@ -159,8 +160,9 @@ def test_calibration_fits_scale_and_offset(tmp_path, fake_timing, monkeypatch) -
 
 def test_prune_to_a_latency_target(tmp_path, fake_timing, monkeypatch) -> None:
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
-    monkeypatch.setattr(LatencyModel, "measure_ms",
-                        lambda self, model, rounds=5: _whole_model_ms(model, self))  # fmt: skip
+    monkeypatch.setattr(LatencyModel, "measure_many",
+                        lambda self, models, rounds=5: [_whole_model_ms(m, self)
+                                                        for m in models])  # fmt: skip
     torch.manual_seed(0)
     model = ts.models.create("resnet20", num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)

@@ -347,14 +347,33 @@ def measure_ms(model: nn.Module, inputs: Inputs, threads: int, rounds: int = 5) 
         >>> measure_ms(net, torch.randn(1, 3, 16, 16), threads=1, rounds=1) > 0
         True
     """
+    return measure_many([model], inputs, threads, rounds)[0]
+
+
+def measure_many(
+    models: Sequence[nn.Module], inputs: Inputs, threads: int, rounds: int = 5
+) -> list[float]:
+    """Each model's :func:`measure_ms`, the rounds interleaved (one round of each model, then
+    the next): a slow spell of the machine then hits every model alike, so their ratios hold
+    where separate measurements a minute apart can differ by tens of percent.
+
+    Example:
+        >>> nets = [nn.Conv2d(3, c, 3) for c in (4, 64)]
+        >>> len(measure_many(nets, torch.randn(1, 3, 16, 16), threads=1, rounds=1))
+        2
+    """
     from torchslim.runtime import export_for_latency
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_for_latency(model, input_tuple(inputs), Path(tmp) / "m.onnx")
-        runs = [measure_latency(path, input_tuple(inputs), backend="ort", threads=threads,
-                                repeats=10, min_seconds=0.2).median_ms
-                for _ in range(rounds)]  # fmt: skip
-    return float(min(runs))
+        paths = [export_for_latency(m, input_tuple(inputs), Path(tmp) / f"m{i}.onnx")
+                 for i, m in enumerate(models)]  # fmt: skip
+        best = [math.inf] * len(paths)
+        for _ in range(rounds):
+            for i, path in enumerate(paths):
+                found = measure_latency(path, input_tuple(inputs), backend="ort",
+                                        threads=threads, repeats=10, min_seconds=0.2)  # fmt: skip
+                best[i] = min(best[i], found.median_ms)
+    return [float(b) for b in best]
 
 
 class LatencyModel:
@@ -414,23 +433,28 @@ class LatencyModel:
     def measure_ms(self, model: nn.Module, rounds: int = 5) -> float:
         """A model's measured latency at this batch size and thread count
         (:func:`measure_ms`)."""
-        return measure_ms(model, self.inputs, self.table.threads, rounds)
+        return self.measure_many([model], rounds)[0]
+
+    def measure_many(self, models: Sequence[nn.Module], rounds: int = 5) -> list[float]:
+        """Models' measured latencies, their rounds interleaved (:func:`measure_many`)."""
+        return measure_many(models, self.inputs, self.table.threads, rounds)
 
     def calibrate(
         self,
         build: Callable[[Mapping[int, Sized] | None], nn.Module],
         keeps: Sequence[Mapping[int, Sized] | None],
     ) -> None:
-        """Measure the variants ``build(keep)`` of ``keeps`` whole and fit ``a`` and ``b``
-        (least squares; one variant: ``b = 0``). A variant ``build`` fails on is skipped."""
-        points = []
+        """Measure the variants ``build(keep)`` of ``keeps`` whole (their rounds interleaved)
+        and fit ``a`` and ``b`` (least squares; one variant: ``b = 0``). A variant ``build``
+        fails on is skipped."""
+        built = []
         for keep in keeps:
             try:
-                variant = build(keep)
+                built.append((keep, build(keep)))
             except Exception as exc:  # a calibration point less, and the log says why
                 log.warning("latency calibration: a variant failed to build (%s); skipped", exc)
-                continue
-            points.append((self.table_ms(keep), self.measure_ms(variant)))
+        measured = self.measure_many([variant for _, variant in built]) if built else []
+        points = [(self.table_ms(keep), ms) for (keep, _), ms in zip(built, measured, strict=True)]
         self.table.save()
         if not points:
             raise RuntimeError("latency calibration: no variant could be measured")

@@ -133,9 +133,9 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     # Deterministic stand-ins for timing: an op costs its MACs; a model whole, its ops + 0.01.
     monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
                         * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
-    monkeypatch.setattr(LatencyModel, "measure_ms",
-                        lambda self, model, rounds=5: 0.01 + self.table.total_ms(
-                            op_shapes(trace(model, self.inputs))))  # fmt: skip
+    monkeypatch.setattr(LatencyModel, "measure_many",
+                        lambda self, models, rounds=5: [0.01 + self.table.total_ms(
+                            op_shapes(trace(m, self.inputs))) for m in models])  # fmt: skip
     net, x, data = model_and_data()
     cfg = {**CONFIG, "macs": None, "latency": 0.6, "trials": 4}
     res = ts.search(net, x, cfg, data=data, progress=False)
