@@ -37,9 +37,10 @@ from torch import nn
 import torchslim as ts
 from torchslim.data import get_dataset, stratified_subset
 from torchslim.pipeline import load_run
-from torchslim.train import Trainer, evaluate
+from torchslim.train import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _finetune import finetune_and_test
 from _results import Results, add_results_option
 
 # Figures here cut single channels (round_to 1): pruning's default round_to is the CPU's
@@ -71,18 +72,6 @@ def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
     else:
         raise SystemExit(f"unknown method {method!r}")
     return model, time.perf_counter() - start
-
-
-def finetune_and_test(model: nn.Module, train: Any, test: Any, epochs: int, lr: float,
-                      seed: int) -> tuple[float, float]:  # fmt: skip
-    """(test top-1 in percent, seconds) after every row's fine-tune: ``epochs`` on ``train``,
-    SGD with cosine schedule, batch 128, weight decay 5e-4, seeded."""
-    cfg = {"epochs": epochs, "lr": lr, "batch_size": 128, "schedule": "cosine",
-           "weight_decay": 5e-4, "progress": False, "seed": seed}  # fmt: skip
-    start = time.perf_counter()
-    Trainer(model, cfg, train, None).fit()
-    seconds = time.perf_counter() - start
-    return 100 * evaluate(model, test, batch_size=512).accuracy, seconds
 
 
 def main() -> None:

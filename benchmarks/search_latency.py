@@ -2,7 +2,7 @@
 measured latency: Fashion-MNIST ResNet-20, ONNX Runtime.
 
 Usage:
-    python benchmarks/search_latency.py --run bench-out/fmnist-resnet20 [--latency 0.6]
+    python benchmarks/search_latency.py --run bench-out/fmnist-resnet20 [--latency 0.7]
         [--batches 1,32] [--threads 2] [--trials 100] [--epochs 2] [--seed 0] [--round-to N]
         [--pause PID] [--results benchmarks/results/search_latency.jsonl]
 (the run folder comes from benchmarks/train_fmnist_resnet20.sh).
@@ -47,8 +47,8 @@ from torchslim.latency import measure_many
 from torchslim.pipeline import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _finetune import finetune_and_test
 from _results import Results, add_results_option
-from search_fmnist import finetune_and_test
 
 
 def _pause(pid: int | None, stop: bool) -> None:
@@ -80,7 +80,7 @@ def _matched_macs(points: list[tuple[float, float]], target: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="bench-out/fmnist-resnet20")
-    parser.add_argument("--latency", type=float, default=0.6, help="budget, a fraction")
+    parser.add_argument("--latency", type=float, default=0.7, help="budget, a fraction")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trials", type=int, default=100)

@@ -95,6 +95,7 @@ QUANT_HELP: dict[str, str] = {
     "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
     "last_layer_bits": "weight bits of the last quantized layer (default: weight_bits)",
     "layer_bits": "weight bits per layer by name glob, e.g. '{layer1.*: 4}' (mixed precision)",
+    "layer_act_bits": "input activation bits per layer by name glob, e.g. '{fc: 4}'",
 }
 QUANT_FROM_STAGE = ("calib_batches",)  # the stage's `calib` (images) decides it
 

@@ -41,7 +41,13 @@ from torch import nn
 
 from torchslim._tensors import Inputs, input_tuple
 from torchslim.graph.trace import ChannelGraph
-from torchslim.runtime import OPSET, cpu_info, measure_latency, ort_session
+from torchslim.runtime import (
+    OPSET,
+    cpu_info,
+    export_for_latency,
+    ort_session,
+    round_robin_latency,
+)
 
 log = logging.getLogger("torchslim.latency")
 
@@ -362,18 +368,12 @@ def measure_many(
         >>> len(measure_many(nets, torch.randn(1, 3, 16, 16), threads=1, rounds=1))
         2
     """
-    from torchslim.runtime import export_for_latency
-
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [export_for_latency(m, input_tuple(inputs), Path(tmp) / f"m{i}.onnx")
-                 for i, m in enumerate(models)]  # fmt: skip
-        best = [math.inf] * len(paths)
-        for _ in range(rounds):
-            for i, path in enumerate(paths):
-                found = measure_latency(path, input_tuple(inputs), backend="ort",
-                                        threads=threads, repeats=10, min_seconds=0.2)  # fmt: skip
-                best[i] = min(best[i], found.median_ms)
-    return [float(b) for b in best]
+        paths = {i: export_for_latency(m, input_tuple(inputs), Path(tmp) / f"m{i}.onnx")
+                 for i, m in enumerate(models)}  # fmt: skip
+        found = round_robin_latency(paths, [input_tuple(inputs)], rounds=rounds, repeats=10,
+                                    threads=threads, min_seconds=0.2, reduce=min)  # fmt: skip
+    return [float(found[i][0]) for i in range(len(models))]
 
 
 class LatencyModel:

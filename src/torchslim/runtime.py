@@ -16,7 +16,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -246,20 +246,21 @@ def measure_latency(
 
 
 def round_robin_latency(
-    paths: dict[str, str | Path],
-    inputs: Sequence[torch.Tensor],
+    paths: Mapping[Any, str | Path],
+    inputs: Sequence[Inputs],
     *,
     rounds: int = 3,
     repeats: int | Sequence[int] = 20,
     threads: int | None = None,
     min_seconds: float = 0.0,
-) -> dict[str, list[float]]:
+    reduce: Callable[[list[float]], float] = statistics.median,
+) -> dict[Any, list[float]]:
     """Median ORT latency (ms) of several ONNX files on each input, timed round-robin.
 
     Each of ``rounds`` rounds times every file on every input in turn (``measure_latency``,
-    ``repeats`` runs, one count per input or one for all); the result is the median of the
-    rounds' medians, so slow drift of the machine (clock, other load) hits all files alike
-    instead of whichever was timed then.
+    ``repeats`` runs, one count per input or one for all); the result is ``reduce`` (default
+    the median) of the rounds' medians, so slow drift of the machine (clock, other load) hits
+    all files alike instead of whichever was timed then.
 
     Example:
         >>> import tempfile

@@ -286,3 +286,22 @@ def test_a_joint_search_prunes_and_quantizes_within_both_budgets(tmp_path: Path)
     # the predicted bytes follow the exported file: int4 layers packed
     report = ts.export_onnx(res.model, x, tmp_path / "m.onnx")
     assert report.int4_weights == sum(b == 4 for b in res.bits.values())
+
+
+def test_a_bits_search_with_act_bits_searches_each_layers_input_bits() -> None:
+    from torchslim.quant.fake_quant import FakeQuantize
+
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "macs": None, "space": "bits", "bytes": 0.3, "act_bits": [4, 8],
+           "trials": 3, "calib_batches": 1}  # fmt: skip
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    layers = list(res.bits)
+    assert set(done[0].params) == {*layers, *(f"act:{n}" for n in layers)}
+    assert done[0].params[f"act:{layers[0]}"] == 8  # the start: the most activation bits
+    assert res.act_bits is not None and set(res.act_bits) == set(layers)
+    state = res.model.quant_state
+    quantizers = dict(res.model.named_modules())
+    for name in layers:
+        found = quantizers[state.layer_input[name]]
+        assert isinstance(found, FakeQuantize) and found.spec.bits == res.act_bits[name]

@@ -253,6 +253,20 @@ def test_first_and_last_layer_bits_cover_weights_and_inputs() -> None:
     assert qat.get_submodule("act_quant_x").bits == 8
 
 
+def test_layer_act_bits_set_the_bits_of_a_layers_input() -> None:
+    cfg = {"layer_act_bits": {"conv1": 4, "f*": 6}, "reduce_range": False}
+    q = ts.quantize(_net(), _data(), cfg, progress=False)
+    bits = {n: m.spec.bits for n, m in q.named_modules() if isinstance(m, FakeQuantize)}
+    inputs = q.quant_state.layer_input
+    assert (bits[inputs["conv1"]], bits[inputs["fc"]], bits[inputs["stem.0"]]) == (4, 6, 8)
+    qat = ts.prepare_qat(_net(), {**cfg, "act_quantizer": "pact"})
+    assert qat.get_submodule(qat.quant_state.layer_input["conv1"]).bits == 4
+    with pytest.raises(ConfigError, match="layer_act_bits: 'nope' matches no quantized layer"):
+        ts.quantize(_net(), _data(), {"layer_act_bits": {"nope": 4}}, progress=False)
+    with pytest.raises(ConfigError, match=r"layer_act_bits\.conv1: must be in 2\.\.8"):
+        ts.QuantConfig(layer_act_bits={"conv1": 16})
+
+
 def _mlp_with_overflow() -> nn.Module:
     """Layer '2' overflows: its weights are finite but its outputs are not."""
     torch.manual_seed(0)

@@ -31,6 +31,8 @@ from torchslim.train.evaluate import evaluate, split_batch
 if TYPE_CHECKING:
     from torchslim.auto.config import SearchConfig
 
+ACT = "act:"  # the prefix of an activation-bits variable
+
 
 def _parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -42,7 +44,9 @@ class BitSpace:
 
     ``calib`` (training images) calibrates every candidate's activations (``calib_batches``
     batches of ``batch_size``); ``quant`` is the rest of the quantization config (activation
-    bits, calibration, per-channel weights...).
+    bits, calibration, per-channel weights...). ``act_choices`` adds one variable per layer,
+    ``act:<layer>``, its input activation bits (``QuantConfig.layer_act_bits``); empty: the
+    config's ``act_bits`` everywhere.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -62,6 +66,7 @@ class BitSpace:
         calib: Dataset,
         *,
         choices: Sequence[int] = (4, 8),
+        act_choices: Sequence[int] = (),
         quant: QuantConfig | Mapping[str, Any] | None = None,
         batch_size: int = 128,
         calib_batches: int = 4,
@@ -69,6 +74,9 @@ class BitSpace:
         self.model = model.eval()
         self.example_inputs = example_inputs
         self.choices = quantizable_bits(choices)
+        self.act_choices = sorted(int(b) for b in act_choices)
+        if any(not 2 <= b <= 8 for b in self.act_choices):
+            raise ConfigError(f"act_bits: choices in 2..8, got {list(act_choices)}")
         self.quant = from_dict(QuantConfig, quant)
         loader = DataLoader(calib, batch_size=batch_size)
         self.calib = []
@@ -115,19 +123,26 @@ class BitSpace:
         floats = tuple(n for n in self.names if int(bits[n]) == FLOAT_BITS)
         if len(floats) == len(self.names):
             return copy.deepcopy(model)
+        kept = [n for n in self.names if n not in floats]
         config = replace(self.quant, skip=(*self.quant.skip, *floats),
-                         layer_bits={n: int(bits[n]) for n in self.names
-                                     if n not in floats})  # fmt: skip
+                         layer_bits={n: int(bits[n]) for n in kept},
+                         layer_act_bits={n: int(bits[ACT + n]) for n in kept
+                                         if ACT + n in bits})  # fmt: skip
         return quantize(model, self.calib, config, progress=False, report=False)
 
     # -- what ts.search asks of a space (PruneSpace and JointSpace answer the same) ---------
     def variables(self, cfg: SearchConfig) -> dict[str, list[int]]:
-        """What each variable may take: a layer's weight bits."""
-        return dict.fromkeys(self.names, self.choices)
+        """What each variable may take: a layer's weight bits (and its input's bits)."""
+        acts = dict.fromkeys((ACT + n for n in self.names), self.act_choices)
+        return {**dict.fromkeys(self.names, self.choices), **(acts if self.act_choices else {})}
 
     def start(self, cfg: SearchConfig) -> dict[str, int]:
-        """The first candidate: for every layer, the most bits that fit the budget."""
-        return dict.fromkeys(self.names, self.uniform(cfg.fraction("bytes", self.float_bytes)))
+        """The first candidate: for every layer, the most weight bits that fit the budget
+        (and the most activation bits)."""
+        start = dict.fromkeys(self.names, self.uniform(cfg.fraction("bytes", self.float_bytes)))
+        if self.act_choices:
+            start.update(dict.fromkeys((ACT + n for n in self.names), self.act_choices[-1]))
+        return start
 
     def meets(self, bits: Mapping[str, int], cfg: SearchConfig) -> bool:
         """Whether ``bits`` meet the config's bytes budget."""
@@ -144,7 +159,14 @@ class BitSpace:
         model = self.quantized(bits)
         return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
 
+    def fields(self, bits: Mapping[str, int]) -> dict[str, Any]:
+        """A candidate's search-result fields: weight (and activation) bits, bytes ratio."""
+        chosen = {n: int(bits[n]) for n in self.names}
+        fields: dict[str, Any] = {"bits": chosen, "bytes_ratio": self.bytes_ratio(chosen)}
+        if self.act_choices:
+            fields["act_bits"] = {n: int(bits[ACT + n]) for n in self.names}
+        return fields
+
     def outcome(self, bits: Mapping[str, int]) -> tuple[nn.Module, dict[str, Any]]:
         """The chosen candidate's model (quantized) and its search-result fields."""
-        chosen = {n: int(bits[n]) for n in self.names}
-        return self.quantized(chosen), {"bits": chosen, "bytes_ratio": self.bytes_ratio(chosen)}
+        return self.quantized(bits), self.fields(bits)

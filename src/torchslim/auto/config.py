@@ -161,6 +161,9 @@ class SearchConfig:
     latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
     # bits / joint space: the weight bit widths a layer may take (2-8; 32 keeps it in float)
     weight_bits: tuple[int, ...] = (4, 8)
+    # bits / joint space: the input activation bit widths a layer may take, each searched
+    # (empty: quant.act_bits for every layer)
+    act_bits: tuple[int, ...] = ()
     # bits / joint space: the size budget, a fraction of the float model's bytes (uniform int4
     # weights are about 0.125, int8 about 0.25), or bytes ("150kB", "1.5MiB")
     bytes: float | str | None = None
@@ -211,6 +214,8 @@ class SearchConfig:
         if self.space is not SpaceKind.BITS and self.bytes is None and not prune_budgets:
             object.__setattr__(self, "macs", 0.5)  # the default budget
         quantizable_bits(self.weight_bits)
+        if any(not 2 <= b <= 8 for b in self.act_bits):
+            raise ConfigError(f"act_bits: choices in 2..8, got {list(self.act_bits)}")
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.workers < 1:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from torchslim.auto.bits import BitSpace
+from torchslim.auto.bits import ACT, BitSpace
 from torchslim.auto.evaluate import recalibrate_batchnorm
 from torchslim.auto.space import PruneSpace
 from torchslim.train.evaluate import evaluate
@@ -40,7 +40,7 @@ class JointSpace:
         >>> space.names
         ['ratio:0', 'bits:0', 'bits:3']
         >>> round(space.bytes_ratio({"ratio:0": 0.5, "bits:0": 8, "bits:3": 8}), 3)
-        0.279
+        0.146
     """
 
     def __init__(self, prune: PruneSpace, bits: BitSpace) -> None:
@@ -48,9 +48,10 @@ class JointSpace:
         self.names = [RATIO + n for n in prune.names] + [BITS + n for n in bits.names]
 
     def split(self, params: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
-        """(ratios per group, bits per layer) of a candidate."""
+        """(ratios per group, the bits space's variables: bits per layer...) of a candidate."""
         ratios = {n: float(params[RATIO + n]) for n in self.prune.names}
-        return ratios, {n: int(params[BITS + n]) for n in self.bits.names}
+        bits = {k.removeprefix(BITS): int(v) for k, v in params.items() if k.startswith(BITS)}
+        return ratios, bits
 
     def bytes(self, params: Mapping[str, Any]) -> float:
         """Predicted bytes: each quantized layer's weights once pruned, at their bits; every
@@ -78,9 +79,10 @@ class JointSpace:
         """The first candidate: the pruning space's first ratios, then the most bits for
         every layer that fit the bytes budget with them (the fewest if none do)."""
         ratios = {RATIO + n: r for n, r in self.prune.start(cfg).items()}
+        acts = {BITS + k: v for k, v in self.bits.start(cfg).items() if k.startswith(ACT)}
         candidate: dict[str, Any] = {}
         for b in reversed(self.bits.choices):
-            candidate = {**ratios, **{BITS + n: b for n in self.bits.names}}
+            candidate = {**ratios, **{BITS + n: b for n in self.bits.names}, **acts}
             if self._bytes_ok(candidate, cfg):
                 break
         return candidate
@@ -114,6 +116,6 @@ class JointSpace:
     def outcome(self, params: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         """The chosen candidate's model (pruned and quantized) and its search-result fields."""
         ratios, bits = self.split(params)
-        fields = {**self.prune.fields(ratios), "bits": bits,
+        fields = {**self.prune.fields(ratios), **self.bits.fields(bits),
                   "bytes_ratio": self.bytes_ratio(params)}  # fmt: skip
         return self.model(params), fields

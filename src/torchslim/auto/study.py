@@ -53,6 +53,7 @@ class SearchResult:
     channels: dict[str, list[int]] = field(default_factory=dict)  # [before, kept] per group
     latency_ratio: float | None = None  # predicted ORT latency over the model's (a budget)
     bits: dict[str, int] | None = None  # bits / joint search: weight bits per layer
+    act_bits: dict[str, int] | None = None  # ... with act_bits choices: input bits per layer
     bytes_ratio: float | None = None  # bits / joint search: predicted bytes over the float's
 
     @property
@@ -135,8 +136,9 @@ def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
                 bn_data: Dataset) -> Space:  # fmt: skip
     bits = None
     if cfg.space is not SpaceKind.PRUNE:
-        bits = BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits, quant=cfg.quant,
-                        batch_size=cfg.batch_size, calib_batches=cfg.calib_batches)  # fmt: skip
+        bits = BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits,
+                        act_choices=cfg.act_bits, quant=cfg.quant, batch_size=cfg.batch_size,
+                        calib_batches=cfg.calib_batches)  # fmt: skip
         if cfg.space is SpaceKind.BITS:
             return bits
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)

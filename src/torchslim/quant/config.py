@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -15,6 +16,14 @@ from torchslim.errors import ConfigError
 from torchslim.quant.observers import Calibration, Mapping, QuantSpec
 from torchslim.runtime import cpu_info
 from torchslim.selection import Selection
+
+
+def _first_match(patterns: dict[str, int], name: str) -> int | None:
+    """The value of the first glob in ``patterns`` that ``name`` matches."""
+    for pattern, bits in patterns.items():
+        if fnmatchcase(name, pattern):
+            return int(bits)
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,14 +59,33 @@ class QuantConfig:
     # weight bits per layer, {name or glob: bits} (first match wins, before the first/last
     # layer rule and weight_bits): a mixed-precision search writes one entry per layer
     layer_bits: dict[str, int] = field(default_factory=dict)
+    # input activation bits per layer, {name or glob: bits} (first match wins, before the
+    # first/last layer rule and act_bits); a tensor several layers read takes the most bits
+    # any of them asks for
+    layer_act_bits: dict[str, int] = field(default_factory=dict)
 
-    def input_bits(self, node: object, first: object, last: object) -> int:
-        """Activation bits of a tensor: wider where it feeds the first/last layer if asked."""
+    def input_bits(self, node: object, first: object, last: object,
+                   readers: Sequence[str] = ()) -> int:  # fmt: skip
+        """Activation bits of a tensor that the quantized layers ``readers`` read: wider where
+        it feeds the first/last layer if asked, else ``act_bits``; where ``layer_act_bits``
+        names a reader, the most bits any reader needs (one it does not name: the former).
+
+        Example:
+            >>> cfg = QuantConfig(layer_act_bits={"conv2": 4})
+            >>> cfg.input_bits(None, None, None, ["conv2"]), cfg.input_bits(None, None, None)
+            (4, 8)
+            >>> cfg.input_bits(None, None, None, ["conv2", "downsample"])
+            8
+        """
+        bits = self.act_bits
         if node is first and self.first_layer_bits:
-            return self.first_layer_bits
-        if node is last and self.last_layer_bits:
-            return self.last_layer_bits
-        return self.act_bits
+            bits = self.first_layer_bits
+        elif node is last and self.last_layer_bits:
+            bits = self.last_layer_bits
+        asked = [_first_match(self.layer_act_bits, r) for r in readers]
+        if any(a is not None for a in asked):
+            return max(bits if a is None else a for a in asked)
+        return bits
 
     def layer_weight_bits(self, index: int, count: int, name: str = "") -> int:
         """Weight bits of quantized layer ``index`` of ``count`` (in graph order), called
@@ -70,9 +98,9 @@ class QuantConfig:
             >>> QuantConfig(layer_bits={"layer1.*": 4}).layer_weight_bits(1, 3, "layer1.0.conv")
             4
         """
-        for pattern, bits in self.layer_bits.items():
-            if fnmatchcase(name, pattern):
-                return int(bits)
+        bits = _first_match(self.layer_bits, name)
+        if bits is not None:
+            return bits
         if index == 0 and self.first_layer_bits:
             return self.first_layer_bits
         if index == count - 1 and self.last_layer_bits:
@@ -85,9 +113,10 @@ class QuantConfig:
             bits = getattr(self, name)
             if bits is not None and not 2 <= bits <= 8:
                 raise ConfigError(f"{name}: must be in 2..8, got {bits}")
-        for pattern, bits in self.layer_bits.items():
-            if not isinstance(bits, int) or not 2 <= bits <= 8:
-                raise ConfigError(f"layer_bits.{pattern}: must be in 2..8, got {bits!r}")
+        for key in ("layer_bits", "layer_act_bits"):
+            for pattern, bits in getattr(self, key).items():
+                if not isinstance(bits, int) or not 2 <= bits <= 8:
+                    raise ConfigError(f"{key}.{pattern}: must be in 2..8, got {bits!r}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.auto_skip < 0:

@@ -123,6 +123,15 @@ def plan(
     return layers, sorted(tensors, key=order.__getitem__)
 
 
+def layer_readers(layers: Iterable[fx.Node], prefix: str = "") -> dict[fx.Node, list[str]]:
+    """The quantized layers (qualified names, ``prefix`` first) that read each tensor."""
+    readers: dict[fx.Node, list[str]] = {}
+    for n in layers:
+        if n.args and isinstance(n.args[0], fx.Node):
+            readers.setdefault(n.args[0], []).append(prefix + str(n.target))
+    return readers
+
+
 def edge_inputs(layers: list[fx.Node]) -> tuple[fx.Node | None, fx.Node | None]:
     """The input tensors of the first and of the last quantized layer."""
 

@@ -40,6 +40,7 @@ from torchslim.quant.placement import (
     drop_identities,
     edge_inputs,
     insert_quantizers,
+    layer_readers,
     plan,
     trace_for_quant,
 )
@@ -134,8 +135,12 @@ def _build_static(
             bits = cfg.layer_weight_bits(at + index, total, prefix + layer)
             to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
 
-        def make_act(node: fx.Node, first: Any = first, last: Any = last) -> nn.Module:
-            return FakeQuantize(cfg.act_spec(cfg.input_bits(node, first, last)))
+        readers = layer_readers(layers, prefix)
+
+        def make_act(node: fx.Node, first: Any = first, last: Any = last,
+                     readers: dict = readers) -> nn.Module:  # fmt: skip
+            bits = cfg.input_bits(node, first, last, readers.get(node, ()))
+            return FakeQuantize(cfg.act_spec(bits))
 
         placement = insert_quantizers(
             gm, layers, tensors, make_act, quantize_module, SharedQuantize
@@ -153,14 +158,16 @@ def _build_static(
 
 
 def check_layer_bits(cfg: QuantConfig, layers: Sequence[str]) -> None:
-    """A ``layer_bits`` pattern that names no quantized layer is a :class:`ConfigError`."""
-    for pattern in cfg.layer_bits:
-        if not any(fnmatchcase(name, pattern) for name in layers):
-            sample = ", ".join(list(layers)[:6])
-            raise ConfigError(
-                f"layer_bits: {pattern!r} matches no quantized layer (they are: {sample}"
-                f"{', ...' if len(layers) > 6 else ''})"
-            )
+    """A ``layer_bits`` / ``layer_act_bits`` pattern that names no quantized layer is a
+    :class:`ConfigError`."""
+    for key in ("layer_bits", "layer_act_bits"):
+        for pattern in getattr(cfg, key):
+            if not any(fnmatchcase(name, pattern) for name in layers):
+                sample = ", ".join(list(layers)[:6])
+                raise ConfigError(
+                    f"{key}: {pattern!r} matches no quantized layer (they are: {sample}"
+                    f"{', ...' if len(layers) > 6 else ''})"
+                )
 
 
 def quant_parts(

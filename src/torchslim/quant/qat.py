@@ -45,6 +45,7 @@ from torchslim.quant.placement import (
     edge_inputs,
     insert_quantizers,
     is_relu,
+    layer_readers,
     plan,
     trace_for_quant,
 )
@@ -52,6 +53,7 @@ from torchslim.quant.ptq import (
     QuantState,
     calib_forward,
     calib_inputs,
+    check_layer_bits,
     skipped_layers,
 )
 from torchslim.quant.qmodules import to_quantized
@@ -112,9 +114,11 @@ def prepare_qat(
         raise ConfigError("prepare_qat: no Conv/Linear layer left to quantize (check skip=)")
     modules = dict(gm.named_modules())
     first, last = edge_inputs(layers)
+    readers = layer_readers(layers)
 
     def make_act(node: fx.Node) -> nn.Module:
-        return _act_module(cfg, is_relu(node, modules), cfg.input_bits(node, first, last))
+        bits = cfg.input_bits(node, first, last, readers.get(node, ()))
+        return _act_module(cfg, is_relu(node, modules), bits)
 
     def quantize_module(name: str, index: int) -> None:
         spec = cfg.weight_spec(cfg.layer_weight_bits(index, len(layers), name))
@@ -123,6 +127,7 @@ def prepare_qat(
             layer.weight_fake_quant = _LSQWeight(spec, layer.weight.shape[0])
 
     placement = insert_quantizers(gm, layers, tensors, make_act, quantize_module)
+    check_layer_bits(cfg, placement.layers)
     gm.quant_state = QuantState(cfg, placement.layers, sorted(skip), placement.layer_input)
     gm.quant_report = None  # deprecated attribute: ts.report(model) (None: nothing measured)
     reports.record(gm, "qat", None)
