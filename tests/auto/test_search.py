@@ -133,9 +133,13 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     # Deterministic stand-ins for timing: an op costs its MACs; a model whole, its ops + 0.01.
     monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
                         * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
-    monkeypatch.setattr(LatencyModel, "measure_many",
-                        lambda self, models, rounds=5: [0.01 + self.table.total_ms(
-                            op_shapes(trace(m, self.inputs))) for m in models])  # fmt: skip
+    calls = []
+
+    def measure_many(self, models, rounds=5):
+        calls.append(len(models))
+        return [0.01 + self.table.total_ms(op_shapes(trace(m, self.inputs))) for m in models]
+
+    monkeypatch.setattr(LatencyModel, "measure_many", measure_many)
     net, x, data = model_and_data()
     cfg = {**CONFIG, "macs": None, "latency": 0.6, "trials": 4}
     res = ts.search(net, x, cfg, data=data, progress=False)
@@ -145,6 +149,7 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     assert all(t.user_attrs["latency_ratio"] > 0.6 for t in pruned)
     assert res.latency_ratio is not None and res.latency_ratio <= 0.6
     assert "latency" in str(res)
+    assert calls == [6]  # calibrated once: dense, two uniform cuts, three random candidates
 
 
 def test_bad_configs_say_what_to_change() -> None:

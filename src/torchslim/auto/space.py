@@ -8,7 +8,8 @@ forward pass, and a pruned copy is built only for a candidate worth evaluating.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -71,17 +72,25 @@ class PruneSpace:
         self.latency: LatencyModel | None = None
         self.base_ms = 0.0
 
-    def add_latency(self, batch_size: int = 1, threads: int | None = None) -> None:
+    def add_latency(self, batch_size: int = 1, threads: int | None = None, *,
+                    grid: Sequence[float] = (), random_variants: int = 3,
+                    seed: int = 0) -> None:  # fmt: skip
         """Predict candidates' ONNX Runtime latency from the look-up table
-        (:mod:`torchslim.latency`), calibrated here on the model and two uniform cuts (30%,
-        60%) measured whole."""
+        (:mod:`torchslim.latency`), calibrated here on the model, two uniform cuts (30%, 60%)
+        and ``random_variants`` candidates drawn from ``grid`` (a ratio per group, seeded),
+        measured whole with their rounds interleaved: a search's candidates are not uniform,
+        and the fit should have seen some."""
         latency = LatencyModel(self.model, self.inputs, self.graph, batch_size=batch_size,
                                threads=threads, progress=True)  # fmt: skip
-        cuts = [self.keep(dict.fromkeys(self.names, r)) for r in (0.3, 0.6)]
+        keeps: list[Keep | None] = [None]
+        keeps += [self.keep(dict.fromkeys(self.names, r)) for r in (0.3, 0.6)]
+        rng = random.Random(seed)
+        for _ in range(random_variants if grid else 0):
+            keeps.append(self.keep({n: rng.choice(list(grid)) for n in self.names}))
         latency.calibrate(
             lambda keep: self.model if keep is None else pruned_copy(self.model, self.graph,
                                                                      keep, self.inputs),
-            [None, *cuts],
+            keeps,
         )  # fmt: skip
         self.latency, self.base_ms = latency, latency.predict_ms()
 

@@ -143,7 +143,8 @@ def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
             return bits
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
     if cfg.latency is not None:
-        space.add_latency(cfg.latency_batch_size, cfg.latency_threads)
+        space.add_latency(cfg.latency_batch_size, cfg.latency_threads, grid=cfg.grid,
+                          seed=cfg.seed)  # fmt: skip
     return space if bits is None else JointSpace(space, bits)
 
 
