@@ -186,6 +186,9 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
             {"name": "mixed", "type": "search", "input": "baseline", "space": "bits",
              "bytes": 0.2, "trials": 2, "eval_images": 32, "bn_images": 32, "batch_size": 32,
              "calib_batches": 1},
+            {"name": "joint", "type": "search", "input": "baseline", "space": "joint",
+             "macs": 0.7, "bytes": 0.25, "trials": 2, "eval_images": 32, "bn_images": 32,
+             "batch_size": 32, "calib_batches": 1},
         ],
     }  # fmt: skip
     result = compress(parse_recipe(recipe), tmp_path / "run", progress=False)
@@ -200,6 +203,10 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
     titles = [title for title, _ in result.report._figures()]
     assert "search trajectory and candidates (searched)" in titles
     assert "search trajectory and candidates (mixed)" in titles
+    assert "bits per layer (mixed)" in titles and "bits per layer (joint)" in titles
+    joint = rows["joint"]
+    assert joint.int8 and joint.macs <= 0.7 * rows["baseline"].macs
+    assert joint.search["bytes_ratio"] <= 0.25 and joint.search["cost"] == "bytes_ratio"
     bad = {**recipe, "stages": [*recipe["stages"][:1], {**recipe["stages"][2], "finetune": quick}]}
     with pytest.raises(TorchslimError, match="not fine-tuned"):
         compress(parse_recipe(bad), tmp_path / "bad", progress=False)

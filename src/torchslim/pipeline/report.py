@@ -236,6 +236,8 @@ class Report:
                 figs.append((f"sensitivity curves ({r.stage})", fig))
             if r.search.get("trials"):
                 figs.append(_search_figure(r, plt))
+            if r.search.get("bits"):
+                figs.append(_bits_figure(r, plt))
         return figs
 
 
@@ -251,18 +253,51 @@ def _search_figure(row: StageRow, plt: Any) -> tuple[str, Any]:
     left.set_xlabel("trial")
     left.set_ylabel("search score (% on training images)")
     left.legend(fontsize=7)
-    right.scatter(macs, scores, s=12, alpha=0.6)
+    right.scatter(macs, scores, s=12, alpha=0.6, label="candidate")
+    front = _front(list(zip(macs, scores, strict=True)))
+    right.step([p[0] for p in front], [p[1] for p in front], where="post", color="C2",
+               label="Pareto front")  # fmt: skip
     cost = row.search.get("cost", "macs_ratio")  # a bits search: "bytes_ratio"
     right.scatter([row.search[cost]], [row.search["score"]], s=60, marker="*",
                   color="C3", label="chosen")  # fmt: skip
-    right.set_xlabel(
-        "bytes ratio (predicted)" if cost == "bytes_ratio" else "MACs ratio (predicted)"
-    )
+    right.set_xlabel(f"{cost.removesuffix('_ratio')} ratio (predicted)")
     right.set_ylabel("search score (%)")
     right.legend(fontsize=7)
     fig.suptitle(f"search: {row.stage}")
     fig.tight_layout()
     return f"search trajectory and candidates ({row.stage})", fig
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, score) points no other beats on both (lower cost, higher score), by cost.
+
+    Example:
+        >>> _front([(0.5, 90.0), (0.4, 91.0), (0.3, 80.0), (0.45, 85.0)])
+        [(0.3, 80.0), (0.4, 91.0)]
+    """
+    out: list[tuple[float, float]] = []
+    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or score > out[-1][1]:
+            out.append((cost, score))
+    return out
+
+
+def _bits_figure(row: StageRow, plt: Any) -> tuple[str, Any]:
+    """A bits / joint search's chosen weight bits per layer (and input bits, if searched)."""
+    bits = row.search["bits"]
+    names = list(bits)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.18 * len(names)), 4))
+    ax.bar(range(len(names)), [bits[n] for n in names], label="weight bits")
+    acts = row.search.get("act_bits")
+    if acts:
+        ax.plot(range(len(names)), [acts[n] for n in names], "o", color="C1",
+                label="input activation bits")  # fmt: skip
+        ax.legend(fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_ylabel("bits (32: float)")
+    ax.set_title(f"bits per layer: {row.stage}")
+    fig.tight_layout()
+    return f"bits per layer ({row.stage})", fig
 
 
 def _png(fig: Any) -> str:

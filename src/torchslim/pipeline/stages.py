@@ -336,11 +336,13 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
     pruned = result.model
     if stage.finetune is not None:
         ctx.fit(stage, pruned, stage.finetune, ctx.folder(folder, "finetune"))
-    cost = "bytes_ratio" if bits else "macs_ratio"
+    cost = ("bytes_ratio" if bits else "latency_ratio" if stage.config.latency is not None
+            else "macs_ratio")  # fmt: skip
     done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
     trajectory = [[t.number, t.value, t.user_attrs[cost]] for t in done]
     found = {"ratios": result.ratios, "score": result.score, "macs_ratio": result.macs_ratio,
              "latency_ratio": result.latency_ratio, "bits": result.bits,
+             "act_bits": result.act_bits,
              "bytes_ratio": result.bytes_ratio, "cost": cost,
              "trials": trajectory}  # fmt: skip
     return pruned, {"channels": result.channels, "search": found}
