@@ -169,6 +169,10 @@ def test_bad_configs_say_what_to_change() -> None:
         SearchConfig(space="joint")
     with pytest.raises(ConfigError, match="strategy"):
         SearchConfig(strategy="annealing")
+    with pytest.raises(ConfigError, match="sqnr scores a bits search"):
+        SearchConfig(score="sqnr")
+    with pytest.raises(ConfigError, match="tune_steps: fine-tunes pruning candidates"):
+        SearchConfig(space="bits", bytes=0.2, tune_steps=5)
 
 
 def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Path) -> None:
@@ -317,3 +321,33 @@ def test_a_bits_search_with_act_bits_searches_each_layers_input_bits() -> None:
     for name in layers:
         found = quantizers[state.layer_input[name]]
         assert isinstance(found, FakeQuantize) and found.spec.bits == res.act_bits[name]
+
+
+def test_candidates_can_be_fine_tuned_a_few_steps_before_scoring(monkeypatch) -> None:
+    import torchslim.auto.evaluate as evaluate_module
+
+    calls = []
+    tune = evaluate_module.few_step_tune
+
+    def spy(model, data, batch_size, steps, lr):
+        calls.append((steps, lr))
+        return tune(model, data, batch_size, steps, lr)
+
+    monkeypatch.setattr(evaluate_module, "few_step_tune", spy)
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "trials": 3, "tune_steps": 2, "tune_lr": 0.05}, data=data,
+                    progress=False)  # fmt: skip
+    assert calls == [(2, 0.05)] * 3 and res.macs_ratio <= 0.5
+
+
+def test_a_bits_search_scored_by_sqnr_needs_no_labels() -> None:
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "macs": None, "space": "bits", "bytes": 0.3, "score": "sqnr",
+           "weight_bits": [2, 8], "trials": 3, "calib_batches": 1}  # fmt: skip
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert all(t.value > 0 for t in done)  # dB: outputs closer to the float model's than not
+    assert res.score_unit == "dB" and " dB" in str(res)
+    eights = [sum(b == 8 for b in t.params.values()) for t in done]
+    best = max(done, key=lambda t: t.value)
+    assert sum(b == 8 for b in best.params.values()) == max(eights)  # more 8-bit layers: closer

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchslim._tensors import Inputs
 from torchslim.auto.config import FLOAT_BITS, quantizable_bits
+from torchslim.auto.evaluate import output_sqnr
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.config import QuantConfig
@@ -46,7 +47,8 @@ class BitSpace:
     batches of ``batch_size``); ``quant`` is the rest of the quantization config (activation
     bits, calibration, per-channel weights...). ``act_choices`` adds one variable per layer,
     ``act:<layer>``, its input activation bits (``QuantConfig.layer_act_bits``); empty: the
-    config's ``act_bits`` everywhere.
+    config's ``act_bits`` everywhere. ``score`` is ``"accuracy"`` (top-1 %) or ``"sqnr"`` (dB
+    of the outputs against the float model's).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -67,6 +69,7 @@ class BitSpace:
         *,
         choices: Sequence[int] = (4, 8),
         act_choices: Sequence[int] = (),
+        score: str = "accuracy",
         quant: QuantConfig | Mapping[str, Any] | None = None,
         batch_size: int = 128,
         calib_batches: int = 4,
@@ -74,6 +77,7 @@ class BitSpace:
         self.model = model.eval()
         self.example_inputs = example_inputs
         self.choices = quantizable_bits(choices)
+        self.score = score  # or "sqnr": outputs against the float model's, in dB
         self.act_choices = sorted(int(b) for b in act_choices)
         if any(not 2 <= b <= 8 for b in self.act_choices):
             raise ConfigError(f"act_bits: choices in 2..8, got {list(act_choices)}")
@@ -155,8 +159,11 @@ class BitSpace:
     def evaluate(self, bits: Mapping[str, int], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
         """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``
-        (calibrated on this space's batches; ``bn_data`` is not used)."""
+        (calibrated on this space's batches; ``bn_data`` is not used), or with
+        ``score = "sqnr"`` the SQNR (dB) of its outputs against the float model's."""
         model = self.quantized(bits)
+        if self.score == "sqnr":
+            return output_sqnr(self.model, model, held_out, batch_size)
         return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
 
     def fields(self, bits: Mapping[str, int]) -> dict[str, Any]:
@@ -165,6 +172,8 @@ class BitSpace:
         fields: dict[str, Any] = {"bits": chosen, "bytes_ratio": self.bytes_ratio(chosen)}
         if self.act_choices:
             fields["act_bits"] = {n: int(bits[ACT + n]) for n in self.names}
+        if self.score == "sqnr":
+            fields["score_unit"] = "dB"
         return fields
 
     def outcome(self, bits: Mapping[str, int]) -> tuple[nn.Module, dict[str, Any]]:

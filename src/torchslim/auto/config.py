@@ -87,6 +87,15 @@ _SHOWN = {"macs": "k, M, G", "params": "k, M, G", "bytes": "B, kB, KiB, MB, MiB"
           "latency": "ms, us, s"}  # fmt: skip
 
 
+class Score(str, Enum):
+    """What a candidate is scored by: top-1 accuracy (%) on held-out training images, or,
+    for the bits space, the SQNR (dB) of its outputs against the float model's on the same
+    images (no labels needed)."""
+
+    ACCURACY = "accuracy"
+    SQNR = "sqnr"
+
+
 class Strategy(str, Enum):
     """How candidates are proposed: PaddleSlim's simulated annealing, Optuna's TPE, random
     sampling, or NSGA-II (evolutionary)."""
@@ -173,6 +182,11 @@ class SearchConfig:
     ratio_step: float = 0.05  # the grid step between ratios
     round_to: int | None = None  # kept channels: a multiple of this (None: CPU vector width)
     importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
+    score: Score = Score.ACCURACY  # accuracy (%), or sqnr (dB, bits space only)
+    # prune space: SGD steps (batches of batch_size from the BatchNorm images) each
+    # candidate is fine-tuned for before it is scored (0: BatchNorm re-estimation only)
+    tune_steps: int = 0
+    tune_lr: float = 0.01  # the learning rate of those steps (SGD, momentum 0.9)
     bn_images: int = 512  # training images that re-estimate BatchNorm statistics
     eval_images: int = 1000  # held-out training images a candidate is scored on
     batch_size: int = 128  # batch size of the BatchNorm re-estimation and the scoring
@@ -220,6 +234,13 @@ class SearchConfig:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
+        if self.score is Score.SQNR and self.space is not SpaceKind.BITS:
+            raise ConfigError("score: sqnr scores a bits search (space: bits); use accuracy")
+        if self.tune_steps and self.space is not SpaceKind.PRUNE:
+            raise ConfigError("tune_steps: fine-tunes pruning candidates (space: prune)")
+        if self.tune_steps < 0 or self.tune_lr <= 0:
+            raise ConfigError(f"tune_steps must be >= 0 and tune_lr > 0, got {self.tune_steps}, "
+                              f"{self.tune_lr}")  # fmt: skip
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.bn_images < 1 or self.eval_images < 1:

@@ -3,6 +3,7 @@ images, then top-1 accuracy on a held-out split of the training set (never the t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,7 +67,69 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any]) -> nn.Module
     return model
 
 
-def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int) -> float:
-    """Top-1 accuracy in percent on ``held_out`` after re-estimating BatchNorm on ``bn_data``."""
+def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int,
+          tune_steps: int = 0, tune_lr: float = 0.01) -> float:  # fmt: skip
+    """Top-1 accuracy in percent on ``held_out`` after ``tune_steps`` SGD steps on ``bn_data``
+    (if any) and re-estimating BatchNorm on it."""
+    if tune_steps:
+        few_step_tune(model, bn_data, batch_size, tune_steps, tune_lr)
     recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
     return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
+
+
+def few_step_tune(model: nn.Module, data: Dataset, batch_size: int, steps: int,
+                  lr: float) -> nn.Module:  # fmt: skip
+    """``steps`` SGD steps (momentum 0.9, cross-entropy) on batches of ``data`` (cycled,
+    shuffled with a fixed seed); returns the model in eval mode. A cheap fine-tune that lets
+    a pruned candidate's remaining channels adapt before it is scored.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> data = TensorDataset(torch.randn(16, 1, 2, 2), torch.randint(0, 2, (16,)))
+        >>> few_step_tune(net, data, 8, steps=3, lr=0.1).training
+        False
+    """
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                          momentum=0.9)  # fmt: skip
+    model.train()
+    done = 0
+    while done < steps:
+        for batch in loader:
+            inputs, targets = split_batch(batch)
+            loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"search: a candidate's fine-tune loss is {loss.item()} at step {done}; "
+                    "lower tune_lr"
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    return model.eval()
+
+
+@torch.no_grad()
+def output_sqnr(reference: nn.Module, model: nn.Module, data: Dataset, batch_size: int) -> float:
+    """SQNR in dB of ``model``'s outputs against ``reference``'s on the inputs of ``data``:
+    ``10 log10(sum ref^2 / sum (ref - out)^2)`` (labels unused).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Linear(4, 2).eval()
+        >>> data = TensorDataset(torch.randn(8, 4), torch.zeros(8))
+        >>> output_sqnr(net, net, data, 4) > 100
+        True
+    """
+    signal = noise = 0.0
+    for batch in DataLoader(data, batch_size=batch_size):
+        inputs = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
+        ref, out = reference(inputs).float(), model(inputs).float()
+        signal += float(ref.pow(2).sum())
+        noise += float((ref - out).pow(2).sum())
+    return 10.0 * math.log10(max(signal, 1e-30) / max(noise, 1e-30))

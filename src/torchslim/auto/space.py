@@ -40,6 +40,8 @@ def _unique_names(names: list[str]) -> list[str]:
 class PruneSpace:
     """A model's prunable groups (named by their producing layer), their channel scores,
     and the MACs / parameters of any choice of per-group ratios, predicted from the trace.
+    A candidate is scored after ``tune_steps`` SGD steps (``tune_lr``; 0: none) and BatchNorm
+    re-estimation.
 
     Example:
         >>> import torch
@@ -53,7 +55,7 @@ class PruneSpace:
 
     def __init__(
         self, model: nn.Module, example_inputs: Inputs, *, importance: str = "l1",
-        round_to: int = 1,
+        round_to: int = 1, tune_steps: int = 0, tune_lr: float = 0.01,
     ) -> None:  # fmt: skip
         self.model = model.eval()
         self.inputs = input_tuple(example_inputs)
@@ -71,6 +73,7 @@ class PruneSpace:
         self.base_params = sum(math.prod(t.shape) for t in self.graph.tensors.values())
         self.latency: LatencyModel | None = None
         self.base_ms = 0.0
+        self.tune_steps, self.tune_lr = tune_steps, tune_lr  # a candidate's fine-tune (0: none)
 
     def add_latency(self, batch_size: int = 1, threads: int | None = None, *,
                     grid: Sequence[float] = (), random_variants: int = 3,
@@ -184,8 +187,10 @@ class PruneSpace:
 
     def evaluate(self, ratios: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
-        """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation."""
-        return score(self.pruned(ratios), held_out, bn_data, batch_size)
+        """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation
+        (and ``tune_steps`` SGD steps first, if set)."""
+        return score(self.pruned(ratios), held_out, bn_data, batch_size, self.tune_steps,
+                     self.tune_lr)  # fmt: skip
 
     def fields(self, ratios: Mapping[str, float]) -> dict[str, Any]:
         """A candidate's search-result fields: ratios, channels, predicted cost ratios."""

@@ -55,6 +55,7 @@ class SearchResult:
     bits: dict[str, int] | None = None  # bits / joint search: weight bits per layer
     act_bits: dict[str, int] | None = None  # ... with act_bits choices: input bits per layer
     bytes_ratio: float | None = None  # bits / joint search: predicted bytes over the float's
+    score_unit: str = "%"  # "dB" where candidates were scored by SQNR
 
     @property
     def front(self) -> list[FrozenTrial]:
@@ -76,7 +77,8 @@ class SearchResult:
                                f"{'' if b == FLOAT_BITS else ' bits'}"
                                for b in sorted(set(values)))  # fmt: skip
             parts.append(f"bytes {self.bytes_ratio:.3f} of the float model ({spread})")
-        return f"best of {done} evaluated candidates: score {self.score:.2f}%, " + "; ".join(parts)
+        score = f"{self.score:.2f}{'%' if self.score_unit == '%' else ' ' + self.score_unit}"
+        return f"best of {done} evaluated candidates: score {score}, " + "; ".join(parts)
 
 
 def _storage(cfg: SearchConfig, out_dir: Path | None) -> optuna.storages.BaseStorage | str | None:
@@ -137,11 +139,12 @@ def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
     bits = None
     if cfg.space is not SpaceKind.PRUNE:
         bits = BitSpace(model, example_inputs, bn_data, choices=cfg.weight_bits,
-                        act_choices=cfg.act_bits, quant=cfg.quant, batch_size=cfg.batch_size,
-                        calib_batches=cfg.calib_batches)  # fmt: skip
+                        act_choices=cfg.act_bits, score=cfg.score.value, quant=cfg.quant,
+                        batch_size=cfg.batch_size, calib_batches=cfg.calib_batches)  # fmt: skip
         if cfg.space is SpaceKind.BITS:
             return bits
-    space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to)
+    space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to,
+                       tune_steps=cfg.tune_steps, tune_lr=cfg.tune_lr)  # fmt: skip
     if cfg.latency is not None:
         space.add_latency(cfg.latency_batch_size, cfg.latency_threads, grid=cfg.grid,
                           seed=cfg.seed)  # fmt: skip
