@@ -351,3 +351,14 @@ def test_a_bits_search_scored_by_sqnr_needs_no_labels() -> None:
     eights = [sum(b == 8 for b in t.params.values()) for t in done]
     best = max(done, key=lambda t: t.value)
     assert sum(b == 8 for b in best.params.values()) == max(eights)  # more 8-bit layers: closer
+
+
+def test_tied_groups_share_one_ratio_variable() -> None:
+    net, x, data = model_and_data()
+    names = PruneSpace(net, x).names
+    res = ts.search(net, x, {**CONFIG, "trials": 3, "tie": ["*"]}, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert all(list(t.params) == ["*"] for t in done)  # one variable for every group
+    assert set(res.ratios) == set(names) and len(set(res.ratios.values())) == 1
+    with pytest.raises(ConfigError, match="tie: 'nope' matches no prunable group"):
+        ts.search(net, x, {**CONFIG, "trials": 1, "tie": ["nope"]}, data=data, progress=False)

@@ -181,6 +181,9 @@ class SearchConfig:
     max_ratio: float = 0.8  # the largest per-group pruning ratio on the grid
     ratio_step: float = 0.05  # the grid step between ratios
     round_to: int | None = None  # kept channels: a multiple of this (None: CPU vector width)
+    # prune / joint space: globs over group names; the groups one glob matches share one ratio
+    # variable (e.g. [layer1.*, layer2.*, layer3.*]: a ratio per stage), a lower dimension
+    tie: tuple[str, ...] = ()
     importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
     score: Score = Score.ACCURACY  # accuracy (%), or sqnr (dB, bits space only)
     # prune space: SGD steps (batches of batch_size from the BatchNorm images) each

@@ -45,11 +45,11 @@ class JointSpace:
 
     def __init__(self, prune: PruneSpace, bits: BitSpace) -> None:
         self.prune, self.bits = prune, bits
-        self.names = [RATIO + n for n in prune.names] + [BITS + n for n in bits.names]
+        self.names = [RATIO + n for n in prune.variable_names] + [BITS + n for n in bits.names]
 
     def split(self, params: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
-        """(ratios per group, the bits space's variables: bits per layer...) of a candidate."""
-        ratios = {n: float(params[RATIO + n]) for n in self.prune.names}
+        """(the pruning space's variables, the bits space's variables) of a candidate."""
+        ratios = {n: float(params[RATIO + n]) for n in self.prune.variable_names}
         bits = {k.removeprefix(BITS): int(v) for k, v in params.items() if k.startswith(BITS)}
         return ratios, bits
 
@@ -57,7 +57,7 @@ class JointSpace:
         """Predicted bytes: each quantized layer's weights once pruned, at their bits; every
         other parameter of the pruned model at 4 bytes."""
         ratios, bits = self.split(params)
-        sizes = self.prune.tensor_sizes(ratios)
+        sizes = self.prune.tensor_sizes(self.prune.expand(ratios))
         total = quantized = 0.0
         for name, full in zip(self.bits.names, self.bits.sizes, strict=True):
             n = sizes.get(f"{name}.weight", full)  # a layer the trace does not name: unpruned
@@ -104,7 +104,8 @@ class JointSpace:
         """The candidate's model: pruned, BatchNorm re-estimated, quantized (both on the
         bits space's calibration batches)."""
         ratios, bits = self.split(params)
-        pruned = recalibrate_batchnorm(self.prune.pruned(ratios), self.bits.calib)
+        pruned = recalibrate_batchnorm(self.prune.pruned(self.prune.expand(ratios)),
+                                       self.bits.calib)  # fmt: skip
         return self.bits.quantized(bits, pruned)
 
     def evaluate(self, params: Mapping[str, Any], held_out: Dataset, bn_data: Dataset,

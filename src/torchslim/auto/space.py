@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -37,11 +38,25 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def _tied(names: list[str], tie: Sequence[str]) -> dict[str, str]:
+    """Each group's variable: the first ``tie`` glob its name matches, else its own name (a
+    glob that matches no group is a :class:`ConfigError`)."""
+    variable_of = {}
+    for n in names:
+        variable_of[n] = next((glob for glob in tie if fnmatchcase(n, glob)), n)
+    unused = [glob for glob in tie if glob not in variable_of.values()]
+    if unused:
+        sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ConfigError(f"tie: {unused[0]!r} matches no prunable group (they are: {sample})")
+    return variable_of
+
+
 class PruneSpace:
     """A model's prunable groups (named by their producing layer), their channel scores,
     and the MACs / parameters of any choice of per-group ratios, predicted from the trace.
     A candidate is scored after ``tune_steps`` SGD steps (``tune_lr``; 0: none) and BatchNorm
-    re-estimation.
+    re-estimation. ``tie`` (globs over group names) gives the groups one glob matches one
+    shared ratio variable, named by the glob: a lower-dimensional search.
 
     Example:
         >>> import torch
@@ -56,6 +71,7 @@ class PruneSpace:
     def __init__(
         self, model: nn.Module, example_inputs: Inputs, *, importance: str = "l1",
         round_to: int = 1, tune_steps: int = 0, tune_lr: float = 0.01,
+        tie: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.model = model.eval()
         self.inputs = input_tuple(example_inputs)
@@ -68,6 +84,8 @@ class PruneSpace:
             )
         self.names = _unique_names([g.name for g in self.groups])
         self.sizes = [g.size for g in self.groups]
+        self.variable_of = _tied(self.names, tie)  # group -> the variable that sets its ratio
+        self.variable_names = list(dict.fromkeys(self.variable_of.values()))
         stats = self.graph.stats or analyze(model, self.inputs, shapes_only=True)
         self.base_macs = stats.macs
         self.base_params = sum(math.prod(t.shape) for t in self.graph.tensors.values())
@@ -165,44 +183,51 @@ class PruneSpace:
         return (cfg.fraction("macs", self.base_macs), cfg.fraction("params", self.base_params),
                 cfg.fraction("latency", self.base_ms))  # fmt: skip
 
+    def expand(self, params: Mapping[str, float]) -> dict[str, float]:
+        """A candidate's ratio per group from its variables (a tied group: its glob's)."""
+        return {n: float(params[self.variable_of[n]]) for n in self.names}
+
     def variables(self, cfg: SearchConfig) -> dict[str, list[float]]:
-        """What each variable may take: a group's ratio on the config's grid."""
-        return dict.fromkeys(self.names, cfg.grid)
+        """What each variable may take: a group's (or a tied glob's) ratio on the grid."""
+        return dict.fromkeys(self.variable_names, cfg.grid)
 
     def start(self, cfg: SearchConfig) -> dict[str, float]:
-        """The first candidate: the smallest uniform ratio in budget, for every group."""
-        return dict.fromkeys(self.names, self.uniform(cfg.grid, *self.budgets(cfg)))
+        """The first candidate: the smallest uniform ratio in budget, for every variable."""
+        return dict.fromkeys(self.variable_names, self.uniform(cfg.grid, *self.budgets(cfg)))
 
-    def meets(self, ratios: Mapping[str, float], cfg: SearchConfig) -> bool:
-        """Whether ``ratios`` meet the config's budgets."""
-        return self.feasible(ratios, *self.budgets(cfg))
+    def meets(self, params: Mapping[str, float], cfg: SearchConfig) -> bool:
+        """Whether a candidate meets the config's budgets."""
+        return self.feasible(self.expand(params), *self.budgets(cfg))
 
-    def measures(self, ratios: Mapping[str, float]) -> dict[str, float]:
+    def measures(self, params: Mapping[str, float]) -> dict[str, float]:
         """What a candidate costs, predicted (a trial's user attributes)."""
+        ratios = self.expand(params)
         found = {"macs_ratio": self.macs_ratio(ratios), "params_ratio": self.params_ratio(ratios)}
         latency = self.latency_ratio(ratios)
         if latency is not None:
             found["latency_ratio"] = latency
         return found
 
-    def evaluate(self, ratios: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
+    def evaluate(self, params: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
         """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation
         (and ``tune_steps`` SGD steps first, if set)."""
-        return score(self.pruned(ratios), held_out, bn_data, batch_size, self.tune_steps,
-                     self.tune_lr)  # fmt: skip
+        return score(self.pruned(self.expand(params)), held_out, bn_data, batch_size,
+                     self.tune_steps, self.tune_lr)  # fmt: skip
 
-    def fields(self, ratios: Mapping[str, float]) -> dict[str, Any]:
-        """A candidate's search-result fields: ratios, channels, predicted cost ratios."""
-        found = self.measures(ratios)
-        return {"ratios": {n: float(ratios[n]) for n in self.names},
+    def fields(self, params: Mapping[str, float]) -> dict[str, Any]:
+        """A candidate's search-result fields: ratios per group, channels, predicted cost
+        ratios."""
+        found = self.measures(params)
+        ratios = self.expand(params)
+        return {"ratios": ratios,
                 "channels": self.channels(ratios), "macs_ratio": found["macs_ratio"],
                 "params_ratio": found["params_ratio"],
                 "latency_ratio": found.get("latency_ratio")}  # fmt: skip
 
-    def outcome(self, ratios: Mapping[str, float]) -> tuple[nn.Module, dict[str, Any]]:
+    def outcome(self, params: Mapping[str, float]) -> tuple[nn.Module, dict[str, Any]]:
         """The chosen candidate's model (pruned, not fine-tuned) and its search-result fields."""
-        return self.pruned(ratios), self.fields(ratios)
+        return self.pruned(self.expand(params)), self.fields(params)
 
     def channels(self, ratios: Mapping[str, float]) -> dict[str, list[int]]:
         """Per group: ``[channels before, channels kept]`` at ``ratios``.
