@@ -139,7 +139,8 @@ def main() -> None:
             matched_macs = ts.analyze(matched, x).macs / base_macs
             error = searched / args.latency - 1
             print(f"batch {batch}: dense {dense:.3f} ms; searched: predicted "
-                  f"{found.latency_ratio:.3f}, measured {searched:.3f} of dense "
+                  f"{found.latency_ratio:.3f} (corrected; the search measured "
+                  f"{found.measured_latency_ratio:.3f}), measured {searched:.3f} of dense "
                   f"({100 * error:+.1f}% of the budget), MACs {found.macs_ratio:.3f}; "
                   f"search {search_s:.0f} s", flush=True)  # fmt: skip
             print(f"  uniform at MACs target {target:.3f}: measured {matched_ratio:.3f} of "
@@ -159,6 +160,8 @@ def main() -> None:
                                                           matched)]  # fmt: skip
     finally:
         _pause(args.pause, False)
+    if args.pause:  # the fine-tunes share the cores with the resumed process
+        torch.set_num_threads(1)
     accs: dict[tuple[int, str], float] = {}
     for batch, method, model in models:
         acc, tune_s = finetune_and_test(model, train, test, args.epochs, args.lr, args.seed)

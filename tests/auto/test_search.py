@@ -149,7 +149,31 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     assert all(t.user_attrs["latency_ratio"] > 0.6 for t in pruned)
     assert res.latency_ratio is not None and res.latency_ratio <= 0.6
     assert "latency" in str(res)
-    assert calls == [6]  # calibrated once: dense, two uniform cuts, three random candidates
+    assert calls == [6, 2]  # calibrated once (dense, two uniform cuts, three random
+    # candidates), then the chosen candidate measured with the dense model: as predicted
+    assert res.measured_latency_ratio == pytest.approx(res.latency_ratio, rel=1e-6)
+
+
+def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(monkeypatch) -> None:
+    from torchslim.latency import LatencyModel, LatencyTable
+
+    monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
+                        * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
+
+    def measure_many(self, models, rounds=5):  # a pruned model measures 20% slower than the fit
+        true = [0.01 + self.table.total_ms(op_shapes(trace(m, self.inputs))) for m in models]
+        return true if len(models) != 2 else [true[0], 1.2 * true[1]]
+
+    monkeypatch.setattr(LatencyModel, "measure_many", measure_many)
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "macs": None, "latency": 0.7, "trials": 8}, data=data,
+                    progress=False)  # fmt: skip
+    assert res.measured_latency_ratio is not None and res.measured_latency_ratio <= 0.7 + 1e-9
+    assert res.latency_ratio == pytest.approx(res.measured_latency_ratio, rel=0.05)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert res.score <= max(t.value for t in done)  # the best that meets the corrected budget
+    with pytest.raises(ConfigError, match="verify_latency"):
+        SearchConfig(latency=0.5, verify_latency=-1)
 
 
 def test_bad_configs_say_what_to_change() -> None:

@@ -168,6 +168,9 @@ class SearchConfig:
     latency: float | str | None = None
     latency_batch_size: int = 1  # the batch size the latency budget is measured at
     latency_threads: int | None = None  # ORT threads for the latency budget (None: PyTorch's)
+    # measure the chosen candidate whole and correct the table's latency prediction by what
+    # was measured, choosing again, up to this many times (0: trust the table)
+    verify_latency: int = 3
     # bits / joint space: the weight bit widths a layer may take (2-8; 32 keeps it in float)
     weight_bits: tuple[int, ...] = (4, 8)
     # bits / joint space: the input activation bit widths a layer may take, each searched
@@ -235,6 +238,8 @@ class SearchConfig:
             raise ConfigError(f"act_bits: choices in 2..8, got {list(self.act_bits)}")
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
+        if self.verify_latency < 0:
+            raise ConfigError(f"verify_latency: must be >= 0, got {self.verify_latency}")
         if self.workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
         if self.score is Score.SQNR and self.space is not SpaceKind.BITS:

@@ -114,13 +114,24 @@ class PruneSpace:
             keeps,
         )  # fmt: skip
         self.latency, self.base_ms = latency, latency.predict_ms()
+        self.latency_correction = 1.0  # measured / predicted ratio of a verified candidate
+
+    def measured_latency_ratio(self, ratios: Mapping[str, float]) -> float:
+        """The pruned model's measured latency over the model's, measured together (rounds
+        interleaved); needs :meth:`add_latency` first."""
+        if self.latency is None:
+            raise ConfigError("measuring a latency ratio needs PruneSpace.add_latency() first")
+        dense, pruned = self.latency.measure_many([self.model, self.pruned(ratios)])
+        return pruned / dense
 
     def latency_ratio(self, ratios: Mapping[str, float]) -> float | None:
         """The pruned model's predicted latency over the model's (``None`` before
-        :meth:`add_latency`)."""
+        :meth:`add_latency`), times ``latency_correction`` (1 until a search verified its
+        choice by measurement)."""
         if self.latency is None:
             return None
-        return self.latency.predict_ms(self.keep(ratios)) / max(self.base_ms, 1e-9)
+        predicted = self.latency.predict_ms(self.keep(ratios)) / max(self.base_ms, 1e-9)
+        return predicted * self.latency_correction
 
     def keep(self, ratios: Mapping[str, float]) -> Keep:
         """Kept channel indices per group: the highest-scored ``1 - ratio`` of each (a group

@@ -23,7 +23,7 @@ from torchslim._tensors import Inputs
 from torchslim.auto.bits import BitSpace
 from torchslim.auto.config import FLOAT_BITS, SearchConfig, SpaceKind
 from torchslim.auto.evaluate import holdout_split
-from torchslim.auto.joint import JointSpace
+from torchslim.auto.joint import RATIO, JointSpace
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
 from torchslim.config import from_dict
@@ -56,6 +56,8 @@ class SearchResult:
     act_bits: dict[str, int] | None = None  # ... with act_bits choices: input bits per layer
     bytes_ratio: float | None = None  # bits / joint search: predicted bytes over the float's
     score_unit: str = "%"  # "dB" where candidates were scored by SQNR
+    # a latency budget: the chosen model's latency over the model's, measured in ORT
+    measured_latency_ratio: float | None = None
 
     @property
     def front(self) -> list[FrozenTrial]:
@@ -203,7 +205,13 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar shows progress
     try:
         if cfg.workers == 1:
-            return _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
+            study = _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
+
+            def more(trials: int) -> None:
+                _run(replace(cfg, trials=trials), space, held_out, bn_data, feasible, out_dir,
+                     True, progress, study)  # fmt: skip
+
+            return _result(cfg, space, study, more)
         # The study is made (or checked for resume) here first, then the others join it.
         _open(cfg, space, out_dir, resume, make_sampler(cfg))
         alone = replace(cfg, workers=1)
@@ -221,7 +229,13 @@ def search(
         failed = [h.exitcode for h in helpers if h.exitcode]
         if failed:
             log.warning("search: %d worker process(es) failed (exit codes %s)", len(failed), failed)
-        return _run(alone, space, held_out, bn_data, feasible, out_dir, True, False)  # the best
+        study = _run(alone, space, held_out, bn_data, feasible, out_dir, True, False)
+
+        def more_alone(trials: int) -> None:  # this process alone: the workers are done
+            _run(replace(alone, trials=trials), space, held_out, bn_data, feasible, out_dir,
+                 True, progress, study)  # fmt: skip
+
+        return _result(cfg, space, study, more_alone)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
@@ -230,6 +244,7 @@ def _join(model: nn.Module, example_inputs: Inputs, config: dict[str, Any], data
           out_dir: str | Path | None) -> None:  # fmt: skip
     """A worker process: join the study and evaluate candidates until it holds enough."""
     torch.set_num_threads(1)
+    config = {**config, "verify_latency": 0}  # the main process verifies the chosen one
     search(model, example_inputs, config, data=data, out_dir=out_dir, resume=True,
            progress=False)  # fmt: skip
 
@@ -243,9 +258,13 @@ def _run(
     out_dir: str | Path | None,
     resume: bool,
     progress: bool,
-) -> SearchResult:
+    study: optuna.Study | None = None,
+) -> optuna.Study:
+    """Evaluate candidates until ``cfg.trials`` are complete in the study (``study``, or the
+    one in storage, made or loaded)."""
     variables = space.variables(cfg)
-    study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
+    if study is None:
+        study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
 
     def objective(trial: optuna.Trial) -> float:
         # Optuna's first heartbeat comes from a thread started after ask(): a worker killed
@@ -299,6 +318,62 @@ def _run(
             "search: no candidate met the budget; loosen macs/params/latency/bytes, raise "
             "max_ratio or add narrower weight_bits"
         )
-    best = study.best_trial
+    return study
+
+
+def _result(cfg: SearchConfig, space: Space, study: optuna.Study,
+            more: Callable[[int], None]) -> SearchResult:  # fmt: skip
+    """The search's result: its best trial, after the latency check if there is one (which
+    may evaluate more candidates: ``more(n)`` runs the search on until ``n`` are done)."""
+    best, measured = study.best_trial, None
+    prune = space.prune if isinstance(space, JointSpace) else space
+    if isinstance(prune, PruneSpace) and prune.latency is not None and cfg.verify_latency:
+        best, measured = _verify_latency(cfg, space, prune, study, more)
     model, fields = space.outcome(best.params)
-    return SearchResult(model, float(best.value), study, **fields)
+    return SearchResult(model, float(best.value), study, measured_latency_ratio=measured,
+                        **fields)  # fmt: skip
+
+
+def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: optuna.Study,
+                    more: Callable[[int], None]) -> tuple[FrozenTrial, float]:  # fmt: skip
+    """Measure the best candidate whole; where the table's prediction is off by more than 5%,
+    correct it by the measured ratio (``prune.latency_correction``) and choose again among the
+    evaluated candidates that meet the budget so corrected (none: evaluate a quarter of
+    ``cfg.trials`` more, at least 10, proposed under the corrected budget); up to
+    ``cfg.verify_latency`` measurements. Returns the chosen trial and its measured latency
+    ratio."""
+
+    def complete() -> list[FrozenTrial]:
+        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    done = complete()
+    best = max(done, key=lambda t: t.value)
+    measured: dict[int, float] = {}
+
+    def ratios(trial: FrozenTrial) -> dict[str, float]:
+        names = prune.variable_names
+        return prune.expand({n: trial.params[RATIO + n if prune is not space else n]
+                             for n in names})  # fmt: skip
+
+    for _ in range(cfg.verify_latency):
+        if best.number not in measured:
+            measured[best.number] = prune.measured_latency_ratio(ratios(best))
+        predicted = prune.latency_ratio(ratios(best)) or 1.0
+        log.info("search: the chosen candidate's latency ratio: predicted %.3f, measured %.3f",
+                 predicted, measured[best.number])  # fmt: skip
+        if abs(measured[best.number] / predicted - 1) <= 0.05:
+            break
+        prune.latency_correction *= measured[best.number] / predicted
+        fits = [t for t in done if space.meets(t.params, cfg)]
+        if not fits:  # nothing evaluated meets the corrected budget: search on under it
+            log.info("search: no evaluated candidate meets the corrected latency budget; "
+                     "evaluating more")  # fmt: skip
+            more(len(done) + max(10, cfg.trials // 4))
+            done = complete()
+            fits = [t for t in done if space.meets(t.params, cfg)]
+        if not fits:  # still none: keep this one, measured
+            break
+        best = max(fits, key=lambda t: t.value)
+    if best.number not in measured:
+        measured[best.number] = prune.measured_latency_ratio(ratios(best))
+    return best, measured[best.number]
