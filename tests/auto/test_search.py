@@ -81,6 +81,25 @@ def test_annealing_never_repeats_a_candidate() -> None:
     assert len(keys) == len(set(keys))
 
 
+def test_annealing_restarts_from_a_feasible_trial_when_its_budget_tightens() -> None:
+    from torchslim.auto.config import AnnealingConfig
+    from torchslim.auto.samplers import AnnealingSampler
+
+    limit = {"x": 10}
+    sampler = AnnealingSampler(AnnealingConfig(), seed=0,
+                               constraint=lambda p: p["x"] <= limit["x"])  # fmt: skip
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    grid = list(range(11))
+    for x in (2, 8):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda t: 100.0 * t.suggest_categorical("x", grid), n_trials=5)
+    assert sampler.current(study).params["x"] >= 8  # the walk keeps the better state
+    limit["x"] = 3  # the budget tightens (a corrected latency prediction)
+    assert sampler.current(study).params["x"] == 2  # the best trial that still fits
+    limit["x"] = 1
+    assert sampler.current(study) is None  # none fits: the sampler falls back
+
+
 def test_a_stopped_search_resumes_and_a_finished_one_is_not_redone(tmp_path: Path) -> None:
     net, x, data = model_and_data()
     ts.search(net, x, {**CONFIG, "trials": 3}, data=data, out_dir=tmp_path, progress=False)

@@ -72,7 +72,9 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
         return dict(done[0].distributions) if done else {}
 
     def current(self, study: optuna.Study) -> FrozenTrial | None:
-        """The walk's state: replayed over the finished trials in trial-number order."""
+        """The walk's state: replayed over the finished trials in trial-number order. If the
+        constraint has changed since and the state no longer meets it (a corrected latency
+        budget), the best finished trial that does; none: ``None``."""
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: t.number)  # fmt: skip
         if not done:
@@ -85,6 +87,9 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
             if gain > 0 or draw < math.exp(gain / max(temperature, 1e-12)):
                 state = trial
             temperature *= self.config.reduce_rate
+        if self.constraint is not None and not self.constraint(state.params):
+            fits = [t for t in done if self.constraint(t.params)]
+            return max(fits, key=lambda t: t.value) if fits else None
         return state
 
     def sample_relative(

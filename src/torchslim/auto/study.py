@@ -368,6 +368,7 @@ def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: o
         if not fits:  # nothing evaluated meets the corrected budget: search on under it
             log.info("search: no evaluated candidate meets the corrected latency budget; "
                      "evaluating more")  # fmt: skip
+            study.enqueue_trial(space.start(cfg))  # uniform, within the corrected budget
             more(len(done) + max(10, cfg.trials // 4))
             done = complete()
             fits = [t for t in done if space.meets(t.params, cfg)]
