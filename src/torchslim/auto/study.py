@@ -203,18 +203,21 @@ def search(
         raise ConfigError("workers > 1 share a study in storage: give out_dir or storage")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar shows progress
+    alone = replace(cfg, workers=1)
+
+    def finish(study: optuna.Study) -> SearchResult:
+        def more(trials: int) -> None:  # on in this process (any other workers are done)
+            _run(replace(alone, trials=trials), space, held_out, bn_data, feasible, out_dir,
+                 True, progress, study)  # fmt: skip
+
+        return _result(cfg, space, study, more)
+
     try:
         if cfg.workers == 1:
-            study = _run(cfg, space, held_out, bn_data, feasible, out_dir, resume, progress)
-
-            def more(trials: int) -> None:
-                _run(replace(cfg, trials=trials), space, held_out, bn_data, feasible, out_dir,
-                     True, progress, study)  # fmt: skip
-
-            return _result(cfg, space, study, more)
+            return finish(_run(cfg, space, held_out, bn_data, feasible, out_dir, resume,
+                               progress))  # fmt: skip
         # The study is made (or checked for resume) here first, then the others join it.
         _open(cfg, space, out_dir, resume, make_sampler(cfg))
-        alone = replace(cfg, workers=1)
         spawn = multiprocessing.get_context("spawn")
         helpers = [spawn.Process(target=_join, args=(model, example_inputs, asdict(alone), data,
                                                      out_dir), daemon=True)
@@ -229,13 +232,7 @@ def search(
         failed = [h.exitcode for h in helpers if h.exitcode]
         if failed:
             log.warning("search: %d worker process(es) failed (exit codes %s)", len(failed), failed)
-        study = _run(alone, space, held_out, bn_data, feasible, out_dir, True, False)
-
-        def more_alone(trials: int) -> None:  # this process alone: the workers are done
-            _run(replace(alone, trials=trials), space, held_out, bn_data, feasible, out_dir,
-                 True, progress, study)  # fmt: skip
-
-        return _result(cfg, space, study, more_alone)
+        return finish(_run(alone, space, held_out, bn_data, feasible, out_dir, True, False))
     finally:
         optuna.logging.set_verbosity(verbosity)
 
