@@ -172,6 +172,27 @@ def test_prune_to_a_latency_target(tmp_path, fake_timing, monkeypatch) -> None:
     assert any(key.startswith("conv|4x") for key in fake_timing)  # timed at batch 4
 
 
+def test_a_latency_target_is_verified_by_measuring_it(tmp_path, fake_timing, monkeypatch) -> None:
+    monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
+    calls = []
+
+    def measure_many(self, models, rounds=5):  # the pruned model measures 20% slower
+        calls.append(len(models))
+        ms = [_whole_model_ms(m, self) for m in models]
+        return ms if len(models) != 2 else [ms[0], 1.2 * ms[1]]
+
+    monkeypatch.setattr(LatencyModel, "measure_many", measure_many)
+    torch.manual_seed(0)
+    model = ts.models.create("resnet20", num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    dense_ms = _whole_model_ms(model, None, x)
+    ts.prune(model, x, {"target_latency": 0.5})
+    assert 1.2 * _whole_model_ms(model, None, x) / dense_ms == pytest.approx(0.5, rel=0.06)
+    assert calls[0] == 3 and len(calls) >= 3  # calibrated, then measured and corrected
+    with pytest.raises(ConfigError, match="verify_latency"):
+        PruneConfig(target_latency=0.5, verify_latency=-1)
+
+
 def _whole_model_ms(model: nn.Module, lat: LatencyModel | None, x: torch.Tensor | None = None):
     """A stand-in for measuring a model whole: its ops' stand-in times plus a fixed overhead."""
     inputs = lat.inputs if lat is not None else (x,)

@@ -72,6 +72,9 @@ class PruneConfig:
     target_latency: float | None = None
     latency_batch_size: int = 1  # the batch size target_latency is measured at
     latency_threads: int | None = None  # ORT threads for target_latency (None: PyTorch's)
+    # measure the pruned model whole and correct the table's prediction by what was measured,
+    # pruning again, up to this many times (0: trust the table)
+    verify_latency: int = 3
     # keep channel counts at multiples of this; None: the CPU's vector width in floats (16
     # with AVX-512, 8 with AVX2 or NEON; torchslim.runtime.vector_floats), where it runs fastest
     round_to: int | None = None
@@ -105,6 +108,8 @@ class PruneConfig:
                 )
             if self.target_macs is not None:
                 raise ConfigError("give target_macs or target_latency, not both")
+        if self.verify_latency < 0:
+            raise ConfigError(f"verify_latency: must be >= 0, got {self.verify_latency}")
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         resolve_round_to(self)
