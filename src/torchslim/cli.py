@@ -67,6 +67,8 @@ PRUNE_HELP: dict[str, str] = {
     "(per-layer look-up table, timed once and cached), e.g. 0.5",
     "latency_batch_size": "the batch size target_latency is measured at",
     "latency_threads": "ONNX Runtime threads for target_latency (default: PyTorch's)",
+    "verify_latency": "measure the pruned model and correct the prediction up to this many "
+    "times (0: trust the table)",
     "round_to": "keep channel counts at multiples of this (None: the CPU's vector width, 16 "
     "floats with AVX-512, 8 with AVX2/NEON, where its kernels run fastest)",
     "ignore": "module names/globs/types to leave untouched",
