@@ -75,7 +75,7 @@ VIEWS: dict[str, dict[str, Any]] = {
                                   "ratio within 10%", "repeat spread, median", "dense ms"]},
     "search_fmnist": {"metrics": ["test top-1 at 0.25 MACs, mean of 3 seeds",
                                   "test top-1 at 0.5 MACs, mean of 3 seeds"]},
-    "search_latency": {"metrics": ["measured latency ratio", "measured latency / budget - 1",
+    "search_latency": {"metrics": ["measured latency ratio", "|measured latency / budget - 1|",
                                    "MACs ratio", "test top-1 after fine-tune"]},
     "prune_latency_processes": {"metrics": ["batch 1 median", "batch 1 runs ≥ 0.85",
                                             "batch 32 median", "batch 32 runs ≥ 0.85"]},
