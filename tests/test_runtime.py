@@ -66,6 +66,20 @@ def test_round_robin_latency_times_every_file_on_every_input(tmp_path) -> None:
         round_robin_latency(paths, [x], repeats=(3, 2))
 
 
+def test_round_robin_latency_reduces_the_rounds_as_asked(monkeypatch) -> None:
+    import itertools
+    from types import SimpleNamespace
+
+    import torchslim.runtime as runtime
+
+    medians = itertools.cycle([3.0, 1.0, 2.0])  # three rounds of one file: 3, 1, 2 ms
+    monkeypatch.setattr(runtime, "measure_latency",
+                        lambda *a, **k: SimpleNamespace(median_ms=next(medians)))  # fmt: skip
+    x = torch.randn(1, 8)
+    assert round_robin_latency({"a": "a.onnx"}, [x], rounds=3) == {"a": [2.0]}
+    assert round_robin_latency({"a": "a.onnx"}, [x], rounds=3, reduce=min) == {"a": [1.0]}
+
+
 def test_one_opset_and_one_session_factory(tmp_path) -> None:
     import onnx
 

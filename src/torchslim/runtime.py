@@ -279,7 +279,7 @@ def round_robin_latency(
                 res = measure_latency(path, x, backend="ort", repeats=n, threads=threads,
                                       min_seconds=min_seconds)  # fmt: skip
                 times.setdefault((key, i), []).append(res.median_ms)
-    return {k: [statistics.median(times[k, i]) for i in range(len(inputs))] for k in paths}
+    return {k: [reduce(times[k, i]) for i in range(len(inputs))] for k in paths}
 
 
 def _time_runs(run: Callable[[], object], warmup: int, repeats: int,
