@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchslim._tensors import Inputs
-from torchslim.auto.config import FLOAT_BITS, quantizable_bits
+from torchslim.auto.config import FLOAT_BITS, activation_bits, quantizable_bits
 from torchslim.auto.evaluate import output_sqnr
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
@@ -78,9 +78,7 @@ class BitSpace:
         self.example_inputs = example_inputs
         self.choices = quantizable_bits(choices)
         self.score = score  # or "sqnr": outputs against the float model's, in dB
-        self.act_choices = sorted(int(b) for b in act_choices)
-        if any(not 2 <= b <= 8 for b in self.act_choices):
-            raise ConfigError(f"act_bits: choices in 2..8, got {list(act_choices)}")
+        self.act_choices = activation_bits(act_choices)
         self.quant = from_dict(QuantConfig, quant)
         loader = DataLoader(calib, batch_size=batch_size)
         self.calib = []

@@ -82,6 +82,19 @@ def quantizable_bits(choices: Sequence[int]) -> list[int]:
     return bits
 
 
+def activation_bits(choices: Sequence[int]) -> list[int]:
+    """``choices`` of activation bits sorted, checked (2..8; empty: none searched).
+
+    Example:
+        >>> activation_bits((8, 4))
+        [4, 8]
+    """
+    bits = sorted(int(b) for b in choices)
+    if any(not 2 <= b <= 8 for b in bits):
+        raise ConfigError(f"act_bits: choices in 2..8, got {list(choices)}")
+    return bits
+
+
 _EXAMPLES = {"macs": "40M", "params": "250k", "bytes": "150kB", "latency": "2.5ms"}
 _SHOWN = {"macs": "k, M, G", "params": "k, M, G", "bytes": "B, kB, KiB, MB, MiB",
           "latency": "ms, us, s"}  # fmt: skip
@@ -234,8 +247,7 @@ class SearchConfig:
         if self.space is not SpaceKind.BITS and self.bytes is None and not prune_budgets:
             object.__setattr__(self, "macs", 0.5)  # the default budget
         quantizable_bits(self.weight_bits)
-        if any(not 2 <= b <= 8 for b in self.act_bits):
-            raise ConfigError(f"act_bits: choices in 2..8, got {list(self.act_bits)}")
+        activation_bits(self.act_bits)
         if self.latency_batch_size < 1:
             raise ConfigError(f"latency_batch_size: must be >= 1, got {self.latency_batch_size}")
         if self.verify_latency < 0:
@@ -268,16 +280,6 @@ class SearchConfig:
             return None
         number, absolute = parse_budget(name, value)
         return number / max(total, 1e-12) if absolute else number
-
-    @property
-    def bit_choices(self) -> list[int]:
-        """The weight bit widths a layer may take, narrowest first.
-
-        Example:
-            >>> SearchConfig(space="bits", bytes=0.15, weight_bits=(8, 4)).bit_choices
-            [4, 8]
-        """
-        return quantizable_bits(self.weight_bits)
 
     @property
     def grid(self) -> list[float]:

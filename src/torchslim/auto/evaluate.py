@@ -3,7 +3,6 @@ images, then top-1 accuracy on a held-out split of the training set (never the t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchslim.errors import ConfigError
+from torchslim.quant.report import sqnr_db
 from torchslim.train.evaluate import evaluate, split_batch
 
 
@@ -126,10 +126,9 @@ def output_sqnr(reference: nn.Module, model: nn.Module, data: Dataset, batch_siz
         >>> output_sqnr(net, net, data, 4) > 100
         True
     """
-    signal = noise = 0.0
+    refs, outs = [], []
     for batch in DataLoader(data, batch_size=batch_size):
         inputs = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
-        ref, out = reference(inputs).float(), model(inputs).float()
-        signal += float(ref.pow(2).sum())
-        noise += float((ref - out).pow(2).sum())
-    return 10.0 * math.log10(max(signal, 1e-30) / max(noise, 1e-30))
+        refs.append(reference(inputs))
+        outs.append(model(inputs))
+    return sqnr_db(torch.cat(refs), torch.cat(outs))
