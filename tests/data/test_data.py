@@ -13,6 +13,7 @@ from torchslim.data import (
     calibration_loader,
     dataset_info,
     get_dataset,
+    in_memory,
     mix_transform,
     stratified_subset,
     targets_of,
@@ -102,6 +103,18 @@ def test_calibration_loader_is_deterministic() -> None:
     assert len(first) == 4 and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     with pytest.raises(ConfigError, match="num_samples"):
         calibration_loader(test, 0)
+
+
+def test_in_memory_keeps_every_item_and_leaves_what_it_cannot_hold() -> None:
+    sub = stratified_subset(get_dataset("fashion-mnist", train=False), per_class=3, seed=1)
+    held = in_memory(sub)
+    assert isinstance(held, torch.utils.data.TensorDataset) and len(held) == len(sub)
+    for i in (0, 7, len(sub) - 1):
+        assert torch.equal(held[i][0], sub[i][0]) and int(held[i][1]) == sub[i][1]
+    assert torch.equal(targets_of(held), targets_of(sub))
+    assert in_memory(sub, max_bytes=1000) is sub  # too big: read lazily as before
+    boxes = [(torch.zeros(3, 4, 4), {"boxes": torch.zeros(0, 4)})]  # not (image, int label)
+    assert in_memory(boxes) is boxes  # type: ignore[arg-type]
 
 
 def test_mnist_from_a_root_path(tmp_path: Path) -> None:

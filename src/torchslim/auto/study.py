@@ -27,6 +27,7 @@ from torchslim.auto.joint import RATIO, JointSpace
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
 from torchslim.config import from_dict
+from torchslim.data.sampling import in_memory
 from torchslim.errors import ConfigError
 from torchslim.train.trainer import as_dataset
 
@@ -193,7 +194,10 @@ def search(
     """
     cfg = from_dict(SearchConfig, config)
     dataset = as_dataset(data)[0]
-    held_out, bn_data = holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
+    # every candidate reads the same few images: decode them once
+    held_out, bn_data = (
+        in_memory(part) for part in holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
+    )
     space = _make_space(cfg, model, example_inputs, bn_data)
 
     def feasible(params: Mapping[str, Any]) -> bool:

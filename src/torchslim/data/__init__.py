@@ -10,7 +10,7 @@ from torchslim.data.coco import (
 )
 from torchslim.data.datasets import cache_dir, dataset_info, get_dataset, targets_of
 from torchslim.data.info import DatasetInfo
-from torchslim.data.sampling import calibration_loader, stratified_subset
+from torchslim.data.sampling import calibration_loader, in_memory, stratified_subset
 from torchslim.data.transforms import AUGMENTATIONS, build_transforms, mix_transform
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "dataset_info",
     "detection_collate",
     "get_dataset",
+    "in_memory",
     "make_detection_set",
     "mix_transform",
     "stratified_subset",

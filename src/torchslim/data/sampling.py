@@ -1,9 +1,9 @@
-"""Stratified subsets and calibration loaders."""
+"""Stratified subsets, calibration loaders, small subsets held in memory."""
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from torchslim.data.datasets import targets_of
 from torchslim.errors import ConfigError
@@ -74,3 +74,35 @@ def calibration_loader(
         g = torch.Generator().manual_seed(seed)
         subset = Subset(dataset, torch.randperm(len(dataset), generator=g)[:num_samples].tolist())
     return DataLoader(subset, batch_size=batch_size, shuffle=False)
+
+
+def in_memory(dataset: Dataset, max_bytes: int = 1 << 30) -> Dataset:
+    """``dataset`` decoded once into tensors, for a small subset that is read many times (a
+    search scores every candidate on the same images). Items must be (image tensor, int label)
+    of one shape; anything else, or more than ``max_bytes`` of images, is returned unchanged.
+    Random augmentation is drawn once, so pass a dataset with evaluation transforms.
+
+    Example:
+        >>> from torchslim.data import get_dataset
+        >>> test = get_dataset("fashion-mnist", train=False)
+        >>> sub = in_memory(stratified_subset(test, per_class=2))
+        >>> type(sub).__name__, tuple(sub[0][0].shape), targets_of(sub).bincount().tolist()
+        ('TensorDataset', (1, 28, 28), [2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0 or isinstance(dataset, TensorDataset):
+        return dataset
+    first = dataset[0]
+    if not (isinstance(first, tuple | list) and len(first) == 2
+            and isinstance(first[0], torch.Tensor) and isinstance(first[1], int)):  # fmt: skip
+        return dataset
+    if first[0].element_size() * first[0].numel() * n > max_bytes:
+        return dataset
+    images, labels = [first[0]], [first[1]]
+    for i in range(1, n):
+        x, y = dataset[i]
+        if not isinstance(x, torch.Tensor) or x.shape != first[0].shape:
+            return dataset
+        images.append(x)
+        labels.append(int(y))
+    return TensorDataset(torch.stack(images), torch.tensor(labels))

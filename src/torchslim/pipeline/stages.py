@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchslim.auto.config import SearchConfig, SpaceKind
 from torchslim.auto.evaluate import holdout_split
-from torchslim.data import calibration_loader, dataset_info, get_dataset, stratified_subset
+from torchslim.data import (
+    calibration_loader,
+    dataset_info,
+    get_dataset,
+    in_memory,
+    stratified_subset,
+)
 from torchslim.data.coco import coco_dataset
 from torchslim.data.info import DatasetInfo
 from torchslim.distill.config import DistillConfig
@@ -361,7 +367,7 @@ def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[A
     spec, cfg = stage.sensitivity, stage.config
     d = ctx.recipe.data
     plain = get_dataset(d.name, train=True, root=d.root, augment=[])
-    held_out, _ = holdout_split(plain, SENSITIVITY_IMAGES, 0, d.seed)
+    held_out = in_memory(holdout_split(plain, SENSITIVITY_IMAGES, 0, d.seed)[0])
     result = sensitivity(
         model,
         ctx.example[:1],

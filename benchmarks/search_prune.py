@@ -1,10 +1,12 @@
-"""Searched per-layer ratios against hand-set rules: Fashion-MNIST ResNet-20 at a MACs budget.
+"""Searched per-layer ratios against hand-set rules: a trained classifier at a MACs budget.
 
 Usage:
-    python benchmarks/search_fmnist.py --run bench-out/fmnist-resnet20 [--macs 0.5,0.25]
-        [--methods uniform,global,sensitivity,sa,tpe] [--seeds 0,1,2] [--epochs 2]
-        [--trials 200] [--results benchmarks/results/search_fmnist.jsonl]
-(the run folder comes from benchmarks/train_fmnist_resnet20.sh).
+    python benchmarks/search_prune.py --run bench-out/fmnist-resnet20 [--data fashion-mnist]
+        [--macs 0.5,0.25] [--methods uniform,global,sensitivity,sa,tpe] [--seeds 0,1,2]
+        [--epochs 2] [--trials 200] [--results benchmarks/results/search_fmnist.jsonl]
+(the Fashion-MNIST run folder comes from benchmarks/train_fmnist_resnet20.sh; for
+``--data cifar10`` train one with ``torchslim train --data cifar10`` and pass it as ``--run``;
+its figures then go to ``search_cifar10``).
 
 Every row prunes the same trained baseline to the budget and gets the same fine-tune (``--epochs``
 on the full training set, cosine, seeded); the figure is test top-1, mean over ``--seeds`` (the
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 
 import torchslim as ts
-from torchslim.data import get_dataset, stratified_subset
+from torchslim.data import dataset_info, get_dataset, in_memory, stratified_subset
 from torchslim.pipeline import load_run
 from torchslim.train import evaluate
 
@@ -50,10 +52,12 @@ os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 SEARCHED = ("sa", "tpe", "nsga2", "random")
 
 
-def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
+TABLES = {"fashion-mnist": "search_fmnist", "cifar10": "search_cifar10"}
+
+
+def pruned_model(method: str, base: nn.Module, x: torch.Tensor, macs: float, seed: int,
                  args: argparse.Namespace, plain: Any) -> tuple[nn.Module, float]:  # fmt: skip
     """(the baseline pruned to ``macs`` by ``method``, seconds spent choosing and pruning)."""
-    x = torch.randn(1, 1, 28, 28)
     model = copy.deepcopy(base)
     start = time.perf_counter()
     if method in ("uniform", "global"):
@@ -61,7 +65,7 @@ def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
     elif method == "sensitivity":
         from torchslim.prune.sensitivity import ratios_for_target, sensitivity
 
-        small = stratified_subset(plain, per_class=200, seed=seed)
+        small = in_memory(stratified_subset(plain, per_class=200, seed=seed))
         result = sensitivity(model, x, lambda m: evaluate(m, small, batch_size=512).accuracy,
                              progress=False)  # fmt: skip
         ts.prune(model, x, {"ratio": 0.0, "ratios": ratios_for_target(result, macs)})
@@ -77,6 +81,7 @@ def pruned_model(method: str, base: nn.Module, macs: float, seed: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="bench-out/fmnist-resnet20")
+    parser.add_argument("--data", default="fashion-mnist", choices=sorted(TABLES))
     parser.add_argument("--macs", default="0.5,0.25", help="MACs budgets (fractions)")
     parser.add_argument("--methods", default="uniform,global,sensitivity,sa,tpe")
     parser.add_argument("--seeds", default="0,1,2")
@@ -91,8 +96,10 @@ def main() -> None:
         default=0,
         help="fine-tune on this many training images (0: all; for a smoke run)",
     )
-    add_results_option(parser, "search_fmnist")
+    add_results_option(parser, "<table>")
     args = parser.parse_args()
+    table_name = TABLES[args.data]
+    args.results = args.results.replace("<table>", table_name)
     budgets = [float(m) for m in args.macs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {
@@ -104,19 +111,23 @@ def main() -> None:
         "BN images": args.bn_images,
         "train subset": args.train_subset or "all",
     }
-    res = Results(args.results, table="search_fmnist", area="search",
-                  claim="Fashion-MNIST ResNet-20 pruned to a MACs budget: searched per-layer "
-                  "ratios vs hand-set rules, same fine-tune", row_header=["method"],
-                  model="ResNet-20", settings=settings)  # fmt: skip
     base, _ = load_run(Path(args.run))
     base.eval()
-    train = get_dataset("fashion-mnist", train=True, augment=["hflip"])
+    info = dataset_info(args.data)
+    model_name = type(base).__name__
+    res = Results(args.results, table=table_name, area="search",
+                  claim=f"{args.data} {model_name} pruned to a MACs budget: searched per-layer "
+                  "ratios vs hand-set rules, same fine-tune", row_header=["method"],
+                  model=model_name, settings=settings)  # fmt: skip
+    # Fashion-MNIST rows flip only (as they always have); CIFAR-10 also random-crops.
+    augment = ["hflip"] if args.data == "fashion-mnist" else ["random_crop", "hflip"]
+    train = get_dataset(args.data, train=True, augment=augment)
     if args.train_subset:
         train = stratified_subset(train, per_class=args.train_subset // 10, seed=0)
-    plain = get_dataset("fashion-mnist", train=True, augment=[])
-    test = get_dataset("fashion-mnist", train=False)
+    plain = get_dataset(args.data, train=True, augment=[])
+    test = get_dataset(args.data, train=False)
     base_acc = evaluate(base, test, batch_size=512).accuracy
-    x = torch.randn(1, 1, 28, 28)
+    x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
     base_macs = ts.analyze(base, x).macs
     print(f"baseline test top-1 {100 * base_acc:.2f}%")
     table: dict[tuple[str, float], list[float]] = {}
@@ -124,7 +135,7 @@ def main() -> None:
         for method in args.methods.split(","):
             for seed in seeds:
                 torch.manual_seed(seed)
-                model, choose_s = pruned_model(method, base, macs, seed, args, plain)
+                model, choose_s = pruned_model(method, base, x, macs, seed, args, plain)
                 ratio = ts.analyze(model, x).macs / base_macs
                 acc, tune_s = finetune_and_test(model, train, test, args.epochs, args.lr, seed)
                 table.setdefault((method, macs), []).append(acc)
