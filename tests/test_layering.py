@@ -31,14 +31,14 @@ PACKAGE = SRC / "torchslim"
 # layers; units in the same layer do not import each other. "__init__" is the top-level
 # torchslim/__init__.py, the public API (``import torchslim as ts``).
 LAYERS: list[list[str]] = [
-    ["errors"],
-    ["config", "inputs", "_tensors", "tables", "reports"],
+    ["errors", "_tensors"],
+    ["config", "inputs", "tables", "reports"],
     ["selection", "data", "models", "losses", "runtime"],
     ["train", "graph"],
     ["analysis", "latency"],
     ["quant", "prune", "distill"],
     ["export", "serialize"],
-    ["auto"],
+    ["auto", "pretrained"],
     ["__init__"],
     ["pipeline"],
     ["cli"],

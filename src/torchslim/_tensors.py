@@ -7,23 +7,99 @@ Nothing here imports another torchslim module: it sits at the bottom of the laye
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree
 
-Inputs = torch.Tensor | Sequence[torch.Tensor]
+# What a model's forward takes: a tensor, a sequence of positional tensors, or a mapping of
+# keyword tensors (``{"input_ids": ..., "attention_mask": ...}``).
+Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
 
 
-def input_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
-    """Example inputs as a tuple of positional arguments (a lone tensor is wrapped).
+class Kwargs(dict):
+    """Keyword arguments of a model's forward, carried as the last element of an inputs tuple
+    (see :func:`input_tuple`); a plain ``dict`` there stays one positional argument."""
+
+
+_pytree.register_pytree_node(
+    Kwargs,
+    lambda d: (list(d.values()), list(d)),
+    lambda values, keys: Kwargs(zip(keys, values, strict=True)),
+    serialized_type_name="torchslim.Kwargs",
+)
+
+
+def input_tuple(inputs: Inputs) -> tuple[Any, ...]:
+    """Example inputs as a tuple of the forward's arguments: a lone tensor is wrapped, a
+    mapping becomes keyword arguments (a :class:`Kwargs` as the tuple's last element).
+    :func:`call_model` calls a model with it.
 
     Example:
         >>> len(input_tuple(torch.zeros(2))), len(input_tuple([torch.zeros(2), torch.ones(1)]))
         (1, 2)
+        >>> input_tuple({"input_ids": torch.zeros(1, 4)})[-1].keys()
+        dict_keys(['input_ids'])
     """
-    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    if isinstance(inputs, Mapping):
+        return (Kwargs(inputs),)
+    return tuple(inputs)
+
+
+def split_inputs(inputs: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """(positional arguments, keyword arguments) of an :func:`input_tuple`.
+
+    Example:
+        >>> split_inputs(input_tuple({"a": 1}))
+        ((), {'a': 1})
+    """
+    if inputs and isinstance(inputs[-1], Kwargs):
+        return tuple(inputs[:-1]), dict(inputs[-1])
+    return tuple(inputs), {}
+
+
+def call_model(model: Callable[..., Any], inputs: Sequence[Any]) -> Any:
+    """``model`` called with an :func:`input_tuple`: ``model(*args, **kwargs)``.
+
+    Example:
+        >>> call_model(lambda x, scale=1: x * scale, input_tuple({"x": 2, "scale": 3}))
+        6
+    """
+    args, kwargs = split_inputs(inputs)
+    return model(*args, **kwargs)
+
+
+def input_names(model: nn.Module, inputs: Sequence[Any]) -> list[str]:
+    """Names of the tensors of an :func:`input_tuple`, in the order an ONNX export lists them:
+    positional ones ``input`` (or ``input0``, ``input1``...), keyword ones by their keys in the
+    order of the forward's signature (the exporter's order).
+
+    Example:
+        >>> class Net(nn.Module):
+        ...     def forward(self, input_ids, attention_mask=None):
+        ...         return input_ids
+        >>> input_names(Net(), input_tuple({"attention_mask": 1, "input_ids": 2}))
+        ['input_ids', 'attention_mask']
+    """
+    args, kwargs = split_inputs(inputs)
+    leaves = _pytree.tree_flatten(list(args))[0]
+    names = [f"input{i}" if len(leaves) > 1 else "input" for i in range(len(leaves))]
+    return names + list(ordered_kwargs(model, kwargs))
+
+
+def ordered_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` in the order of ``model.forward``'s parameters (unknown keys last)."""
+    try:
+        order = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return dict(kwargs)
+    rank = {name: i for i, name in enumerate(order)}
+    return dict(sorted(kwargs.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -76,7 +152,7 @@ def map_tensors(fn: Callable[[Any], Any], value: Any, kind: type = torch.Tensor)
             ]
         )
     if isinstance(value, dict):
-        return {k: map_tensors(fn, v, kind) for k, v in value.items()}
+        return type(value)({k: map_tensors(fn, v, kind) for k, v in value.items()})
     return value
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from torchslim._tensors import call_model
 from torchslim.errors import InputError, TorchslimError
 
 # What PyTorch raises for inputs of the wrong shape, dtype or number (and models for theirs).
@@ -89,7 +90,7 @@ def run_forward(
         ("module '0'", True)
     """
     try:
-        return model(*inputs)
+        return call_model(model, inputs)
     except (TorchslimError, torch.cuda.OutOfMemoryError):
         raise
     except _INPUT_ERRORS as exc:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim._tensors import Inputs, input_tuple
+from torchslim._tensors import Inputs, Kwargs, input_tuple, map_tensors
 from torchslim.graph.trace import ChannelGraph
 from torchslim.runtime import (
     OPSET,
@@ -334,13 +334,19 @@ class LatencyTable:
 
 def _batched(inputs: tuple, batch_size: int) -> tuple:
     """The example inputs repeated along their first axis up to ``batch_size``."""
-    out = []
-    for t in inputs:
-        if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] != batch_size:
-            reps = math.ceil(batch_size / t.shape[0])
-            t = t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size]
-        out.append(t)
-    return tuple(out)
+
+    def grow(t: torch.Tensor) -> torch.Tensor:
+        if not t.ndim or t.shape[0] == batch_size:
+            return t
+        reps = math.ceil(batch_size / t.shape[0])
+        return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size]
+
+    # positional tensors and keyword ones; a list of images (a detector's input) stays as is
+    return tuple(
+        grow(t) if isinstance(t, torch.Tensor) else map_tensors(grow, t) if isinstance(t, Kwargs)
+        else t
+        for t in inputs
+    )  # fmt: skip
 
 
 def measure_ms(model: nn.Module, inputs: Inputs, threads: int, rounds: int = 5) -> float:

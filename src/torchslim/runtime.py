@@ -25,7 +25,16 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from torchslim._tensors import Inputs, input_tuple, module_mode
+from torchslim._tensors import (
+    Inputs,
+    Kwargs,
+    call_model,
+    input_names,
+    input_tuple,
+    module_mode,
+    ordered_kwargs,
+    split_inputs,
+)
 
 OPSET = 17  # the ONNX opset of every exported file (export_onnx and the latency exports)
 VECTOR_FLOATS_ENV = "TORCHSLIM_VECTOR_FLOATS"  # overrides vector_floats() (e.g. 8, 16, 1)
@@ -200,8 +209,71 @@ def export_for_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], path:
     """
     model = model.eval()
     with torch.no_grad():
-        torch.onnx.export(model, inputs, str(path), opset_version=OPSET, dynamo=False)
+        module, args = exportable(model, inputs)
+        torch.onnx.export(module, args, str(path), opset_version=OPSET, dynamo=False,
+                          input_names=input_names(model, inputs))  # fmt: skip
     return path
+
+
+class KeywordCall(nn.Module):
+    """``model`` with a positional forward for ``torch.onnx.export``: the last ``keys`` of its
+    tensors are passed by keyword, and a mapping output (a Hugging Face ``ModelOutput``)
+    becomes the tuple of its tensors. The TorchScript exporter's own keyword support fills
+    every parameter before them with its default, positionally, which breaks forwards that
+    take some of those by keyword (Hugging Face's ``use_cache``)."""
+
+    def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.keys = list(keys)
+
+    def forward(self, *tensors: Any) -> Any:
+        split = len(tensors) - len(self.keys)
+        out = call_model(
+            self.model, (*tensors[:split], Kwargs(zip(self.keys, tensors[split:], strict=True)))
+        )
+        if isinstance(out, Mapping):
+            return tuple(v for v in out.values() if v is not None)
+        return out
+
+
+def exportable(model: nn.Module, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
+    """(module, positional arguments) to give ``torch.onnx.export`` for an
+    :func:`~torchslim._tensors.input_tuple`: the model itself, or, with keyword inputs, a
+    :class:`KeywordCall` taking them in the order of the forward's signature (the order of
+    :func:`~torchslim._tensors.input_names`).
+
+    Example:
+        >>> module, args = exportable(nn.Linear(2, 2), (torch.zeros(1, 2),))
+        >>> type(module).__name__, len(args)
+        ('Linear', 1)
+    """
+    args, kwargs = split_inputs(inputs)
+    if not kwargs:
+        return model, args
+    ordered = ordered_kwargs(model, kwargs)
+    return KeywordCall(model, list(ordered)), (*args, *ordered.values())
+
+
+def ort_feed(session: Any, inputs: Sequence[Any]) -> dict[str, Any]:
+    """The ONNX Runtime feed for an :func:`~torchslim._tensors.input_tuple`: positional tensors
+    to the session's inputs in order, keyword ones by name (an input the export left out
+    because the graph never reads it is skipped).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = export_for_latency(nn.Linear(4, 2), (torch.randn(1, 4),), Path(d) / "m.onnx")
+        ...     sorted(ort_feed(ort_session(path), (torch.randn(3, 4),)))
+        ['input']
+    """
+    args, kwargs = split_inputs(inputs)
+    names = [i.name for i in session.get_inputs()]
+    leaves = [t for t in tree_flatten(list(args))[0] if isinstance(t, torch.Tensor)]
+    taken = [n for n in names if n not in kwargs]
+    feed = {n: t.detach().cpu().numpy() for n, t in zip(taken, leaves, strict=not kwargs)}
+    feed.update({k: v.detach().cpu().numpy() for k, v in kwargs.items()
+                 if k in names and isinstance(v, torch.Tensor)})  # fmt: skip
+    return feed
 
 
 def measure_latency(
@@ -231,7 +303,10 @@ def measure_latency(
     inputs = input_tuple(example_inputs)
     threads = threads or torch.get_num_threads()
     # a batched tensor's first axis; a detector's list of images counts its images
-    batch = _batch_size(inputs[0]) if inputs else 1
+    lead = inputs[0] if inputs else None
+    if isinstance(lead, Kwargs):  # keyword inputs: the first tensor's first axis
+        lead = next(iter(tree_flatten(list(inputs))[0]), None)
+    batch = _batch_size(lead) if lead is not None else 1
     if backend == "torch":
         if not isinstance(model_or_path, nn.Module):
             raise TypeError("backend='torch' needs an nn.Module")
@@ -301,7 +376,7 @@ def _torch_latency(model: nn.Module, inputs: tuple, warmup: int, repeats: int, t
     torch.set_num_threads(threads)
     try:
         with module_mode(model, training=False), torch.inference_mode():
-            times = _time_runs(lambda: model(*inputs), warmup, repeats, min_seconds)
+            times = _time_runs(lambda: call_model(model, inputs), warmup, repeats, min_seconds)
     finally:
         torch.set_num_threads(previous)
     return _summarise(times, "torch", threads, batch)
@@ -316,9 +391,6 @@ def _batch_size(first: Any) -> int:
 def _ort_latency(path: Path, inputs: tuple, warmup: int, repeats: int, threads: int,
                  batch: int, min_seconds: float) -> LatencyResult:  # fmt: skip
     session = ort_session(path, threads)
-    leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
-    feed = {
-        i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), leaves, strict=True)
-    }
+    feed = ort_feed(session, inputs)
     times = _time_runs(lambda: session.run(None, feed), warmup, repeats, min_seconds)
     return _summarise(times, "ort", threads, batch)

@@ -125,7 +125,7 @@ def _plain_attributes(module: nn.Module) -> Iterator[tuple[str, Any]]:
             yield key, value
 
 
-def _changed_attributes(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
+def changed_attributes(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
     """Per module name, the plain attributes whose value differs from the reference model's."""
     ref_modules = dict(reference.named_modules())
     changes: dict[str, dict[str, Any]] = {}
@@ -258,7 +258,7 @@ def _save(
         "spec": spec,
         "modules": modules,
         "shapes": {name: list(t.shape) for name, t in tensors},
-        "attributes": _changed_attributes(model, reference),
+        "attributes": changed_attributes(model, reference),
         "buffers": _changed_nonpersistent(model, reference),
         "state_dict": _state_dict(model),
         "metadata": None if metadata is None else dict(metadata),
@@ -311,7 +311,7 @@ def _rebuild(spec: Mapping[str, Any], path: Path) -> nn.Module:
         ) from exc
 
 
-def _reshape_tensors(
+def reshape_tensors(
     model: nn.Module, shapes: Mapping[str, list[int]], values: Mapping[str, torch.Tensor]
 ) -> None:
     """Give every parameter/buffer its recorded shape (empty; ``load_state_dict`` fills it)."""
@@ -341,7 +341,7 @@ def _reshape_tensors(
             owner._buffers[attr] = new
 
 
-def _set_attributes(model: nn.Module, attributes: Mapping[str, Mapping[str, Any]]) -> None:
+def set_attributes(model: nn.Module, attributes: Mapping[str, Mapping[str, Any]]) -> None:
     for module_name, attrs in attributes.items():
         module = model.get_submodule(module_name) if module_name else model
         for attr, value in attrs.items():
@@ -387,8 +387,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     spec = payload["spec"]
     model = _rebuild(spec, path)
     _check_modules(payload["modules"], model, spec)
-    _reshape_tensors(model, payload["shapes"], payload["buffers"])
-    _set_attributes(model, payload["attributes"])
+    reshape_tensors(model, payload["shapes"], payload["buffers"])
+    set_attributes(model, payload["attributes"])
     model.to(map_location)
     bad = first_nonfinite(payload["state_dict"])
     if bad is not None:

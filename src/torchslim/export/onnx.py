@@ -34,7 +34,14 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader
 
-from torchslim._tensors import input_tuple, module_mode
+from torchslim._tensors import (
+    call_model,
+    input_names,
+    input_tuple,
+    module_mode,
+    ordered_kwargs,
+    split_inputs,
+)
 from torchslim.errors import TorchslimError
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
@@ -42,7 +49,7 @@ from torchslim.quant.fake_quant import (
     is_quantized,
 )
 from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
-from torchslim.runtime import OPSET, ort_session
+from torchslim.runtime import OPSET, exportable, ort_feed, ort_session
 
 log = logging.getLogger("torchslim.export")
 
@@ -114,12 +121,17 @@ def export_onnx(
     quantized = is_quantized(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    leaves = tree_flatten(inputs)[0]
-    names = [f"input{i}" if len(leaves) > 1 else "input" for i in range(len(leaves))]
+    names = input_names(model, inputs)
+    args, kwargs = split_inputs(inputs)
+    tensors = [*args, *ordered_kwargs(model, kwargs).values()]
     # A batch axis only where every input is a batched tensor (a detector takes a list of
-    # images, whose first axis is their channels).
-    batched = all(isinstance(t, torch.Tensor) for t in inputs)
-    axes = {n: {0: "batch"} for n in names} if dynamic_batch and batched else None
+    # images, whose first axis is their channels); token ids and masks (integer, 2-D) also
+    # get a sequence axis.
+    batched = all(isinstance(t, torch.Tensor) for t in tensors)
+    axes = None
+    if dynamic_batch and batched:
+        axes = {n: {0: "batch", 1: "sequence"} if t.ndim == 2 and not t.is_floating_point()
+                else {0: "batch"} for n, t in zip(names, tensors, strict=True)}  # fmt: skip
     try:
         with (
             module_mode(model, training=False),
@@ -130,7 +142,8 @@ def export_onnx(
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             if axes is not None:
                 axes["output"] = {0: "batch"}
-            torch.onnx.export(model, inputs, str(tmp), opset_version=opset, dynamo=False,
+            module, args = exportable(model, inputs)
+            torch.onnx.export(module, args, str(tmp), opset_version=opset, dynamo=False,
                               input_names=names, output_names=["output"],
                               dynamic_axes=axes)  # fmt: skip
         proto = onnx.load(str(tmp))
@@ -196,12 +209,9 @@ def ort_parity(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                path: Path) -> tuple[float, float | None]:  # fmt: skip
     """Max |ORT - PyTorch| over the first output, and top-1 agreement for 2-D outputs."""
     session = ort_session(path)
-    leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
-    feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), leaves,
-                                                              strict=True)}  # fmt: skip
-    got = session.run(None, feed)[0]
+    got = session.run(None, ort_feed(session, inputs))[0]
     with torch.no_grad():
-        out = model.eval()(*inputs)
+        out = call_model(model.eval(), inputs)
     ref = next(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
     ref = ref.detach().cpu().numpy()
     err = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0

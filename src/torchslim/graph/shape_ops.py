@@ -293,6 +293,7 @@ def _index(ctx: OpContext, x: T, indices: Sequence[Any]) -> list[list[Layout]]:
 
 @register_op("embedding")
 def _embedding(ctx: OpContext, weight: T, indices: T, *_: Any) -> list[list[Layout]]:
+    freeze_dim(ctx, weight, 0, "embedding rows, looked up by index")  # a vocabulary
     return [[*untracked_like(indices.shape), weight.dims[1]]]
 
 

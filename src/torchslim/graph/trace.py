@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from torchslim._tensors import aten_tensors, lead_tensor, map_tensors
+from torchslim._tensors import aten_tensors, call_model, input_tuple, lead_tensor, map_tensors
 from torchslim.errors import TorchslimError, UnsupportedOpError
 from torchslim.graph import shape_ops  # noqa: F401  (registers the reshape-family handlers)
 from torchslim.graph.execution import (
@@ -485,7 +485,7 @@ def trace(
         1
     """
     ignored = ignore or (lambda _name: False)
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    inputs = input_tuple(example_inputs)
     graph = _trace_pass(model, tuple(inputs), ignored, count=count, real=False, strict=strict)
     if isinstance(graph, str):  # where the shapes-only pass needed values
         where = graph
@@ -541,7 +541,7 @@ def _trace_pass(
                     lambda: _describe(graph, recorder.stack[-1]))  # fmt: skip
     try:
         with scope, measuring(model), recorder, ties, _module_shortcuts(recorder, shortcuts):
-            output = model(*inputs)
+            output = call_model(model, inputs)
     except TorchslimError:
         raise
     except Exception as exc:

@@ -15,6 +15,7 @@ from torch import nn
 
 from torchslim.graph.spaces import Layout, SpaceTable
 from torchslim.graph.trace import ChannelGraph
+from torchslim.prune.importance import is_hf_conv1d
 
 Keep = dict[int, torch.Tensor]  # atom -> sorted kept channel indices
 
@@ -222,6 +223,11 @@ def _shrink_mha(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
     m.head_dim = m.embed_dim // m.num_heads
 
 
+def _shrink_hf_conv1d(m: nn.Module, name: str, ctx: ShrinkContext) -> None:
+    m.nf = m.weight.shape[1]  # the output width its forward reshapes to
+
+
+BERT_HEAD_ATTRS = ("num_attention_heads", "attention_head_size", "all_head_size")
 HEAD_ATTRS = ("num_heads", "n_heads", "heads", "num_attention_heads", "nhead")
 HEAD_DIM_ATTRS = ("head_dim", "dim_head", "head_size", "attention_head_size")
 WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "width", "embed_dims")
@@ -250,6 +256,10 @@ def fix_head_attributes(model: nn.Module, ctx: ShrinkContext) -> None:
                         updates[(owner_name, attr)] = new
     for (owner_name, attr), value in updates.items():
         setattr(ctx.graph.module(owner_name), attr, value)
+    for owner_name in {name for name, _ in updates}:  # BERT-style: heads x head size
+        owner = ctx.graph.module(owner_name)
+        if all(isinstance(getattr(owner, a, None), int) for a in BERT_HEAD_ATTRS):
+            owner.all_head_size = owner.num_attention_heads * owner.attention_head_size
 
 
 def fix_split_attributes(ctx: ShrinkContext) -> None:
@@ -275,3 +285,5 @@ def shrink_modules(model: nn.Module, graph: ChannelGraph, keep: Keep) -> None:
         for module_type, fn in SHRINKERS:
             if isinstance(module, module_type):
                 fn(module, name, ctx)
+        if is_hf_conv1d(module):
+            _shrink_hf_conv1d(module, name, ctx)

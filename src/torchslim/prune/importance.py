@@ -38,13 +38,20 @@ class Member:
         """The output-channel dim of a conv/linear weight (filters of the group)."""
         if not self.name.endswith("weight") or self.param.ndim < 2:
             return False
-        transposed = getattr(self.module, "transposed", False)
+        # a transposed conv, or Hugging Face's Conv1D (GPT-2: a Linear stored (in, out))
+        transposed = getattr(self.module, "transposed", False) or is_hf_conv1d(self.module)
         return self.dim == (1 if transposed else 0)
 
     @property
     def is_norm_scale(self) -> bool:
         norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
         return isinstance(self.module, norms) and self.name.endswith("weight")
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is Hugging Face's ``Conv1D`` (GPT-2's Linear, weight ``(in, out)``)
+    without importing ``transformers``."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
 @dataclass

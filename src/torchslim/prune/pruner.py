@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from torchslim import reports
-from torchslim._tensors import Inputs, input_tuple, module_mode
+from torchslim._tensors import Inputs, call_model, input_tuple, module_mode
 from torchslim.analysis import ModelStats, analyze
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
@@ -27,6 +27,7 @@ from torchslim.models.specs import remember_spec
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.config import PruneConfig as PruneConfig
 from torchslim.prune.config import RatioMode as RatioMode
+from torchslim.prune.hf import update_config
 from torchslim.prune.importance import Group, Member, get_importance
 from torchslim.prune.report import PruneReport, build_report
 from torchslim.prune.target import search_keep
@@ -209,7 +210,7 @@ def _suspects(groups: list[Group], module: str | None) -> list[Group]:
 
 def _run(model: nn.Module, inputs: tuple) -> Any:
     with module_mode(model, training=False), torch.no_grad():
-        return model(*inputs)
+        return call_model(model, inputs)
 
 
 def check_forward(model: nn.Module, inputs: tuple) -> Any:
@@ -218,7 +219,7 @@ def check_forward(model: nn.Module, inputs: tuple) -> Any:
     longer fits together. Cheaper than a real pass even on small models: a real one would first
     build a oneDNN kernel for every new convolution shape."""
     with measuring(model), ShapesOnly(), shape_only_modules(model):
-        return model(*inputs)
+        return call_model(model, inputs)
 
 
 def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple) -> ModelStats:
@@ -253,6 +254,7 @@ def apply_keep(model: nn.Module, graph: ChannelGraph, keep: Keep, inputs: tuple)
         raise PruningError(
             f"pruning changed the output shape from {expected} to {got}; the model was restored"
         )
+    update_config(model)  # a Hugging Face model's config follows its layers
     return graph.stats_after(keep)  # only for a pruning that stands (repair tries many)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from torchslim._tensors import first_nonfinite
+from torchslim._tensors import call_model, first_nonfinite
 from torchslim.errors import NonFiniteError
 from torchslim.inputs import describe_inputs
 from torchslim.quant.fake_quant import (
@@ -140,7 +140,7 @@ def first_nonfinite_layer(model: nn.Module, inputs: Sequence[Any]) -> tuple[str,
     set_quantizers(model, enabled=False, observing=False)
     model.eval()
     try:
-        model(*inputs)
+        call_model(model, inputs)
     finally:
         for h in handles:
             h.remove()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchslim._tensors import call_model
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
@@ -96,7 +97,7 @@ def _layer_inputs(model: nn.Module, names: list[str], batches: list[tuple],
     try:
         with torch.no_grad():
             for inputs in batches:
-                model(*inputs)
+                call_model(model, inputs)
     finally:
         for h in handles:
             h.remove()

@@ -16,6 +16,7 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from torchslim import reports
+from torchslim._tensors import call_model
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.inputs import run_forward
@@ -277,7 +278,7 @@ def correct_bias(model: nn.Module, layers: Iterable[str],
     count = 0
     try:
         for inputs in batches:
-            model(*inputs)
+            call_model(model, inputs)
             count += 1
     finally:
         for h in handles:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
-from torchslim._tensors import first_tensor
+from torchslim._tensors import call_model, first_tensor
 from torchslim.quant.fake_quant import set_quantizers
 from torchslim.tables import text_table
 
@@ -103,7 +103,7 @@ def _outputs(
 
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     try:
-        raw = model(*inputs)
+        raw = call_model(model, inputs)
     finally:
         for h in handles:
             h.remove()
@@ -169,7 +169,7 @@ def layer_report(
 
 def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
               batches: Sequence[tuple], progress: bool) -> dict[str, float]:  # fmt: skip
-    refs = [output_tensor(float_model(*inputs)) for inputs in batches]
+    refs = [output_tensor(call_model(float_model, inputs)) for inputs in batches]
     result = {}
     for n in tqdm(names, disable=not progress, desc="per-layer error", unit="layer"):
         set_quantizers(qmodel, enabled=False)
@@ -177,7 +177,7 @@ def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
             m.enabled = True
         s = noise = 0.0
         for inputs, ref in zip(batches, refs, strict=True):
-            out = output_tensor(qmodel(*inputs))
+            out = output_tensor(call_model(qmodel, inputs))
             if out.shape != ref.shape:  # outputs of data-dependent size: no comparison
                 s = noise = math.nan
                 break

@@ -1,0 +1,123 @@
+"""Hugging Face encoders and decoders (tiny, randomly initialised: no weights needed) taken as
+they are called, with keyword inputs: pruned by heads and FFN channels, config kept true,
+exported to ONNX with dynamic batch and sequence axes, and round-tripped through
+``save_pretrained``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchslim as ts
+from torchslim._tensors import input_tuple
+from torchslim.pretrained import from_pretrained, save_pretrained
+from torchslim.runtime import ort_feed, ort_session
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB, SEQ = 64, 12
+
+
+def tiny_bert() -> torch.nn.Module:
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2,
+                                  num_attention_heads=6, intermediate_size=96,
+                                  max_position_embeddings=32)  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.BertModel(cfg).eval()
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=2, n_head=6,
+                                  n_positions=32, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.GPT2Model(cfg).eval()
+
+
+def tokens(batch: int = 2, seq: int = SEQ) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(batch * 100 + seq)
+    ids = torch.randint(0, VOCAB, (batch, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
+
+
+def hidden(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).last_hidden_state
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BERT's mask check reads values
+def test_bert_prunes_heads_and_ffn_from_keyword_inputs() -> None:
+    bert = tiny_bert()
+    before = ts.analyze(bert, tokens())
+    ts.prune(bert, tokens(), {"ratio": 0.5})
+    for layer in bert.encoder.layer:
+        attn = layer.attention.self
+        assert (attn.num_attention_heads, attn.attention_head_size) == (3, 8)
+        assert attn.all_head_size == 24 and attn.query.out_features == 24
+        assert layer.attention.output.dense.in_features == 24
+        assert layer.intermediate.dense.out_features == 48
+    # what the model hands out or looks up is left whole: hidden size, vocabulary, pooler
+    assert bert.embeddings.word_embeddings.weight.shape == (VOCAB, 48)
+    assert bert.pooler.dense.weight.shape == (48, 48)
+    assert bert.config.intermediate_size == 48
+    assert bert.config.torchslim_layers == {"heads": [3, 3], "ffn": [48, 48]}
+    assert hidden(bert, tokens()).shape == (2, SEQ, 48)
+    assert ts.analyze(bert, tokens()).macs < 0.7 * before.macs
+
+
+def test_gpt2_prunes_packed_qkv_and_conv1d() -> None:
+    gpt = tiny_gpt2()
+    inputs = {"input_ids": tokens()["input_ids"]}
+    ts.prune(gpt, inputs, {"ratio": 0.5})
+    attn, mlp = gpt.h[0].attn, gpt.h[0].mlp
+    assert attn.c_attn.weight.shape == (48, 3 * 24) and attn.c_attn.nf == 72
+    assert (attn.num_heads, attn.head_dim, attn.split_size) == (3, 8, 24)
+    assert mlp.c_fc.weight.shape == (48, 96) and mlp.c_fc.nf == 96
+    assert gpt.wte.weight.shape == (VOCAB, 48)  # the vocabulary is never pruned
+    assert gpt.config.n_inner == 96
+    assert hidden(gpt, inputs).shape == (2, SEQ, 48)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("build", [tiny_bert, tiny_gpt2], ids=["bert", "gpt2"])
+def test_pruned_model_round_trips_through_save_pretrained(build, tmp_path: Path) -> None:
+    model = build()
+    # different head counts per layer: only the first layer's attention is cut
+    first = "encoder.layer.0.*" if hasattr(model, "encoder") else "h.0.*"
+    ts.prune(model, tokens(), {"ratio": 0.0, "ratios": {first: 0.5}})
+    save_pretrained(model, tmp_path)
+    back = from_pretrained(tmp_path)
+    assert type(back) is type(model)
+    assert {n: p.shape for n, p in back.named_parameters()} == {
+        n: p.shape for n, p in model.named_parameters()
+    }
+    for inputs in (tokens(), tokens(batch=3, seq=7)):
+        assert torch.equal(hidden(back, inputs), hidden(model, inputs))
+    assert "torchslim" not in vars(model.config)  # the record lives only in the folder
+
+
+def test_unpruned_and_uniform_ffn_models_load_with_transformers_alone(tmp_path: Path) -> None:
+    bert = tiny_bert()
+    ts.prune(bert, tokens(), {"ratio": 0.5, "ignore": ["*.attention"]})
+    assert bert.encoder.layer[0].attention.self.num_attention_heads == 6
+    save_pretrained(bert, tmp_path)
+    plain = transformers.BertModel.from_pretrained(tmp_path).eval()
+    assert torch.equal(hidden(plain, tokens()), hidden(bert, tokens()))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_onnx_export_takes_keyword_inputs_with_dynamic_batch_and_sequence(tmp_path: Path) -> None:
+    bert = tiny_bert()
+    ts.prune(bert, tokens(), {"ratio": 0.5})
+    report = ts.export_onnx(bert, tokens(), tmp_path / "bert.onnx")
+    assert report.max_abs_error < 1e-4
+    session = ort_session(tmp_path / "bert.onnx")
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    other = tokens(batch=5, seq=9)
+    other["attention_mask"][1:, 6:] = 0  # padded: the file must read the mask, not bake it in
+    got = session.run(None, ort_feed(session, input_tuple(other)))[0]
+    assert got.shape == (5, 9, 48)
+    assert abs(torch.from_numpy(got) - hidden(bert, other)).max() < 1e-4
+    latency = ts.measure_latency(bert, other, backend="ort", repeats=2, warmup=1)
+    assert latency.batch_size == 5
