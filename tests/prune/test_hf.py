@@ -121,3 +121,14 @@ def test_onnx_export_takes_keyword_inputs_with_dynamic_batch_and_sequence(tmp_pa
     assert abs(torch.from_numpy(got) - hidden(bert, other)).max() < 1e-4
     latency = ts.measure_latency(bert, other, backend="ort", repeats=2, warmup=1)
     assert latency.batch_size == 5
+
+
+def test_dynamic_int8_takes_keyword_calibration_batches_and_exports(tmp_path: Path) -> None:
+    bert = tiny_bert()
+    quantized = ts.quantize(bert, [tokens()], {"dynamic": True}, progress=False)
+    report = ts.export_onnx(quantized, tokens(), tmp_path / "q.onnx")
+    assert report.quantized and report.int8_weights >= 12  # q, k, v, o, two FFN per layer
+    cos = torch.nn.functional.cosine_similarity(
+        hidden(quantized, tokens()).flatten(1), hidden(bert, tokens()).flatten(1)
+    )
+    assert cos.min() > 0.95

@@ -16,7 +16,7 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from torchslim import reports
-from torchslim._tensors import call_model
+from torchslim._tensors import call_model, input_tuple
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.inputs import run_forward
@@ -63,7 +63,8 @@ class QuantState:
 
 
 def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, ...]]:
-    """Model inputs from a loader yielding tensors, ``(inputs, targets)`` or input tuples; a
+    """Model inputs from a loader yielding tensors, ``(inputs, targets)``, input tuples or
+    dicts of keyword inputs (``{"input_ids": ..., "attention_mask": ...}``); a
     detection batch ``(images, target dicts)`` (the trainer's collate) gives its list of
     images as the one argument a detector takes.
 
@@ -77,6 +78,8 @@ def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, .
     for batch in itertools.islice(calib_data, limit):
         if isinstance(batch, torch.Tensor):
             yield (batch,)
+        elif isinstance(batch, Mapping):  # keyword inputs (a tokenizer's output)
+            yield input_tuple(batch)
         elif (
             isinstance(batch, (list, tuple))
             and len(batch) >= 2
@@ -86,7 +89,7 @@ def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, .
             yield (batch[0],)
         elif isinstance(batch, (list, tuple)) and batch:
             first = batch[0]
-            yield tuple(first) if isinstance(first, (list, tuple)) else (first,)
+            yield input_tuple(first) if isinstance(first, Mapping | list | tuple) else (first,)
         else:
             raise ConfigError(
                 f"calib_data: batches must be tensors or (inputs, targets) pairs, got "
