@@ -132,3 +132,14 @@ def test_dynamic_int8_takes_keyword_calibration_batches_and_exports(tmp_path: Pa
         hidden(quantized, tokens()).flatten(1), hidden(bert, tokens()).flatten(1)
     )
     assert cos.min() > 0.95
+    # the embedding tables are int8 in the file too (one scale per row)
+    assert quantized.quant_state.embeddings == [
+        "embeddings.word_embeddings", "embeddings.position_embeddings",
+        "embeddings.token_type_embeddings",
+    ]  # fmt: skip
+    floats = ts.quantize(bert, [tokens()], {"dynamic": True, "embedding_bits": 0}, progress=False)
+    assert floats.quant_state.embeddings == []
+    kept = ts.export_onnx(floats, tokens(), tmp_path / "f.onnx", check=False)
+    table_bytes = sum(m.weight.numel() for m in bert.embeddings.children() if hasattr(m, "weight")
+                      and isinstance(m, torch.nn.Embedding))  # fmt: skip
+    assert kept.file_bytes - report.file_bytes > 2.5 * table_bytes  # 4 bytes a value, not 1

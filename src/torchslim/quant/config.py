@@ -53,6 +53,8 @@ class QuantConfig:
     skip: tuple[str, ...] = ()  # layers kept in float (torchslim.selection patterns)
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
+    # dynamic: nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
+    embedding_bits: int = 8
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input

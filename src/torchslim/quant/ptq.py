@@ -36,6 +36,7 @@ from torchslim.quant.fake_quant import (
     set_quantizers,
 )
 from torchslim.quant.fold import fold_batchnorm
+from torchslim.quant.observers import QuantSpec
 from torchslim.quant.parts import trace_part, traceable_parts
 from torchslim.quant.placement import (
     drop_identities,
@@ -60,6 +61,7 @@ class QuantState:
     layers: list[str]  # the quantized Conv/Linear layers
     skipped: list[str]
     layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
+    embeddings: list[str] = field(default_factory=list)  # tables stored on an integer grid
 
 
 def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, ...]]:
@@ -214,7 +216,13 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> 
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
     check_layer_bits(cfg, names)
-    model.quant_state = QuantState(cfg, names, sorted(skip))
+    tables = [n for n, m in model.named_modules() if type(m) is nn.Embedding and n not in skip]
+    if cfg.embedding_bits:  # per row, symmetric: the rows are only dequantized, never multiplied
+        spec = QuantSpec(bits=cfg.embedding_bits, per_channel=True, ch_axis=0)
+        for name in tables:
+            to_quantized(model.get_submodule(name), spec)
+    model.quant_state = QuantState(cfg, names, sorted(skip), embeddings=tables if
+                                   cfg.embedding_bits else [])  # fmt: skip
     return model
 
 

@@ -54,6 +54,15 @@ class QuantLinear(_QuantWeight, nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
+class QuantEmbedding(_QuantWeight, nn.Embedding):
+    """An embedding table on an integer grid, one scale per row (per token): exported as an
+    int8 initializer, ``DequantizeLinear`` and ``Gather``, so the file holds a byte per value."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.quantized_weight(), self.padding_idx, self.max_norm,
+                           self.norm_type, self.scale_grad_by_freq, self.sparse)  # fmt: skip
+
+
 class DynamicInt8Linear(torch.autograd.Function):
     """ONNX form of a dynamically quantized Linear: ``DynamicQuantizeLinear`` (uint8 input,
     range of this input) -> ``MatMulInteger`` with the int8 weight -> ``Cast`` -> ``Mul`` by both
@@ -126,13 +135,17 @@ def is_quantizable(module: nn.Module) -> bool:
 
 
 def to_quantized(module: nn.Module, spec: QuantSpec) -> nn.Module:
-    """Turn a float Conv/Linear into its fake-quantized class in place and return it.
+    """Turn a float Conv/Linear (or an Embedding) into its fake-quantized class in place and
+    return it.
 
     Example:
         >>> layer = to_quantized(nn.Linear(4, 2), QuantSpec(bits=8, per_channel=True))
         >>> type(layer).__name__, layer(torch.randn(3, 4)).shape
         ('QuantLinear', torch.Size([3, 2]))
+        >>> table = to_quantized(nn.Embedding(10, 4), QuantSpec(bits=8, per_channel=True))
+        >>> type(table).__name__, table(torch.tensor([[1, 2]])).shape
+        ('QuantEmbedding', torch.Size([1, 2, 4]))
     """
-    module.__class__ = QUANT_CLASSES[type(module)]
+    module.__class__ = {**QUANT_CLASSES, nn.Embedding: QuantEmbedding}[type(module)]
     module.weight_fake_quant = WeightQuantize(spec)
     return module
