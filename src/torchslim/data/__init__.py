@@ -11,6 +11,7 @@ from torchslim.data.coco import (
 from torchslim.data.datasets import cache_dir, dataset_info, get_dataset, targets_of
 from torchslim.data.info import DatasetInfo
 from torchslim.data.sampling import calibration_loader, in_memory, stratified_subset
+from torchslim.data.text import text_corpus
 from torchslim.data.transforms import AUGMENTATIONS, build_transforms, mix_transform
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "mix_transform",
     "stratified_subset",
     "targets_of",
+    "text_corpus",
 ]
