@@ -66,6 +66,16 @@ def test_bert_prunes_heads_and_ffn_from_keyword_inputs() -> None:
     assert ts.analyze(bert, tokens()).macs < 0.7 * before.macs
 
 
+def test_pruning_leaves_a_shared_config_alone() -> None:
+    cfg = tiny_bert().config
+    first, second = transformers.BertModel(cfg), transformers.BertModel(cfg)
+    ts.prune(first, tokens(), {"ratio": 0.5})
+    assert first.config.intermediate_size == 48 and first.config is not cfg
+    assert first.encoder.layer[0].attention.self.config is first.config
+    assert cfg.intermediate_size == 96 and second.config.intermediate_size == 96
+    assert transformers.BertModel(cfg).encoder.layer[0].intermediate.dense.out_features == 96
+
+
 def test_gpt2_prunes_packed_qkv_and_conv1d() -> None:
     gpt = tiny_gpt2()
     inputs = {"input_ids": tokens()["input_ids"]}

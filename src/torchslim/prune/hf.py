@@ -13,6 +13,7 @@ Nothing here imports ``transformers``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from torch import nn
@@ -82,7 +83,12 @@ def update_config(model: nn.Module) -> dict[str, Any] | None:
     """
     if not is_hf_model(model):
         return None
-    config = model.config
+    # A config object may be shared (``BertModel(cfg)`` twice): this model gets its own copy,
+    # which its submodules that keep the config point to as well.
+    shared, config = model.config, copy.deepcopy(model.config)
+    for module in model.modules():
+        if vars(module).get("config") is shared:
+            module.config = config
     summary = layer_summary(model)
     config.torchslim_layers = summary
     widths = set(summary["ffn"])
