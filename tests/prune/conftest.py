@@ -135,18 +135,17 @@ def assert_report_matches_measurement(model: nn.Module, x: torch.Tensor) -> None
     """The pruning report's figures after pruning (predicted from the trace, without running
     the pruned model) equal those measured on the pruned model: totals and every layer."""
     import torchslim as ts
+    from torchslim.prune.report import out_channels
 
     report, measured = ts.report(model, "prune"), ts.analyze(model, x)
     assert (report.macs_after, report.params_after) == (measured.macs, measured.params)
     rows = {r.name: r for r in measured.layers}
     for layer in report.layers:
         row = rows[layer.name]
-        shape = row.output_shape
-        channels = shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
         assert (layer.macs_after, layer.params_after, layer.channels_after) == (
             row.macs,
             row.params,
-            channels,
+            out_channels(row),
         ), layer.name
 
 

@@ -13,6 +13,7 @@ import torch
 import torchslim as ts
 from torchslim._tensors import input_tuple
 from torchslim.pretrained import from_pretrained, save_pretrained
+from torchslim.prune.pruner import prune_report
 from torchslim.runtime import ort_feed, ort_session
 
 transformers = pytest.importorskip("transformers")
@@ -64,6 +65,10 @@ def test_bert_prunes_heads_and_ffn_from_keyword_inputs() -> None:
     assert bert.config.torchslim_layers == {"heads": [3, 3], "ffn": [48, 48]}
     assert hidden(bert, tokens()).shape == (2, SEQ, 48)
     assert ts.analyze(bert, tokens()).macs < 0.7 * before.macs
+    # the report counts a token layer's channels on its last axis, not the sequence
+    rows = {r.name: r for r in prune_report(bert).layers}
+    ffn = rows["encoder.layer.0.intermediate.dense"]
+    assert (ffn.channels_before, ffn.channels_after) == (96, 48)
 
 
 def test_pruning_leaves_a_shared_config_alone() -> None:

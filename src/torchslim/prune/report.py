@@ -96,8 +96,16 @@ class PruneReport:
         return "\n".join(lines)
 
 
-def _out_channels(stats_row: Any) -> int:
+# Layers whose channels are the output's last axis (token features), not its second.
+_CHANNELS_LAST = ("Linear", "Conv1D", "Embedding", "LayerNorm", "RMSNorm")
+
+
+def out_channels(stats_row: Any) -> int:
+    """The channels a layer's row of ``ts.analyze`` reports: its output's second axis, or the
+    last for token layers (Linear, Embedding, LayerNorm)."""
     shape = stats_row.output_shape
+    if len(shape) > 1 and stats_row.type.endswith(_CHANNELS_LAST):
+        return shape[-1]
     return shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
 
 
@@ -120,8 +128,8 @@ def build_report(
             LayerChange(
                 r.name,
                 r.type,
-                _out_channels(r),
-                _out_channels(a),
+                out_channels(r),
+                out_channels(a),
                 r.params,
                 a.params,
                 r.macs,
