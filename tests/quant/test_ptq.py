@@ -180,6 +180,26 @@ def test_dynamic_quantization_needs_no_calibration() -> None:
         ts.quantize(nn.Sequential(nn.Conv2d(1, 1, 1)), None, {"dynamic": True})
 
 
+def test_smoothquant_moves_activation_outliers_into_the_weights(tmp_path) -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 4)).eval()
+    with torch.no_grad():
+        mlp[0].weight[[3, 17]] *= 60  # two outlier channels set the per-tensor input range
+    data = [torch.randn(32, 16) for _ in range(4)]
+    plain = ts.quantize(mlp, data, {"dynamic": True})
+    smooth = ts.quantize(mlp, data, {"dynamic": True, "smooth": 0.5})
+    assert "input_smooth" in dict(smooth[1].named_buffers())
+    x = torch.randn(64, 16)
+    with torch.no_grad():
+        assert sqnr_db(mlp(x), smooth(x)) > sqnr_db(mlp(x), plain(x)) + 6
+    report = ts.export_onnx(smooth, x, tmp_path / "smooth.onnx")
+    assert report.max_abs_error < 1e-2 * float(mlp(x).abs().max())
+    with pytest.raises(ConfigError, match="calib_data"):
+        ts.quantize(mlp, None, {"dynamic": True, "smooth": 0.5})
+    with pytest.raises(ConfigError, match="dynamic=True"):
+        ts.quantize(mlp, data, {"smooth": 0.5})
+
+
 def test_untraceable_model_names_the_way_out() -> None:
     class Branchy(nn.Module):
         def __init__(self) -> None:

@@ -48,7 +48,12 @@ from torchslim.quant.fake_quant import (
     FakeQuantize,
     is_quantized,
 )
-from torchslim.quant.qmodules import QuantLinear, onnx_int8_weight
+from torchslim.quant.qmodules import (
+    QuantEmbedding,
+    QuantLinear,
+    onnx_int8_table,
+    onnx_int8_weight,
+)
 from torchslim.runtime import OPSET, exportable, ort_feed, ort_session
 
 log = logging.getLogger("torchslim.export")
@@ -196,6 +201,8 @@ def _constant_qparams(model: nn.Module) -> Iterator[None]:
                     and dynamic.enabled and dynamic.bits == 8):  # fmt: skip
                 # int8 weight made here, outside the trace, so it exports as a constant
                 m.onnx_int8 = onnx_int8_weight(m)
+            elif isinstance(m, QuantEmbedding):  # int8 rows gathered, then dequantized
+                m.onnx_int8 = onnx_int8_table(m)
     try:
         yield
     finally:

@@ -55,6 +55,10 @@ class QuantConfig:
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
     # dynamic: nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
     embedding_bits: int = 8
+    # dynamic: SmoothQuant migration strength alpha (0: off): each Linear's input channels are
+    # divided by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s,
+    # so outlier channels stop setting the per-tensor range; needs calib_data
+    smooth: float = 0.0
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
@@ -123,6 +127,12 @@ class QuantConfig:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.auto_skip < 0:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
+        if not 0.0 <= self.smooth <= 1.0:
+            raise ConfigError(f"smooth: a migration strength in [0, 1], got {self.smooth}")
+        if self.smooth and not self.dynamic:
+            raise ConfigError("smooth: SmoothQuant is applied with dynamic=True only (for now)")
+        if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
+            raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self.weight_spec()  # validates percentile through QuantSpec
         self.selection  # noqa: B018  (checks the patterns)
 

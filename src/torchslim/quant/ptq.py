@@ -46,7 +46,7 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.qmodules import is_quantizable, to_quantized
+from torchslim.quant.qmodules import is_quantizable, smooth_linear, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
 from torchslim.train.tasks import Task, infer_task
 
@@ -205,16 +205,45 @@ def quant_parts(
     return parts, skip
 
 
-def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str]) -> nn.Module:
+@torch.no_grad()
+def input_amax(
+    model: nn.Module, names: list[str], batches: list[tuple[Any, ...]]
+) -> dict[str, torch.Tensor]:
+    """The largest |input| per input channel (the last axis) of each layer in ``names`` over
+    ``batches``."""
+    amax: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Any:
+        def record(_mod: nn.Module, args: tuple, _out: Any) -> None:
+            x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
+            amax[name] = torch.maximum(amax[name], x) if name in amax else x
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        for i, inputs in enumerate(batches):
+            calib_forward(model, inputs, i)
+    finally:
+        for h in handles:
+            h.remove()
+    return amax
+
+
+def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
+                   batches: list[tuple[Any, ...]]) -> nn.Module:  # fmt: skip
     model = copy.deepcopy(float_model)
     names = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and is_quantizable(m) and n not in skip]  # fmt: skip
     if not names:
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
+    amax = input_amax(model, names, batches) if cfg.smooth else {}
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
+        if name in amax:
+            smooth_linear(layer, amax[name], cfg.smooth)
     check_layer_bits(cfg, names)
     tables = [n for n, m in model.named_modules() if type(m) is nn.Embedding and n not in skip]
     if cfg.embedding_bits:  # per row, symmetric: the rows are only dequantized, never multiplied
@@ -337,7 +366,10 @@ def quantize(
     float_model = copy.deepcopy(model).eval()
     skip = skipped_layers(float_model, cfg)
     if cfg.dynamic:
-        qmodel = _build_dynamic(float_model, cfg, skip)
+        if cfg.smooth and calib_data is None:
+            raise ConfigError("smooth: SmoothQuant needs calib_data (a few batches of inputs)")
+        batches = list(calib_inputs(calib_data, cfg.calib_batches)) if cfg.smooth else []
+        qmodel = _build_dynamic(float_model, cfg, skip, batches)
         qmodel.quant_report = None  # deprecated attribute: ts.report(qmodel)
         reports.record(qmodel, "quantize", None)
         return qmodel

@@ -42,9 +42,14 @@ class QuantConv3d(_QuantWeight, nn.Conv3d):
 class QuantLinear(_QuantWeight, nn.Linear):
     """A fake-quantized Linear; with ``input_fake_quant`` (dynamic quantization) the input is
     quantized with its own range on every call, and the ONNX export is the integer pattern ONNX
-    Runtime fuses into ``DynamicQuantizeMatMul`` (see :class:`DynamicInt8Linear`)."""
+    Runtime fuses into ``DynamicQuantizeMatMul`` (see :class:`DynamicInt8Linear`). An
+    ``input_smooth`` buffer (SmoothQuant, see :func:`smooth_linear`) scales the input's
+    channels first (a ``Mul`` in ONNX)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        smooth = self._buffers.get("input_smooth")  # SmoothQuant: 1 / s per input channel
+        if smooth is not None:
+            x = x * smooth
         dynamic = self._modules.get("input_fake_quant")
         if dynamic is not None:
             onnx_form = getattr(self, "onnx_int8", None)
@@ -59,8 +64,56 @@ class QuantEmbedding(_QuantWeight, nn.Embedding):
     int8 initializer, ``DequantizeLinear`` and ``Gather``, so the file holds a byte per value."""
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        onnx_form = getattr(self, "onnx_int8", None)
+        if onnx_form is not None and torch.onnx.is_in_onnx_export():
+            return GatherDequantize.apply(ids, *onnx_form)
         return F.embedding(ids, self.quantized_weight(), self.padding_idx, self.max_norm,
                            self.norm_type, self.scale_grad_by_freq, self.sparse)  # fmt: skip
+
+
+class GatherDequantize(torch.autograd.Function):
+    """ONNX form of an int8 embedding lookup: ``Gather`` the int8 rows and their scales, then
+    ``Cast`` and ``Mul``. Only the looked-up rows are dequantized on each run, not the whole
+    table (a ``DequantizeLinear`` before the ``Gather``, which ONNX Runtime does not fold, would
+    dequantize 30,522 x 384 values per call for a BERT vocabulary).
+
+    Arguments: the ids, the int8 table and its scales ``[rows, 1]`` (made outside the trace, so
+    they export as constants; see ``torchslim.export.onnx``).
+    """
+
+    @staticmethod
+    def forward(ctx: object, ids: torch.Tensor, table: torch.Tensor,
+                scales: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        return table[ids].float() * scales[ids]
+
+    @staticmethod
+    def symbolic(g: Any, ids: Any, table: Any, scales: Any) -> Any:
+        rows = g.op("Cast", g.op("Gather", table, ids, axis_i=0), to_i=1)  # 1: FLOAT
+        return g.op("Mul", rows, g.op("Gather", scales, ids, axis_i=0))
+
+
+def onnx_int8_table(table: QuantEmbedding) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(int8 table, scales [rows, 1])`` of a symmetric 8-bit embedding for
+    :class:`GatherDequantize`; None when it is not on such a grid. The table must already be
+    frozen on its grid (``WeightQuantize.freeze``).
+
+    Example:
+        >>> emb = to_quantized(nn.Embedding(5, 3), QuantSpec(bits=8, per_channel=True))
+        >>> _ = emb.weight_fake_quant.freeze(emb.weight)
+        >>> q, scales = onnx_int8_table(emb)
+        >>> q.dtype, tuple(q.shape), tuple(scales.shape)
+        (torch.int8, (5, 3), (5, 1))
+    """
+    wq = table.weight_fake_quant
+    if wq.frozen is None or wq.spec.bits != 8:
+        return None
+    scale, zero = (t.detach().to(torch.float32) for t in wq.frozen)
+    if zero.abs().max() > 0:
+        return None
+    scale = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(1, 1).expand(
+        table.weight.shape[0], 1)  # fmt: skip
+    q = torch.round(table.weight.detach() / scale).clamp(-128, 127).to(torch.int8)
+    return q, scale.contiguous()
 
 
 class DynamicInt8Linear(torch.autograd.Function):
@@ -91,6 +144,30 @@ class DynamicInt8Linear(torch.autograd.Function):
         out = g.op("Mul", g.op("Cast", acc, to_i=1), g.op("Mul", x_scale, w_scale))  # 1: FLOAT
         is_none = bias is None or (hasattr(bias, "node") and bias.node().mustBeNone())
         return out if is_none else g.op("Add", out, bias)
+
+
+@torch.no_grad()
+def smooth_linear(layer: nn.Linear, input_amax: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant on one Linear (Xiao et al., 2023): with ``input_amax`` the largest |input|
+    per input channel seen on calibration data, ``s = amax^alpha / max|w|^(1 - alpha)`` per
+    channel; the weight's columns are multiplied by ``s`` and ``1 / s`` is kept as the
+    ``input_smooth`` buffer its forward applies to the input. The product is unchanged; the
+    input's outlier channels move into the weight, which is quantized per output channel.
+    Returns ``s``.
+
+    Example:
+        >>> layer = to_quantized(nn.Linear(3, 2), QuantSpec(bits=8, per_channel=True))
+        >>> x = torch.tensor([[1.0, 50.0, -0.5]])
+        >>> before = F.linear(x, layer.weight, layer.bias)
+        >>> s = smooth_linear(layer, x.abs().amax(0), alpha=0.5)
+        >>> torch.allclose(F.linear(x * layer.input_smooth, layer.weight, layer.bias), before)
+        True
+    """
+    w_amax = layer.weight.abs().amax(0).clamp(min=1e-5)
+    s = (input_amax.clamp(min=1e-5) ** alpha / w_amax ** (1 - alpha)).clamp(min=1e-5)
+    layer.weight.mul_(s)
+    layer.register_buffer("input_smooth", (1.0 / s).to(layer.weight.dtype))
+    return s
 
 
 def onnx_int8_weight(
