@@ -76,20 +76,23 @@ def call_model(model: Callable[..., Any], inputs: Sequence[Any]) -> Any:
 
 def input_names(model: nn.Module, inputs: Sequence[Any]) -> list[str]:
     """Names of the tensors of an :func:`input_tuple`, in the order an ONNX export lists them:
-    positional ones ``input`` (or ``input0``, ``input1``...), keyword ones by their keys in the
-    order of the forward's signature (the exporter's order).
+    positional ones ``input`` (or ``input0``, ``input1``...), keyword tensors by their keys in
+    the order of the forward's signature (the exporter's order); other keywords (flags) are
+    constants of the file, not inputs.
 
     Example:
         >>> class Net(nn.Module):
         ...     def forward(self, input_ids, attention_mask=None):
         ...         return input_ids
-        >>> input_names(Net(), input_tuple({"attention_mask": 1, "input_ids": 2}))
+        >>> ids, mask = torch.zeros(1, 4), torch.ones(1, 4)
+        >>> input_names(Net(), input_tuple({"attention_mask": mask, "input_ids": ids}))
         ['input_ids', 'attention_mask']
     """
     args, kwargs = split_inputs(inputs)
     leaves = _pytree.tree_flatten(list(args))[0]
     names = [f"input{i}" if len(leaves) > 1 else "input" for i in range(len(leaves))]
-    return names + list(ordered_kwargs(model, kwargs))
+    keyword = ordered_kwargs(model, kwargs)
+    return names + [k for k, v in keyword.items() if isinstance(v, torch.Tensor)]
 
 
 def ordered_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -222,16 +222,17 @@ class KeywordCall(nn.Module):
     every parameter before them with its default, positionally, which breaks forwards that
     take some of those by keyword (Hugging Face's ``use_cache``)."""
 
-    def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, keys: Sequence[str],
+                 constants: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.keys = list(keys)
+        self.constants = dict(constants or {})  # non-tensor keywords (flags), fixed in the file
 
     def forward(self, *tensors: Any) -> Any:
         split = len(tensors) - len(self.keys)
-        out = call_model(
-            self.model, (*tensors[:split], Kwargs(zip(self.keys, tensors[split:], strict=True)))
-        )
+        kwargs = Kwargs(zip(self.keys, tensors[split:], strict=True), **self.constants)
+        out = call_model(self.model, (*tensors[:split], kwargs))
         if isinstance(out, Mapping):
             return tuple(v for v in out.values() if v is not None)
         return out
@@ -252,7 +253,9 @@ def exportable(model: nn.Module, inputs: Sequence[Any]) -> tuple[nn.Module, tupl
     if not kwargs:
         return model, args
     ordered = ordered_kwargs(model, kwargs)
-    return KeywordCall(model, list(ordered)), (*args, *ordered.values())
+    tensors = {k: v for k, v in ordered.items() if isinstance(v, torch.Tensor)}
+    constants = {k: v for k, v in ordered.items() if k not in tensors}
+    return KeywordCall(model, list(tensors), constants), (*args, *tensors.values())
 
 
 def ort_feed(session: Any, inputs: Sequence[Any]) -> dict[str, Any]:
@@ -305,7 +308,8 @@ def measure_latency(
     # a batched tensor's first axis; a detector's list of images counts its images
     lead = inputs[0] if inputs else None
     if isinstance(lead, Kwargs):  # keyword inputs: the first tensor's first axis
-        lead = next(iter(tree_flatten(list(inputs))[0]), None)
+        leaves = tree_flatten(list(inputs))[0]
+        lead = next((t for t in leaves if isinstance(t, torch.Tensor)), None)
     batch = _batch_size(lead) if lead is not None else 1
     if backend == "torch":
         if not isinstance(model_or_path, nn.Module):

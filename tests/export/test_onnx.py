@@ -45,6 +45,30 @@ def test_float_export_matches_pytorch(tmp_path: Path) -> None:
     assert session.run(None, {"input": np.zeros((7, 3, 16, 16), np.float32)})[0].shape == (7, 10)
 
 
+class _Masked(nn.Module):
+    """Takes keyword tensors and a flag, as Hugging Face models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0,
+                hidden: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+        out = self.fc(x * mask.unsqueeze(-1)) * scale
+        return {"out": out, "hidden": x} if hidden else {"out": out}
+
+
+def test_keyword_inputs_export_in_signature_order_with_flags_as_constants(tmp_path: Path) -> None:
+    x, mask = torch.randn(2, 5, 4), (torch.rand(2, 5) > 0.3).float()
+    inputs = {"scale": 2.0, "mask": mask, "x": x}  # any order; scale is not a tensor
+    report = ts.export_onnx(_Masked().eval(), inputs, tmp_path / "m.onnx")
+    assert report.max_abs_error < 1e-5
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["x", "mask"]
+    assert [i.shape[0] for i in session.get_inputs()] == ["batch", "batch"]
+    assert ts.measure_latency(_Masked().eval(), inputs, backend="ort", repeats=2).batch_size == 2
+
+
 def test_int8_export_stores_int8_weights_runs_int8_kernels_and_matches(tmp_path: Path) -> None:
     net = _convnet()
     q = ts.quantize(net, _calib(), {}, progress=False)

@@ -128,7 +128,8 @@ def export_onnx(
     tmp = path.with_name(f".{path.name}.tmp")
     names = input_names(model, inputs)
     args, kwargs = split_inputs(inputs)
-    tensors = [*args, *ordered_kwargs(model, kwargs).values()]
+    keyword = [v for v in ordered_kwargs(model, kwargs).values() if isinstance(v, torch.Tensor)]
+    tensors = [*args, *keyword]
     # A batch axis only where every input is a batched tensor (a detector takes a list of
     # images, whose first axis is their channels); token ids and masks (integer, 2-D) also
     # get a sequence axis.
