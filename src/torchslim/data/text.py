@@ -1,7 +1,7 @@
 """A real English corpus that ships with torchslim, for text models measured without downloads.
 
 ``text_corpus()`` gives 1,000 sentences from the docstrings of CPython's standard library (PSF
-License; ``data/embedded/python-docs``, built by ``benchmarks/make_text_corpus.py``). A sentence
+License; ``data/embedded/python-docs``, built by ``scripts/make_text_corpus.py``). A sentence
 encoder compressed by torchslim is compared with its float self on them: cosine of the
 embeddings and top-10 neighbour overlap in retrieval (:mod:`torchslim.train.sentence`).
 """

@@ -1,7 +1,7 @@
 """Build the embedded English corpus: sentences from the docstrings of Python's standard library.
 
 Usage:
-    python benchmarks/make_text_corpus.py [--out src/torchslim/data/embedded/python-docs]
+    python scripts/make_text_corpus.py [--out src/torchslim/data/embedded/python-docs]
 
 The corpus the sentence-encoder figures are measured on (cosine to the float model's embeddings,
 top-10 neighbour overlap in retrieval) must be real English, fixed, and shippable offline. The
@@ -41,7 +41,7 @@ Copyright (c) 2001-2023 Python Software Foundation. All rights reserved.
 Distributed under the PSF License Agreement (version 2):
 https://docs.python.org/3/license.html#psf-license-agreement-for-python-release
 
-Selected by benchmarks/make_text_corpus.py (torchslim); the text is unchanged apart from
+Selected by scripts/make_text_corpus.py (torchslim); the text is unchanged apart from
 joining each sentence onto one line.
 """
 SENTENCE_END = re.compile(r"(?<=[a-z0-9)][.!?])\s+(?=[A-Z])")
