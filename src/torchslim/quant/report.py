@@ -112,9 +112,13 @@ def _outputs(
 
 def _quantizers_of(qmodel: nn.Module, layer: str) -> list[nn.Module]:
     state = qmodel.quant_state
-    mods = [qmodel.get_submodule(layer).weight_fake_quant]
+    module = qmodel.get_submodule(layer)
+    mods = [module.weight_fake_quant]
     if layer in state.layer_input:
         mods.append(qmodel.get_submodule(state.layer_input[layer]))
+    dynamic = module._modules.get("input_fake_quant")  # dynamic quantization: its own input
+    if dynamic is not None:
+        mods.append(dynamic)
     return mods
 
 
