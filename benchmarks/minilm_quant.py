@@ -81,7 +81,8 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     if args.smooth:
         rows[f"torchslim dynamic int8, SmoothQuant {args.smooth:g}"] = ("smooth", smooth)
     if args.auto_skip:
-        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, {args.auto_skip} Linears float"
+        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
+        label += f"{args.auto_skip} Linears float"
         rows[label] = ("skip", {**smooth, "auto_skip": args.auto_skip})
     return rows
 
