@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument(
         "--auto-skip",
         type=int,
-        default=2,
+        default=0,
         help="a row with SmoothQuant and this many Linears kept float (0: none)",
     )
     parser.add_argument(
