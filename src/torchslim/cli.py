@@ -93,6 +93,8 @@ QUANT_HELP: dict[str, str] = {
     "skip": "module names/globs/types kept float",
     "auto_skip": "also keep the K layers with the worst SQNR float",
     "dynamic": "dynamic quantization of Linear layers (no calibration)",
+    "embedding_bits": "dynamic: bits of the nn.Embedding tables, one scale per row (0: float)",
+    "smooth": "dynamic: SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
     "reduce_range": "7-bit weights for CPUs without VNNI (default: detected)",
     "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
     "last_layer_bits": "weight bits of the last quantized layer (default: weight_bits)",
