@@ -86,8 +86,10 @@ def test_calibration_accepts_loaders_of_pairs() -> None:
     assert [b[0].shape[0] for b in calib_inputs(loader, 2)] == [4, 4]
     q = ts.quantize(_net(), loader, {"calib_batches": 2}, progress=False)
     assert q(xs[:2]).shape == (2, 5)
+    (keyword,) = calib_inputs([{"x": xs}], 1)  # a dict: keyword inputs (a tokenizer's output)
+    assert list(keyword[-1]) == ["x"] and keyword[-1]["x"] is xs
     with pytest.raises(ConfigError, match="batches must be"):
-        list(calib_inputs([{"x": xs}], 1))
+        list(calib_inputs(["text"], 1))
     with pytest.raises(ConfigError, match="no batches"):
         ts.quantize(_net(), [], {}, progress=False)
     with pytest.raises(ConfigError, match="calib_data"):
