@@ -269,16 +269,12 @@ def _run(
 
     def objective(trial: optuna.Trial) -> float:
         # Optuna's first heartbeat comes from a thread started after ask(): a worker killed
-        # before it leaves a RUNNING trial no heartbeat ever fails. Beat now, then mark the
-        # trial started: running trials without the mark are not counted as another worker's.
+        # before it leaves a RUNNING trial no heartbeat ever fails. Beat now.
         storage = study._storage
         if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
             storage.record_heartbeat(trial._trial_id)
-        trial.set_user_attr("started", True)
-        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.number != trial.number and t.user_attrs.get("started")]  # fmt: skip
-        if complete() + len(running) >= cfg.trials:
-            study.stop()  # the other workers' running trials complete the budget
+        if complete() >= cfg.trials:
+            study.stop()
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, choices) for n, choices in variables.items()}
         live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -292,6 +288,16 @@ def _run(
         if not feasible(ratios):
             costs = ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" for k, v in measures.items())
             raise optuna.TrialPruned(f"over budget: {costs}")
+        # Only a candidate about to be scored takes a place in the budget (a pruned one never
+        # completes). Mark it, then count the marked running trials numbered before it: of two
+        # workers marking at once, the later-numbered trial always sees the earlier one, so
+        # the budget is neither overrun nor left short by both giving way.
+        trial.set_user_attr("scoring", True)
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.number < trial.number and t.user_attrs.get("scoring")]  # fmt: skip
+        if complete() + len(ahead) >= cfg.trials:
+            study.stop()  # the other workers' running trials complete the budget
+            raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         return space.evaluate(ratios, held_out, bn_data, cfg.batch_size)
 
     def complete() -> int:
