@@ -63,6 +63,21 @@ def split_inputs(inputs: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]
     return tuple(inputs), {}
 
 
+def model_args(inputs: Any) -> tuple[Any, ...]:
+    """A batch's inputs as the forward's arguments (an :func:`input_tuple`): a mapping (a
+    tokenizer's output) is passed as keywords, anything else (a tensor, a detector's list of
+    images) as the one positional argument.
+
+    Example:
+        >>> call_model(lambda input_ids, attention_mask: input_ids + attention_mask,
+        ...            model_args({"input_ids": 1, "attention_mask": 2}))
+        3
+        >>> len(model_args([torch.zeros(3, 4, 4), torch.zeros(3, 5, 5)]))
+        1
+    """
+    return input_tuple(inputs) if isinstance(inputs, Mapping) else (inputs,)
+
+
 def call_model(model: Callable[..., Any], inputs: Sequence[Any]) -> Any:
     """``model`` called with an :func:`input_tuple`: ``model(*args, **kwargs)``.
 

@@ -1,4 +1,5 @@
-"""Knowledge distillation: feature hooks, response/feature/relation losses, the distiller.
+"""Knowledge distillation: feature hooks, response/feature/relation losses (token losses for
+transformers too), the distiller.
 
 ``ts.distill(student, teacher, train_data, config)`` is the public call (a plain function);
 this package holds its configs and losses (``from torchslim.distill import DistillConfig``).
@@ -32,11 +33,19 @@ from torchslim.distill.losses import (
     similarity_matrix,
 )
 from torchslim.distill.mutual import MutualLearning, MutualResult, mimicry_kl, mutual_learning
+from torchslim.distill.token_losses import (  # registers hidden, attn_relation, cosine
+    AttentionRelationLoss,
+    CosineLoss,
+    HiddenStateLoss,
+    relation_log_probs,
+)
 
 __all__ = [
     "LOSSES",
     "OUTPUT",
+    "AttentionRelationLoss",
     "AttentionTransferLoss",
+    "CosineLoss",
     "DetectionHeadLoss",
     "DistillConfig",
     "DistillLoss",
@@ -45,6 +54,7 @@ __all__ = [
     "FSPLoss",
     "FeatureHooks",
     "FitNetLoss",
+    "HiddenStateLoss",
     "IndexedDataset",
     "KDLoss",
     "LogitL2Loss",
@@ -63,5 +73,6 @@ __all__ = [
     "mimicry_kl",
     "mutual_learning",
     "register_loss",
+    "relation_log_probs",
     "similarity_matrix",
 ]

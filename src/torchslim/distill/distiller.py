@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from torchslim._tensors import first_tensor
+from torchslim._tensors import first_tensor, model_args
 from torchslim.config import from_dict
 from torchslim.distill.config import DistillConfig, LossSpec
 from torchslim.distill.hooks import OUTPUT, FeatureHooks, check_names
@@ -24,7 +24,7 @@ from torchslim.inputs import run_forward
 from torchslim.train import Callback, StepContext, Trainer, TrainResult
 from torchslim.train.evaluate import split_batch
 from torchslim.train.tasks import collate
-from torchslim.train.trainer import as_dataset
+from torchslim.train.trainer import as_dataset, split_train_batch
 
 log = logging.getLogger("torchslim.distill")
 
@@ -101,7 +101,7 @@ class Distiller(nn.Module, Callback):
         student: nn.Module,
         teachers: Sequence[nn.Module],
         config: DistillConfig | Mapping[str, Any],
-        example_inputs: torch.Tensor,
+        example_inputs: Any,
     ) -> None:
         nn.Module.__init__(self)
         self.config = cfg = from_dict(DistillConfig, config)
@@ -176,10 +176,10 @@ class Distiller(nn.Module, Callback):
         ]
         return 1.0 - max(alphas) if alphas else 1.0
 
-    def _build(self, example_inputs: torch.Tensor) -> None:
+    def _build(self, example_inputs: Any) -> None:
         student = self._student[0]
         with _frozen([student]):
-            out = run_forward(student, (example_inputs,), "the example inputs",
+            out = run_forward(student, model_args(example_inputs), "the example inputs",
                               who=f"the student ({type(student).__name__})")  # fmt: skip
             student_feats = self._student_features(out)
         teacher_feats = self._run_teachers(example_inputs, "the example inputs")
@@ -195,7 +195,7 @@ class Distiller(nn.Module, Callback):
             got[OUTPUT] = first_tensor(outputs)
         return [[got[n] for n in term.student] for term in self._terms]
 
-    def _run_teachers(self, inputs: torch.Tensor, what: str) -> list[list[torch.Tensor]]:
+    def _run_teachers(self, inputs: Any, what: str) -> list[list[torch.Tensor]]:
         """Per loss, the prepared teacher tensors (response losses: one tensor per teacher).
 
         ``what`` names ``inputs`` (e.g. the step's batch) in the
@@ -207,7 +207,7 @@ class Distiller(nn.Module, Callback):
             for i in needed:
                 teacher, hooks = self._teachers[i], self._teacher_hooks[i]
                 hooks.clear()
-                out = run_forward(teacher.to(_device(inputs)), (inputs,), what,
+                out = run_forward(teacher.to(_device(inputs)), model_args(inputs), what,
                                   who=f"teacher {i} ({type(teacher).__name__})",
                                   hint=_TEACHER_HINT)  # fmt: skip
                 feats[i] = dict(zip(hooks.names, hooks.features(), strict=True))
@@ -337,11 +337,17 @@ def fit_distillation(
     """
     cfg = from_dict(DistillConfig, config)
     teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
-    dataset = as_dataset(train_data)[0]
+    dataset, collate_fn = as_dataset(train_data)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ConfigError("train_data is empty; nothing to distil on")
     # two samples, so that shape probes see a real batch dimension (a detector: a list)
-    example = collate([dataset[i] for i in (0, min(1, len(dataset) - 1))])[0]
+    samples = [dataset[i] for i in (0, min(1, len(dataset) - 1))]
+    example, targets, _ = split_train_batch((collate_fn or collate)(samples))
+    if cfg.cache_teacher and targets is None:
+        raise ConfigError(
+            "cache_teacher: the training data has no labels (inputs only), which the teacher "
+            "cache does not index; turn the cache off"
+        )
     out = Path(out_dir) if out_dir is not None else None
     distiller = Distiller(student, teachers, cfg, example)
     phases: dict[str, TrainResult] = {}
@@ -349,7 +355,7 @@ def fit_distillation(
         trainer = Trainer(
             student,
             cfg.train,
-            IndexedDataset(dataset) if cfg.cache_teacher else dataset,
+            IndexedDataset(dataset) if cfg.cache_teacher else train_data,
             eval_data,
             loss_fn=loss_fn,
             extra_losses=[distiller],
@@ -365,7 +371,7 @@ def fit_distillation(
         trainer = Trainer(
             student,
             cfg.finetune,
-            dataset,
+            train_data,
             eval_data,
             loss_fn=loss_fn,
             callbacks=callbacks,

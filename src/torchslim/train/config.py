@@ -28,6 +28,9 @@ class Task(str, enum.Enum):
     CLASSIFICATION = "classification"  # (N, C, ...) inputs, (N,) class indices
     DETECTION = "detection"  # lists of CHW images and of target dicts with boxes and labels
     SEGMENTATION = "segmentation"  # (N, C, H, W) inputs, (N, H, W) class maps
+    # inputs only (a tensor, or a dict of keyword tensors such as a tokenizer's output): no
+    # task loss, the model learns from extra losses alone (distillation on unlabelled text)
+    UNLABELLED = "unlabelled"
 
 
 class Precision(str, enum.Enum):

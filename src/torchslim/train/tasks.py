@@ -58,8 +58,9 @@ def _is_detection_target(target: object) -> bool:
 def infer_task(inputs: Any, targets: Any) -> Task:
     """The task a sample or a batch is for, from its structure.
 
-    Target dicts with ``boxes`` (or a list of them) mean detection; an integer target whose last
-    two dimensions are those of the image means segmentation; anything else classification.
+    No target (None) means unlabelled; target dicts with ``boxes`` (or a list of them) mean
+    detection; an integer target whose last two dimensions are those of the image means
+    segmentation; anything else classification.
 
     Example:
         >>> import torch
@@ -68,6 +69,8 @@ def infer_task(inputs: Any, targets: Any) -> Task:
         >>> infer_task(torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])).value
         'classification'
     """
+    if targets is None:
+        return Task.UNLABELLED
     if _is_detection_target(targets):
         return Task.DETECTION
     if isinstance(targets, (list, tuple)) and targets and _is_detection_target(targets[0]):
@@ -89,6 +92,7 @@ _EXPECTED = {
     Task.DETECTION: "(list of CHW images, list of dicts with 'boxes' and 'labels')",
     Task.SEGMENTATION: "(images (N, C, H, W), integer class maps (N, H, W))",
     Task.CLASSIFICATION: "(inputs (N, ...), class indices (N,))",
+    Task.UNLABELLED: "inputs only (a tensor or a dict of keyword tensors per item, no label)",
 }
 
 

@@ -21,7 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from torchslim._tensors import describe_nonfinite, first_nonfinite
+from torchslim._tensors import (
+    call_model,
+    describe_nonfinite,
+    first_nonfinite,
+    first_tensor,
+    model_args,
+)
 from torchslim.config import from_dict, to_dict
 from torchslim.errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
 from torchslim.train import checkpoint as ckpt_io
@@ -123,7 +129,13 @@ def as_dataset(data: Dataset | DataLoader) -> tuple[Dataset, Callable | None]:
     return data, None
 
 
-def _split_train_batch(batch: object) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def split_train_batch(batch: object) -> tuple[Any, Any, Any]:
+    """``(inputs, targets, extra)`` of a training batch; an unlabelled batch (a mapping of
+    keyword tensors, or a one-element tuple) has ``None`` targets."""
+    if isinstance(batch, Mapping):
+        return batch, None, None
+    if isinstance(batch, (list, tuple)) and len(batch) == 1:
+        return batch[0], None, None
     if isinstance(batch, (list, tuple)) and len(batch) == 3:
         return batch[0], batch[1], batch[2]
     return (*split_batch(batch), None)
@@ -446,7 +458,7 @@ class Trainer:
             for batch in self._loader():
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
-                logs = self._train_step(model, *_split_train_batch(batch))
+                logs = self._train_step(model, *split_train_batch(batch))
                 bar.update(1)
                 if self.global_step % cfg.log_every == 0 or self.step_in_epoch == 1:
                     bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.3g}")
@@ -486,8 +498,11 @@ class Trainer:
         with self._autocast():
             parts: dict[str, torch.Tensor] = {}
             if self.task is Task.CLASSIFICATION:
-                outputs = model(inputs)
+                outputs = call_model(model, model_args(inputs))
                 task = self.task_weight * self.loss_fn(outputs, targets)
+            elif self.task is Task.UNLABELLED:  # the extra losses are the whole loss
+                outputs = call_model(model, model_args(inputs))
+                task = torch.zeros((), device=self.device)
             else:
                 loss_fn = self._task_loss_fn(self.task)
                 outputs, parts = tasks.task_forward(self.task, model, inputs, targets, loss_fn)
@@ -514,6 +529,16 @@ class Trainer:
                 f"mixup_alpha/cutmix_alpha: mix classification labels, but this is a "
                 f"{task.value} task; set them to 0"
             )
+        if task is Task.UNLABELLED and not self.extra_losses:
+            raise ConfigError(
+                "the training data has no labels (inputs only), so there is no task loss; train "
+                "it with a distillation loss (ts.distill) or give (input, target) items"
+            )
+        if task is Task.UNLABELLED and self.eval_data is not None:
+            raise ConfigError(
+                "eval_data: an unlabelled run has no task metric to evaluate; leave eval_data "
+                "out and measure the model afterwards (e.g. train.sentence.embedding_fidelity)"
+            )
         if task is Task.DETECTION and self.config.label_smoothing and self._given_loss_fn is None:
             log.warning("label_smoothing: a torchvision detector computes its own losses; ignored")
         self.task, self._task_checked = task, True
@@ -524,11 +549,11 @@ class Trainer:
         cfg = self.config
         if not self._task_checked:
             self._resolve_task(inputs, targets)
-        if self.task is Task.DETECTION:
+        if isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor):
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+        else:  # a detector's lists, keyword inputs, no targets
             inputs = tasks.to_device(inputs, self.device)
             targets = tasks.to_device(targets, self.device)
-        else:
-            inputs, targets = inputs.to(self.device), targets.to(self.device)
         if cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.mix is not None:
@@ -554,7 +579,7 @@ class Trainer:
         self.step_in_epoch += 1
         self.global_step += 1
 
-        batch = float(len(targets))
+        batch = float(len(targets) if targets is not None else len(first_tensor(inputs)))
         logs = {"loss": float(total.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
         sums = self._sums
         sums["n"] = sums.get("n", 0.0) + batch
@@ -743,6 +768,7 @@ _RESULT_KEYS = {
     Task.CLASSIFICATION: EvalResult.key,
     Task.DETECTION: DetectionEvalResult.key,
     Task.SEGMENTATION: SegmentationEvalResult.key,
+    Task.UNLABELLED: EvalResult.key,  # never evaluated: no eval_data
 }
 
 
