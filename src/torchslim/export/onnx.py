@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -54,6 +55,7 @@ from torchslim.quant.qmodules import (
     onnx_int8_table,
     onnx_int8_weight,
 )
+from torchslim.quant.weight_only import WeightOnlyLinear, onnx_nbits_weight
 from torchslim.runtime import OPSET, exportable, ort_feed, ort_session
 
 log = logging.getLogger("torchslim.export")
@@ -74,9 +76,12 @@ class ExportReport:
     max_abs_error: float | None = None  # ORT vs PyTorch on the example inputs
     top1_agreement: float | None = None  # argmax agreement (2-D outputs)
     int4_weights: int = 0  # weight tensors of 4-bit layers, stored packed as ONNX INT4
+    nbits_layers: int = 0  # weight-only layers written as com.microsoft::MatMulNBits
 
     def __str__(self) -> str:
         kind = "int8 QDQ" if self.quantized else "float"
+        if self.nbits_layers:
+            kind = f"{self.nbits_layers} MatMulNBits weight-only layers"
         parity = ""
         if self.max_abs_error is not None:
             parity = f"; ORT vs PyTorch max |diff| {self.max_abs_error:.3g}"
@@ -103,6 +108,9 @@ def export_onnx(
     The file is written to a temporary name and renamed, so a failed export never leaves a
     half-written file at ``path``. With ``check=True`` the example inputs run through ONNX
     Runtime and the report holds the max difference and top-1 agreement with PyTorch.
+    Weight-only layers (``ts.quantize(..., {"weight_only": True})``) become
+    ``com.microsoft::MatMulNBits`` nodes holding the packed 4/8-bit weights, their scales and
+    zero points (:func:`nbits_weight_bytes` counts those bytes).
     ``compact=True`` stores each repeated constant once and gives tensors short names instead
     of the exporter's module paths (which, for a small int8 model, take a fifth of the file);
     ``compact=False`` keeps the readable names for debugging. Weights of layers quantized to
@@ -124,6 +132,8 @@ def export_onnx(
     path = Path(path)
     inputs = input_tuple(example_inputs)
     quantized = is_quantized(model)
+    weight_only = any(isinstance(m, WeightOnlyLinear) for m in model.modules())
+    custom = {MS_DOMAIN: 1} if weight_only else {}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     names = input_names(model, inputs)
@@ -151,9 +161,10 @@ def export_onnx(
             module, args = exportable(model, inputs)
             torch.onnx.export(module, args, str(tmp), opset_version=opset, dynamo=False,
                               input_names=names, output_names=["output"],
-                              dynamic_axes=axes)  # fmt: skip
+                              dynamic_axes=axes, custom_opsets=custom)  # fmt: skip
         proto = onnx.load(str(tmp))
         int8 = int4 = 0
+        nbits = sum(n.op_type == "MatMulNBits" for n in proto.graph.node)
         if quantized:
             fold_weight_quantization(proto)
             int4 = pack_int4_weights(proto) if low_bit == "int4" else 0
@@ -174,7 +185,8 @@ def export_onnx(
             raise
         raise ExportError(f"export_onnx: exporting {type(model).__name__} failed: "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
-    report = ExportReport(path, path.stat().st_size, quantized, int8, int4_weights=int4)
+    report = ExportReport(path, path.stat().st_size, quantized, int8, int4_weights=int4,
+                          nbits_layers=nbits)  # fmt: skip
     if check:
         report.max_abs_error, report.top1_agreement = ort_parity(model, inputs, path)
     return report
@@ -189,7 +201,13 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
 def _constant_qparams(model: nn.Module) -> Iterator[None]:
     """Compute every scale and zero point outside the trace, so they export as constants."""
     frozen = []
+    nbits = []
     for m in model.modules():
+        if isinstance(m, WeightOnlyLinear):  # packed codes made here: constants of the file
+            if m.weight_fake_quant.enabled:
+                m.onnx_nbits = onnx_nbits_weight(m)
+                nbits.append(m)
+            continue
         if isinstance(m, FakeQuantize) and m.observer.min_val.numel():
             m.qparams()
         wq = getattr(m, "weight_fake_quant", None)
@@ -207,6 +225,8 @@ def _constant_qparams(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
+        for m in nbits:
+            m.__dict__.pop("onnx_nbits", None)
         for m, wq, original in frozen:
             wq.frozen = None
             m.weight.data = original
@@ -430,12 +450,76 @@ def pack_int4_weights(model: onnx.ModelProto) -> int:
 
 
 def count_int8_weights(graph: onnx.GraphProto) -> int:
-    """Weight tensors (two or more dims) stored as 8-bit integers, initializers or constants."""
-    tensors = list(graph.initializer) + [
-        a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
-    ]
+    """Weight tensors (two or more dims) stored as 8-bit integers, initializers or constants
+    (not the packed weights of ``MatMulNBits``, whose bytes hold 4-bit codes too)."""
+    packed = {n.input[1] for n in graph.node if n.op_type == "MatMulNBits"}
+    tensors = [t for t in graph.initializer if t.name not in packed]
+    tensors += [a.t for n in graph.node if n.op_type == "Constant" and n.output[0] not in packed
+                for a in n.attribute if a.name == "value"]  # fmt: skip
     eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     return sum(t.data_type in eight_bit and len(t.dims) >= 2 for t in tensors)
+
+
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators (MatMulNBits)
+
+
+@dataclass
+class NBitsBytes:
+    """The weight bytes of a file's ``MatMulNBits`` layers: as stored (packed codes, scales,
+    zero points) against the float32 ``K x N`` weights they replace.
+
+    Example:
+        >>> print(NBitsBytes(layers=2, float_bytes=4096, quantized_bytes=640))
+        2 MatMulNBits layers: 640 weight bytes vs 4,096 in float32 (0.156x)
+    """
+
+    layers: int
+    float_bytes: int
+    quantized_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.quantized_bytes / self.float_bytes if self.float_bytes else math.nan
+
+    def __str__(self) -> str:
+        return f"{self.layers} MatMulNBits layers: {self.quantized_bytes:,} weight bytes vs " \
+               f"{self.float_bytes:,} in float32 ({self.ratio:.3f}x)"  # fmt: skip
+
+
+def nbits_weight_bytes(model: str | Path | onnx.ModelProto) -> NBitsBytes:
+    """The bytes of every ``MatMulNBits`` node's B, scales and zero points in an ONNX file
+    (torchslim's export or ONNX Runtime's ``MatMulNBitsQuantizer``), and the bytes of the float32
+    ``K x N`` weights they stand for. The bias is float in both and not counted.
+
+    Example:
+        >>> import tempfile, torch, torchslim as ts
+        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 32))
+        >>> q = ts.quantize(net, None, {"weight_only": True, "weight_bits": 4, "group_size": 32})
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = ts.export_onnx(q, torch.randn(2, 64), f"{d}/m.onnx")
+        ...     print(nbits_weight_bytes(f"{d}/m.onnx"))
+        1 MatMulNBits layers: 1,312 weight bytes vs 8,192 in float32 (0.160x)
+    """
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    graph = proto.graph
+    sizes = {t.name: _tensor_bytes(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            sizes[node.output[0]] = _tensor_bytes(node.attribute[0].t)
+    layers = float_bytes = stored = 0
+    for node in graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        layers += 1
+        float_bytes += 4 * attrs["K"] * attrs["N"]
+        stored += sum(sizes.get(name, 0) for name in node.input[1:4] if name)
+    return NBitsBytes(layers, float_bytes, stored)
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return math.prod(tensor.dims) * itemsize
 
 
 def quantize_biases(model: onnx.ModelProto) -> int:

@@ -26,12 +26,27 @@ def _first_match(patterns: dict[str, int], name: str) -> int | None:
     return None
 
 
+class WeightOnlyAlgorithm(str, enum.Enum):
+    """How weight-only quantization picks the integer weights: ``rtn`` rounds each to nearest
+    (no data needed); ``gptq`` (Frantar et al., 2022) rounds column by column and moves each
+    rounding error onto the columns not yet rounded, weighted by the layer's input Hessian
+    measured on ``calib_data``."""
+
+    RTN = "rtn"
+    GPTQ = "gptq"
+
+
+_ACCURACY_LEVELS = (0, 1, 4)  # MatMulNBits on CPU: 0 unset (float), 1 float, 4 int8 activations
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """How ``ts.quantize`` quantizes weights and activations.
 
     Weights default to per-channel symmetric int8, activations to affine (asymmetric) int8 —
-    the layout ONNX Runtime's int8 kernels run fastest. ``act_mapping="saturating"`` with
+    the layout ONNX Runtime's int8 kernels run fastest. ``weight_only=True`` instead stores every
+    Linear's weight in ``weight_bits`` 4 or 8 per group of ``group_size`` input channels and
+    keeps activations float (ONNX Runtime's ``MatMulNBits``). ``act_mapping="saturating"`` with
     ``calibration`` percentile / kl / mse clips outliers; a symmetric activation range whose
     calibration saw no negative values is stored unsigned (zero point 0), as TensorRT does.
 
@@ -69,6 +84,15 @@ class QuantConfig:
     # first/last layer rule and act_bits); a tensor several layers read takes the most bits
     # any of them asks for
     layer_act_bits: dict[str, int] = field(default_factory=dict)
+    # weight-only: every nn.Linear (and transformers' Conv1D) gets weight_bits 4 or 8, one scale
+    # and zero point per group_size input channels; activations stay float; exported as ONNX
+    # Runtime's MatMulNBits
+    weight_only: bool = False
+    group_size: int = 128  # weight_only: input channels per scale (a power of two, >= 16)
+    algorithm: WeightOnlyAlgorithm = WeightOnlyAlgorithm.RTN  # weight_only: rtn or gptq
+    # weight_only: MatMulNBits compute; 4: the input is rounded to int8 per group and the
+    # products summed in int32 (fast on CPU; the PyTorch model rounds the same), 0 or 1: float
+    accuracy_level: int = 4
 
     def input_bits(self, node: object, first: object, last: object,
                    readers: Sequence[str] = ()) -> int:  # fmt: skip
@@ -133,8 +157,47 @@ class QuantConfig:
             raise ConfigError("smooth: SmoothQuant is applied with dynamic=True only (for now)")
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
+        self._check_weight_only()
         self.weight_spec()  # validates percentile through QuantSpec
         self.selection  # noqa: B018  (checks the patterns)
+
+    def _check_weight_only(self) -> None:
+        size = self.group_size
+        if size < 16 or size & (size - 1):
+            raise ConfigError(f"group_size: a power of two >= 16 (MatMulNBits' block_size), "
+                              f"got {size}")  # fmt: skip
+        if self.accuracy_level not in _ACCURACY_LEVELS:
+            raise ConfigError(f"accuracy_level: 0 or 1 (float compute) or 4 (int8), got "
+                              f"{self.accuracy_level}")  # fmt: skip
+        if not self.weight_only:
+            changed = [
+                f"{key}={getattr(self, key)!r}"
+                for key, default in (("group_size", 128), ("accuracy_level", 4))
+                if getattr(self, key) != default
+            ]
+            if self.algorithm is not WeightOnlyAlgorithm.RTN:
+                changed.append(f"algorithm={self.algorithm.value!r}")
+            if changed:
+                raise ConfigError(f"{', '.join(changed)}: apply to weight-only quantization; "
+                                  "set weight_only=True")  # fmt: skip
+            return
+        if self.dynamic:
+            raise ConfigError(
+                "weight_only and dynamic: choose one (weight_only keeps the "
+                "activations float; dynamic quantizes them to int8 at run time)"
+            )
+        static = [key for key in ("bias_correction", "auto_skip", "layer_act_bits")
+                  if getattr(self, key)]  # fmt: skip
+        if static:
+            raise ConfigError(f"{', '.join(static)}: not available with weight_only "
+                              "(activations stay float; no per-layer search)")  # fmt: skip
+        bits = {"weight_bits": self.weight_bits, "first_layer_bits": self.first_layer_bits,
+                "last_layer_bits": self.last_layer_bits,
+                **{f"layer_bits.{k}": v for k, v in self.layer_bits.items()}}  # fmt: skip
+        for key, value in bits.items():
+            if value is not None and value not in (4, 8):
+                raise ConfigError(f"{key}: weight_only takes 4 or 8 bits (MatMulNBits), got "
+                                  f"{value}")  # fmt: skip
 
     @property
     def selection(self) -> Selection:
@@ -192,6 +255,8 @@ class QATConfig(QuantConfig):
         super().__post_init__()  # checks every field, these included
         if self.dynamic:
             raise ConfigError("dynamic: not available for QAT (train with static quantizers)")
+        if self.weight_only:
+            raise ConfigError("weight_only: not available for QAT (use ts.quantize)")
         if self.pact_alpha < 0 or not 0 <= self.ema < 1:
             raise ConfigError("pact_alpha must be >= 0 and ema in [0, 1)")
 

@@ -28,7 +28,7 @@ from torchslim.quant.checks import (
     nonfinite_quantizers,
     ranges_finite,
 )
-from torchslim.quant.config import QuantConfig
+from torchslim.quant.config import QuantConfig, WeightOnlyAlgorithm
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
     FakeQuantize,
@@ -48,6 +48,13 @@ from torchslim.quant.placement import (
 )
 from torchslim.quant.qmodules import is_quantizable, smooth_linear, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
+from torchslim.quant.weight_only import (
+    WeightOnlyQuantize,
+    as_linear,
+    gptq_layers,
+    is_weight_only_target,
+    to_weight_only,
+)
 from torchslim.train.tasks import Task, infer_task
 
 log = logging.getLogger("torchslim.quant")
@@ -277,6 +284,49 @@ def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
     return qmodel
 
 
+def _quantize_weight_only(float_model: nn.Module, calib_data: Iterable[Any] | None,
+                          cfg: QuantConfig, progress: bool, report: bool) -> nn.Module:  # fmt: skip
+    """Weight-only quantization of every ``nn.Linear`` and transformers ``Conv1D`` (which
+    becomes the equivalent ``nn.Linear``) but those ``skip`` selects."""
+    gptq = cfg.algorithm is WeightOnlyAlgorithm.GPTQ
+    if gptq and calib_data is None:
+        raise ConfigError("algorithm='gptq': needs calib_data (a few batches of inputs, e.g. "
+                          "tokenized text) to measure each Linear's inputs; algorithm='rtn' "
+                          "needs none")  # fmt: skip
+    skip = cfg.selection.ignored(float_model, candidates=lambda _, m: is_weight_only_target(m),
+                                 what="Linear (nn.Linear, transformers Conv1D)",
+                                 field="skip")  # fmt: skip
+    model = copy.deepcopy(float_model)
+    names = [n for n, m in model.named_modules() if is_weight_only_target(m) and n not in skip]
+    if not names:
+        raise ConfigError("ts.quantize(weight_only=True): the model has no nn.Linear (or "
+                          "transformers Conv1D) left to quantize (check skip=)")  # fmt: skip
+    check_layer_bits(cfg, names)
+    batches = list(calib_inputs(calib_data, cfg.calib_batches)) if calib_data is not None else []
+    if gptq and not batches:
+        raise ConfigError("calib_data: yielded no batches; pass a loader with at least one")
+    for name in names:
+        model.set_submodule(name, as_linear(model.get_submodule(name)))
+    bits = {name: cfg.layer_weight_bits(i, len(names), name) for i, name in enumerate(names)}
+    if gptq:
+        gptq_layers(model, names, bits, batches, group_size=cfg.group_size,
+                    accuracy_level=cfg.accuracy_level, run=calib_forward,
+                    progress=progress)  # fmt: skip
+    else:
+        for name in names:
+            layer = model.get_submodule(name)
+            to_weight_only(layer, WeightOnlyQuantize.round_to_nearest(
+                layer.weight, bits=bits[name], group_size=cfg.group_size,
+                accuracy_level=cfg.accuracy_level))  # fmt: skip
+    model.quant_state = QuantState(cfg, names, sorted(skip))
+    table = None
+    if report and batches:
+        table = layer_report(float_model, model, batches[:2], isolated=False)
+    model.quant_report = table  # deprecated attribute: ts.report(qmodel)
+    reports.record(model, "quantize", table)
+    return model
+
+
 _CALIB_HINT = (
     "Calibration batches must be what the model's forward takes: tensors, or (inputs, targets) "
     "pairs, of the training data's shape and dtype"
@@ -368,8 +418,12 @@ def quantize(
     int8 graph computes; ``ts.export_onnx`` writes it as a QDQ ONNX file with int8 weights.
     ``ts.report(qmodel)`` is the per-layer SQNR table (a :class:`QuantReport`). With
     ``dynamic=True`` only Linear layers are quantized, activations at run time, and
-    ``calib_data`` may be ``None``. ``report=False`` skips the per-layer SQNR passes (a search
-    scoring many candidates; ``auto_skip`` needs them and runs them anyway).
+    ``calib_data`` may be ``None``. With ``weight_only=True`` every ``nn.Linear`` (and
+    transformers' ``Conv1D``) gets group-wise int4/int8 weights and keeps float activations
+    (round-to-nearest needs no ``calib_data``; ``algorithm="gptq"`` does); ``ts.export_onnx``
+    writes them as ONNX Runtime ``MatMulNBits`` nodes. ``report=False`` skips the per-layer
+    SQNR passes (a search scoring many candidates; ``auto_skip`` needs them and runs them
+    anyway).
     A calibration batch the model does not run on raises :class:`~torchslim.errors.InputError`;
     NaN or inf in a weight, a batch or an activation raises
     :class:`~torchslim.errors.NonFiniteError` naming the parameter, the batch or the layer.
@@ -386,6 +440,8 @@ def quantize(
     cfg = from_dict(QuantConfig, config)
     check_weights(model, "ts.quantize")
     float_model = copy.deepcopy(model).eval()
+    if cfg.weight_only:
+        return _quantize_weight_only(float_model, calib_data, cfg, progress, report)
     skip = skipped_layers(float_model, cfg)
     if cfg.dynamic:
         return _quantize_dynamic(float_model, calib_data, cfg, skip, progress)
