@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from torchslim import reports
-from torchslim._tensors import Inputs, call_model, input_tuple, module_mode
+from torchslim._tensors import Inputs, call_model, input_tuple, model_args, module_mode
 from torchslim.analysis import ModelStats, analyze
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
@@ -126,7 +126,7 @@ def _accumulate_grads(
             inputs, targets = (
                 (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
             )
-            out = model(inputs)
+            out = call_model(model, model_args(inputs))  # a dict batch: keyword tensors
             loss = loss_fn(out, targets) if targets is not None else loss_fn(out)
             loss.backward()
 

@@ -76,3 +76,34 @@ def embedding_fidelity(reference: torch.Tensor, candidate: torch.Tensor,
         hits = (near_ref.unsqueeze(2) == near_cand.unsqueeze(1)).any(2).sum(1)
         overlap = float(hits.float().mean() / k)
     return EmbeddingFidelity(float(cos.min()), float(cos.mean()), overlap, k)
+
+
+def repeated(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A keyword batch holding each sentence twice (rows ``i`` and ``i + N``), the input
+    :func:`contrastive_loss` expects.
+
+    Example:
+        >>> repeated({"input_ids": torch.tensor([[5, 6]])})["input_ids"].tolist()
+        [[5, 6], [5, 6]]
+    """
+    return {k: torch.cat([v, v]) for k, v in batch.items()}
+
+
+def contrastive_loss(outputs: Any, temperature: float = 0.05) -> torch.Tensor:
+    """SimCSE's unsupervised loss (Gao et al. 2021), a training signal with no labels: the
+    batch holds each sentence twice (:func:`repeated`), the two copies see other dropout
+    masks in train mode, and each embedding (the token states of the first output, averaged)
+    must pick its own copy among the batch's others (cross-entropy over cosines /
+    ``temperature``). What ``ts.prune(..., {"importance": "taylor"}, data=..., loss_fn=...)``
+    needs to score heads and FFN channels of a sentence encoder by their gradients (Michel et
+    al.'s head-mask gradient, to first order).
+
+    Example:
+        >>> h = torch.randn(3, 4, 8)
+        >>> float(contrastive_loss(torch.cat([h, h]))) < 0.01
+        True
+    """
+    hidden = first_tensor(outputs).float().mean(1)
+    n = hidden.shape[0] // 2
+    a, b = F.normalize(hidden[:n], dim=-1), F.normalize(hidden[n : 2 * n], dim=-1)
+    return F.cross_entropy(a @ b.T / temperature, torch.arange(n, device=hidden.device))
