@@ -159,3 +159,17 @@ def test_dynamic_int8_takes_keyword_calibration_batches_and_exports(tmp_path: Pa
     table_bytes = sum(m.weight.numel() for m in bert.embeddings.children() if hasattr(m, "weight")
                       and isinstance(m, torch.nn.Embedding))  # fmt: skip
     assert kept.file_bytes - report.file_bytes > 2.5 * table_bytes  # 4 bytes a value, not 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_heads_are_scored_by_the_gradient_of_a_label_free_loss_on_keyword_batches() -> None:
+    """Taylor importance (Michel et al.'s head-mask gradient, to first order) from SimCSE's
+    contrastive loss: keyword batches, no labels."""
+    from torchslim.train.sentence import contrastive_loss, repeated
+
+    bert = tiny_bert()
+    batches = [repeated(tokens(4, SEQ)) for _ in range(2)]
+    ts.prune(bert, tokens(), {"ratio": 0.5, "importance": "taylor", "taylor_batches": 2},
+             data=batches, loss_fn=contrastive_loss)  # fmt: skip
+    assert [layer.attention.self.num_attention_heads for layer in bert.encoder.layer] == [3, 3]
+    assert all(p.grad is None for p in bert.parameters())  # the scoring leaves no gradients

@@ -315,6 +315,8 @@ class Pruner:
         torch.manual_seed(cfg.seed)
         fn = get_importance(cfg.importance)
         scores = {g.id: fn(g) for g in groups}
+        if cfg.importance == "taylor":  # gradients of the unpruned shapes: not the model's
+            self.model.zero_grad(set_to_none=True)
         return graph, groups, scores
 
     def prune(self) -> Pruner:
