@@ -95,6 +95,10 @@ QUANT_HELP: dict[str, str] = {
     "dynamic": "dynamic quantization of Linear layers (no calibration)",
     "embedding_bits": "dynamic: bits of the nn.Embedding tables, one scale per row (0: float)",
     "smooth": "dynamic: SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
+    "weight_only": "weights only, int4/int8 per group, activations float (ONNX MatMulNBits)",
+    "group_size": "weight_only: input channels per scale (a power of two >= 16)",
+    "algorithm": "weight_only: rtn (round to nearest) or gptq (needs calibration data)",
+    "accuracy_level": "weight_only: MatMulNBits compute (4: int8 inputs per group; 0: float)",
     "reduce_range": "7-bit weights for CPUs without VNNI (default: detected)",
     "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
     "last_layer_bits": "weight bits of the last quantized layer (default: weight_bits)",
@@ -105,9 +109,11 @@ QUANT_FROM_STAGE = ("calib_batches",)  # the stage's `calib` (images) decides it
 
 
 MODEL_HELP = (
-    "model name: zoo (resnet20, mobilenetv1...), any torchvision model, timm:ARCH, or "
-    "package.module:callable for your own"
+    "model name: zoo (resnet20, mobilenetv1...), any torchvision model, timm:ARCH, "
+    "hf:PATH_OR_NAME (a Hugging Face folder or Hub name), or package.module:callable for "
+    "your own"
 )
+HF_SEQ = 128  # analyze: tokens per sentence of an hf: model's example (--input N,SEQ)
 NUM_CLASSES_HELP = "outputs of --model (default: 1000 for classifiers, else the model's own)"
 
 
@@ -369,19 +375,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hf_example(model_name: str, shape: tuple[int, ...] | None) -> dict[str, Any]:
+    """Keyword inputs for an ``hf:`` model: N sentences of the embedded corpus, tokenized by
+    the model's tokenizer and padded to SEQ tokens (``--input N,SEQ``, default 1,128)."""
+    from torchslim.data import text_corpus
+    from torchslim.models.hf import hf_tokenizer
+    from torchslim.pipeline.text import TextData
+
+    shape = shape or (1, HF_SEQ)
+    if len(shape) != 2:
+        raise ConfigError(f"--input: an hf: model takes sentences, N,SEQ (e.g. 1,128), got "
+                          f"{','.join(map(str, shape))}")  # fmt: skip
+    text = TextData(hf_tokenizer(model_name), [], text_corpus(), seq=shape[1])
+    return text.example_batch(shape[0])
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import torch
 
     from torchslim.analysis import analyze
+    from torchslim.models import create
+    from torchslim.models.hf import is_hf_name
     from torchslim.runtime import measure_latency
 
-    in_channels = args.input[1] if len(args.input) > 1 else 3
-    from torchslim.models import create
-
-    model = create(
-        args.model, num_classes=args.num_classes, in_channels=in_channels, **dict(args.model_arg)
-    )
-    x = torch.randn(*args.input)
+    x: Any
+    if is_hf_name(args.model):
+        model = create(args.model, **dict(args.model_arg))
+        x = _hf_example(args.model, args.input)
+    else:
+        shape = args.input or (1, 3, 224, 224)
+        in_channels = shape[1] if len(shape) > 1 else 3
+        model = create(args.model, num_classes=args.num_classes, in_channels=in_channels,
+                       **dict(args.model_arg))  # fmt: skip
+        x = torch.randn(*shape)
     stats = analyze(model, x)
     print(stats)
     if args.bits:
@@ -411,6 +437,12 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, str | None]:
     if not args.model:
         raise ConfigError("give --model NAME or --checkpoint RUN")
     from torchslim.models import create
+    from torchslim.models.hf import is_hf_name
+
+    if is_hf_name(args.model):
+        raise ConfigError(f"--model {args.model}: {args.command} takes image models; compress "
+                          "a Hugging Face model with a text recipe: torchslim compress "
+                          f"recipes/minilm.yaml --model {args.model}")  # fmt: skip
 
     in_ch = args.input[1] if args.input and len(args.input) > 1 else 3
     return create(args.model, num_classes=args.num_classes, in_channels=in_ch), args.data
@@ -551,24 +583,30 @@ def _run_recipe(args: argparse.Namespace, recipe: Any, out: Path, render: Any) -
     return 0
 
 
+def _recipe_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--model NAME`` (the recipe's starting model replaced) then the ``--set`` overrides."""
+    model = (f"model={json.dumps({'name': args.model})}",) if args.model else ()
+    return (*model, *args.set)
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from torchslim.pipeline import load_recipe
 
-    recipe = load_recipe(args.recipe, tuple(args.set))
+    recipe = load_recipe(args.recipe, _recipe_overrides(args))
     return _run_recipe(args, recipe, Path(args.out or f"runs/{Path(args.recipe).stem}"), str)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from torchslim.pipeline import load_recipe
 
-    recipe = load_recipe(args.recipe, tuple(args.set))
+    recipe = load_recipe(args.recipe, _recipe_overrides(args))
     names = [s.name for s in recipe.stages if s.type == "search"]
     if not names:
         raise ConfigError(f"{args.recipe}: no stage of type 'search'; use torchslim compress")
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     workers = tuple(f"stages.{n}.workers={args.workers}" for n in names)
-    recipe = load_recipe(args.recipe, (*args.set, *workers))
+    recipe = load_recipe(args.recipe, (*_recipe_overrides(args), *workers))
     return _run_recipe(args, recipe, Path(args.out or f"runs/{Path(args.recipe).stem}"), str)
 
 
@@ -578,6 +616,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     recipe = demo.demo_recipe(quick=args.quick, overrides=tuple(args.set))
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     return _run_recipe(args, recipe, out, demo.summary)
+
+
+def _add_recipe_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="start from this model instead of the recipe's (its model: section): "
+                        "e.g. hf:PATH for a Hugging Face folder; " + MODEL_HELP)  # fmt: skip
 
 
 def _add_recipe_run_options(p: argparse.ArgumentParser) -> None:
@@ -617,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--out", default=None, help="output folder (default: runs/RECIPE-NAME)")
+    _add_recipe_model_option(p)
     _add_recipe_run_options(p)
     p.set_defaults(func=cmd_compress)
 
@@ -629,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--out", default=None, help="output folder (default: runs/RECIPE-NAME)")
+    _add_recipe_model_option(p)
     _add_recipe_run_options(p)
     p.set_defaults(func=cmd_search)
 
@@ -687,8 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input",
         type=_parse_shape,
-        default=(1, 3, 224, 224),
-        help="example input shape N,C,H,W (default: 1,3,224,224)",
+        default=None,
+        help="example input shape N,C,H,W (default: 1,3,224,224); for an hf: model N,SEQ: N "
+        "sentences padded to SEQ tokens (default: 1,128)",
     )
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
     _add_model_arg(p)
