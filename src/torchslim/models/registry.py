@@ -1,5 +1,6 @@
 """Model registry: torchslim's reference zoo first, then torchvision (every task), timm
-(``timm:ARCH``) and a user's own constructor (``package.module:callable``) by name."""
+(``timm:ARCH``), Hugging Face (``hf:PATH_OR_NAME``) and a user's own constructor
+(``package.module:callable``) by name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 from torchslim.config import did_you_mean
 from torchslim.errors import ConfigError, ModelNotFoundError
 from torchslim.models import mobilenet, resnet_cifar, small
+from torchslim.models.hf import create_hf, is_hf_name
 
 # The zoo, listed explicitly (no registration by import side effect).
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -187,6 +189,14 @@ def _create_torchvision(
     return model
 
 
+def _create_hf(name: str, num_classes: int | None, in_channels: int,
+               kwargs: dict[str, Any]) -> nn.Module:  # fmt: skip
+    if num_classes is not None or in_channels != 3:
+        raise ConfigError(f"model {name!r}: a Hugging Face model is built as its folder or Hub "
+                          "name says; it takes no num_classes / in_channels")  # fmt: skip
+    return create_hf(name, **kwargs)
+
+
 def _create_callable(
     name: str, num_classes: int | None, in_channels: int, kwargs: dict[str, Any]
 ) -> nn.Module:
@@ -234,7 +244,9 @@ def create(
     detectors, segmenters, video, optical flow) is built by torchvision with ``weights=None``
     and ``weights_backbone=None`` (a classifier's first convolution adapted when
     ``in_channels != 3``); ``timm:ARCH`` is built by timm (``pip install timm``) with
-    ``pretrained=False``; ``package.module:callable`` calls your own constructor (with
+    ``pretrained=False``; ``hf:PATH_OR_NAME`` is ``transformers.AutoModel.from_pretrained`` of
+    a folder or Hub name (pretrained weights; :mod:`torchslim.models.hf`);
+    ``package.module:callable`` calls your own constructor (with
     ``num_classes`` / ``in_channels`` where it takes them). ``num_classes=None`` means 1000 for
     classifiers and the model's own default otherwise (91 COCO classes for a detector).
 
@@ -260,6 +272,8 @@ def create(
     elif name.startswith(TIMM_PREFIX):
         num_classes = 1000 if num_classes is None else num_classes
         model = _create_timm(name, num_classes, in_channels, kwargs)
+    elif is_hf_name(name):
+        model = _create_hf(name, num_classes, in_channels, kwargs)
     elif ":" in name:
         model = _create_callable(name, num_classes, in_channels, kwargs)
     else:

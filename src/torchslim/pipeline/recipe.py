@@ -19,9 +19,12 @@ from typing import Any
 import yaml
 
 from torchslim.config import Problems, did_you_mean, from_dict, parse_yaml, to_dict, with_source
+from torchslim.data.text import CORPORA
 from torchslim.errors import ConfigError
+from torchslim.models.hf import hf_source, is_hf_name, looks_local
 from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, ReportSpec, Stage
 from torchslim.pipeline.stages import STAGE_TYPES
+from torchslim.pipeline.text import TEXT_PREFIX, is_text_name
 from torchslim.prune.sensitivity import SensitivityConfig
 from torchslim.train.config import TrainConfig
 
@@ -168,13 +171,59 @@ def _check_references(recipe: Recipe, base_dir: Path, problems: Problems) -> Non
         hint = did_you_mean(recipe.baseline, known)
         problems.add(f"baseline: no stage named {recipe.baseline!r}{hint}")
     _check_inputs(recipe, base_dir, problems)
+    _check_text_stages(recipe, problems)
+
+
+# What a text recipe cannot do: its sentences have no labels (nothing to train or fine-tune
+# on) and the search / sensitivity analyses score classifiers.
+_TEXT_TYPES_REFUSED = ("train", "qat", "search")
+
+
+def _check_text_stages(recipe: Recipe, problems: Problems) -> None:
+    text = is_text_name(recipe.data.name)
+    if not text:
+        for where, spec in _model_specs(recipe):
+            if is_hf_name(spec.name):
+                problems.add(f"{where}.name: {spec.name} is a Hugging Face model, which goes "
+                             "with text data (data: {name: text:python-docs}), not "
+                             f"{recipe.data.name}")  # fmt: skip
+        return
+    why = "text has no labels; a text recipe trains by distillation (a distill stage)"
+    for i, stage in enumerate(recipe.stages):
+        where = f"stages.{i}"
+        if stage.type in _TEXT_TYPES_REFUSED:
+            problems.add(f"{where}.type: a {stage.type} stage does not take text data ({why})")
+        for key in ("finetune", "sensitivity"):
+            if getattr(stage, key, None) is not None:
+                problems.add(f"{where}.{key}: not with text data ({why})")
+        if stage.type == "distill" and stage.config.finetune is not None:
+            problems.add(f"{where}.finetune: not with text data ({why})")
+
+
+def _model_specs(recipe: Recipe) -> list[tuple[str, ModelSpec]]:
+    specs = [("model", recipe.model)]
+    specs += [(f"stages.{i}.model", s.model) for i, s in enumerate(recipe.stages) if s.model]
+    return [(where, spec) for where, spec in specs if spec.name is not None]
 
 
 def _check_inputs(recipe: Recipe, base_dir: Path, problems: Problems) -> None:
-    """The recipe's starting checkpoint and data folder exist (stages aside)."""
+    """The recipe's starting checkpoint, a local hf: folder, the data folder and text files
+    exist (stages aside)."""
     if recipe.model.checkpoint is not None:
         _check_path(recipe.model.checkpoint, base_dir, "model.checkpoint", problems)
+    if is_hf_name(recipe.model.name):
+        source = hf_source(recipe.model.name)  # type: ignore[arg-type]
+        if looks_local(source) and not (base_dir / source).exists():
+            problems.add(f"model.name: {recipe.model.name}: no folder {source}")
     data = recipe.data.name
+    if is_text_name(data):
+        corpus = data[len(TEXT_PREFIX) :]
+        if corpus not in CORPORA and not (base_dir / corpus).is_file():
+            problems.add(f"data.name: {data}: neither an embedded corpus "
+                         f"({', '.join(sorted(CORPORA))}) nor a text file")  # fmt: skip
+        if recipe.data.train_text is not None:
+            _check_path(recipe.data.train_text, base_dir, "data.train_text", problems)
+        return
     folder = data.split(":", 1)[1] if data.startswith("imagefolder:") else None
     if folder is None and (os.sep in data or data.startswith(".")):
         folder = data

@@ -15,8 +15,42 @@ from typing import Any
 from torchslim.tables import markdown_table
 from torchslim.train.checkpoint import atomic_write_text
 
-# The report's name of each task's metric (what ``StageRow.accuracy`` holds).
-METRIC_NAMES = {"classification": "top-1", "detection": "mAP", "segmentation": "mIoU"}
+# The report's name of each task's metric (what ``StageRow.accuracy`` holds). Text recipes
+# (task unlabelled) have no labels: their metric is the mean cosine between each evaluation
+# sentence's embedding and the recipe's starting model's (``StageRow.fidelity`` has the rest).
+METRIC_NAMES = {"classification": "top-1", "detection": "mAP", "segmentation": "mIoU",
+                "unlabelled": "cosine"}  # fmt: skip
+FRACTIONS = frozenset({"cosine"})  # metrics shown as they are, not as percentages
+
+
+def metric_text(value: float | None, metric: str) -> str:
+    """A metric value as the report writes it: a percentage, or a cosine as it is.
+
+    Example:
+        >>> metric_text(0.91234, "top-1"), metric_text(0.99871, "cosine"), metric_text(None, "mAP")
+        ('91.23%', '0.9987', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if metric in FRACTIONS else f"{100 * value:.2f}%"
+
+
+def fidelity_fields(pytorch: Any, ort: Any) -> dict[str, float]:
+    """A text row's :class:`~torchslim.train.sentence.EmbeddingFidelity` figures, of the
+    PyTorch model and (``ort_``) of its ONNX file in ONNX Runtime, as plain data.
+
+    Example:
+        >>> from torchslim.train.sentence import EmbeddingFidelity
+        >>> f = EmbeddingFidelity(0.98, 0.995, 0.9, 10)
+        >>> fidelity_fields(f, f)["ort_top10_overlap"]
+        0.9
+    """
+    out: dict[str, float] = {}
+    for prefix, fid in (("", pytorch), ("ort_", ort)):
+        out.update({f"{prefix}cosine_min": round(fid.cosine_min, 6),
+                    f"{prefix}cosine_mean": round(fid.cosine_mean, 6),
+                    f"{prefix}top{fid.k}_overlap": round(fid.topk_overlap, 6)})  # fmt: skip
+    return out
 
 
 @dataclass
@@ -26,8 +60,10 @@ class StageRow:
     stage: str
     type: str
     input: str
-    accuracy: float | None  # top-1 of the PyTorch model (fake-quant for quantized ones)
-    ort_accuracy: float | None  # top-1 of the exported ONNX file in ONNX Runtime
+    # the metric (top-1, mAP, mIoU, cosine) of the PyTorch model (fake-quant for quantized
+    # ones) and of the exported ONNX file in ONNX Runtime
+    accuracy: float | None
+    ort_accuracy: float | None
     params: int
     macs: int
     onnx_bytes: int
@@ -38,6 +74,9 @@ class StageRow:
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> ratio->acc
     # search: the chosen ratios, its score and the trajectory [[trial, score, MACs ratio]...]
     search: dict[str, Any] = field(default_factory=dict)
+    # text: embeddings against the starting model's (cosine min/mean, top-10 neighbour
+    # overlap), of the PyTorch model and (ort_...) of the ONNX file; see fidelity_fields
+    fidelity: dict[str, float] = field(default_factory=dict)
 
     @property
     def top1(self) -> float | None:
@@ -59,14 +98,15 @@ class Report:
         return next((r for r in self.rows if r.stage == self.baseline), None)
 
     def ratios(self, row: StageRow) -> dict[str, float | None]:
-        """Accuracy change (points), file/params/MACs reduction (x), latency speed-ups (x)."""
+        """Accuracy change (points; a cosine's plain difference), file/params/MACs reduction
+        (x), latency speed-ups (x)."""
         b = self.base()
         if b is None:
             return {}
         out: dict[str, float | None] = {
             "top1_change": None
             if row.top1 is None or b.top1 is None
-            else 100 * (row.top1 - b.top1),
+            else (1 if self.metric in FRACTIONS else 100) * (row.top1 - b.top1),
             "smaller": b.onnx_bytes / row.onnx_bytes if row.onnx_bytes else None,
             "params_ratio": row.params / b.params if b.params else None,
             "macs_ratio": row.macs / b.macs if b.macs else None,
@@ -90,17 +130,27 @@ class Report:
         """The Markdown table of all rows (what ``torchslim compress`` prints)."""
         sizes = sorted({bs for r in self.rows for bs in r.latency_ms}, key=int)
         m = self.metric
-        head = ["stage", "type", f"{m} ORT", f"{m} PyTorch", f"Δ {m}", "params", "MACs",
-                "ONNX file", "smaller"] + [f"ORT b{bs} ms (speed-up)" for bs in sizes]  # fmt: skip
+        texts = any(r.fidelity for r in self.rows)
+        head = ["stage", "type", f"{m} ORT", f"{m} PyTorch", f"Δ {m}"]
+        head += ["min cosine ORT", "top-10 ORT"] if texts else []
+        head += ["params", "MACs", "ONNX file", "smaller"]
+        head += [f"ORT b{bs} ms (speed-up)" for bs in sizes]
         rows = []
         for r in self.rows:
             q = self.ratios(r)
+            change = q.get("top1_change")
             cells = [
                 r.stage + (" (baseline)" if r.stage == self.baseline else ""),
                 r.type + (" int8" if r.int8 else ""),
-                _pct(r.ort_accuracy),
-                _pct(r.accuracy),
-                _signed(q.get("top1_change")),
+                metric_text(r.ort_accuracy, m),
+                metric_text(r.accuracy, m),
+                "-" if change is None else f"{change:+.4f}" if m in FRACTIONS else _signed(change),
+            ]
+            if texts:
+                f = r.fidelity
+                cells += [metric_text(f.get("ort_cosine_min"), "cosine"),
+                          _pct(f.get("ort_top10_overlap"))]  # fmt: skip
+            cells += [
                 f"{r.params / 1e6:.3f} M",
                 f"{r.macs / 1e6:.2f} M",
                 f"{r.onnx_bytes / 2**20:.3f} MiB",
@@ -155,6 +205,14 @@ class Report:
             "Latency: median ORT time per batch; at the end of a run every row is timed "
             "again, round-robin, and the median of the rounds is reported."
         )
+        if self.metric == "cosine":
+            parts.append(
+                "\ncosine: no labels, so each row is compared with the recipe's starting model: "
+                "the mean cosine between the two models' sentence embeddings (token states "
+                "mean-pooled over the mask) of every evaluation sentence (never a training "
+                "one), min cosine its worst sentence, top-10 the share of each sentence's 10 "
+                "nearest other sentences that both models find (ORT: the exported file)."
+            )
         return "\n".join(parts) + "\n"
 
     def write(self, out_dir: str | Path, html_page: bool = True) -> dict[str, Path]:
@@ -192,6 +250,7 @@ class Report:
         import matplotlib.pyplot as plt
 
         figs = []
+        scale, unit = (1, "") if self.metric in FRACTIONS else (100, " (%)")
         rows = [r for r in self.rows if r.top1 is not None]
         b1 = [r for r in rows if 1 in r.latency_ms]
         for title, xs, label in (
@@ -203,11 +262,11 @@ class Report:
             fig, ax = plt.subplots(figsize=(5.5, 4))
             for r in xs:
                 x = r.onnx_bytes / 2**20 if "size" in title else r.latency_ms[1]
-                ax.scatter([x], [100 * r.top1], s=40)
-                ax.annotate(r.stage, (x, 100 * r.top1), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8)  # fmt: skip
+                ax.scatter([x], [scale * r.top1], s=40)
+                ax.annotate(r.stage, (x, scale * r.top1), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)  # fmt: skip
             ax.set_xlabel(label)
-            ax.set_ylabel(f"{self.metric} (%)")
+            ax.set_ylabel(f"{self.metric}{unit}")
             ax.set_title(title)
             ax.grid(alpha=0.3)
             figs.append((title, fig))

@@ -7,6 +7,8 @@ Layout of ``OUT``::
     stages/NN-NAME/             one folder per stage
         model.pt                its result (float models; quantized ones live in model.onnx and
                                 are recomputed from their input on --resume)
+        hf/                     instead of model.pt for a Hugging Face model: save_pretrained's
+                                folder and the tokenizer (hf:OUT/stages/NN-NAME/hf loads it)
         model.onnx              the export the report measured (int8 QDQ when quantized)
         train/ finetune/ ...    the trainer's checkpoints while the stage trains
         done.json               written last: the stage is finished (config + measured row)
@@ -31,7 +33,14 @@ from torchslim.errors import ConfigError, TorchslimError
 from torchslim.export import OnnxModule, evaluate_onnx, export_onnx
 from torchslim.export.onnx import is_quantized
 from torchslim.pipeline.recipe import Recipe, load_recipe
-from torchslim.pipeline.report import METRIC_NAMES, Report, StageRow, rows_from_json
+from torchslim.pipeline.report import (
+    METRIC_NAMES,
+    Report,
+    StageRow,
+    fidelity_fields,
+    metric_text,
+    rows_from_json,
+)
 from torchslim.pipeline.spec import INITIAL, ReportSpec, Stage
 from torchslim.pipeline.stages import (
     STAGE_TYPES,
@@ -41,6 +50,7 @@ from torchslim.pipeline.stages import (
     stage_input,
     stage_model_file,
 )
+from torchslim.pipeline.text import SessionEncoder
 from torchslim.runtime import measure_latency, round_robin_latency
 from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
@@ -69,13 +79,18 @@ def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds
     spec = ctx.recipe.report
     model.eval()
     task = ctx.task.value
-    accuracy = evaluate(model, ctx.test_set, batch_size=256, task=task).metric
-    stats = analyze(model, ctx.example[:1])
+    stats = analyze(model, ctx.example_one)
     onnx_path = folder / "model.onnx"
     export = export_onnx(model, ctx.example, onnx_path)
-    if ctx.task is Task.CLASSIFICATION:
+    if ctx.text is not None:  # sentence embeddings against the starting model's
+        fid, ort_fid = ctx.fidelity(model), ctx.fidelity(SessionEncoder(onnx_path, spec.threads))
+        accuracy, ort_acc = fid.cosine_mean, ort_fid.cosine_mean
+        extra = {**extra, "fidelity": fidelity_fields(fid, ort_fid)}
+    elif ctx.task is Task.CLASSIFICATION:
+        accuracy = evaluate(model, ctx.test_set, batch_size=256, task=task).metric
         ort_acc = evaluate_onnx(onnx_path, ctx.test_set, threads=spec.threads)
     else:  # the file in ONNX Runtime, through the same metric code as the PyTorch model
+        accuracy = evaluate(model, ctx.test_set, batch_size=256, task=task).metric
         ort_model = OnnxModule(onnx_path, task=task, threads=spec.threads)
         ort_acc = evaluate(ort_model, ctx.test_set, batch_size=16, device="cpu", task=task).metric
     latency: dict[int, float] = {}
@@ -208,7 +223,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressRes
                 atomic_write_text(json.dumps({"stage": stage.to_dict(), **extra}),
                                   folder / "done.json")  # fmt: skip
                 continue
-            save_stage_model(model, folder)
+            save_stage_model(model, folder, ctx.tokenizer if ctx.text is not None else None)
             row = _measure(ctx, stage, model, folder, seconds, extra)
         except TorchslimError as exc:
             raise StageError(f"stage {i} ({stage.name}, {stage.type}) failed: {exc}") from exc
@@ -221,7 +236,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, progress: bool) -> CompressRes
         atomic_write_text(json.dumps({"stage": stage.to_dict(), "row": asdict(row)}, indent=2),
                           folder / "done.json")  # fmt: skip
         report.write(out, html_page=recipe.report.html)
-        log.info("stage %s: %s", stage.name, _summary(row))
+        log.info("stage %s: %s", stage.name, _summary(row, report.metric))
         ctx.previous = stage.name
     if recipe.report.latency and len(report.rows) > 1:
         _interleaved_latency(report, files, ctx)
@@ -249,7 +264,9 @@ def _finished_model(ctx: Context, stage: Stage, index: int, folder: Path) -> nn.
         ) from exc
 
 
-def _summary(row: StageRow) -> str:
-    acc = f"{100 * row.top1:.2f}%" if row.top1 is not None else "-"
-    return (f"top-1 {acc}, {row.params:,} params, {row.macs:,} MACs, "
+def _summary(row: StageRow, metric: str = "top-1") -> str:
+    acc = metric_text(row.top1, metric)
+    if row.fidelity:
+        acc += f", top-10 overlap {100 * row.fidelity['ort_top10_overlap']:.1f}%"
+    return (f"{metric} {acc}, {row.params:,} params, {row.macs:,} MACs, "
             f"{row.onnx_bytes:,} bytes ONNX")  # fmt: skip

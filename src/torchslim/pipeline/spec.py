@@ -21,8 +21,10 @@ INITIAL = "model"  # the stage name that refers to the recipe's starting model
 class ModelSpec:
     """The model a recipe (or a train/distill stage) starts from.
 
-    ``name`` is a zoo or torchvision name built fresh with ``args``; ``checkpoint`` loads a
-    ``torchslim train`` run folder, its ``last.pt``, or a ``ts.save`` file instead.
+    ``name`` is a zoo or torchvision name built fresh with ``args``, or ``hf:PATH_OR_NAME``: a
+    Hugging Face model (``AutoModel.from_pretrained`` of a folder or Hub name, ``args`` passed
+    on) and its tokenizer; ``checkpoint`` loads a ``torchslim train`` run folder, its
+    ``last.pt``, a ``ts.save`` file or a ``save_pretrained`` folder instead.
     """
 
     name: str | None = None
@@ -43,30 +45,54 @@ class DataSpec:
     classification; ``fashion-coco`` (generated offline from Fashion-MNIST) or ``coco:PATH``
     (``train/`` and ``val/``, each ``images/`` + ``instances.json``) for detection and
     segmentation; ``subset``/``test_subset``: stratified training subset / first test images
-    (0: all).
+    (0: all). ``text:python-docs`` (1,000 embedded sentences) or ``text:FILE`` (one sentence
+    per line) is unlabelled text for an ``hf:`` sentence encoder (task ``unlabelled``, set
+    for it): its first 80% train, its last 20% evaluate, or ``train_text: FILE`` trains and
+    the whole corpus evaluates; ``subset``/``test_subset`` count sentences; ``seq`` tokens
+    per sentence (see :mod:`torchslim.pipeline.text`).
     """
 
     name: str = "fashion-mnist"
-    # classification, or detection / segmentation on a COCO-format set
+    # classification, detection / segmentation on a COCO-format set, or unlabelled (text)
     task: Task = Task.CLASSIFICATION
     root: str | None = None  # where it lives (default: $TORCHSLIM_DATA, ~/.cache/torchslim)
     subset: int = 0
     test_subset: int = 0
     augment: tuple[str, ...] | None = None  # training augmentations (None: per dataset)
     seed: int = 0  # seed of the subsets, calibration images and fresh models' weights
+    # text: tokens per sentence (longer ones are cut); evaluation, calibration, the export
+    # and latency pad every sentence to it, training batches to their longest sentence
+    seq: int = 128
+    # text: a file of training sentences, one per line (default: the corpus's first 80%)
+    train_text: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
-        coco = is_coco_name(self.name)
-        if self.task is Task.AUTO or coco != (self.task is not Task.CLASSIFICATION):
+        text = self.name.startswith("text:")
+        if text and self.task is Task.CLASSIFICATION:  # the default: text has no labels
+            object.__setattr__(self, "task", Task.UNLABELLED)
+        if text:
+            fits = self.task is Task.UNLABELLED
+        elif is_coco_name(self.name):
+            fits = self.task in (Task.DETECTION, Task.SEGMENTATION)
+        else:
+            fits = self.task is Task.CLASSIFICATION
+        if not fits:
             raise ConfigError(
                 f"task: {self.task.value} does not go with data {self.name!r}: classification "
                 "takes fashion-mnist, mnist, cifar10 or imagefolder:PATH; detection and "
-                "segmentation take fashion-coco or coco:PATH"
+                "segmentation take fashion-coco or coco:PATH; unlabelled takes text:NAME"
             )
         for key in ("subset", "test_subset"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: a number of images (0: all), got {getattr(self, key)}")
+                raise ConfigError(f"{key}: a number of {'sentences' if text else 'images'} "
+                                  f"(0: all), got {getattr(self, key)}")  # fmt: skip
+        if self.seq < 2:
+            raise ConfigError(f"seq: tokens per sentence, at least 2, got {self.seq}")
+        if not text and self.train_text is not None:
+            raise ConfigError("train_text: goes with text data (name: text:NAME) only")
+        if text and self.augment:
+            raise ConfigError("augment: text data has no augmentations; leave it out")
 
 
 @dataclass(frozen=True)

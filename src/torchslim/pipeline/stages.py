@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,7 +35,9 @@ from torchslim.distill.config import DistillConfig
 from torchslim.errors import CheckpointError, ConfigError
 from torchslim.export.onnx import is_quantized
 from torchslim.models import create
+from torchslim.models.hf import create_hf, hf_tokenizer, is_hf_name
 from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, Stage
+from torchslim.pipeline.text import TextData, is_text_name
 from torchslim.prune.pruner import PruneConfig
 from torchslim.prune.sparsity import SparsityConfig
 from torchslim.quant.config import QuantConfig
@@ -101,6 +104,10 @@ def load_model_file(path: str | Path) -> nn.Module:
         'CifarResNet'
     """
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():  # a save_pretrained folder
+        from torchslim.pretrained import from_pretrained
+
+        return from_pretrained(path)
     if path.is_dir() or path.name == "last.pt":
         return load_run(path)[0]
     if path.name.endswith(".module.pt"):
@@ -112,20 +119,42 @@ def load_model_file(path: str | Path) -> nn.Module:
     return load(path)
 
 
-def save_stage_model(model: nn.Module, folder: Path) -> Path | None:
-    """Write a stage result with ``ts.save`` (rebuilt from shapes). Quantized models, which
-    ``ts.save`` does not rebuild, are not stored (a pickled module would be code to run on
-    load): their deployable form is the stage's ``model.onnx``, and ``--resume`` recomputes
-    them from their input. Returns the file written, if any."""
+HF_FOLDER = "hf"  # a stage's Hugging Face model: a save_pretrained folder (and its tokenizer)
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    """A ``transformers`` model (saved with ``save_pretrained``, not ``ts.save``)."""
+    return hasattr(model, "save_pretrained") and hasattr(model, "config")
+
+
+def save_stage_model(model: nn.Module, folder: Path, tokenizer: Any = None) -> Path | None:
+    """Write a stage result with ``ts.save`` (rebuilt from shapes), or a Hugging Face model
+    as a ``save_pretrained`` folder (``hf/``, pruned shapes recorded by
+    :func:`torchslim.pretrained.save_pretrained`, with ``tokenizer`` beside it: a folder
+    ``hf:`` reads back). Quantized models, which neither rebuilds, are not stored (a pickled
+    module would be code to run on load): their deployable form is the stage's
+    ``model.onnx``, and ``--resume`` recomputes them from their input. Returns the file or
+    folder written, if any."""
     for old in folder.glob("model*.pt"):
         old.unlink()
+    shutil.rmtree(folder / HF_FOLDER, ignore_errors=True)
     if is_quantized(model):
         return None
+    if is_hf_model(model):
+        from torchslim.pretrained import save_pretrained
+
+        out = save_pretrained(model, folder / HF_FOLDER)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        return out
     return save(model, folder / "model.pt")
 
 
 def stage_model_file(folder: Path) -> Path | None:
-    return folder / "model.pt" if (folder / "model.pt").exists() else None
+    for name in ("model.pt", HF_FOLDER):
+        if (folder / name).exists():
+            return folder / name
+    return None
 
 
 @dataclass
@@ -149,8 +178,39 @@ class Context:
         return self.recipe.data.task
 
     @cached_property
+    def text(self) -> TextData | None:
+        """The sentences of a text recipe (``data: {name: text:...}``), else None."""
+        if not is_text_name(self.recipe.data.name):
+            return None
+        return TextData.from_spec(self.recipe.data, self.tokenizer)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The tokenizer of the recipe's ``hf:`` model, or of its ``save_pretrained`` folder."""
+        spec = self.recipe.model
+        if spec.name is not None and is_hf_name(spec.name):
+            return hf_tokenizer(spec.name)
+        if spec.checkpoint is not None and (Path(spec.checkpoint) / "config.json").is_file():
+            return hf_tokenizer(spec.checkpoint)
+        raise ConfigError(
+            f"data: {self.recipe.data.name} is text, which needs a tokenizer: name the model "
+            "hf:PATH_OR_NAME (or a save_pretrained folder with its tokenizer as checkpoint)"
+        )
+
+    @cached_property
+    def reference(self) -> torch.Tensor:
+        """A text recipe's reference: the starting model's embeddings of the evaluation
+        sentences, which every stage's model is compared with."""
+        assert self.text is not None  # only text recipes measure fidelity
+        if INITIAL not in self.models:
+            self.models[INITIAL] = self.fresh(self.recipe.model)
+        return self.text.embed(self.models[INITIAL])
+
+    @cached_property
     def info(self) -> Any:
         d = self.recipe.data
+        if is_text_name(d.name):
+            raise ConfigError(f"data: {d.name} is text; this needs an image dataset")
         if self.task is Task.CLASSIFICATION:
             return dataset_info(d.name)
         data = self._coco("train")
@@ -174,8 +234,10 @@ class Context:
         return Subset(data, range(min(n, len(data)))) if n else data  # type: ignore[arg-type]
 
     @cached_property
-    def train_set(self) -> Dataset:
+    def train_set(self) -> Dataset | DataLoader:
         d: DataSpec = self.recipe.data
+        if self.text is not None:
+            return self.text.loader()
         if self.task is not Task.CLASSIFICATION:
             return self._first(self._coco("train"), d.subset)
         augment = list(d.augment) if d.augment is not None else None
@@ -186,8 +248,11 @@ class Context:
         return train
 
     @cached_property
-    def test_set(self) -> Dataset:
+    def test_set(self) -> Dataset | None:
+        """The evaluation data (None for text: measured by :meth:`fidelity` instead)."""
         d = self.recipe.data
+        if self.text is not None:
+            return None
         if self.task is not Task.CLASSIFICATION:
             return self._first(self._coco("val"), d.test_subset)
         test = get_dataset(d.name, train=False, root=d.root)
@@ -196,8 +261,10 @@ class Context:
             test = stratified_subset(test, per_class=per_class, seed=d.seed)
         return test
 
-    def calib(self, samples: int) -> DataLoader:
+    def calib(self, samples: int) -> Any:
         d = self.recipe.data
+        if self.text is not None:
+            return self.text.calib(samples)
         if self.task is not Task.CLASSIFICATION:
             return DataLoader(self._first(self._coco("train"), samples),
                               batch_size=min(16, samples), collate_fn=collate)  # fmt: skip
@@ -207,20 +274,45 @@ class Context:
     @cached_property
     def example(self) -> Any:
         """Eight test images: the export's example input (a real-data parity check); for a
-        detector, a one-tuple of a list of one image (it takes a list; its ONNX file one)."""
+        detector, a one-tuple of a list of one image (it takes a list; its ONNX file one); for
+        text, eight evaluation sentences as keyword tensors."""
+        if self.text is not None:
+            return self.text.example
         if self.task is Task.DETECTION:
             return ([self.test_set[0][0]],)
         return torch.stack([self.test_set[i][0] for i in range(min(8, len(self.test_set)))])
 
     def example_batch(self, batch_size: int) -> Any:
-        """Random inputs shaped like the example, ``batch_size`` images (latency)."""
+        """Random inputs shaped like the example, ``batch_size`` images (latency); for text,
+        ``batch_size`` evaluation sentences padded to ``seq`` tokens."""
+        if self.text is not None:
+            return self.text.example_batch(batch_size)
         if self.task is Task.DETECTION:
             return ([torch.rand_like(self.example[0][0])],)  # its ONNX file takes one image
         return torch.randn(batch_size, *self.example.shape[1:])
 
+    @property
+    def example_one(self) -> Any:
+        """The example's first sample (what pruning and the MACs count trace)."""
+        x = self.example
+        return {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
+
+    def fidelity(self, model: Any) -> Any:
+        """A text recipe's metric of ``model`` (or an ONNX Runtime
+        :class:`~torchslim.pipeline.text.SessionEncoder`): its embeddings against the starting
+        model's (:class:`~torchslim.train.sentence.EmbeddingFidelity`)."""
+        assert self.text is not None
+        return self.text.fidelity(self.reference, model)
+
     def fresh(self, spec: ModelSpec) -> nn.Module:
         if spec.checkpoint is not None:
             return load_model_file(spec.checkpoint)
+        if is_hf_name(spec.name):
+            if not is_text_name(self.recipe.data.name):
+                raise ConfigError(f"model {spec.name}: a Hugging Face model goes with text data "
+                                  "(data: {name: text:python-docs}), not "
+                                  f"{self.recipe.data.name}")  # fmt: skip
+            return create_hf(spec.name, **spec.args)  # type: ignore[arg-type]
         torch.manual_seed(self.recipe.data.seed)
         in_channels = {} if self.task is not Task.CLASSIFICATION else {
             "in_channels": self.info.in_channels}  # fmt: skip
@@ -249,8 +341,8 @@ class Context:
         spec = stage.model
         if spec is None and (stage.input or self.previous) == INITIAL:
             spec = self.recipe.model  # the stage trains the recipe's starting model
-        if spec is None or spec.name is None:
-            return {}  # a pruned or loaded model: its architecture is not a zoo name
+        if spec is None or spec.name is None or is_hf_name(spec.name):
+            return {}  # a pruned, loaded or Hugging Face model: not a zoo name
         return {
             "model": spec.name,
             "model_args": dict(spec.args),
@@ -263,6 +355,9 @@ class Context:
             folder: Path) -> None:  # fmt: skip
         """Train ``model`` on the recipe's data into ``folder`` (resumed or replaced as the run
         says); the result is kept in :attr:`results` under the stage's name."""
+        if self.text is not None:
+            raise ConfigError(f"stage {stage.name}: text has no labels to train on; a text "
+                              "recipe trains by distillation (a distill stage)")  # fmt: skip
         cfg = config if config is not None else TrainConfig()
         if not self.progress:
             cfg = cfg.replace(progress=False)
@@ -308,7 +403,12 @@ def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[
     config, extra = stage.config, {}
     if stage.sensitivity is not None:
         config, extra["sensitivity"] = _sensitivity_ratios(ctx, stage, model)
-    prune(model, ctx.example[:1], config)
+    scoring: dict[str, Any] = {}
+    if ctx.text is not None and config.importance == "taylor":  # label-free: SimCSE's loss
+        from torchslim.train.sentence import contrastive_loss
+
+        scoring = {"data": ctx.text.scoring(config.taylor_batches), "loss_fn": contrastive_loss}
+    prune(model, ctx.example_one, config, **scoring)
     report = report_of(model, "prune")
     log.info("%s", report)
     channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
@@ -335,7 +435,7 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
             "before the search)"
         )
     plain = get_dataset(d.name, train=True, root=d.root, augment=[])
-    result = search(model, ctx.example[:1], stage.config, data=plain,
+    result = search(model, ctx.example_one, stage.config, data=plain,
                     out_dir=ctx.folder(folder, "search"), resume=True,
                     progress=ctx.progress)  # fmt: skip
     log.info("%s", result)
@@ -370,7 +470,7 @@ def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[A
     held_out = in_memory(holdout_split(plain, SENSITIVITY_IMAGES, 0, d.seed)[0])
     result = sensitivity(
         model,
-        ctx.example[:1],
+        ctx.example_one,
         lambda m: evaluate(m, held_out, batch_size=256).metric,
         spec,
         progress=ctx.progress,
@@ -397,8 +497,9 @@ def _quantize(ctx: Context, stage: Stage, model: nn.Module,
     from torchslim.quant import quantize
 
     model.eval()
-    if stage.config.dynamic:
-        return quantize(model, None, stage.config, progress=ctx.progress), {}
+    cfg = stage.config
+    if cfg.dynamic and not (cfg.smooth or cfg.auto_skip):  # nothing to calibrate
+        return quantize(model, None, cfg, progress=ctx.progress), {}
     calib = ctx.calib(stage.calib)  # every one of the stage's `calib` images is used
     config = replace(stage.config, calib_batches=len(calib))
     return quantize(model, calib, config, progress=ctx.progress), {}
