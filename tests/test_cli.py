@@ -343,3 +343,15 @@ def test_search_runs_a_recipe_with_workers_and_needs_a_search_stage(
     )
     assert main(["-q", "search", str(recipe), "--workers", "2", "--out", str(tmp_path / "o")]) == 0
     assert "| search |" in capsys.readouterr().out
+
+
+def test_hf_models_go_to_text_recipes_not_image_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["prune", "--model", f"hf:{tmp_path}", "--ratio", "0.5", "--out", "x.pt"]
+    assert main(argv) == 2
+    assert "compress a Hugging Face model with a text recipe" in capsys.readouterr().err
+    args = build_parser().parse_args(["compress", "r.yaml", "--model", "hf:org/m", "--set", "a=1"])
+    from torchslim.cli import _recipe_overrides
+
+    assert _recipe_overrides(args) == ('model={"name": "hf:org/m"}', "a=1")
