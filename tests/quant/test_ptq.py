@@ -350,3 +350,27 @@ def test_calibration_batch_of_the_wrong_shape_names_batch_shape_and_module() -> 
     )
     with pytest.raises(InputError, match=pattern):
         ts.quantize(_net(), data, {}, progress=False)
+
+
+class _ReadsItsFirstLayer(nn.Module):
+    """Untraceable as a whole (a branch on a value), reading its first layer's weight in
+    forward, as Hugging Face's ViT does with its patch embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 1)
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.abs().max()) > 1e6:
+            x = x / 1e6
+        return self.body(self.proj(x.to(self.proj.weight.dtype)))
+
+
+def test_a_skipped_lone_layer_is_left_as_it_is_for_a_model_that_reads_it() -> None:
+    torch.manual_seed(0)
+    model = _ReadsItsFirstLayer().eval()
+    x = torch.randn(4, 3, 8, 8)
+    qmodel = ts.quantize(model, [x], {"skip": ["proj"]}, progress=False)
+    assert type(qmodel.proj) is nn.Conv2d
+    assert torch.allclose(qmodel(x), model(x), atol=0.1)

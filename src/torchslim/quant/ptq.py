@@ -191,8 +191,9 @@ def quant_parts(
     ``inputs``): a detector's backbone, neck and heads, its post-processing left in float.
 
     A part that is one Conv/Linear is wrapped in place in ``nn.Sequential`` (the layer becomes
-    ``NAME.0``, as :func:`~torchslim.quant.parts.trace_part` traces it); ``skip`` is returned
-    with those names.
+    ``NAME.0``, as :func:`~torchslim.quant.parts.trace_part` traces it), unless ``skip`` keeps
+    it float: then it is no part at all and stays where it is (a model may read its
+    ``weight``, as Hugging Face's ViT does). Returns the parts and ``skip``.
     """
     try:
         fx.symbolic_trace(model)
@@ -203,13 +204,15 @@ def quant_parts(
                  "parts %s, the rest stays float", type(model).__name__, type(exc).__name__,
                  str(exc).splitlines()[0][:200], parts)  # fmt: skip
     skip = set(skip)
+    kept = []
     for name in parts:
         layer = model.get_submodule(name)
         if is_quantizable(layer):
-            model.set_submodule(name, nn.Sequential(layer))
             if name in skip:
-                skip = (skip - {name}) | {f"{name}.0"}
-    return parts, skip
+                continue  # a lone layer kept float: nothing to quantize, left as it is
+            model.set_submodule(name, nn.Sequential(layer))
+        kept.append(name)
+    return kept, skip
 
 
 @torch.no_grad()
