@@ -57,13 +57,11 @@ import torch
 import torchslim as ts
 from torchslim.data import text_corpus
 from torchslim.export.onnx import nbits_weight_bytes
-from torchslim.runtime import round_robin_latency
 from torchslim.train.sentence import embedding_fidelity, encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _quiet import pause
 from _results import Results, add_results_option
-from minilm_quant import SessionModel, load_minilm, tokenized
+from minilm_quant import SessionModel, load_minilm, record_speedups, time_files, tokenized
 
 MIXED = {"*.attention.self.value": 8, "*.intermediate.dense": 8}  # the "mixed" row's int8 layers
 SKIP = ["pooler.dense"]  # a Gemm ORT's quantizer leaves float; the embeddings never read it
@@ -177,23 +175,8 @@ def main() -> None:
         if args.rounds <= 0:
             return
         inputs = [tokenized(tokenizer, text_corpus(limit=b), b, args.seq)[0] for b in batch_sizes]
-        pause(pids, True)
-        try:
-            timed = {t: round_robin_latency(files, inputs, rounds=args.rounds, repeats=10,
-                                            threads=t, min_seconds=0.3, reduce=min)
-                     for t in threads}  # fmt: skip
-        finally:
-            pause(pids, False)
-    for t, ms in timed.items():
-        for i, b in enumerate(batch_sizes):
-            dense = ms["float"][i]
-            for name in files:
-                speedup = dense / ms[name][i]
-                print(f"threads {t} batch {b:3d} {name:30s} {ms[name][i]:8.2f} ms  "
-                      f"x{speedup:.2f} vs float")  # fmt: skip
-                column = f"{t} thread{'s' if t > 1 else ''}, batch {b}"
-                res.add([name], f"{column}: ms", round(ms[name][i], 3), "ms", 2)
-                res.add([name], f"{column}: speed-up", round(speedup, 3), "×", 2)
+        timed = time_files(files, inputs, threads, args.rounds, pids)
+    record_speedups(res, timed, batch_sizes, "float")
 
 
 if __name__ == "__main__":

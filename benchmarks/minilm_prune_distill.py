@@ -52,15 +52,13 @@ import torchslim as ts
 from torchslim.data import text_corpus
 from torchslim.distill import fit_distillation
 from torchslim.pretrained import from_pretrained, save_pretrained
-from torchslim.runtime import round_robin_latency
 from torchslim.train.sentence import contrastive_loss, embedding_fidelity, encode, repeated
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from _quiet import pause
 from _results import Results, add_results_option
 from make_text_corpus import sentences
-from minilm_quant import SessionModel, load_minilm, tokenized
+from minilm_quant import SessionModel, load_minilm, record_speedups, time_files, tokenized
 
 PACKAGES = ("numpy", "torch", "transformers", "sympy", "networkx", "matplotlib", "sqlalchemy",
             "optuna", "jinja2", "pygments", "markdown", "yaml", "PIL", "onnx")  # fmt: skip
@@ -211,21 +209,11 @@ def main() -> None:
                 res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1,
                         **goal(i == 3, 90.0, "%"))  # fmt: skip
         inputs = [tokenized(tokenizer, corpus[:b], b, args.seq)[0] for b in batch_sizes]
-        pause(pids, True)
-        try:
-            timed = {t: round_robin_latency(files, inputs, rounds=args.rounds, repeats=10,
-                                            threads=t, min_seconds=0.3, reduce=min)
-                     for t in threads}  # fmt: skip
-        finally:
-            pause(pids, False)
-    for t, ms in timed.items():
-        for i, b in enumerate(batch_sizes):
-            dense = ms["float (teacher)"][i]
-            for k, name in enumerate(files):
-                speedup = dense / ms[name][i]
-                print(f"threads {t} batch {b:3d} {name:32s} {ms[name][i]:8.2f} ms  x{speedup:.2f}")
-                res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: speed-up",
-                        round(speedup, 3), "×", 2, **goal(k == 3, 2.5, "×"))  # fmt: skip
+        timed = time_files(files, inputs, threads, args.rounds, pids)
+    final = list(files)[3]
+    record_speedups(
+        res, timed, batch_sizes, "float (teacher)", {final: goal(True, 2.5, "×")["target"]}
+    )
 
 
 if __name__ == "__main__":

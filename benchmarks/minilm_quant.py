@@ -88,6 +88,36 @@ class OrtReader:
         return next(self.feeds, None)
 
 
+def time_files(files: dict[str, Path], inputs: list[dict], threads: list[int], rounds: int,
+               pids: list[int]) -> dict[int, dict[str, list[float]]]:  # fmt: skip
+    """ONNX Runtime milliseconds of every file per thread count and input batch, timed in
+    turn (the lowest of ``rounds`` round medians), with the processes ``pids`` stopped."""
+    pause(pids, True)
+    try:
+        return {t: round_robin_latency(files, inputs, rounds=rounds, repeats=10, threads=t,
+                                       min_seconds=0.3, reduce=min)
+                for t in threads}  # fmt: skip
+    finally:
+        pause(pids, False)
+
+
+def record_speedups(res: Results, timed: dict[int, dict[str, list[float]]],
+                    batch_sizes: list[int], reference: str,
+                    targets: dict[str, dict] | None = None) -> None:  # fmt: skip
+    """Print and record each file's milliseconds and speed-up over ``reference`` per thread
+    count and batch size; ``targets`` holds the speed-up target of the rows that have one."""
+    for t, ms in timed.items():
+        for i, b in enumerate(batch_sizes):
+            for name, times in ms.items():
+                speedup = ms[reference][i] / times[i]
+                print(f"threads {t} batch {b:3d} {name:40s} {times[i]:8.2f} ms  x{speedup:.2f}")
+                column = f"{t} thread{'s' if t > 1 else ''}, batch {b}"
+                res.add([name], f"{column}: ms", round(times[i], 3), "ms", 2)
+                target = (targets or {}).get(name)
+                res.add([name], f"{column}: speed-up", round(speedup, 3), "×", 2,
+                        **({"target": target} if target else {}))  # fmt: skip
+
+
 def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     """Row label -> (its --rows key, the ts.quantize config)."""
     rows = {"torchslim dynamic int8": ("dynamic", {"dynamic": True})}
@@ -178,24 +208,8 @@ def main() -> None:
             res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
             res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1)
         inputs = [tokenized(tokenizer, text_corpus(limit=b), b, args.seq)[0] for b in batch_sizes]
-        pause(pids, True)
-        try:
-            timed = {t: round_robin_latency(files, inputs, rounds=args.rounds, repeats=10,
-                                            threads=t, min_seconds=0.3, reduce=min)
-                     for t in threads}  # fmt: skip
-        finally:
-            pause(pids, False)
-    for t, ms in timed.items():
-        for i, b in enumerate(batch_sizes):
-            dense = ms["float"][i]
-            for name in files:
-                speedup = dense / ms[name][i]
-                print(f"threads {t} batch {b:3d} {name:40s} {ms[name][i]:8.2f} ms  "
-                      f"x{speedup:.2f} vs float")  # fmt: skip
-                res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: ms",
-                        round(ms[name][i], 3), "ms", 2)  # fmt: skip
-                res.add([name], f"{t} thread{'s' if t > 1 else ''}, batch {b}: speed-up",
-                        round(speedup, 3), "×", 2)  # fmt: skip
+        timed = time_files(files, inputs, threads, args.rounds, pids)
+    record_speedups(res, timed, batch_sizes, "float")
 
 
 if __name__ == "__main__":

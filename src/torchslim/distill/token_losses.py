@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.distill.losses import DistillLoss, Tensors, register_loss
+from torchslim.distill.losses import DistillLoss, FitNetLoss, Tensors, register_loss
 from torchslim.errors import ConfigError
 
 
@@ -41,11 +41,11 @@ def _tokens(x: torch.Tensor, who: str, i: int) -> torch.Tensor:
     return x.float()
 
 
-class HiddenStateLoss(DistillLoss):
+class HiddenStateLoss(FitNetLoss):
     """TinyBERT's hidden-state loss (Jiao et al. 2020): mean squared error between the student's
     and the teacher's token states per layer pair, averaged over the pairs; a student layer of
     another width is first mapped to the teacher's by a learned linear layer (trained with the
-    student, saved with the distiller).
+    student, saved with the distiller): FitNets' adapters on the feature axis.
 
     Example:
         >>> x = torch.randn(2, 4, 6)
@@ -54,12 +54,6 @@ class HiddenStateLoss(DistillLoss):
         >>> float(loss([x], [x])), len(loss.adapters)
         (0.0, 1)
     """
-
-    default_layers = None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.adapters = nn.ModuleList()
 
     def build(self, student: Tensors, teacher: Tensors) -> None:
         for i, (s, t) in enumerate(zip(student, teacher, strict=True)):
