@@ -94,7 +94,9 @@ QUANT_HELP: dict[str, str] = {
     "auto_skip": "also keep the K layers with the worst SQNR float",
     "dynamic": "dynamic quantization of Linear layers (no calibration)",
     "embedding_bits": "dynamic: bits of the nn.Embedding tables, one scale per row (0: float)",
-    "smooth": "dynamic: SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
+    "smooth": "SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
+    "act_placement": "static: int8 activations at every layer input and output (all), at "
+    "layer inputs only (inputs: transformers), or auto (inputs when no conv is quantized)",
     "weight_only": "weights only, int4/int8 per group, activations float (ONNX MatMulNBits)",
     "group_size": "weight_only: input channels per scale (a power of two >= 16)",
     "algorithm": "weight_only: rtn (round to nearest) or gptq (needs calibration data)",

@@ -198,8 +198,8 @@ def test_smoothquant_moves_activation_outliers_into_the_weights(tmp_path) -> Non
     assert report.max_abs_error < 1e-2 * float(mlp(x).abs().max())
     with pytest.raises(ConfigError, match="calib_data"):
         ts.quantize(mlp, None, {"dynamic": True, "smooth": 0.5})
-    with pytest.raises(ConfigError, match="dynamic=True"):
-        ts.quantize(mlp, data, {"smooth": 0.5})
+    static = ts.quantize(mlp, data, {"smooth": 0.5}, report=False)  # static smooths too
+    assert any("input_smooth" in m._buffers for m in static.modules())
 
 
 def test_dynamic_auto_skip_keeps_the_most_harmful_linear_float() -> None:
@@ -374,3 +374,58 @@ def test_a_skipped_lone_layer_is_left_as_it_is_for_a_model_that_reads_it() -> No
     qmodel = ts.quantize(model, [x], {"skip": ["proj"]}, progress=False)
     assert type(qmodel.proj) is nn.Conv2d
     assert torch.allclose(qmodel(x), model(x), atol=0.1)
+
+
+def _residual_mlp() -> nn.Module:
+    """Blocks adding small updates to a residual stream with outlier channels, as a
+    transformer's: an update below half an int8 step of the stream is lost when the sum is
+    quantized."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = nn.Linear(16, 32), nn.Linear(32, 16)
+            with torch.no_grad():
+                self.down.weight.mul_(0.05)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.down(torch.relu(self.up(x)))
+
+    torch.manual_seed(0)
+    return nn.Sequential(*[Block() for _ in range(6)], nn.Linear(16, 4)).eval()
+
+
+def _outlier_inputs(n: int = 64) -> torch.Tensor:
+    x = torch.randn(n, 16)
+    x[:, :2] *= 30  # two outlier channels
+    return x
+
+
+def test_static_int8_of_a_linear_model_quantizes_layer_inputs_only_by_default() -> None:
+    model, x = _residual_mlp(), _outlier_inputs()
+    ref = model(x)
+    errors = {}
+    for placement in ("all", "inputs", "auto"):
+        q = ts.quantize(model, [x], {"act_placement": placement}, progress=False, report=False)
+        quantizers = [n for n, m in q.named_modules() if isinstance(m, FakeQuantize)]
+        errors[placement] = float((q(x) - ref).abs().mean())
+        if placement != "all":  # one quantizer per distinct layer input, none on the sums
+            assert len(quantizers) == 13, quantizers
+    assert errors["auto"] == errors["inputs"] < errors["all"]
+
+
+def test_static_smoothquant_scales_each_linear_input_then_quantizes_it(tmp_path) -> None:
+    from torchslim.quant.fake_quant import set_quantizers
+
+    model, x = _residual_mlp(), _outlier_inputs()
+    q = ts.quantize(model, [x], {"smooth": 0.5}, progress=False, report=False)
+    layers = [m for m in q.modules() if type(m).__name__ == "QuantLinear"]
+    assert layers and all("input_smooth" in m._buffers for m in layers)
+    assert all(isinstance(m.input_fake_quant, FakeQuantize) for m in layers)
+    set_quantizers(q, enabled=False)  # in float, smoothing changes nothing
+    assert torch.allclose(q(x), model(x), atol=1e-4)
+    set_quantizers(q, enabled=True)
+    report = ts.export_onnx(q, x[:2], tmp_path / "smooth.onnx")
+    assert report.max_abs_error < 1e-3
+    with pytest.raises(ConfigError, match="post-training"):
+        ts.prepare_qat(model, {"smooth": 0.5}, [x])

@@ -2,7 +2,7 @@
 PTQ, QAT, weight-only int4/int8 (RTN, GPTQ), binary networks and product quantization."""
 
 from torchslim.quant.binary import BinaryConfig, binarize, binary_size, save_packed
-from torchslim.quant.config import QuantConfig, WeightOnlyAlgorithm
+from torchslim.quant.config import ActPlacement, QuantConfig, WeightOnlyAlgorithm
 from torchslim.quant.fake_quant import (
     PACT,
     DynamicQuantize,
@@ -36,6 +36,7 @@ from torchslim.quant.weight_only import (
 
 __all__ = [
     "PACT",
+    "ActPlacement",
     "BinaryConfig",
     "Calibration",
     "DynamicQuantize",

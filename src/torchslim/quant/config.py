@@ -26,6 +26,18 @@ def _first_match(patterns: dict[str, int], name: str) -> int | None:
     return None
 
 
+class ActPlacement(str, enum.Enum):
+    """Which activations a static quantization quantizes: ``all``, every quantized layer's
+    input and output and every residual sum (int8 from layer to layer: what ONNX Runtime's
+    QLinearConv chains need); ``inputs``, only each layer's input (the rest stays float: a
+    transformer's residual stream, whose outlier channels one int8 range cannot hold);
+    ``auto``, ``inputs`` when no convolution is quantized, else ``all``."""
+
+    AUTO = "auto"
+    ALL = "all"
+    INPUTS = "inputs"
+
+
 class WeightOnlyAlgorithm(str, enum.Enum):
     """How weight-only quantization picks the integer weights: ``rtn`` rounds each to nearest
     (no data needed); ``gptq`` (Frantar et al., 2022) rounds column by column and moves each
@@ -63,6 +75,7 @@ class QuantConfig:
     calibration: Calibration = Calibration.PERCENTILE  # threshold search for "saturating"
     percentile: float = 99.99
     calib_batches: int = 32  # at most this many batches of calib_data are used
+    act_placement: ActPlacement = ActPlacement.AUTO  # static: which activations get int8
     bias_correction: bool = False  # remove the mean output shift caused by weight rounding
     fold_bn: bool = True
     skip: tuple[str, ...] = ()  # layers kept in float (torchslim.selection patterns)
@@ -70,9 +83,10 @@ class QuantConfig:
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
     # dynamic: nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
     embedding_bits: int = 8
-    # dynamic: SmoothQuant migration strength alpha (0: off): each Linear's input channels are
-    # divided by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s,
-    # so outlier channels stop setting the per-tensor range; needs calib_data
+    # SmoothQuant migration strength alpha (0: off): each Linear's input channels are divided
+    # by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s, so
+    # outlier channels stop setting the per-tensor range; needs calib_data. Static: each
+    # smoothed Linear quantizes its own scaled input (a Mul, then Q/DQ, in ONNX)
     smooth: float = 0.0
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
@@ -153,8 +167,6 @@ class QuantConfig:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
         if not 0.0 <= self.smooth <= 1.0:
             raise ConfigError(f"smooth: a migration strength in [0, 1], got {self.smooth}")
-        if self.smooth and not self.dynamic:
-            raise ConfigError("smooth: SmoothQuant is applied with dynamic=True only (for now)")
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self._check_weight_only()
@@ -255,6 +267,13 @@ class QATConfig(QuantConfig):
         super().__post_init__()  # checks every field, these included
         if self.dynamic:
             raise ConfigError("dynamic: not available for QAT (train with static quantizers)")
+        if self.smooth:
+            raise ConfigError("smooth: SmoothQuant is a post-training step; not available for QAT")
+        if self.act_placement is ActPlacement.INPUTS:
+            raise ConfigError(
+                "act_placement: QAT trains every layer's input and output "
+                "quantizers (all); 'inputs' is for post-training quantization"
+            )
         if self.weight_only:
             raise ConfigError("weight_only: not available for QAT (use ts.quantize)")
         if self.pact_alpha < 0 or not 0 <= self.ema < 1:

@@ -97,9 +97,15 @@ def _passes_range(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def plan(
-    gm: fx.GraphModule, quantize_layer: Callable[[str], bool]
+    gm: fx.GraphModule,
+    quantize_layer: Callable[[str], bool],
+    own_input: Callable[[str], bool] = lambda _: False,
+    outputs: bool = True,
 ) -> tuple[list[fx.Node], list[fx.Node]]:
-    """The layer nodes to quantize and the tensor nodes whose value gets a quantizer."""
+    """The layer nodes to quantize and the tensor nodes whose value gets a quantizer: each
+    layer's input and, with ``outputs``, each layer's and residual sum's output. A layer for
+    which ``own_input`` is true quantizes its input itself (SmoothQuant scales it first), so
+    its input gets no quantizer on its account."""
     modules = dict(gm.named_modules())
     layers = [
         n
@@ -110,14 +116,14 @@ def plan(
     ]
     layer_set = set(layers)
     tensors: dict[fx.Node, None] = {}
-    for n in gm.graph.nodes:  # outputs of layers and of adds, after a following ReLU
+    for n in gm.graph.nodes if outputs else ():  # of layers and adds, after a ReLU
         if n in layer_set or _is_add(n):
             end = _absorb_relu(n, modules)
             if not _reaches_output(end):
                 tensors[end] = None
     for n in layers:
         inp = n.args[0] if n.args else None
-        if isinstance(inp, fx.Node):
+        if isinstance(inp, fx.Node) and not own_input(str(n.target)):
             tensors[inp] = None
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     return layers, sorted(tensors, key=order.__getitem__)

@@ -28,7 +28,7 @@ from torchslim.quant.checks import (
     nonfinite_quantizers,
     ranges_finite,
 )
-from torchslim.quant.config import QuantConfig, WeightOnlyAlgorithm
+from torchslim.quant.config import ActPlacement, QuantConfig, WeightOnlyAlgorithm
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
     FakeQuantize,
@@ -118,17 +118,30 @@ def skipped_layers(model: nn.Module, cfg: QuantConfig) -> set[str]:
 
 
 def _build_static(
-    float_model: nn.Module, cfg: QuantConfig, skip: set[str], parts: Sequence[str] = ("",)
+    float_model: nn.Module,
+    cfg: QuantConfig,
+    skip: set[str],
+    parts: Sequence[str] = ("",),
+    amax: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``float_model``: its traced ``parts`` (qualified names; ``""``
-    is the whole model, a GraphModule) get quantizers; the rest stays as it is, in float."""
+    is the whole model, a GraphModule) get quantizers; the rest stays as it is, in float.
+    The Linears in ``amax`` (their largest |input| per channel) are smoothed (SmoothQuant,
+    ``cfg.smooth``) and quantize their own scaled input."""
     model = copy.deepcopy(float_model)
+    amax = amax or {}
+    outputs = cfg.act_placement is ActPlacement.ALL or (
+        cfg.act_placement is ActPlacement.AUTO and any(
+            isinstance(m, nn.modules.conv._ConvNd) and is_quantizable(m) and n not in skip
+            for n, m in model.named_modules()))  # fmt: skip
     plans = []
     for name in parts:
         prefix = f"{name}." if name else ""
         gm = trace_part(model.get_submodule(name)) if name else trace_for_quant(model)
         drop_identities(gm)
-        layers, tensors = plan(gm, lambda layer, prefix=prefix: prefix + layer not in skip)
+        layers, tensors = plan(gm, lambda layer, prefix=prefix: prefix + layer not in skip,
+                               lambda layer, prefix=prefix: prefix + layer in amax,
+                               outputs)  # fmt: skip
         if layers:
             plans.append((name, prefix, gm, layers, tensors))
     total = sum(len(p[3]) for p in plans)
@@ -146,7 +159,11 @@ def _build_static(
             layer: str, index: int, gm: fx.GraphModule = gm, at: int = offset, prefix: str = prefix
         ) -> None:
             bits = cfg.layer_weight_bits(at + index, total, prefix + layer)
-            to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
+            module = to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
+            if prefix + layer in amax:  # QuantLinear scales, then quantizes, its input
+                smooth_linear(module, amax[prefix + layer], cfg.smooth)
+                act_bits = cfg.input_bits(None, None, None, [prefix + layer])
+                module.input_fake_quant = FakeQuantize(cfg.act_spec(act_bits))
 
         readers = layer_readers(layers, prefix)
 
@@ -459,7 +476,13 @@ def quantize(
     if cfg.fold_bn:
         for name in parts:
             fold_batchnorm(float_model.get_submodule(name))
-    qmodel = _build_static(float_model, cfg, skip, parts)
+    amax = {}
+    if cfg.smooth:  # every quantized Linear in a part: its input's largest |value| per channel
+        linears = [f"{name}.{n}" if name else n for name in parts
+                   for n, m in float_model.get_submodule(name).named_modules()
+                   if type(m) is nn.Linear]  # fmt: skip
+        amax = input_amax(float_model, [n for n in linears if n not in skip], keep)
+    qmodel = _build_static(float_model, cfg, skip, parts, amax)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
     if not report and not cfg.auto_skip:
@@ -472,7 +495,7 @@ def quantize(
     if cfg.auto_skip:
         worst = table.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
-        qmodel = _build_static(float_model, cfg, skip | set(worst), parts)
+        qmodel = _build_static(float_model, cfg, skip | set(worst), parts, amax)
         calibrate(qmodel, keep, progress, total=len(keep))
     if cfg.bias_correction:
         correct_bias(qmodel, qmodel.quant_state.layers, keep)
