@@ -16,7 +16,9 @@ Files compared, all from the same pretrained weights:
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
   alone hurts the output most, on two calibration batches, kept float);
 * ``torchslim static int8``: ``ts.quantize(model, batches, {})`` (static: activation ranges
-  calibrated on ``--calib-batches`` batches of the corpus, QDQ), ``ts.export_onnx``;
+  calibrated on ``--calib-batches`` batches of the corpus, QDQ; with no convolution the int8
+  activations are the Linears' inputs, ``act_placement: auto``), ``ts.export_onnx``; ``...,
+  SmoothQuant``: with ``smooth: --smooth`` too;
 * ``ORT quantize_dynamic``: ``onnxruntime.quantization.quantize_dynamic`` on the float file,
   its defaults (int8 weights);
 * ``ORT quantize_static``: ``quantize_static`` on the float file, QDQ, per-channel int8 weights,
@@ -128,7 +130,13 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
         label += f"{args.auto_skip} Linears float"
         rows[label] = ("skip", {**smooth, "auto_skip": args.auto_skip})
-    rows["torchslim static int8"] = ("static", {"calib_batches": args.calib_batches})
+    static = {"calib_batches": args.calib_batches}
+    rows["torchslim static int8"] = ("static", static)
+    if args.smooth:
+        rows[f"torchslim static int8, SmoothQuant {args.smooth:g}"] = (
+            "static_smooth",
+            {**static, "smooth": args.smooth},
+        )
     return rows
 
 
