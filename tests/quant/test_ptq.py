@@ -429,3 +429,17 @@ def test_static_smoothquant_scales_each_linear_input_then_quantizes_it(tmp_path)
     assert report.max_abs_error < 1e-3
     with pytest.raises(ConfigError, match="post-training"):
         ts.prepare_qat(model, {"smooth": 0.5}, [x])
+
+
+def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()
+    ids = torch.randint(0, 1000, (8, 6))
+    sizes = {}
+    for bits in (0, 8):
+        q = ts.quantize(model, [ids], {"embedding_bits": bits}, progress=False, report=False)
+        assert q.quant_state.embeddings == (["0"] if bits else [])
+        report = ts.export_onnx(q, ids[:2], tmp_path / f"e{bits}.onnx")
+        assert report.max_abs_error < 1e-2
+        sizes[bits] = report.file_bytes
+    assert sizes[8] < 0.35 * sizes[0]  # the table's bytes: 4 -> 1 per value, plus row scales

@@ -81,7 +81,7 @@ class QuantConfig:
     skip: tuple[str, ...] = ()  # layers kept in float (torchslim.selection patterns)
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
-    # dynamic: nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
+    # nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
     embedding_bits: int = 8
     # SmoothQuant migration strength alpha (0: off): each Linear's input channels are divided
     # by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s, so

@@ -183,6 +183,7 @@ def _build_static(
         else:
             model = gm
     check_layer_bits(cfg, state.layers)
+    state.embeddings = quantize_embeddings(model, cfg, skip)
     model.quant_state = state
     return model
 
@@ -272,14 +273,28 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
         if name in amax:
             smooth_linear(layer, amax[name], cfg.smooth)
     check_layer_bits(cfg, names)
-    tables = [n for n, m in model.named_modules() if type(m) is nn.Embedding and n not in skip]
-    if cfg.embedding_bits:  # per row, symmetric: the rows are only dequantized, never multiplied
-        spec = QuantSpec(bits=cfg.embedding_bits, per_channel=True, ch_axis=0)
-        for name in tables:
-            to_quantized(model.get_submodule(name), spec)
-    model.quant_state = QuantState(cfg, names, sorted(skip), embeddings=tables if
-                                   cfg.embedding_bits else [])  # fmt: skip
+    model.quant_state = QuantState(cfg, names, sorted(skip),
+                                   embeddings=quantize_embeddings(model, cfg, skip))  # fmt: skip
     return model
+
+
+def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> list[str]:
+    """Store every ``nn.Embedding`` table not in ``skip`` on a ``cfg.embedding_bits`` grid, one
+    symmetric scale per row (the rows are only looked up, never multiplied: an int8 ``Gather``
+    in ONNX); returns their names (none with ``embedding_bits=0``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+        >>> quantize_embeddings(net, QuantConfig(), set()), type(net[0]).__name__
+        (['0'], 'QuantEmbedding')
+    """
+    if not cfg.embedding_bits:
+        return []
+    tables = [n for n, m in model.named_modules() if type(m) is nn.Embedding and n not in skip]
+    spec = QuantSpec(bits=cfg.embedding_bits, per_channel=True, ch_axis=0)
+    for name in tables:
+        to_quantized(model.get_submodule(name), spec)
+    return tables
 
 
 def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
