@@ -162,6 +162,7 @@ def main() -> None:
         student = from_pretrained(args.student)
         info = json.loads((Path(args.student) / "distillation.json").read_text())
         steps, minutes = info["steps"], info["minutes"]
+        args.lr, args.batch_size = info.get("lr", args.lr), info.get("batch_size", args.batch_size)
     else:
         started = time.perf_counter()
         result = fit_distillation(student, teacher, loader, {"losses": losses, "train": train})
@@ -172,7 +173,13 @@ def main() -> None:
     if args.save:
         save_pretrained(student, args.save)
         tokenizer.save_pretrained(args.save)
-        info = {"steps": steps, "minutes": round(minutes, 2), "command": " ".join(sys.argv)}
+        info = {
+            "steps": steps,
+            "minutes": round(minutes, 2),
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "command": " ".join(sys.argv),
+        }
         (Path(args.save) / "distillation.json").write_text(json.dumps(info, indent=1))
 
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
