@@ -61,6 +61,7 @@ SCALE = {"M": " M", "G": " G"}  # always written after the figure: "0.823 M", "4
 
 # What a block shows of its table where the page does not say (the results keep every column):
 # the metrics, in order, and a row-label column to turn into columns.
+SPEED_UPS = [f"{t}, batch {b}: speed-up" for t in ("1 thread", "2 threads") for b in (1, 32)]
 VIEWS: dict[str, dict[str, Any]] = {
     "train_fmnist_resnet20": {"metrics": ["test top-1", "wall clock", "CPU", "peak RSS GiB"]},
     "prune_fmnist": {"metrics": ["MACs kept", "top-1 right after pruning", "top-1 after fine-tune",
@@ -77,15 +78,15 @@ VIEWS: dict[str, dict[str, Any]] = {
                                   "test top-1 at 0.5 MACs, mean of 3 seeds"]},
     "search_cifar10": {"metrics": ["test top-1 at 0.25 MACs, mean of 3 seeds",
                                    "test top-1 at 0.5 MACs, mean of 3 seeds"]},
-    "minilm_quant_skip": {"metrics": ["file MB", "cosine to float, min", "top-10 overlap",
-                                      "1 thread, batch 1: speed-up",
-                                      "1 thread, batch 32: speed-up",
-                                      "2 threads, batch 1: speed-up",
-                                      "2 threads, batch 32: speed-up"]},
     "minilm_quant": {"metrics": ["file MB", "cosine to float, min", "top-10 overlap",
-                                 "1 thread, batch 1: speed-up", "1 thread, batch 32: speed-up",
-                                 "2 threads, batch 1: speed-up",
-                                 "2 threads, batch 32: speed-up"]},
+                                 *SPEED_UPS]},
+    "minilm_quant_static": {"metrics": ["file MB", "cosine to float, min", "top-10 overlap",
+                                        *SPEED_UPS]},
+    "minilm_int4": {"metrics": ["Linear weight ratio", "file MB", "cosine to float, min",
+                                "top-10 overlap", *SPEED_UPS]},
+    "minilm_prune_distill": {"metrics": ["GMACs (2 x 128 tokens)", "cosine to float, min",
+                                         "top-10 overlap", *SPEED_UPS]},
+    "vit_cifar": {"metrics": ["MMACs", "top-1", "drop vs float"]},
     "search_latency": {"metrics": ["measured latency ratio", "|measured latency / budget - 1|",
                                    "MACs ratio", "test top-1 after fine-tune"]},
     "prune_latency_processes": {"metrics": ["batch 1 median", "batch 1 runs ≥ 0.85",
