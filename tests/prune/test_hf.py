@@ -134,6 +134,7 @@ def test_onnx_export_takes_keyword_inputs_with_dynamic_batch_and_sequence(tmp_pa
     got = session.run(None, ort_feed(session, input_tuple(other)))[0]
     assert got.shape == (5, 9, 48)
     assert abs(torch.from_numpy(got) - hidden(bert, other)).max() < 1e-4
+    assert torch.equal(ts.export.OnnxModule(tmp_path / "bert.onnx")(**other), torch.from_numpy(got))
     latency = ts.measure_latency(bert, other, backend="ort", repeats=2, warmup=1)
     assert latency.batch_size == 5
 

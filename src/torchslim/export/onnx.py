@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader
 
 from torchslim._tensors import (
+    Kwargs,
     call_model,
     input_names,
     input_tuple,
@@ -252,7 +253,9 @@ class OnnxModule(nn.Module):
     """An ONNX file in ONNX Runtime as a module, so that :func:`torchslim.train.evaluate`
     measures it exactly as it measures the PyTorch model: logits (a classifier, a segmenter's
     first output), or, for ``task="detection"``, one dict of ``boxes``, ``labels`` and
-    ``scores`` per image of the list it is given (a detector's file takes one image).
+    ``scores`` per image of the list it is given (a detector's file takes one image). Keyword
+    tensors (a tokenizer's output) feed the inputs of those names; the first output (an
+    encoder's token states) is returned.
 
     Example:
         >>> import tempfile, torch, torchslim as ts
@@ -276,7 +279,10 @@ class OnnxModule(nn.Module):
         feed = {n: t.detach().cpu().numpy() for n, t in zip(self.names, tensors, strict=True)}
         return [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
 
-    def forward(self, *inputs: Any) -> Any:
+    def forward(self, *inputs: Any, **keywords: Any) -> Any:
+        if keywords:
+            feed = ort_feed(self.session, (*inputs, Kwargs(keywords)))
+            return torch.from_numpy(np.asarray(self.session.run(None, feed)[0]))
         if self.task == "detection":
             outs = [self._run(image) for image in inputs[0]]
             return [{"boxes": o[0], "labels": o[1], "scores": o[2]} for o in outs]

@@ -50,7 +50,6 @@ from torchslim.pipeline.stages import (
     stage_input,
     stage_model_file,
 )
-from torchslim.pipeline.text import SessionEncoder
 from torchslim.runtime import measure_latency, round_robin_latency
 from torchslim.train import evaluate
 from torchslim.train.checkpoint import atomic_write_text
@@ -83,7 +82,8 @@ def _measure(ctx: Context, stage: Stage, model: nn.Module, folder: Path, seconds
     onnx_path = folder / "model.onnx"
     export = export_onnx(model, ctx.example, onnx_path)
     if ctx.text is not None:  # sentence embeddings against the starting model's
-        fid, ort_fid = ctx.fidelity(model), ctx.fidelity(SessionEncoder(onnx_path, spec.threads))
+        ort_model = OnnxModule(onnx_path, threads=spec.threads)
+        fid, ort_fid = ctx.fidelity(model), ctx.fidelity(ort_model)
         accuracy, ort_acc = fid.cosine_mean, ort_fid.cosine_mean
         extra = {**extra, "fidelity": fidelity_fields(fid, ort_fid)}
     elif ctx.task is Task.CLASSIFICATION:

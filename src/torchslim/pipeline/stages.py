@@ -299,7 +299,7 @@ class Context:
 
     def fidelity(self, model: Any) -> Any:
         """A text recipe's metric of ``model`` (or an ONNX Runtime
-        :class:`~torchslim.pipeline.text.SessionEncoder`): its embeddings against the starting
+        :class:`~torchslim.export.OnnxModule`): its embeddings against the starting
         model's (:class:`~torchslim.train.sentence.EmbeddingFidelity`)."""
         assert self.text is not None
         return self.text.fidelity(self.reference, model)

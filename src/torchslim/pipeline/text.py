@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-from torchslim._tensors import input_tuple
 from torchslim.data.text import CORPORA, text_corpus
 from torchslim.errors import ConfigError
 from torchslim.train.sentence import (
@@ -41,7 +40,7 @@ EVAL_SHARE = 0.2  # of a corpus that also trains (no train_text): its last fifth
 BATCH = 32  # sentences per evaluation, calibration and pruning-score batch
 TOP_K = 10  # the neighbours the overlap compares
 
-__all__ = ["TEXT_PREFIX", "SessionEncoder", "TextData", "Tokenize", "is_text_name",
+__all__ = ["TEXT_PREFIX", "TextData", "Tokenize", "is_text_name", "padded_batches",
            "read_sentences", "split_sentences"]  # fmt: skip
 
 
@@ -115,20 +114,20 @@ class Tokenize:
                                    max_length=self.seq, return_tensors="pt"))  # fmt: skip
 
 
-class SessionEncoder:
-    """An ONNX file in ONNX Runtime, called with keyword tensors like the model it came from;
-    returns the first output (the token states of an encoder)."""
+def padded_batches(tokenizer: Any, sentences: Sequence[str], seq: int,
+                   batch_size: int = BATCH) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+    """``sentences`` tokenized in batches of ``batch_size``, each padded to ``seq`` tokens.
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from torchslim.runtime import ort_session
-
-        self.session = ort_session(path, threads)
-
-    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
-        from torchslim.runtime import ort_feed
-
-        feed = ort_feed(self.session, input_tuple(inputs))
-        return torch.from_numpy(self.session.run(None, feed)[0])
+    Example:
+        >>> def tokenizer(sentences, **kw):  # a stand-in: one token per word
+        ...     ids = [[len(w) for w in s.split()] + [0] * kw["max_length"] for s in sentences]
+        ...     return {"input_ids": torch.tensor([row[: kw["max_length"]] for row in ids])}
+        >>> [b["input_ids"].shape for b in padded_batches(tokenizer, ["a b", "c", "d"], 4, 2)]
+        [torch.Size([2, 4]), torch.Size([1, 4])]
+    """
+    tokenize = Tokenize(tokenizer, seq, "max_length")
+    return [tokenize(sentences[i : i + batch_size])
+            for i in range(0, len(sentences), batch_size)]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -159,9 +158,7 @@ class TextData:
 
     def padded(self, sentences: Sequence[str], batch_size: int = BATCH) -> list[dict]:
         """Batches of ``sentences`` padded to ``seq`` tokens: what the ONNX file is measured on."""
-        tokenize = Tokenize(self.tokenizer, self.seq, "max_length")
-        return [tokenize(sentences[i : i + batch_size])
-                for i in range(0, len(sentences), batch_size)]  # fmt: skip
+        return padded_batches(self.tokenizer, sentences, self.seq, batch_size)
 
     def loader(self) -> DataLoader:
         """The training sentences, padded to each batch's longest (the trainer keeps the
@@ -195,8 +192,8 @@ class TextData:
         return [repeated(tokenize(c)) for c in chunks[:batches]]
 
     def embed(self, model: Any) -> torch.Tensor:
-        """Mean-pooled embeddings of the evaluation sentences by a model or a
-        :class:`SessionEncoder`."""
+        """Mean-pooled embeddings of the evaluation sentences by a model or its ONNX file
+        (:class:`~torchslim.export.OnnxModule`)."""
         if isinstance(model, torch.nn.Module):
             model.eval()
         return encode(model, self.evaluation_batches)
