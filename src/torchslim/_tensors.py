@@ -120,6 +120,17 @@ def ordered_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any
     return dict(sorted(kwargs.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is Hugging Face's ``Conv1D`` (GPT-2's Linear, weight ``(in, out)``),
+    without importing ``transformers``.
+
+    Example:
+        >>> is_hf_conv1d(nn.Linear(2, 2))
+        False
+    """
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
 def first_tensor(out: Any) -> torch.Tensor:
     """The first tensor of a model or module output (tensor, tuple/list, or dict).
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from torchslim._tensors import is_hf_conv1d
 from torchslim.config import did_you_mean
 from torchslim.errors import ConfigError
 
@@ -46,12 +47,6 @@ class Member:
     def is_norm_scale(self) -> bool:
         norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
         return isinstance(self.module, norms) and self.name.endswith("weight")
-
-
-def is_hf_conv1d(module: nn.Module) -> bool:
-    """Whether ``module`` is Hugging Face's ``Conv1D`` (GPT-2's Linear, weight ``(in, out)``)
-    without importing ``transformers``."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
 @dataclass

@@ -116,6 +116,12 @@ def onnx_int8_table(table: QuantEmbedding) -> tuple[torch.Tensor, torch.Tensor] 
     return q, scale.contiguous()
 
 
+def onnx_none(value: Any) -> bool:
+    """Whether an argument of an ONNX ``symbolic`` is absent (None, or a graph value that
+    must be None, as an exported ``bias=None`` is)."""
+    return value is None or (hasattr(value, "node") and value.node().mustBeNone())
+
+
 class DynamicInt8Linear(torch.autograd.Function):
     """ONNX form of a dynamically quantized Linear: ``DynamicQuantizeLinear`` (uint8 input,
     range of this input) -> ``MatMulInteger`` with the int8 weight -> ``Cast`` -> ``Mul`` by both
@@ -142,8 +148,7 @@ class DynamicInt8Linear(torch.autograd.Function):
         xq, x_scale, x_zero = g.op("DynamicQuantizeLinear", x, outputs=3)
         acc = g.op("MatMulInteger", xq, w_t, x_zero, w_zero)
         out = g.op("Mul", g.op("Cast", acc, to_i=1), g.op("Mul", x_scale, w_scale))  # 1: FLOAT
-        is_none = bias is None or (hasattr(bias, "node") and bias.node().mustBeNone())
-        return out if is_none else g.op("Add", out, bias)
+        return out if onnx_none(bias) else g.op("Add", out, bias)
 
 
 @torch.no_grad()

@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchslim._tensors import is_hf_conv1d
 from torchslim.errors import ConfigError, TorchslimError
 from torchslim.quant.fake_quant import WeightQuantize
 from torchslim.quant.observers import QuantSpec
+from torchslim.quant.qmodules import onnx_none
 
 log = logging.getLogger("torchslim.quant")
 
@@ -195,11 +197,6 @@ class WeightOnlyLinear(nn.Linear):
         return F.linear(x, wq(self.weight), self.bias)
 
 
-def _is_hf_conv1d(module: nn.Module) -> bool:
-    # torchslim.prune.importance.is_hf_conv1d, without importing the pruner
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
-
-
 def is_weight_only_target(module: nn.Module) -> bool:
     """A plain ``nn.Linear`` or a Hugging Face ``Conv1D``: what weight-only quantization takes.
 
@@ -207,7 +204,7 @@ def is_weight_only_target(module: nn.Module) -> bool:
         >>> is_weight_only_target(nn.Linear(2, 2)), is_weight_only_target(nn.Conv1d(2, 2, 1))
         (True, False)
     """
-    return type(module) is nn.Linear or _is_hf_conv1d(module)
+    return type(module) is nn.Linear or is_hf_conv1d(module)
 
 
 def as_linear(module: nn.Module) -> nn.Linear:
@@ -500,10 +497,6 @@ def onnx_nbits_weight(layer: WeightOnlyLinear) -> tuple[torch.Tensor, torch.Tens
     return packed, wq.scale.detach().cpu().reshape(-1).contiguous(), pack_zero_points(zero, wq.bits)
 
 
-def _is_none(value: Any) -> bool:
-    return value is None or (hasattr(value, "node") and value.node().mustBeNone())
-
-
 class MatMulNBits(torch.autograd.Function):
     """ONNX form of a :class:`WeightOnlyLinear`: one ``com.microsoft::MatMulNBits`` node
     (inputs A, B, scales, zero_points, the bias as input 5; attributes K, N, bits, block_size,
@@ -528,7 +521,7 @@ class MatMulNBits(torch.autograd.Function):
         from torch.onnx.symbolic_helper import _optional_input_placeholder_tensor
 
         inputs = [x, packed, scales, zeros]
-        if not _is_none(bias):  # input 4 (g_idx, deprecated) left empty
+        if not onnx_none(bias):  # input 4 (g_idx, deprecated) left empty
             inputs += [_optional_input_placeholder_tensor(g), bias]
         n = packed.type().sizes()[0]
         attrs = {"K_i": k, "N_i": n, "bits_i": bits, "block_size_i": group_size}
