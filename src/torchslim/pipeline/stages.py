@@ -38,6 +38,7 @@ from torchslim.models import create
 from torchslim.models.hf import create_hf, hf_tokenizer, is_hf_name
 from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, Stage
 from torchslim.pipeline.text import TextData, is_text_name
+from torchslim.prune.hf import is_hf_model
 from torchslim.prune.pruner import PruneConfig
 from torchslim.prune.sparsity import SparsityConfig
 from torchslim.quant.config import QuantConfig
@@ -120,11 +121,6 @@ def load_model_file(path: str | Path) -> nn.Module:
 
 
 HF_FOLDER = "hf"  # a stage's Hugging Face model: a save_pretrained folder (and its tokenizer)
-
-
-def is_hf_model(model: nn.Module) -> bool:
-    """A ``transformers`` model (saved with ``save_pretrained``, not ``ts.save``)."""
-    return hasattr(model, "save_pretrained") and hasattr(model, "config")
 
 
 def save_stage_model(model: nn.Module, folder: Path, tokenizer: Any = None) -> Path | None:
