@@ -199,7 +199,7 @@ def test_smoothquant_moves_activation_outliers_into_the_weights(tmp_path) -> Non
     with pytest.raises(ConfigError, match="calib_data"):
         ts.quantize(mlp, None, {"dynamic": True, "smooth": 0.5})
     static = ts.quantize(mlp, data, {"smooth": 0.5}, report=False)  # static smooths too
-    assert any("input_smooth" in m._buffers for m in static.modules())
+    assert any("smooth" in m._buffers for m in static.modules())
 
 
 def test_dynamic_auto_skip_keeps_the_most_harmful_linear_float() -> None:
@@ -415,13 +415,13 @@ def test_static_int8_of_a_linear_model_quantizes_layer_inputs_only_by_default() 
 
 
 def test_static_smoothquant_scales_each_linear_input_then_quantizes_it(tmp_path) -> None:
-    from torchslim.quant.fake_quant import set_quantizers
+    from torchslim.quant.fake_quant import SmoothQuantize, set_quantizers
 
     model, x = _residual_mlp(), _outlier_inputs()
     q = ts.quantize(model, [x], {"smooth": 0.5}, progress=False, report=False)
-    layers = [m for m in q.modules() if type(m).__name__ == "QuantLinear"]
-    assert layers and all("input_smooth" in m._buffers for m in layers)
-    assert all(isinstance(m.input_fake_quant, FakeQuantize) for m in layers)
+    layers = [n for n, m in q.named_modules() if type(m).__name__ == "QuantLinear"]
+    inputs = q.quant_state.layer_input
+    assert layers and all(isinstance(q.get_submodule(inputs[n]), SmoothQuantize) for n in layers)
     set_quantizers(q, enabled=False)  # in float, smoothing changes nothing
     assert torch.allclose(q(x), model(x), atol=1e-4)
     set_quantizers(q, enabled=True)
@@ -429,6 +429,35 @@ def test_static_smoothquant_scales_each_linear_input_then_quantizes_it(tmp_path)
     assert report.max_abs_error < 1e-3
     with pytest.raises(ConfigError, match="post-training"):
         ts.prepare_qat(model, {"smooth": 0.5}, [x])
+
+
+def test_static_smoothquant_linears_reading_one_tensor_share_one_scaled_quantizer(
+    tmp_path,
+) -> None:
+    import onnx
+
+    from torchslim.quant.fake_quant import SmoothQuantize
+
+    class QKV(nn.Module):  # three Linears reading one tensor, as an attention block's
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.q(x) * self.k(x) + self.v(x)
+
+    torch.manual_seed(0)
+    model, x = QKV().eval(), _outlier_inputs()
+    q = ts.quantize(model, [x], {"smooth": 0.5}, progress=False, report=False)
+    smoothers = [m for m in q.modules() if isinstance(m, SmoothQuantize)]
+    assert len(smoothers) == 1
+    assert set(q.quant_state.layer_input.values()) == {"smooth_quant_x"}
+    with torch.no_grad():
+        assert sqnr_db(model(x), q(x)) > 25
+    path = tmp_path / "qkv.onnx"
+    ts.export_onnx(q, x[:2], path)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("Mul") == 2 and ops.count("QuantizeLinear") == 1, ops  # q * k, the smoothing
 
 
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:

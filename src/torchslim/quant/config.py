@@ -85,8 +85,8 @@ class QuantConfig:
     embedding_bits: int = 8
     # SmoothQuant migration strength alpha (0: off): each Linear's input channels are divided
     # by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s, so
-    # outlier channels stop setting the per-tensor range; needs calib_data. Static: each
-    # smoothed Linear quantizes its own scaled input (a Mul, then Q/DQ, in ONNX)
+    # outlier channels stop setting the per-tensor range; needs calib_data. Static: the
+    # Linears reading one tensor (Q, K, V) share s and one scaled quantizer (a Mul, then Q/DQ)
     smooth: float = 0.0
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input

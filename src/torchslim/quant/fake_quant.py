@@ -206,6 +206,28 @@ class FakeQuantize(nn.Module):
         return f"bits={s.bits}, mapping={s.mapping.value}, per_channel={s.per_channel}"
 
 
+class SmoothQuantize(FakeQuantize):
+    """SmoothQuant's input quantizer, shared by the Linears that read one tensor: the tensor's
+    channels are multiplied by ``smooth`` (``1 / s``; those Linears' weight columns hold ``s``,
+    see :func:`~torchslim.quant.qmodules.smoothing_factors`), then fake-quantized. In ONNX one
+    ``Mul`` and one ``QuantizeLinear`` serve every reader (Q, K and V of an attention block).
+    Switched off, it still scales: the smoothed model's float output is unchanged.
+
+    Example:
+        >>> sq = SmoothQuantize(QuantSpec(bits=8), torch.tensor([1.0, 0.5]))
+        >>> sq.enabled = False
+        >>> sq(torch.tensor([[2.0, 2.0]]))
+        tensor([[2., 1.]])
+    """
+
+    def __init__(self, spec: QuantSpec, smooth: torch.Tensor) -> None:
+        super().__init__(spec)
+        self.register_buffer("smooth", smooth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x * self.smooth)
+
+
 class SharedQuantize(nn.Module):
     """Fake-quantizes with another quantizer's scale and zero point (for max-pool, reshape).
 

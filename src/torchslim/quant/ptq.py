@@ -33,6 +33,7 @@ from torchslim.quant.fake_quant import (
     DynamicQuantize,
     FakeQuantize,
     SharedQuantize,
+    SmoothQuantize,
     set_quantizers,
 )
 from torchslim.quant.fold import fold_batchnorm
@@ -46,7 +47,12 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.qmodules import is_quantizable, smooth_linear, to_quantized
+from torchslim.quant.qmodules import (
+    is_quantizable,
+    smooth_linear,
+    smoothing_factors,
+    to_quantized,
+)
 from torchslim.quant.report import QuantReport, layer_report
 from torchslim.quant.weight_only import (
     WeightOnlyQuantize,
@@ -123,11 +129,13 @@ def _build_static(
     skip: set[str],
     parts: Sequence[str] = ("",),
     amax: Mapping[str, torch.Tensor] | None = None,
+    groups: Mapping[str, tuple[str, ...]] | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``float_model``: its traced ``parts`` (qualified names; ``""``
     is the whole model, a GraphModule) get quantizers; the rest stays as it is, in float.
     The Linears in ``amax`` (their largest |input| per channel) are smoothed (SmoothQuant,
-    ``cfg.smooth``) and quantize their own scaled input."""
+    ``cfg.smooth``): those reading one tensor, in one part's graph or, across parts, as
+    ``groups`` says (:func:`shared_input_groups`), share one scaled quantizer of it."""
     model = copy.deepcopy(float_model)
     amax = amax or {}
     outputs = cfg.act_placement is ActPlacement.ALL or (
@@ -148,6 +156,9 @@ def _build_static(
     if not total:
         raise ConfigError("ts.quantize: no Conv/Linear layer left to quantize (check skip=)")
     state = QuantState(cfg, [], sorted(skip))
+    planned = {p[1] + str(n.target) for p in plans for n in p[3]}
+    groups = {k: g for k, g in (groups or {}).items() if set(g) <= planned}
+    smoothers: dict[tuple[str, ...], SmoothQuantize] = {}  # one per smoothed tensor
     offset = 0
     for k, (name, prefix, gm, layers, tensors) in enumerate(plans):
         first, last = edge_inputs(
@@ -159,11 +170,7 @@ def _build_static(
             layer: str, index: int, gm: fx.GraphModule = gm, at: int = offset, prefix: str = prefix
         ) -> None:
             bits = cfg.layer_weight_bits(at + index, total, prefix + layer)
-            module = to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
-            if prefix + layer in amax:  # QuantLinear scales, then quantizes, its input
-                smooth_linear(module, amax[prefix + layer], cfg.smooth)
-                act_bits = cfg.input_bits(None, None, None, [prefix + layer])
-                module.input_fake_quant = FakeQuantize(cfg.act_spec(act_bits))
+            to_quantized(gm.get_submodule(layer), cfg.weight_spec(bits))
 
         readers = layer_readers(layers, prefix)
 
@@ -174,6 +181,9 @@ def _build_static(
 
         placement = insert_quantizers(
             gm, layers, tensors, make_act, quantize_module, SharedQuantize
+        )
+        placement.layer_input.update(
+            _smooth_inputs(model, gm, layers, prefix, amax, groups, smoothers, cfg)
         )
         state.layers += [prefix + layer for layer in placement.layers]
         state.layer_input.update({prefix + a: prefix + b for a, b in placement.layer_input.items()})
@@ -186,6 +196,84 @@ def _build_static(
     state.embeddings = quantize_embeddings(model, cfg, skip)
     model.quant_state = state
     return model
+
+
+def _smooth_inputs(
+    model: nn.Module,
+    gm: fx.GraphModule,
+    layers: Sequence[fx.Node],
+    prefix: str,
+    amax: Mapping[str, torch.Tensor],
+    groups: Mapping[str, tuple[str, ...]],
+    smoothers: dict[tuple[str, ...], SmoothQuantize],
+    cfg: QuantConfig,
+) -> dict[str, str]:
+    """SmoothQuant on the quantized Linears of the part ``gm`` (of ``model``) that are in
+    ``amax``. Linears reading one tensor (Q, K and V) share one smoothing
+    (:func:`smoothing_factors` over all their weights) and one :class:`SmoothQuantize`: in
+    this graph, or across parts where ``groups`` says so (then the same module sits in each
+    part, and ONNX Runtime merges the identical ``Mul`` and ``QuantizeLinear`` nodes).
+    ``smoothers`` holds the modules made so far. Returns ``{layer: its input quantizer}``."""
+    by_input: dict[fx.Node, list[fx.Node]] = {}
+    for n in layers:
+        if prefix + str(n.target) in amax and n.args and isinstance(n.args[0], fx.Node):
+            by_input.setdefault(n.args[0], []).append(n)
+    inputs = {}
+    for src, readers in by_input.items():
+        names = [prefix + str(n.target) for n in readers]
+        key = groups.get(names[0], ())
+        key = key if set(names) <= set(key) else tuple(names)
+        if key not in smoothers:
+            seen = torch.stack([amax[name] for name in key]).amax(0)
+            s = smoothing_factors([model.get_submodule(k) for k in key], seen, cfg.smooth)
+            bits = cfg.input_bits(None, None, None, list(key))
+            smoothers[key] = SmoothQuantize(cfg.act_spec(bits), 1.0 / s)
+        quantizer = f"smooth_quant_{src.name}"
+        gm.add_submodule(quantizer, smoothers[key])
+        with gm.graph.inserting_after(src):
+            q = gm.graph.call_module(quantizer, (src,))
+        for n in readers:
+            n.replace_input_with(src, q)
+            inputs[str(n.target)] = quantizer
+    gm.graph.lint()
+    gm.recompile()
+    return inputs
+
+
+@torch.no_grad()
+def shared_input_groups(
+    model: nn.Module, names: Sequence[str], inputs: tuple[Any, ...]
+) -> dict[str, tuple[str, ...]]:
+    """The layers of ``names`` that read one tensor object on a forward of ``inputs``, as
+    ``{layer: all layers reading its input}`` (only inputs read by two or more): Q, K and V of
+    an attention block, also where ``torch.fx`` traces each of them alone.
+
+    Example:
+        >>> class QK(nn.Module):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.q, self.k, self.o = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ...         return self.o(self.q(x) * self.k(x))
+        >>> shared_input_groups(QK(), ["q", "k", "o"], (torch.randn(1, 4),))
+        {'q': ('q', 'k'), 'k': ('q', 'k')}
+    """
+    seen: dict[int, tuple[torch.Tensor, list[str]]] = {}  # the tensor is held: ids stay unique
+
+    def hook(name: str) -> Any:
+        def record(_mod: nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                seen.setdefault(id(args[0]), (args[0], []))[1].append(name)
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        calib_forward(model, inputs, 0)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: tuple(readers) for _, readers in seen.values() if len(readers) > 1 for n in readers}
 
 
 def check_layer_bits(cfg: QuantConfig, layers: Sequence[str]) -> None:
@@ -491,13 +579,15 @@ def quantize(
     if cfg.fold_bn:
         for name in parts:
             fold_batchnorm(float_model.get_submodule(name))
-    amax = {}
+    amax, groups = {}, {}
     if cfg.smooth:  # every quantized Linear in a part: its input's largest |value| per channel
         linears = [f"{name}.{n}" if name else n for name in parts
                    for n, m in float_model.get_submodule(name).named_modules()
                    if type(m) is nn.Linear]  # fmt: skip
-        amax = input_amax(float_model, [n for n in linears if n not in skip], keep)
-    qmodel = _build_static(float_model, cfg, skip, parts, amax)
+        linears = [n for n in linears if n not in skip]
+        amax = input_amax(float_model, linears, keep)
+        groups = shared_input_groups(float_model, linears, keep[0])
+    qmodel = _build_static(float_model, cfg, skip, parts, amax, groups)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
     if not report and not cfg.auto_skip:
@@ -510,7 +600,7 @@ def quantize(
     if cfg.auto_skip:
         worst = table.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
-        qmodel = _build_static(float_model, cfg, skip | set(worst), parts, amax)
+        qmodel = _build_static(float_model, cfg, skip | set(worst), parts, amax, groups)
         calibrate(qmodel, keep, progress, total=len(keep))
     if cfg.bias_correction:
         correct_bias(qmodel, qmodel.quant_state.layers, keep)
