@@ -10,7 +10,8 @@ Files compared, all from the same pretrained weights:
 
 * ``float``: ``ts.export_onnx`` of the float model (the latency reference);
 * ``torchslim dynamic int8``: ``ts.quantize(model, batches, {"dynamic": True})`` (every Linear
-  int8 with run-time activation ranges, the embedding tables int8 per row) and ``ts.export_onnx``;
+  int8 with run-time activation ranges, the embedding tables int8 with one scale per row, or
+  per column with ``--embedding-scales column``) and ``ts.export_onnx``;
 * ``torchslim dynamic int8, SmoothQuant``: the same with ``smooth: --smooth`` (each Linear's
   input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
@@ -110,15 +111,16 @@ def record_speedups(res: Results, timed: dict[int, dict[str, list[float]]],
 
 def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     """Row label -> (its --rows key, the ts.quantize config)."""
-    rows = {"torchslim dynamic int8": ("dynamic", {"dynamic": True})}
-    smooth = {"dynamic": True, "smooth": args.smooth}
+    emb = {"embedding_scales": args.embedding_scales}
+    rows = {"torchslim dynamic int8": ("dynamic", {"dynamic": True, **emb})}
+    smooth = {"dynamic": True, "smooth": args.smooth, **emb}
     if args.smooth:
         rows[f"torchslim dynamic int8, SmoothQuant {args.smooth:g}"] = ("smooth", smooth)
     if args.auto_skip:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
         label += f"{args.auto_skip} Linears float"
         rows[label] = ("skip", {**smooth, "auto_skip": args.auto_skip})
-    static = {"calib_batches": args.calib_batches}
+    static = {"calib_batches": args.calib_batches, **emb}
     rows["torchslim static int8"] = ("static", static)
     if args.smooth:
         rows[f"torchslim static int8, SmoothQuant {args.smooth:g}"] = (
@@ -152,6 +154,8 @@ def main() -> None:
         default="",
         help="PIDs (comma-separated) stopped, with their children, while timing",
     )
+    parser.add_argument("--embedding-scales", default="row", choices=["row", "column"],
+                        help="int8 embedding tables: one scale per row or per column")  # fmt: skip
     parser.add_argument("--table", default="minilm_quant", help="the results' table name")
     add_results_option(parser, "minilm_quant")
     args = parser.parse_args()
@@ -162,7 +166,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
                 "calibration batches": args.calib_batches, "rounds": args.rounds,
-                "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip}  # fmt: skip
+                "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip,
+                "embedding scales": args.embedding_scales}  # fmt: skip
     res = Results(args.results, table=args.table, area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
@@ -199,7 +204,7 @@ def main() -> None:
             size = path.stat().st_size
             fid = embedding_fidelity(reference, encode(OnnxModule(path), corpus))
             print(f"{name:40s} {size / 1e6:6.1f} MB  {fid}", flush=True)
-            res.add([name], "file MB", round(size / 1e6, 2), "MB", 1)
+            res.add([name], "file MB", round(size / 1e6, 2), "MB", 2)
             res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)
             res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
             res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1)

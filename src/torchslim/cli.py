@@ -93,7 +93,8 @@ QUANT_HELP: dict[str, str] = {
     "skip": "module names/globs/types kept float",
     "auto_skip": "also keep the K layers with the worst SQNR float",
     "dynamic": "dynamic quantization of Linear layers (no calibration)",
-    "embedding_bits": "bits of the nn.Embedding tables, one scale per row (0: float)",
+    "embedding_bits": "bits of the nn.Embedding tables (0: float)",
+    "embedding_scales": "int8 embedding scales per row (token) or per column (channel)",
     "smooth": "SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
     "act_placement": "static: int8 activations at every layer input and output (all), at "
     "layer inputs only (inputs: transformers), or auto (inputs when no conv is quantized)",

@@ -465,10 +465,13 @@ def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()
     ids = torch.randint(0, 1000, (8, 6))
     sizes = {}
-    for bits in (0, 8):
-        q = ts.quantize(model, [ids], {"embedding_bits": bits}, progress=False, report=False)
+    for bits, scales in ((0, "row"), (8, "row"), (8, "column")):
+        cfg = {"embedding_bits": bits, "embedding_scales": scales}
+        q = ts.quantize(model, [ids], cfg, progress=False, report=False)
         assert q.quant_state.embeddings == (["0"] if bits else [])
-        report = ts.export_onnx(q, ids[:2], tmp_path / f"e{bits}.onnx")
+        report = ts.export_onnx(q, ids[:2], tmp_path / f"e{bits}{scales}.onnx")
         assert report.max_abs_error < 1e-2
-        sizes[bits] = report.file_bytes
-    assert sizes[8] < 0.35 * sizes[0]  # the table's bytes: 4 -> 1 per value, plus row scales
+        sizes[bits, scales] = report.file_bytes
+    # the table's bytes: 4 -> 1 per value, plus 1,000 row scales or 32 column scales
+    assert sizes[8, "row"] < 0.35 * sizes[0, "row"]
+    assert sizes[8, "row"] - sizes[8, "column"] > 4 * (1000 - 32) - 200

@@ -9,6 +9,7 @@ from torchslim.prune.importance import (
     register_importance,
 )
 from torchslim.prune.pruner import PruneConfig, Pruner, RatioMode, prune, prune_report
+from torchslim.prune.refit import ReconstructReport, reconstruct
 from torchslim.prune.report import LayerChange, PruneReport
 from torchslim.prune.schedules import (
     BNSparsity,
@@ -44,6 +45,7 @@ __all__ = [
     "PruneReport",
     "Pruner",
     "RatioMode",
+    "ReconstructReport",
     "SensitivityConfig",
     "SensitivityResult",
     "SlimmingConfig",
@@ -62,6 +64,7 @@ __all__ = [
     "prune_and_finetune",
     "prune_report",
     "ratios_for_target",
+    "reconstruct",
     "register_importance",
     "sensitivity",
     "sparsify",

@@ -38,6 +38,15 @@ class ActPlacement(str, enum.Enum):
     INPUTS = "inputs"
 
 
+class EmbeddingScales(str, enum.Enum):
+    """How an int8 ``nn.Embedding`` table is scaled: ``row``, one scale per row (per token: the
+    most accurate where rows differ in norm); ``column``, one per embedding channel (the file
+    holds a few hundred scales instead of one per vocabulary entry)."""
+
+    ROW = "row"
+    COLUMN = "column"
+
+
 class WeightOnlyAlgorithm(str, enum.Enum):
     """How weight-only quantization picks the integer weights: ``rtn`` rounds each to nearest
     (no data needed); ``gptq`` (Frantar et al., 2022) rounds column by column and moves each
@@ -81,8 +90,9 @@ class QuantConfig:
     skip: tuple[str, ...] = ()  # layers kept in float (torchslim.selection patterns)
     auto_skip: int = 0  # also keep the k layers whose quantization hurts most in float
     dynamic: bool = False  # weights only ahead of time; activation ranges per batch at run time
-    # nn.Embedding tables stored int8 too (one scale per row; 0: kept float)
+    # nn.Embedding tables stored int8 too (0: kept float), one scale per row or per column
     embedding_bits: int = 8
+    embedding_scales: EmbeddingScales = EmbeddingScales.ROW
     # SmoothQuant migration strength alpha (0: off): each Linear's input channels are divided
     # by s = max|x|^alpha / max|w|^(1 - alpha) and its weight columns multiplied by s, so
     # outlier channels stop setting the per-tensor range; needs calib_data. Static: the

@@ -28,7 +28,12 @@ from torchslim.quant.checks import (
     nonfinite_quantizers,
     ranges_finite,
 )
-from torchslim.quant.config import ActPlacement, QuantConfig, WeightOnlyAlgorithm
+from torchslim.quant.config import (
+    ActPlacement,
+    EmbeddingScales,
+    QuantConfig,
+    WeightOnlyAlgorithm,
+)
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
     FakeQuantize,
@@ -368,8 +373,9 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
 
 def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> list[str]:
     """Store every ``nn.Embedding`` table not in ``skip`` on a ``cfg.embedding_bits`` grid, one
-    symmetric scale per row (the rows are only looked up, never multiplied: an int8 ``Gather``
-    in ONNX); returns their names (none with ``embedding_bits=0``).
+    symmetric scale per row or per column (``cfg.embedding_scales``; the rows are only looked
+    up, never multiplied: an int8 ``Gather`` in ONNX); returns their names (none with
+    ``embedding_bits=0``).
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
@@ -379,7 +385,8 @@ def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> l
     if not cfg.embedding_bits:
         return []
     tables = [n for n, m in model.named_modules() if type(m) is nn.Embedding and n not in skip]
-    spec = QuantSpec(bits=cfg.embedding_bits, per_channel=True, ch_axis=0)
+    axis = 0 if cfg.embedding_scales is EmbeddingScales.ROW else 1
+    spec = QuantSpec(bits=cfg.embedding_bits, per_channel=True, ch_axis=axis)
     for name in tables:
         to_quantized(model.get_submodule(name), spec)
     return tables

@@ -73,30 +73,35 @@ class QuantEmbedding(_QuantWeight, nn.Embedding):
 
 
 class GatherDequantize(torch.autograd.Function):
-    """ONNX form of an int8 embedding lookup: ``Gather`` the int8 rows and their scales, then
-    ``Cast`` and ``Mul``. Only the looked-up rows are dequantized on each run, not the whole
-    table (a ``DequantizeLinear`` before the ``Gather``, which ONNX Runtime does not fold, would
-    dequantize 30,522 x 384 values per call for a BERT vocabulary).
+    """ONNX form of an int8 embedding lookup: ``Gather`` the int8 rows (and, with one scale per
+    row, their scales), then ``Cast`` and ``Mul``. Only the looked-up rows are dequantized on
+    each run, not the whole table (a ``DequantizeLinear`` before the ``Gather``, which ONNX
+    Runtime does not fold, would dequantize 30,522 x 384 values per call for a BERT
+    vocabulary).
 
-    Arguments: the ids, the int8 table and its scales ``[rows, 1]`` (made outside the trace, so
-    they export as constants; see ``torchslim.export.onnx``).
+    Arguments: the ids, the int8 table and its scales, ``[rows, 1]`` (per row) or
+    ``[columns]`` (per column), made outside the trace so that they export as constants (see
+    ``torchslim.export.onnx``).
     """
 
     @staticmethod
     def forward(ctx: object, ids: torch.Tensor, table: torch.Tensor,
                 scales: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        return table[ids].float() * scales[ids]
+        return table[ids].float() * (scales[ids] if scales.dim() == 2 else scales)
 
     @staticmethod
     def symbolic(g: Any, ids: Any, table: Any, scales: Any) -> Any:
         rows = g.op("Cast", g.op("Gather", table, ids, axis_i=0), to_i=1)  # 1: FLOAT
-        return g.op("Mul", rows, g.op("Gather", scales, ids, axis_i=0))
+        if scales.type().dim() == 2:  # one scale per row: gathered with the rows
+            scales = g.op("Gather", scales, ids, axis_i=0)
+        return g.op("Mul", rows, scales)
 
 
 def onnx_int8_table(table: QuantEmbedding) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(int8 table, scales [rows, 1])`` of a symmetric 8-bit embedding for
-    :class:`GatherDequantize`; None when it is not on such a grid. The table must already be
-    frozen on its grid (``WeightQuantize.freeze``).
+    """``(int8 table, scales)`` of a symmetric 8-bit embedding for :class:`GatherDequantize`:
+    scales ``[rows, 1]`` (one per row) or ``[columns]`` (one per column); None when it is
+    not on such a grid. The table must already be frozen on its grid
+    (``WeightQuantize.freeze``).
 
     Example:
         >>> emb = to_quantized(nn.Embedding(5, 3), QuantSpec(bits=8, per_channel=True))
@@ -111,8 +116,12 @@ def onnx_int8_table(table: QuantEmbedding) -> tuple[torch.Tensor, torch.Tensor] 
     scale, zero = (t.detach().to(torch.float32) for t in wq.frozen)
     if zero.abs().max() > 0:
         return None
-    scale = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(1, 1).expand(
-        table.weight.shape[0], 1)  # fmt: skip
+    if scale.numel() > 1 and wq.spec.ch_axis == 1:
+        scale = scale.reshape(-1)  # per column: broadcast over the rows
+    elif scale.numel() > 1:
+        scale = scale.reshape(-1, 1)
+    else:
+        scale = scale.reshape(1, 1).expand(table.weight.shape[0], 1)
     q = torch.round(table.weight.detach() / scale).clamp(-128, 127).to(torch.int8)
     return q, scale.contiguous()
 
