@@ -403,7 +403,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     x: Any
     if is_hf_name(args.model):
-        model = create(args.model, **dict(args.model_arg))
+        from torchslim.pipeline.stages import hf_model
+
+        model = hf_model(args.model, **dict(args.model_arg))
         x = _hf_example(args.model, args.input)
     else:
         shape = args.input or (1, 3, 224, 224)

@@ -15,7 +15,9 @@ import yaml
 from torchslim.cli import main
 from torchslim.data import text_corpus
 from torchslim.errors import ConfigError
+from torchslim.models import create
 from torchslim.pipeline import compress, load_model_file, parse_recipe
+from torchslim.pipeline.stages import hf_model
 from torchslim.pipeline.text import split_sentences
 
 transformers = pytest.importorskip("transformers")
@@ -114,6 +116,11 @@ def test_an_hf_text_recipe_prunes_distills_quantizes_and_reports_fidelity(
     x = {"input_ids": torch.randint(5, 100, (2, SEQ))}
     expected = result.models["distilled"].eval()(**x).last_hidden_state
     torch.testing.assert_close(back(**x).last_hidden_state, expected)
+    # ... and so does hf:FOLDER (heads pruned: torchslim's from_pretrained, not AutoModel's)
+    with pytest.raises(ConfigError, match=r"torchslim\.pretrained\.from_pretrained"):
+        create(f"hf:{folder}")
+    torch.testing.assert_close(hf_model(f"hf:{folder}")(**x).last_hidden_state, expected)
+    assert main(["analyze", "--model", f"hf:{folder}", "--input", f"2,{SEQ}"]) == 0
     # --resume recomputes nothing (the int8 row from the distilled folder, no training)
     again = compress(parse_recipe(_recipe(f"hf:{tiny_bert}")), out, resume=True, progress=False)
     assert [r.accuracy for r in again.report.rows] == [r.accuracy for r in report.rows]
@@ -148,7 +155,6 @@ def test_a_missing_hf_model_and_text_misuse_are_clear_errors(
     argv = ["compress", str(path), "--model", f"hf:{missing}", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "no folder" in capsys.readouterr().err
-    from torchslim.models import create
 
     with pytest.raises(ConfigError, match=r"no folder .*no-such-model.*save_pretrained"):
         create(f"hf:{missing}")

@@ -5,6 +5,7 @@ imported only when such a name is used."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,22 @@ def _load(name: str, what: str, load: Callable[[str], Any]) -> Any:
         ) from exc
 
 
+def saved_by_torchslim(name: str) -> bool:
+    """Whether an ``hf:`` name is a local folder whose ``config.json`` carries the record that
+    ``torchslim.pretrained.save_pretrained`` writes for changed shapes (pruned heads): such a
+    folder loads with ``torchslim.pretrained.from_pretrained``, not ``AutoModel``.
+
+    Example:
+        >>> saved_by_torchslim("hf:org/model")
+        False
+    """
+    config = Path(hf_source(name)) / "config.json"
+    try:
+        return "torchslim" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def create_hf(name: str, **kwargs: Any) -> nn.Module:
     """``AutoModel.from_pretrained`` of an ``hf:PATH_OR_NAME`` name (``kwargs`` passed on,
     e.g. ``revision``), in eval mode. A folder that is missing, or a Hub name that cannot be
@@ -100,6 +117,11 @@ def create_hf(name: str, **kwargs: Any) -> nn.Module:
     if kwargs.get("trust_remote_code"):
         raise ConfigError(f"model {name!r}: trust_remote_code would run the model's own code; "
                           "torchslim builds only transformers' own architectures")  # fmt: skip
+    if saved_by_torchslim(name):
+        raise ConfigError(f"model {name!r}: the folder holds a model saved by "
+                          "torchslim.pretrained.save_pretrained with changed shapes (pruned "
+                          "heads); load it with torchslim.pretrained.from_pretrained (recipes "
+                          "and the command line do)")  # fmt: skip
     auto = _transformers().AutoModel
     return _load(name, "AutoModel", lambda source: auto.from_pretrained(source, **kwargs)).eval()
 
@@ -113,4 +135,12 @@ def hf_tokenizer(name: str) -> Any:
     return _load(name, "AutoTokenizer", transformers.AutoTokenizer.from_pretrained)
 
 
-__all__ = ["HF_PREFIX", "create_hf", "hf_source", "hf_tokenizer", "is_hf_name", "looks_local"]
+__all__ = [
+    "HF_PREFIX",
+    "create_hf",
+    "hf_source",
+    "hf_tokenizer",
+    "is_hf_name",
+    "looks_local",
+    "saved_by_torchslim",
+]

@@ -35,7 +35,13 @@ from torchslim.distill.config import DistillConfig
 from torchslim.errors import CheckpointError, ConfigError
 from torchslim.export.onnx import is_quantized
 from torchslim.models import create
-from torchslim.models.hf import create_hf, hf_tokenizer, is_hf_name
+from torchslim.models.hf import (
+    create_hf,
+    hf_source,
+    hf_tokenizer,
+    is_hf_name,
+    saved_by_torchslim,
+)
 from torchslim.pipeline.spec import INITIAL, DataSpec, ModelSpec, Stage
 from torchslim.pipeline.text import TextData, is_text_name
 from torchslim.prune.hf import is_hf_model
@@ -89,6 +95,20 @@ def load_run(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             "changed since?"
         ) from None
     return model, meta
+
+
+def hf_model(name: str, **kwargs: Any) -> nn.Module:
+    """The model of an ``hf:PATH_OR_NAME`` name: ``transformers``' ``AutoModel``, or, for a
+    folder that ``torchslim.pretrained.save_pretrained`` wrote with pruned heads,
+    ``torchslim.pretrained.from_pretrained``.
+
+    Example: see :func:`torchslim.models.hf.create_hf`.
+    """
+    if saved_by_torchslim(name):
+        from torchslim.pretrained import from_pretrained
+
+        return from_pretrained(hf_source(name))
+    return create_hf(name, **kwargs)
 
 
 def load_model_file(path: str | Path) -> nn.Module:
@@ -308,7 +328,7 @@ class Context:
                 raise ConfigError(f"model {spec.name}: a Hugging Face model goes with text data "
                                   "(data: {name: text:python-docs}), not "
                                   f"{self.recipe.data.name}")  # fmt: skip
-            return create_hf(spec.name, **spec.args)  # type: ignore[arg-type]
+            return hf_model(spec.name, **spec.args)
         torch.manual_seed(self.recipe.data.seed)
         in_channels = {} if self.task is not Task.CLASSIFICATION else {
             "in_channels": self.info.in_channels}  # fmt: skip
