@@ -171,5 +171,5 @@ def test_committed_page_is_rendered_from_the_committed_results() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     # a results page, not a log (27,000 before the detection, segmentation, timm, YOLO results;
     # 33,000 before compression search and latency; 37,000 before the search tables; 40,000
-    # before the CIFAR-10 search table and the transformer results)
-    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 44_000
+    # before the CIFAR-10 search table and the transformer results; 44,000 before the ViT)
+    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 45_000
