@@ -209,7 +209,7 @@ class FakeQuantize(nn.Module):
 class SmoothQuantize(FakeQuantize):
     """SmoothQuant's input quantizer, shared by the Linears that read one tensor: the tensor's
     channels are multiplied by ``smooth`` (``1 / s``; those Linears' weight columns hold ``s``,
-    see :func:`~torchslim.quant.qmodules.smoothing_factors`), then fake-quantized. In ONNX one
+    see :func:`~torchslim.quant.smooth.smoothing_factors`), then fake-quantized. In ONNX one
     ``Mul`` and one ``QuantizeLinear`` serve every reader (Q, K and V of an attention block).
     Switched off, it still scales: the smoothed model's float output is unchanged.
 

@@ -52,13 +52,10 @@ from torchslim.quant.placement import (
     plan,
     trace_for_quant,
 )
-from torchslim.quant.qmodules import (
-    is_quantizable,
-    smooth_linear,
-    smoothing_factors,
-    to_quantized,
-)
+from torchslim.quant.qmodules import is_quantizable, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
+from torchslim.quant.rows import layer_input_rows
+from torchslim.quant.smooth import search_alpha, smooth_linear, smoothing_factors
 from torchslim.quant.weight_only import (
     WeightOnlyQuantize,
     as_linear,
@@ -80,6 +77,47 @@ class QuantState:
     skipped: list[str]
     layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
     embeddings: list[str] = field(default_factory=list)  # tables stored on an integer grid
+    smooth_alphas: dict[str, float] = field(default_factory=dict)  # SmoothQuant, per Linear
+
+
+@dataclass
+class Smoothing:
+    """What SmoothQuant needs, measured on the float model's calibration batches: per Linear,
+    its input's largest |value| per channel (``amax``), the Linears reading one tensor
+    (``groups``, see :func:`shared_input_groups`) and, for ``smooth_search``, a sample of its
+    input's rows; ``alphas`` records each smoothed Linear's migration strength."""
+
+    amax: dict[str, torch.Tensor] = field(default_factory=dict)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    alphas: dict[str, float] = field(default_factory=dict)
+
+    def alpha(self, names: Sequence[str], layers: Sequence[nn.Linear], cfg: QuantConfig,
+              act_bits: int) -> float:  # fmt: skip
+        """``cfg.smooth``, or with rows of these layers' shared input the strength
+        :func:`~torchslim.quant.smooth.search_alpha` finds best for them."""
+        if names[0] not in self.rows:
+            alpha = cfg.smooth
+        else:
+            seen = torch.stack([self.amax[n] for n in names]).amax(0)
+            alpha = search_alpha(layers, self.rows[names[0]], seen,
+                                 cfg.weight_spec(cfg.weight_bits), act_bits)  # fmt: skip
+        self.alphas.update(dict.fromkeys(names, alpha))
+        return alpha
+
+
+def measure_smoothing(model: nn.Module, names: list[str], batches: list[tuple[Any, ...]],
+                      cfg: QuantConfig, shared: bool = True) -> Smoothing:  # fmt: skip
+    """:class:`Smoothing` of the Linears ``names`` of the float ``model`` on ``batches``
+    (``shared``: find the Linears that read one tensor; ``cfg.smooth_search``: sample 512
+    rows of each input)."""
+    smoothing = Smoothing(amax=input_amax(model, names, batches))
+    if shared:
+        smoothing.groups = shared_input_groups(model, names, batches[0])
+    if cfg.smooth_search:
+        gen = torch.Generator().manual_seed(0)
+        smoothing.rows = layer_input_rows(model, names, batches, rows=512, gen=gen)
+    return smoothing
 
 
 def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, ...]]:
@@ -133,16 +171,16 @@ def _build_static(
     cfg: QuantConfig,
     skip: set[str],
     parts: Sequence[str] = ("",),
-    amax: Mapping[str, torch.Tensor] | None = None,
-    groups: Mapping[str, tuple[str, ...]] | None = None,
+    smoothing: Smoothing | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``float_model``: its traced ``parts`` (qualified names; ``""``
     is the whole model, a GraphModule) get quantizers; the rest stays as it is, in float.
-    The Linears in ``amax`` (their largest |input| per channel) are smoothed (SmoothQuant,
-    ``cfg.smooth``): those reading one tensor, in one part's graph or, across parts, as
-    ``groups`` says (:func:`shared_input_groups`), share one scaled quantizer of it."""
+    The Linears in ``smoothing.amax`` are smoothed (SmoothQuant): those reading one tensor, in
+    one part's graph or, across parts, as ``smoothing.groups`` says, share one scaled
+    quantizer of it."""
     model = copy.deepcopy(float_model)
-    amax = amax or {}
+    smoothing = smoothing or Smoothing()
+    amax = smoothing.amax
     outputs = cfg.act_placement is ActPlacement.ALL or (
         cfg.act_placement is ActPlacement.AUTO and any(
             isinstance(m, nn.modules.conv._ConvNd) and is_quantizable(m) and n not in skip
@@ -162,7 +200,7 @@ def _build_static(
         raise ConfigError("ts.quantize: no Conv/Linear layer left to quantize (check skip=)")
     state = QuantState(cfg, [], sorted(skip))
     planned = {p[1] + str(n.target) for p in plans for n in p[3]}
-    groups = {k: g for k, g in (groups or {}).items() if set(g) <= planned}
+    groups = {k: g for k, g in smoothing.groups.items() if set(g) <= planned}
     smoothers: dict[tuple[str, ...], SmoothQuantize] = {}  # one per smoothed tensor
     offset = 0
     for k, (name, prefix, gm, layers, tensors) in enumerate(plans):
@@ -188,7 +226,7 @@ def _build_static(
             gm, layers, tensors, make_act, quantize_module, SharedQuantize
         )
         placement.layer_input.update(
-            _smooth_inputs(model, gm, layers, prefix, amax, groups, smoothers, cfg)
+            _smooth_inputs(model, gm, layers, prefix, smoothing, groups, smoothers, cfg)
         )
         state.layers += [prefix + layer for layer in placement.layers]
         state.layer_input.update({prefix + a: prefix + b for a, b in placement.layer_input.items()})
@@ -198,6 +236,7 @@ def _build_static(
         else:
             model = gm
     check_layer_bits(cfg, state.layers)
+    state.smooth_alphas = dict(smoothing.alphas)
     state.embeddings = quantize_embeddings(model, cfg, skip)
     model.quant_state = state
     return model
@@ -208,18 +247,19 @@ def _smooth_inputs(
     gm: fx.GraphModule,
     layers: Sequence[fx.Node],
     prefix: str,
-    amax: Mapping[str, torch.Tensor],
+    smoothing: Smoothing,
     groups: Mapping[str, tuple[str, ...]],
     smoothers: dict[tuple[str, ...], SmoothQuantize],
     cfg: QuantConfig,
 ) -> dict[str, str]:
     """SmoothQuant on the quantized Linears of the part ``gm`` (of ``model``) that are in
-    ``amax``. Linears reading one tensor (Q, K and V) share one smoothing
+    ``smoothing.amax``. Linears reading one tensor (Q, K and V) share one smoothing
     (:func:`smoothing_factors` over all their weights) and one :class:`SmoothQuantize`: in
     this graph, or across parts where ``groups`` says so (then the same module sits in each
     part, and ONNX Runtime merges the identical ``Mul`` and ``QuantizeLinear`` nodes).
     ``smoothers`` holds the modules made so far. Returns ``{layer: its input quantizer}``."""
     by_input: dict[fx.Node, list[fx.Node]] = {}
+    amax = smoothing.amax
     for n in layers:
         if prefix + str(n.target) in amax and n.args and isinstance(n.args[0], fx.Node):
             by_input.setdefault(n.args[0], []).append(n)
@@ -229,9 +269,10 @@ def _smooth_inputs(
         key = groups.get(names[0], ())
         key = key if set(names) <= set(key) else tuple(names)
         if key not in smoothers:
+            members = [model.get_submodule(k) for k in key]
             seen = torch.stack([amax[name] for name in key]).amax(0)
-            s = smoothing_factors([model.get_submodule(k) for k in key], seen, cfg.smooth)
             bits = cfg.input_bits(None, None, None, list(key))
+            s = smoothing_factors(members, seen, smoothing.alpha(key, members, cfg, bits))
             smoothers[key] = SmoothQuantize(cfg.act_spec(bits), 1.0 / s)
         quantizer = f"smooth_quant_{src.name}"
         gm.add_submodule(quantizer, smoothers[key])
@@ -358,15 +399,17 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
              if isinstance(m, nn.Linear) and is_quantizable(m) and n not in skip]  # fmt: skip
     if not names:
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
-    amax = input_amax(model, names, batches) if cfg.smooth else {}
+    smoothing = measure_smoothing(model, names, batches, cfg, shared=False) if cfg.smooth else None
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
-        if name in amax:
-            smooth_linear(layer, amax[name], cfg.smooth)
+        if smoothing is not None:
+            alpha = smoothing.alpha([name], [layer], cfg, cfg.act_bits)
+            smooth_linear(layer, smoothing.amax[name], alpha)
     check_layer_bits(cfg, names)
-    model.quant_state = QuantState(cfg, names, sorted(skip),
+    alphas = dict(smoothing.alphas) if smoothing else {}
+    model.quant_state = QuantState(cfg, names, sorted(skip), smooth_alphas=alphas,
                                    embeddings=quantize_embeddings(model, cfg, skip))  # fmt: skip
     return model
 
@@ -586,15 +629,14 @@ def quantize(
     if cfg.fold_bn:
         for name in parts:
             fold_batchnorm(float_model.get_submodule(name))
-    amax, groups = {}, {}
+    smoothing = None
     if cfg.smooth:  # every quantized Linear in a part: its input's largest |value| per channel
         linears = [f"{name}.{n}" if name else n for name in parts
                    for n, m in float_model.get_submodule(name).named_modules()
                    if type(m) is nn.Linear]  # fmt: skip
         linears = [n for n in linears if n not in skip]
-        amax = input_amax(float_model, linears, keep)
-        groups = shared_input_groups(float_model, linears, keep[0])
-    qmodel = _build_static(float_model, cfg, skip, parts, amax, groups)
+        smoothing = measure_smoothing(float_model, linears, keep, cfg)
+    qmodel = _build_static(float_model, cfg, skip, parts, smoothing)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]
     if not report and not cfg.auto_skip:
@@ -607,7 +649,7 @@ def quantize(
     if cfg.auto_skip:
         worst = table.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
-        qmodel = _build_static(float_model, cfg, skip | set(worst), parts, amax, groups)
+        qmodel = _build_static(float_model, cfg, skip | set(worst), parts, smoothing)
         calibrate(qmodel, keep, progress, total=len(keep))
     if cfg.bias_correction:
         correct_bias(qmodel, qmodel.quant_state.layers, keep)

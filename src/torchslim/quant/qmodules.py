@@ -6,7 +6,6 @@ state-dict keys stay as they were; only ``weight_fake_quant`` is added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -159,48 +158,6 @@ class DynamicInt8Linear(torch.autograd.Function):
         acc = g.op("MatMulInteger", xq, w_t, x_zero, w_zero)
         out = g.op("Mul", g.op("Cast", acc, to_i=1), g.op("Mul", x_scale, w_scale))  # 1: FLOAT
         return out if onnx_none(bias) else g.op("Add", out, bias)
-
-
-@torch.no_grad()
-def smoothing_factors(layers: Sequence[nn.Linear], input_amax: torch.Tensor,
-                      alpha: float) -> torch.Tensor:  # fmt: skip
-    """SmoothQuant (Xiao et al., 2023) for Linears that read one input: with ``input_amax`` the
-    largest |input| per input channel seen on calibration data and ``max|w|`` the largest weight
-    of each input channel over all ``layers``, ``s = amax^alpha / max|w|^(1 - alpha)``. Every
-    layer's weight columns are multiplied by ``s``; the caller divides the input by ``s``. The
-    input's outlier channels move into the weights, which are quantized per output channel.
-    Returns ``s``.
-
-    Example:
-        >>> q, k = nn.Linear(3, 2), nn.Linear(3, 4)
-        >>> x = torch.tensor([[1.0, 50.0, -0.5]])
-        >>> before = q(x)
-        >>> s = smoothing_factors([q, k], x.abs().amax(0), alpha=0.5)
-        >>> torch.allclose(q(x / s), before)
-        True
-    """
-    w_amax = torch.stack([m.weight.abs().amax(0) for m in layers]).amax(0).clamp(min=1e-5)
-    s = (input_amax.clamp(min=1e-5) ** alpha / w_amax ** (1 - alpha)).clamp(min=1e-5)
-    for m in layers:
-        m.weight.mul_(s)
-    return s
-
-
-def smooth_linear(layer: nn.Linear, input_amax: torch.Tensor, alpha: float) -> torch.Tensor:
-    """:func:`smoothing_factors` for one Linear that scales its own input: ``1 / s`` is kept
-    as its ``input_smooth`` buffer, applied in its forward (a ``Mul`` in ONNX). Returns ``s``.
-
-    Example:
-        >>> layer = to_quantized(nn.Linear(3, 2), QuantSpec(bits=8, per_channel=True))
-        >>> x = torch.tensor([[1.0, 50.0, -0.5]])
-        >>> before = F.linear(x, layer.weight, layer.bias)
-        >>> s = smooth_linear(layer, x.abs().amax(0), alpha=0.5)
-        >>> torch.allclose(F.linear(x * layer.input_smooth, layer.weight, layer.bias), before)
-        True
-    """
-    s = smoothing_factors([layer], input_amax, alpha)
-    layer.register_buffer("input_smooth", (1.0 / s).to(layer.weight.dtype))
-    return s
 
 
 def onnx_int8_weight(
