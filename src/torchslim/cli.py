@@ -96,7 +96,6 @@ QUANT_HELP: dict[str, str] = {
     "embedding_bits": "bits of the nn.Embedding tables (0: float)",
     "embedding_scales": "int8 embedding scales per row (token) or per column (channel)",
     "smooth": "SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
-    "smooth_search": "search each smoothed tensor's alpha on calibration rows",
     "act_placement": "static: int8 activations at every layer input and output (all), at "
     "layer inputs only (inputs: transformers), or auto (inputs when no conv is quantized)",
     "weight_only": "weights only, int4/int8 per group, activations float (ONNX MatMulNBits)",

@@ -460,26 +460,6 @@ def test_static_smoothquant_linears_reading_one_tensor_share_one_scaled_quantize
     assert ops.count("Mul") == 2 and ops.count("QuantizeLinear") == 1, ops  # q * k, the smoothing
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_smooth_search_picks_each_tensors_strength_on_calibration_rows(dynamic: bool) -> None:
-    from torchslim.quant.smooth import ALPHAS
-
-    model, x = _residual_mlp(), _outlier_inputs(256)
-    base = {"dynamic": dynamic, "smooth": 0.5}
-    plain = ts.quantize(model, [x], {"dynamic": dynamic}, progress=False, report=False)
-    fixed = ts.quantize(model, [x], base, progress=False, report=False)
-    found = ts.quantize(model, [x], {**base, "smooth_search": True}, progress=False,
-                        report=False)  # fmt: skip
-    assert set(fixed.quant_state.smooth_alphas.values()) == {0.5}
-    alphas = found.quant_state.smooth_alphas
-    assert set(alphas) == set(found.quant_state.layers) and set(alphas.values()) <= set(ALPHAS)
-    with torch.no_grad():
-        ref = model(x)
-        assert sqnr_db(ref, found(x)) > sqnr_db(ref, plain(x)) + 3
-    with pytest.raises(ConfigError, match="set smooth too"):
-        ts.quantize(model, [x], {"smooth_search": True})
-
-
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()

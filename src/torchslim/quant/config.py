@@ -98,9 +98,6 @@ class QuantConfig:
     # outlier channels stop setting the per-tensor range; needs calib_data. Static: the
     # Linears reading one tensor (Q, K, V) share s and one scaled quantizer (a Mul, then Q/DQ)
     smooth: float = 0.0
-    # with smooth: each smoothed tensor's alpha searched on 0.25..0.95, the one whose int8
-    # output is closest to float on 512 calibration rows (model.quant_state.smooth_alphas)
-    smooth_search: bool = False
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
@@ -180,9 +177,6 @@ class QuantConfig:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
         if not 0.0 <= self.smooth <= 1.0:
             raise ConfigError(f"smooth: a migration strength in [0, 1], got {self.smooth}")
-        if self.smooth_search and not self.smooth:
-            raise ConfigError("smooth_search: set smooth too (e.g. 0.5), which turns SmoothQuant "
-                              "on; the search then picks each tensor's strength")  # fmt: skip
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self._check_weight_only()

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchslim._tensors import call_model
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.arrays import save_arrays
 from torchslim.quant.config import PQConfig as PQConfig
 from torchslim.quant.config import PQMethod as PQMethod
 from torchslim.quant.ptq import calib_inputs
-from torchslim.quant.rows import layer_input_rows
 
 
 def _matrix(layer: nn.Module) -> torch.Tensor:
@@ -74,6 +74,34 @@ def _qcnn_refine(w: torch.Tensor, x: torch.Tensor, books: list, codes: list, d: 
             solved = torch.linalg.solve(g, (sums / counts.clamp(min=1)[:, None]).T).T
             books[s] = torch.where((counts > 0)[:, None], solved, c)
             w_hat[:, cols] = books[s][codes[s]]
+
+
+def _layer_inputs(model: nn.Module, names: list[str], batches: list[tuple],
+                  rows: int, gen: torch.Generator) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Each layer's input as rows of its weight matrix's columns (im2col for convs)."""
+    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def hook(name: str) -> Any:
+        def fn(mod: nn.Module, args: tuple, _out: Any) -> None:
+            x = args[0].detach()
+            if isinstance(mod, nn.Conv2d):
+                cols = F.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+                x = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            else:
+                x = x.reshape(-1, x.shape[-1])
+            got[name].append(x[torch.randperm(x.shape[0], generator=gen)[:rows]])
+
+        return fn
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for inputs in batches:
+                call_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(v)[:rows] for n, v in got.items()}
 
 
 def product_quantize(
@@ -122,7 +150,7 @@ def product_quantize(
         if calib_data is None:
             raise ConfigError("method='qcnn' fits the layer outputs: pass calib_data")
         batches = list(calib_inputs(calib_data, cfg.calib_batches))
-        inputs = layer_input_rows(model, names, batches, rows=8192, gen=gen)
+        inputs = _layer_inputs(model, names, batches, rows=8192, gen=gen)
     for name in tqdm(names, disable=not progress, desc="product quantization", unit="layer"):
         layer = model.get_submodule(name)
         w = _matrix(layer).float()

@@ -54,8 +54,7 @@ from torchslim.quant.placement import (
 )
 from torchslim.quant.qmodules import is_quantizable, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
-from torchslim.quant.rows import layer_input_rows
-from torchslim.quant.smooth import search_alpha, smooth_linear, smoothing_factors
+from torchslim.quant.smooth import smooth_linear, smoothing_factors
 from torchslim.quant.weight_only import (
     WeightOnlyQuantize,
     as_linear,
@@ -77,47 +76,16 @@ class QuantState:
     skipped: list[str]
     layer_input: dict[str, str] = field(default_factory=dict)  # layer -> its input quantizer
     embeddings: list[str] = field(default_factory=list)  # tables stored on an integer grid
-    smooth_alphas: dict[str, float] = field(default_factory=dict)  # SmoothQuant, per Linear
 
 
 @dataclass
 class Smoothing:
     """What SmoothQuant needs, measured on the float model's calibration batches: per Linear,
-    its input's largest |value| per channel (``amax``), the Linears reading one tensor
-    (``groups``, see :func:`shared_input_groups`) and, for ``smooth_search``, a sample of its
-    input's rows; ``alphas`` records each smoothed Linear's migration strength."""
+    its input's largest |value| per channel (``amax``), and the Linears reading one tensor
+    (``groups``, see :func:`shared_input_groups`)."""
 
     amax: dict[str, torch.Tensor] = field(default_factory=dict)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    rows: dict[str, torch.Tensor] = field(default_factory=dict)
-    alphas: dict[str, float] = field(default_factory=dict)
-
-    def alpha(self, names: Sequence[str], layers: Sequence[nn.Linear], cfg: QuantConfig,
-              act_bits: int) -> float:  # fmt: skip
-        """``cfg.smooth``, or with rows of these layers' shared input the strength
-        :func:`~torchslim.quant.smooth.search_alpha` finds best for them."""
-        if names[0] not in self.rows:
-            alpha = cfg.smooth
-        else:
-            seen = torch.stack([self.amax[n] for n in names]).amax(0)
-            alpha = search_alpha(layers, self.rows[names[0]], seen,
-                                 cfg.weight_spec(cfg.weight_bits), act_bits)  # fmt: skip
-        self.alphas.update(dict.fromkeys(names, alpha))
-        return alpha
-
-
-def measure_smoothing(model: nn.Module, names: list[str], batches: list[tuple[Any, ...]],
-                      cfg: QuantConfig, shared: bool = True) -> Smoothing:  # fmt: skip
-    """:class:`Smoothing` of the Linears ``names`` of the float ``model`` on ``batches``
-    (``shared``: find the Linears that read one tensor; ``cfg.smooth_search``: sample 512
-    rows of each input)."""
-    smoothing = Smoothing(amax=input_amax(model, names, batches))
-    if shared:
-        smoothing.groups = shared_input_groups(model, names, batches[0])
-    if cfg.smooth_search:
-        gen = torch.Generator().manual_seed(0)
-        smoothing.rows = layer_input_rows(model, names, batches, rows=512, gen=gen)
-    return smoothing
 
 
 def calib_inputs(calib_data: Iterable[Any], limit: int) -> Iterator[tuple[Any, ...]]:
@@ -236,7 +204,6 @@ def _build_static(
         else:
             model = gm
     check_layer_bits(cfg, state.layers)
-    state.smooth_alphas = dict(smoothing.alphas)
     state.embeddings = quantize_embeddings(model, cfg, skip)
     model.quant_state = state
     return model
@@ -272,7 +239,7 @@ def _smooth_inputs(
             members = [model.get_submodule(k) for k in key]
             seen = torch.stack([amax[name] for name in key]).amax(0)
             bits = cfg.input_bits(None, None, None, list(key))
-            s = smoothing_factors(members, seen, smoothing.alpha(key, members, cfg, bits))
+            s = smoothing_factors(members, seen, cfg.smooth)
             smoothers[key] = SmoothQuantize(cfg.act_spec(bits), 1.0 / s)
         quantizer = f"smooth_quant_{src.name}"
         gm.add_submodule(quantizer, smoothers[key])
@@ -399,17 +366,15 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
              if isinstance(m, nn.Linear) and is_quantizable(m) and n not in skip]  # fmt: skip
     if not names:
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
-    smoothing = measure_smoothing(model, names, batches, cfg, shared=False) if cfg.smooth else None
+    amax = input_amax(model, names, batches) if cfg.smooth else {}
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
-        if smoothing is not None:
-            alpha = smoothing.alpha([name], [layer], cfg, cfg.act_bits)
-            smooth_linear(layer, smoothing.amax[name], alpha)
+        if name in amax:
+            smooth_linear(layer, amax[name], cfg.smooth)
     check_layer_bits(cfg, names)
-    alphas = dict(smoothing.alphas) if smoothing else {}
-    model.quant_state = QuantState(cfg, names, sorted(skip), smooth_alphas=alphas,
+    model.quant_state = QuantState(cfg, names, sorted(skip),
                                    embeddings=quantize_embeddings(model, cfg, skip))  # fmt: skip
     return model
 
@@ -635,7 +600,10 @@ def quantize(
                    for n, m in float_model.get_submodule(name).named_modules()
                    if type(m) is nn.Linear]  # fmt: skip
         linears = [n for n in linears if n not in skip]
-        smoothing = measure_smoothing(float_model, linears, keep, cfg)
+        smoothing = Smoothing(
+            amax=input_amax(float_model, linears, keep),
+            groups=shared_input_groups(float_model, linears, keep[0]),
+        )
     qmodel = _build_static(float_model, cfg, skip, parts, smoothing)
     calibrate(qmodel, keep, progress, total=len(keep))
     report_batches = keep[:2]

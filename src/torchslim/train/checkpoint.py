@@ -112,7 +112,9 @@ def save_verified(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
     :func:`read_verified` detects damaged bytes.
 
     Example:
-        >>> save_verified({"w": torch.ones(3)}, "/tmp/verified.pt").name
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_verified({"w": torch.ones(3)}, f"{tmp}/verified.pt").name
         'verified.pt'
     """
     return atomic_save({**payload, CHECKSUMS: checksums(payload)}, path)
@@ -158,7 +160,10 @@ def read_verified(path: str | os.PathLike, map_location: str | torch.device = "c
     them): a damaged file is a :class:`CheckpointError` naming the first damaged tensor.
 
     Example:
-        >>> read_verified("/tmp/verified.pt")["w"]
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # doctests run in name order: its own file
+        ...     path = save_verified({"w": torch.ones(3)}, f"{tmp}/verified.pt")
+        ...     read_verified(path)["w"]
         tensor([1., 1., 1.])
     """
     payload = read_plain(path, map_location)
