@@ -78,6 +78,24 @@ def model_args(inputs: Any) -> tuple[Any, ...]:
     return input_tuple(inputs) if isinstance(inputs, Mapping) else (inputs,)
 
 
+def token_mask(inputs: Any) -> torch.Tensor | None:
+    """The ``attention_mask`` of a keyword batch as booleans ``(N, L)`` (True: a real token),
+    or None (no such key: a tensor batch, or keyword inputs without a mask).
+
+    Example:
+        >>> token_mask({"input_ids": torch.zeros(1, 3), "attention_mask": torch.tensor([[1, 0]])})
+        tensor([[ True, False]])
+        >>> token_mask(torch.zeros(2, 3)) is None
+        True
+    """
+    if isinstance(inputs, Mapping):
+        mask = inputs.get("attention_mask")
+        return mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+    if isinstance(inputs, tuple) and inputs and isinstance(inputs[-1], Kwargs):
+        return token_mask(inputs[-1])
+    return None
+
+
 def call_model(model: Callable[..., Any], inputs: Sequence[Any]) -> Any:
     """``model`` called with an :func:`input_tuple`: ``model(*args, **kwargs)``.
 

@@ -117,3 +117,44 @@ def test_token_losses_check_their_layers() -> None:
     hidden = HiddenStateLoss()
     hidden.build([s[..., :4]], [t])
     assert isinstance(hidden.adapters[0], torch.nn.Linear)  # widths differ: a learned map
+
+
+def test_token_losses_leave_padding_out_where_the_batch_has_a_mask() -> None:
+    torch.manual_seed(0)
+    real = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    s, t = real.clone(), real.clone()
+    s[~mask] = torch.randn(int((~mask).sum()), 8) * 10  # the student differs only on padding
+    hidden = HiddenStateLoss()
+    hidden.build([s], [t])
+    for loss in (hidden, CosineLoss(), CosineLoss(pool="mean")):
+        assert float(loss([s], [t])) > 1e-3  # padding counted
+        loss.token_mask = mask
+        assert float(loss([s], [t])) < 1e-6, type(loss).__name__  # padding left out
+        loss.token_mask = None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BERT's mask check reads values
+def test_distillation_hands_each_step_its_attention_mask_to_the_losses() -> None:
+    seen: list[torch.Tensor | None] = []
+
+    class Recording(CosineLoss):
+        def forward(self, student, teacher):  # type: ignore[no-untyped-def]
+            seen.append(self.token_mask)
+            return super().forward(student, teacher)
+
+    from torchslim.distill.losses import LOSSES as REGISTRY
+
+    REGISTRY["recording_cosine"] = Recording
+    try:
+        items = sentences(16)
+        for item in items[:8]:
+            item["attention_mask"] = torch.tensor([1] * (SEQ - 3) + [0] * 3)
+        teacher, student = tiny_bert(), tiny_bert()
+        fit_distillation(student, teacher, items, {"losses": [{"type": "recording_cosine"}],
+                         "train": {**TRAIN, "epochs": 1, "batch_size": 8}})  # fmt: skip
+    finally:
+        del REGISTRY["recording_cosine"]
+    masks = [m for m in seen if m is not None]
+    assert masks and any(not bool(m.all()) for m in masks)
+    assert all(m.shape[1] == SEQ for m in masks)

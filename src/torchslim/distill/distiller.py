@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from torchslim._tensors import first_tensor, model_args
+from torchslim._tensors import first_tensor, model_args, token_mask
 from torchslim.config import from_dict
 from torchslim.distill.config import DistillConfig, LossSpec
 from torchslim.distill.hooks import OUTPUT, FeatureHooks, check_names
@@ -234,9 +234,14 @@ class Distiller(nn.Module, Callback):
                 ctx.inputs, f"the training batch of epoch {ctx.epoch}, step {ctx.step}"
             )
         terms: dict[str, torch.Tensor] = {}
+        mask = token_mask(ctx.inputs)
         for loss, term, s, t in zip(self.losses, self._terms, student, teacher, strict=True):
             name = term.name if term.name not in terms else f"{term.name}_{len(terms)}"
-            terms[name] = term.weight * loss(s, t)
+            loss.token_mask = mask
+            try:
+                terms[name] = term.weight * loss(s, t)
+            finally:
+                loss.token_mask = None
         return terms
 
     # -- teacher cache ----------------------------------------------------------------------

@@ -42,6 +42,8 @@ class DistillLoss(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("teacher_weights", torch.ones(1), persistent=False)
+        # the step's attention mask (N, L) where the batch has one: token losses skip padding
+        self.token_mask: torch.Tensor | None = None
 
     def set_teacher_weights(self, weights: Sequence[float]) -> None:
         """Weights of the teachers (normalised to sum to 1) for response losses."""

@@ -9,8 +9,8 @@ features on the last axis, as a Hugging Face layer returns them.
 * ``cosine``: one minus the cosine between student and teacher features (per token, or of the
   mean over tokens: a sentence embedding).
 
-Padding tokens count like the others: batches padded to their longest sentence keep that small.
-Registered on import of :mod:`torchslim.distill`.
+Where the training batch has an ``attention_mask`` (a tokenizer's output), every average over
+tokens leaves the padding out. Registered on import of :mod:`torchslim.distill`.
 
 Example:
     >>> s, t = torch.randn(2, 5, 8), torch.randn(2, 5, 12)
@@ -30,6 +30,29 @@ from torch import nn
 
 from torchslim.distill.losses import DistillLoss, FitNetLoss, Tensors, register_loss
 from torchslim.errors import ConfigError
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` ``(N, L, ...)`` over the real tokens of ``mask`` ``(N, L)``, or
+    over everything when there is no mask or it does not fit.
+
+    Example:
+        >>> masked_mean(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[True, True, False]]))
+        tensor(2.)
+    """
+    if mask is None or tuple(values.shape[:2]) != tuple(mask.shape):
+        return values.mean()
+    weights = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.dim() - 2)))
+    weights = weights.expand_as(values)
+    return (values * weights).sum() / weights.sum().clamp(min=1)
+
+
+def _pooled(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over tokens of ``x`` ``(N, L, C)``, over the real ones where ``mask`` fits."""
+    if mask is None or tuple(x.shape[:2]) != tuple(mask.shape):
+        return x.mean(1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def _tokens(x: torch.Tensor, who: str, i: int) -> torch.Tensor:
@@ -70,7 +93,7 @@ class HiddenStateLoss(FitNetLoss):
     def forward(self, student: Tensors, teacher: Tensors) -> torch.Tensor:
         if len(self.adapters) != len(student):
             raise RuntimeError("HiddenStateLoss.build() must run before the loss is used")
-        terms = [F.mse_loss(a(s.float()), t.float())
+        terms = [masked_mean((a(s.float()) - t.float()).square().mean(-1), self.token_mask)
                  for a, s, t in zip(self.adapters, student, teacher, strict=True)]  # fmt: skip
         return torch.stack(terms).mean()
 
@@ -137,14 +160,14 @@ class AttentionRelationLoss(DistillLoss):
         for s, t in zip(student, teacher, strict=True):
             log_p = relation_log_probs(s, self.relation_heads)
             kl = F.kl_div(log_p, t.to(log_p), log_target=True, reduction="none").sum(-1)
-            terms.append(kl.mean())
+            terms.append(masked_mean(kl.transpose(1, 2), self.token_mask))  # (N, L, heads)
         return torch.stack(terms).mean()
 
 
 class CosineLoss(DistillLoss):
     """``1 - cos(student, teacher)`` over the feature (last) axis, averaged over tokens and
-    layer pairs; ``pool="mean"`` first averages ``(N, L, C)`` features over the tokens (the
-    sentence embedding of a mean-pooling encoder). Reads the model's output by default.
+    layer pairs; ``pool="mean"`` first averages ``(N, L, C)`` features over the (real) tokens
+    (the sentence embedding of a mean-pooling encoder). Reads the model's output by default.
 
     Example:
         >>> x = torch.randn(2, 5, 8)
@@ -171,8 +194,8 @@ class CosineLoss(DistillLoss):
         for s, t in zip(student, teacher, strict=True):
             s, t = s.float(), t.float()
             if self.pool == "mean" and s.ndim == 3:
-                s, t = s.mean(1), t.mean(1)
-            terms.append(1 - F.cosine_similarity(s, t, dim=-1).mean())
+                s, t = _pooled(s, self.token_mask), _pooled(t, self.token_mask)
+            terms.append(masked_mean(1 - F.cosine_similarity(s, t, dim=-1), self.token_mask))
         return torch.stack(terms).mean()
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from torchslim._tensors import call_model, model_args
+from torchslim._tensors import call_model, model_args, token_mask
 from torchslim.errors import ConfigError
 
 
@@ -38,13 +38,6 @@ class ReconstructReport:
         before, after = self.error_before, self.error_after
         rows = [f"{n}: {before[n]:.4f} -> {after[n]:.4f}" for n in self.layers]
         return "relative output error, before -> after the fit\n" + "\n".join(rows)
-
-
-def _token_mask(batch: Any) -> torch.Tensor | None:
-    """The ``attention_mask`` of a keyword batch (padding tokens are left out of the fit)."""
-    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
-        return batch["attention_mask"].bool()
-    return None
 
 
 def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -171,7 +164,7 @@ def _refit(pruned: nn.Module, original: nn.Module, name: str, items: list[Any],
     ]
     try:
         for batch in items:
-            args, mask = model_args(batch), _token_mask(batch)
+            args, mask = model_args(batch), token_mask(batch)  # padding left out of the fit
             call_model(pruned, args)
             call_model(original, args)
             x, y = _rows(got["x"], mask), _rows(got["y"], mask)
