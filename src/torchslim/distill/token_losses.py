@@ -40,18 +40,26 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
         >>> masked_mean(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[True, True, False]]))
         tensor(2.)
     """
-    if mask is None or tuple(values.shape[:2]) != tuple(mask.shape):
+    weights = _token_weights(values, mask)
+    if weights is None:
         return values.mean()
-    weights = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.dim() - 2)))
     weights = weights.expand_as(values)
     return (values * weights).sum() / weights.sum().clamp(min=1)
 
 
+def _token_weights(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``mask`` ``(N, L)`` as weights broadcasting over ``x`` ``(N, L, ...)``; None when there
+    is no mask or it does not fit ``x``."""
+    if mask is None or tuple(x.shape[:2]) != tuple(mask.shape):
+        return None
+    return mask.to(x.dtype).reshape(*mask.shape, *([1] * (x.dim() - 2)))
+
+
 def _pooled(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The mean over tokens of ``x`` ``(N, L, C)``, over the real ones where ``mask`` fits."""
-    if mask is None or tuple(x.shape[:2]) != tuple(mask.shape):
+    weights = _token_weights(x, mask)
+    if weights is None:
         return x.mean(1)
-    weights = mask.to(x.dtype).unsqueeze(-1)
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
