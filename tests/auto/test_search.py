@@ -405,3 +405,28 @@ def test_tied_groups_share_one_ratio_variable() -> None:
     assert set(res.ratios) == set(names) and len(set(res.ratios.values())) == 1
     with pytest.raises(ConfigError, match="tie: 'nope' matches no prunable group"):
         ts.search(net, x, {**CONFIG, "trials": 1, "tie": ["nope"]}, data=data, progress=False)
+
+
+def test_a_trial_failed_by_a_late_heartbeat_keeps_its_score(tmp_path: Path, monkeypatch) -> None:
+    # A peer marks a running trial failed when its heartbeat is over grace_seconds late (a
+    # loaded machine); Optuna then refuses to record it. The worker must go on, not crash.
+    calls = []
+    evaluate = PruneSpace.evaluate
+
+    def late(self, params, *args):
+        value = evaluate(self, params, *args)
+        calls.append(value)
+        if len(calls) == 2:  # what another worker's fail_stale_trials does to this trial
+            peer = optuna.load_study(study_name="torchslim-search",
+                                     storage=f"sqlite:///{tmp_path / 'search.db'}")  # fmt: skip
+            (running,) = peer.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            peer._storage.set_trial_state_values(running._trial_id, optuna.trial.TrialState.FAIL)
+        return value
+
+    monkeypatch.setattr(PruneSpace, "evaluate", late)
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "trials": 4}, data=data, out_dir=tmp_path, progress=False)
+    done = _trials(tmp_path)
+    assert len(done) == 4 and len(calls) == 4  # the failed trial's score was not recomputed
+    assert len(_trials(tmp_path, "FAIL")) == 1
+    assert calls[1] in [t.value for t in done] and res.score == max(calls)

@@ -266,8 +266,21 @@ def _run(
     variables = space.variables(cfg)
     if study is None:
         study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
+    # the trial the objective last finished, scored or pruned (value None), to recognise one
+    # a peer marked failed while it ran
+    last: dict[str, Any] = {}
 
     def objective(trial: optuna.Trial) -> float:
+        last.clear()
+        try:
+            value = candidate(trial)
+        except optuna.TrialPruned:
+            last.update(trial=trial, value=None)
+            raise
+        last.update(trial=trial, value=value)
+        return value
+
+    def candidate(trial: optuna.Trial) -> float:
         # Optuna's first heartbeat comes from a thread started after ask(): a worker killed
         # before it leaves a RUNNING trial no heartbeat ever fails. Beat now.
         storage = study._storage
@@ -316,8 +329,13 @@ def _run(
             study.stop()
 
     try:
-        if complete() < cfg.trials:
-            study.optimize(objective, n_trials=50 * cfg.trials, callbacks=[on_trial])
+        while complete() < cfg.trials:
+            try:
+                study.optimize(objective, n_trials=50 * cfg.trials, callbacks=[on_trial])
+                break
+            except Exception:
+                if not _failed_by_peer(study, last, keep=complete() < cfg.trials):
+                    raise
     finally:
         bar.close()
     if complete() == 0:
@@ -326,6 +344,27 @@ def _run(
             "max_ratio or add narrower weight_bits"
         )
     return study
+
+
+def _failed_by_peer(study: optuna.Study, last: Mapping[str, Any], keep: bool) -> bool:
+    """Whether the trial the objective just scored was marked failed meanwhile (by another
+    worker, when this one's heartbeat came more than ``grace_seconds`` late: a loaded
+    machine); Optuna then refuses to record its outcome. A score is kept (if ``keep``: the
+    budget has room) as a new finished trial with the same candidate; the search goes on."""
+    trial = last.get("trial")
+    if trial is None or study._storage.get_trial(trial._trial_id).state is not TrialState.FAIL:
+        return False
+    kept = last["value"] is not None and keep
+    log.warning("search: trial %d was marked failed by another worker while it ran (its "
+                "heartbeat was late; raise grace_seconds on a loaded machine)%s", trial.number,
+                "; its score is kept as a new trial" if kept else "")  # fmt: skip
+    if not kept:
+        return True
+    attrs = {k: v for k, v in trial.user_attrs.items() if k != "scoring"}
+    study.add_trial(optuna.trial.create_trial(params=trial.params,
+                                              distributions=trial.distributions,
+                                              value=last["value"], user_attrs=attrs))  # fmt: skip
+    return True
 
 
 def _result(cfg: SearchConfig, space: Space, study: optuna.Study,
