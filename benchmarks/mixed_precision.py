@@ -4,9 +4,11 @@ Usage:
     python benchmarks/mixed_precision.py --run bench-out/fmnist-resnet20 [--trials 100]
         [--strategy sa] [--seeds 0,1,2] [--slack 0.10]
         [--results benchmarks/results/mixed_precision.jsonl]
-(the run folder comes from benchmarks/train_fmnist_resnet20.sh).
+(the run folder comes from benchmarks/train_fmnist_resnet20.sh, or any ``torchslim train`` run:
+its model and dataset are read from it, e.g. torchvision's ``mobilenet_v2`` trained with
+``torchslim train --model mobilenet_v2 --data fashion-mnist``).
 
-Rows, all post-training quantization of the same Fashion-MNIST ResNet-20 with 8-bit
+Rows, all post-training quantization of the same trained model with 8-bit
 activations and the same calibration batches (training images): uniform int8 weights, uniform
 int4 weights, and ``ts.search(..., {"space": "bits", "bytes": B})`` with B the predicted bytes
 of uniform int4 times 1 + ``--slack``; each candidate is scored on held-out *training* images,
@@ -29,13 +31,15 @@ import torch
 
 import torchslim as ts
 from torchslim.auto import BitSpace, holdout_split
-from torchslim.data import get_dataset
+from torchslim.data import dataset_info, get_dataset
 from torchslim.export.onnx import evaluate_onnx
 from torchslim.pipeline import load_run
 from torchslim.train import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Results, add_results_option
+
+NAMES = {"resnet20": "ResNet-20", "mobilenet_v2": "MobileNetV2 (torchvision)"}
 
 
 def _measure(model: torch.nn.Module, x: torch.Tensor, test, tmp: Path) -> dict[str, float]:
@@ -61,17 +65,20 @@ def main() -> None:
     add_results_option(parser, "mixed_precision")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    base, _ = load_run(Path(args.run))
+    base, meta = load_run(Path(args.run))
     base.eval()
-    plain = get_dataset("fashion-mnist", train=True, augment=[])
-    test = get_dataset("fashion-mnist", train=False)
-    x = torch.randn(1, 1, 28, 28)
+    data = meta.get("data", "fashion-mnist")
+    info = dataset_info(data)
+    plain = get_dataset(data, train=True, augment=[])
+    test = get_dataset(data, train=False)
+    x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
+    model_name = NAMES.get(meta["model"], meta["model"])
     batch = 128
     calib_batches = args.calib_images // batch
     res = Results(args.results, table="mixed_precision", area="search",
                   claim="Mixed-precision PTQ search, weights {4, 8} bits at uniform int4 bytes + "
                   f"{100 * args.slack:.0f}%", row_header=["model", "weights"],
-                  model="ResNet-20 (Fashion-MNIST)",
+                  model=f"{model_name} ({data})",
                   settings={"activations": "8-bit", "strategy": args.strategy,
                             "trials": args.trials, "seeds": seeds,
                             "eval images": args.eval_images,
@@ -113,7 +120,6 @@ def main() -> None:
         print(f"| {name} | {m['ort']:.2f}% | {m['torch']:.2f}% | {m['bytes']:,.0f} | "
               f"{m['int4 tensors']:.0f} |")  # fmt: skip
     print(f"\ngap recovered: {100 * recovered:.0f}% (target >= 50%)")
-    model_name = "ResNet-20"
     for name, m in mean.items():
         spread = [r["ort"] for r in rows[name]]
         row = [model_name, name]

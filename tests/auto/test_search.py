@@ -430,3 +430,13 @@ def test_a_trial_failed_by_a_late_heartbeat_keeps_its_score(tmp_path: Path, monk
     assert len(done) == 4 and len(calls) == 4  # the failed trial's score was not recomputed
     assert len(_trials(tmp_path, "FAIL")) == 1
     assert calls[1] in [t.value for t in done] and res.score == max(calls)
+
+
+def test_ratios_that_keep_the_same_channels_are_one_candidate() -> None:
+    net, x, data = model_and_data()  # two 16-channel groups: at round_to 4, 16/12/8/4 kept
+    res = ts.search(net, x, {**CONFIG, "round_to": 4, "trials": 6}, data=data, progress=False)
+    space = PruneSpace(net, x, round_to=4)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    kept = [tuple(space.channels(space.expand(t.params)).values()) for t in done]
+    assert len(done) == 6 and len(set(map(str, kept))) == 6
+    assert all(len(d.choices) == 4 for d in done[0].distributions.values())

@@ -198,13 +198,41 @@ class PruneSpace:
         """A candidate's ratio per group from its variables (a tied group: its glob's)."""
         return {n: float(params[self.variable_of[n]]) for n in self.names}
 
+    def choices(self, grid: Sequence[float]) -> dict[str, list[float]]:
+        """What each variable (a group, or a tied glob's groups) may take: the ratios of
+        ``grid`` that keep distinct channel counts, the smallest ratio of each. Ratios that
+        round to the same channels (a 16-channel group at ``round_to`` 8 keeps 16 or 8) are
+        one candidate, so a search never spends a trial on a model it has scored.
+
+        Example:
+            >>> import torch
+            >>> net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 3))
+            >>> PruneSpace(net, torch.randn(1, 3, 8, 8), round_to=8).choices([0, 0.25, 0.5, 0.75])
+            {'0': [0, 0.5]}
+        """
+        out: dict[str, list[float]] = {}
+        for var in self.variable_names:
+            sizes = [s for n, s in zip(self.names, self.sizes, strict=True)
+                     if self.variable_of[n] == var]  # fmt: skip
+            seen: set[tuple[int, ...]] = set()
+            out[var] = []
+            for r in grid:
+                counts = tuple(kept_count(s, float(r), self.round_to) for s in sizes)
+                if counts not in seen:
+                    seen.add(counts)
+                    out[var].append(r)
+        return out
+
     def variables(self, cfg: SearchConfig) -> dict[str, list[float]]:
-        """What each variable may take: a group's (or a tied glob's) ratio on the grid."""
-        return dict.fromkeys(self.variable_names, cfg.grid)
+        """What each variable may take: :meth:`choices` of the config's grid."""
+        return self.choices(cfg.grid)
 
     def start(self, cfg: SearchConfig) -> dict[str, float]:
-        """The first candidate: the smallest uniform ratio in budget, for every variable."""
-        return dict.fromkeys(self.variable_names, self.uniform(cfg.grid, *self.budgets(cfg)))
+        """The first candidate: the smallest uniform ratio in budget, for every variable (as
+        the choice that keeps the same channels)."""
+        r = self.uniform(cfg.grid, *self.budgets(cfg))
+        return {var: max(c for c in options if c <= r)
+                for var, options in self.variables(cfg).items()}  # fmt: skip
 
     def meets(self, params: Mapping[str, float], cfg: SearchConfig) -> bool:
         """Whether a candidate meets the config's budgets."""
