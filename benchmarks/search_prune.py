@@ -17,7 +17,9 @@ fine-tune's seed and the search's). Choices come from training data only:
 * ``sensitivity``: PaddleSlim's per-group sensitivity, scored on 2,000 training images;
 * ``sa`` / ``tpe`` / ``nsga2`` / ``random``: ``ts.search`` (``--trials`` candidates, each
   scored by top-1 on ``--eval-images`` training images after BatchNorm re-estimation on
-  ``--bn-images`` others).
+  ``--bn-images`` others);
+* ``sa-tuned`` (any strategy ``-tuned``): the same, each candidate first fine-tuned for 20 SGD
+  steps on the BatchNorm images and scored by its likelihood (``score: likelihood``).
 
 Prints a Markdown table and appends its figures to ``--results`` for benchmarks/render.py.
 """
@@ -50,6 +52,7 @@ from _results import Results, add_results_option
 os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 SEARCHED = ("sa", "tpe", "nsga2", "random")
+TUNED = {"tune_steps": 20, "score": "likelihood"}  # the scoring of a "<strategy>-tuned" row
 
 
 TABLES = {"fashion-mnist": "search_fmnist", "cifar10": "search_cifar10"}
@@ -69,9 +72,10 @@ def pruned_model(method: str, base: nn.Module, x: torch.Tensor, macs: float, see
         result = sensitivity(model, x, lambda m: evaluate(m, small, batch_size=512).accuracy,
                              progress=False)  # fmt: skip
         ts.prune(model, x, {"ratio": 0.0, "ratios": ratios_for_target(result, macs)})
-    elif method in SEARCHED:
-        cfg = {"strategy": method, "macs": macs, "trials": args.trials, "seed": seed,
-               "eval_images": args.eval_images, "bn_images": args.bn_images}  # fmt: skip
+    elif method.removesuffix("-tuned") in SEARCHED:
+        cfg = {"strategy": method.removesuffix("-tuned"), "macs": macs, "trials": args.trials,
+               "seed": seed, "eval_images": args.eval_images, "bn_images": args.bn_images,
+               **(TUNED if method.endswith("-tuned") else {})}  # fmt: skip
         model = ts.search(model, x, cfg, data=plain, progress=False).model
     else:
         raise SystemExit(f"unknown method {method!r}")

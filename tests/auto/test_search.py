@@ -440,3 +440,22 @@ def test_ratios_that_keep_the_same_channels_are_one_candidate() -> None:
     kept = [tuple(space.channels(space.expand(t.params)).values()) for t in done]
     assert len(done) == 6 and len(set(map(str, kept))) == 6
     assert all(len(d.choices) == 4 for d in done[0].distributions.values())
+
+
+def test_the_likelihood_score_is_100_exp_minus_the_held_out_loss() -> None:
+    from torch.utils.data import DataLoader
+
+    from torchslim.auto import holdout_split
+    from torchslim.auto.evaluate import recalibrate_batchnorm
+    from torchslim.train import evaluate
+
+    net, x, data = model_and_data()
+    res = ts.search(net, x, {**CONFIG, "trials": 3, "score": "likelihood"}, data=data,
+                    progress=False)  # fmt: skip
+    held, bn = holdout_split(data, CONFIG["eval_images"], CONFIG["bn_images"], seed=0)
+    model = recalibrate_batchnorm(res.model, DataLoader(bn, batch_size=32))
+    found = evaluate(model, held, batch_size=32)
+    assert res.score == pytest.approx(100 * math.exp(-found.loss), rel=1e-5)
+    assert res.score != pytest.approx(100 * found.accuracy)
+    with pytest.raises(ConfigError, match="score"):
+        SearchConfig(score="loss")

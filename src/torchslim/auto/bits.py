@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchslim._tensors import Inputs
 from torchslim.auto.config import FLOAT_BITS, activation_bits, quantizable_bits
-from torchslim.auto.evaluate import output_sqnr
+from torchslim.auto.evaluate import held_out_score, output_sqnr
 from torchslim.config import from_dict
 from torchslim.errors import ConfigError
 from torchslim.quant.config import QuantConfig
 from torchslim.quant.ptq import quantize
-from torchslim.train.evaluate import evaluate, split_batch
+from torchslim.train.evaluate import split_batch
 
 if TYPE_CHECKING:
     from torchslim.auto.config import SearchConfig
@@ -47,8 +47,8 @@ class BitSpace:
     batches of ``batch_size``); ``quant`` is the rest of the quantization config (activation
     bits, calibration, per-channel weights...). ``act_choices`` adds one variable per layer,
     ``act:<layer>``, its input activation bits (``QuantConfig.layer_act_bits``); empty: the
-    config's ``act_bits`` everywhere. ``score`` is ``"accuracy"`` (top-1 %) or ``"sqnr"`` (dB
-    of the outputs against the float model's).
+    config's ``act_bits`` everywhere. ``score`` is ``"accuracy"`` (top-1 %), ``"likelihood"``
+    (%) or ``"sqnr"`` (dB of the outputs against the float model's).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -156,13 +156,13 @@ class BitSpace:
 
     def evaluate(self, bits: Mapping[str, int], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
-        """Top-1 accuracy (percent) on ``held_out`` of the model quantized with ``bits``
-        (calibrated on this space's batches; ``bn_data`` is not used), or with
+        """Top-1 accuracy or likelihood (percent) on ``held_out`` of the model quantized with
+        ``bits`` (calibrated on this space's batches; ``bn_data`` is not used), or with
         ``score = "sqnr"`` the SQNR (dB) of its outputs against the float model's."""
         model = self.quantized(bits)
         if self.score == "sqnr":
             return output_sqnr(self.model, model, held_out, batch_size)
-        return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
+        return held_out_score(model, held_out, batch_size, self.score)
 
     def fields(self, bits: Mapping[str, int]) -> dict[str, Any]:
         """A candidate's search-result fields: weight (and activation) bits, bytes ratio."""

@@ -101,11 +101,14 @@ _SHOWN = {"macs": "k, M, G", "params": "k, M, G", "bytes": "B, kB, KiB, MB, MiB"
 
 
 class Score(str, Enum):
-    """What a candidate is scored by: top-1 accuracy (%) on held-out training images, or,
-    for the bits space, the SQNR (dB) of its outputs against the float model's on the same
-    images (no labels needed)."""
+    """What a candidate is scored by, on held-out training images: top-1 accuracy (%); the
+    likelihood, ``100 * exp(-mean cross-entropy)`` (the geometric mean of the probability
+    given to the true label, in %: it ranks as the loss does, and differs between candidates
+    of equal top-1); or, for the bits space, the SQNR (dB) of its outputs against the float
+    model's on the same images (no labels needed)."""
 
     ACCURACY = "accuracy"
+    LIKELIHOOD = "likelihood"
     SQNR = "sqnr"
 
 
@@ -201,7 +204,8 @@ class SearchConfig:
     # variable (e.g. [layer1.*, layer2.*, layer3.*]: a ratio per stage), a lower dimension
     tie: tuple[str, ...] = ()
     importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
-    score: Score = Score.ACCURACY  # accuracy (%), or sqnr (dB, bits space only)
+    # accuracy (%), likelihood (100 exp(-cross-entropy), %), or sqnr (dB, bits space only)
+    score: Score = Score.ACCURACY
     # prune space: SGD steps (batches of batch_size from the BatchNorm images) each
     # candidate is fine-tuned for before it is scored (0: BatchNorm re-estimation only)
     tune_steps: int = 0

@@ -3,6 +3,7 @@ images, then top-1 accuracy on a held-out split of the training set (never the t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,14 +68,40 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any]) -> nn.Module
     return model
 
 
+def held_out_score(model: nn.Module, held_out: Dataset, batch_size: int,
+                   kind: str = "accuracy") -> float:  # fmt: skip
+    """``model``'s score on ``held_out`` in percent: top-1 accuracy (``kind="accuracy"``), or
+    the likelihood ``100 * exp(-mean loss)`` (``"likelihood"``; with cross-entropy, the
+    geometric mean of the probability of the true label).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+        >>> net = nn.Linear(4, 2)
+        >>> _ = nn.init.zeros_(net.weight), nn.init.zeros_(net.bias)  # p(true label) = 0.5
+        >>> held_out_score(net, data, 4), round(held_out_score(net, data, 4, "likelihood"), 3)
+        (100.0, 50.0)
+    """
+    result = evaluate(model, held_out, batch_size=batch_size)
+    if kind != "likelihood":
+        return 100.0 * result.metric
+    loss = getattr(result, "loss", None)
+    if loss is None or not math.isfinite(loss):
+        raise ConfigError(
+            f"score: likelihood needs a finite held-out loss (classification or "
+            f"segmentation); this model's evaluation gives {loss}: use score: accuracy"
+        )
+    return 100.0 * math.exp(-loss)
+
+
 def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int,
-          tune_steps: int = 0, tune_lr: float = 0.01) -> float:  # fmt: skip
-    """Top-1 accuracy in percent on ``held_out`` after ``tune_steps`` SGD steps on ``bn_data``
-    (if any) and re-estimating BatchNorm on it."""
+          tune_steps: int = 0, tune_lr: float = 0.01, kind: str = "accuracy") -> float:  # fmt: skip
+    """:func:`held_out_score` (top-1 or likelihood, %) on ``held_out`` after ``tune_steps`` SGD
+    steps on ``bn_data`` (if any) and re-estimating BatchNorm on it."""
     if tune_steps:
         few_step_tune(model, bn_data, batch_size, tune_steps, tune_lr)
     recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
-    return 100.0 * evaluate(model, held_out, batch_size=batch_size).metric
+    return held_out_score(model, held_out, batch_size, kind)
 
 
 def few_step_tune(model: nn.Module, data: Dataset, batch_size: int, steps: int,

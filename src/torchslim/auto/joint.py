@@ -16,9 +16,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torchslim.auto.bits import ACT, BitSpace
-from torchslim.auto.evaluate import recalibrate_batchnorm
+from torchslim.auto.evaluate import held_out_score, recalibrate_batchnorm
 from torchslim.auto.space import PruneSpace
-from torchslim.train.evaluate import evaluate
 
 if TYPE_CHECKING:
     from torchslim.auto.config import SearchConfig
@@ -110,9 +109,10 @@ class JointSpace:
 
     def evaluate(self, params: Mapping[str, Any], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
-        """Top-1 accuracy (percent) on ``held_out`` of the candidate's model (``bn_data`` is
-        not used: the calibration batches come from it)."""
-        return 100.0 * evaluate(self.model(params), held_out, batch_size=batch_size).metric
+        """Top-1 accuracy or likelihood (percent, the bits space's ``score``) on ``held_out``
+        of the candidate's model (``bn_data`` is not used: the calibration batches come from
+        it)."""
+        return held_out_score(self.model(params), held_out, batch_size, self.bits.score)
 
     def outcome(self, params: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         """The chosen candidate's model (pruned and quantized) and its search-result fields."""

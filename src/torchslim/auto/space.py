@@ -54,9 +54,11 @@ def _tied(names: list[str], tie: Sequence[str]) -> dict[str, str]:
 class PruneSpace:
     """A model's prunable groups (named by their producing layer), their channel scores,
     and the MACs / parameters of any choice of per-group ratios, predicted from the trace.
-    A candidate is scored after ``tune_steps`` SGD steps (``tune_lr``; 0: none) and BatchNorm
-    re-estimation. ``tie`` (globs over group names) gives the groups one glob matches one
-    shared ratio variable, named by the glob: a lower-dimensional search.
+    A candidate is scored (``score``: ``"accuracy"`` or ``"likelihood"``, see
+    :func:`~torchslim.auto.evaluate.held_out_score`) after ``tune_steps`` SGD steps
+    (``tune_lr``; 0: none) and BatchNorm re-estimation. ``tie`` (globs over group names)
+    gives the groups one glob matches one shared ratio variable, named by the glob: a
+    lower-dimensional search.
 
     Example:
         >>> import torch
@@ -71,7 +73,7 @@ class PruneSpace:
     def __init__(
         self, model: nn.Module, example_inputs: Inputs, *, importance: str = "l1",
         round_to: int = 1, tune_steps: int = 0, tune_lr: float = 0.01,
-        tie: Sequence[str] = (),
+        tie: Sequence[str] = (), score: str = "accuracy",
     ) -> None:  # fmt: skip
         self.model = model.eval()
         self.inputs = input_tuple(example_inputs)
@@ -92,6 +94,7 @@ class PruneSpace:
         self.latency: LatencyModel | None = None
         self.base_ms = 0.0
         self.tune_steps, self.tune_lr = tune_steps, tune_lr  # a candidate's fine-tune (0: none)
+        self.score = score
 
     def add_latency(self, batch_size: int = 1, threads: int | None = None, *,
                     grid: Sequence[float] = (), random_variants: int = 3,
@@ -249,10 +252,10 @@ class PruneSpace:
 
     def evaluate(self, params: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
                  batch_size: int) -> float:  # fmt: skip
-        """A candidate's score: top-1 (%) of its pruned copy after BatchNorm re-estimation
-        (and ``tune_steps`` SGD steps first, if set)."""
+        """A candidate's score: top-1 or likelihood (%) of its pruned copy after BatchNorm
+        re-estimation (and ``tune_steps`` SGD steps first, if set)."""
         return score(self.pruned(self.expand(params)), held_out, bn_data, batch_size,
-                     self.tune_steps, self.tune_lr)  # fmt: skip
+                     self.tune_steps, self.tune_lr, self.score)  # fmt: skip
 
     def fields(self, params: Mapping[str, float]) -> dict[str, Any]:
         """A candidate's search-result fields: ratios per group, channels, predicted cost

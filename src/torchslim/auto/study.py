@@ -147,7 +147,8 @@ def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
         if cfg.space is SpaceKind.BITS:
             return bits
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to,
-                       tune_steps=cfg.tune_steps, tune_lr=cfg.tune_lr, tie=cfg.tie)  # fmt: skip
+                       tune_steps=cfg.tune_steps, tune_lr=cfg.tune_lr, tie=cfg.tie,
+                       score=cfg.score.value)  # fmt: skip
     if cfg.latency is not None:
         space.add_latency(cfg.latency_batch_size, cfg.latency_threads, grid=cfg.grid,
                           seed=cfg.seed)  # fmt: skip
