@@ -161,8 +161,8 @@ class SearchConfig:
     others. ``trials`` counts evaluated candidates. Trials live in Optuna ``storage`` (default:
     a SQLite file in the run folder; any RDB URL Optuna accepts lets workers on several
     machines share one study). Workers send a heartbeat every ``heartbeat_seconds``; a trial
-    whose worker was killed is marked failed ``grace_seconds`` later, and its candidate is
-    tried again. ``workers`` > 1 starts that many worker processes on this machine (spawned,
+    whose worker was killed is marked failed ``grace_seconds`` later and does not count
+    toward ``trials``. ``workers`` > 1 starts that many worker processes on this machine (spawned,
     each with the model and data) on the same storage.
 
     Example:
