@@ -171,5 +171,6 @@ def test_committed_page_is_rendered_from_the_committed_results() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     # a results page, not a log (27,000 before the detection, segmentation, timm, YOLO results;
     # 33,000 before compression search and latency; 37,000 before the search tables; 40,000
-    # before the CIFAR-10 search table and the transformer results; 44,000 before the ViT)
-    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 45_000
+    # before the CIFAR-10 search table and the transformer results; 44,000 before the ViT;
+    # 45,000 before MobileNetV2's mixed precision and the Fashion-MNIST 50% search table)
+    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 48_000
