@@ -337,6 +337,7 @@ def _run(
             except Exception:
                 if not _failed_by_peer(study, last, keep=complete() < cfg.trials):
                     raise
+                last.clear()  # handled: a later error is not mistaken for it
     finally:
         bar.close()
     if complete() == 0:
