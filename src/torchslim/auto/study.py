@@ -292,10 +292,13 @@ def _run(
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         ratios = {n: trial.suggest_categorical(n, choices) for n, choices in variables.items()}
         live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        if any(t.number != trial.number and t.params == ratios for t in live):
-            # Two workers drew the same candidate at once (the sampler saw neither): the one
-            # that sees the other gives way, so no candidate is evaluated twice.
-            raise optuna.TrialPruned("another worker has this candidate")
+        same = [t.number for t in live if t.number != trial.number and t.params == ratios]
+        if same:
+            # A sampler proposed a candidate already scored (TPE, random and NSGA-II may), or
+            # two workers drew one at once (the sampler saw neither): the trial that sees the
+            # other gives way, so no candidate is evaluated twice.
+            trial.set_user_attr("duplicate_of", same[0])
+            raise optuna.TrialPruned(f"trial {same[0]} has this candidate")
         measures = space.measures(ratios)
         for key, value in measures.items():
             trial.set_user_attr(key, value)
