@@ -19,7 +19,9 @@ fine-tune's seed and the search's). Choices come from training data only:
   scored by top-1 on ``--eval-images`` training images after BatchNorm re-estimation on
   ``--bn-images`` others);
 * ``sa-tuned`` (any strategy ``-tuned``): the same, each candidate first fine-tuned for 20 SGD
-  steps on the BatchNorm images and scored by its likelihood (``score: likelihood``).
+  steps on the BatchNorm images and scored by its likelihood (``score: likelihood``);
+  ``sa-sens``: started from the search's own sensitivity analysis (``start: sensitivity``,
+  about 8 more candidates scored per variable); ``sa-sens-tuned``: both.
 
 Prints a Markdown table and appends its figures to ``--results`` for benchmarks/render.py.
 """
@@ -52,7 +54,10 @@ from _results import Results, add_results_option
 os.environ.setdefault("TORCHSLIM_VECTOR_FLOATS", "1")
 
 SEARCHED = ("sa", "tpe", "nsga2", "random")
-TUNED = {"tune_steps": 20, "score": "likelihood"}  # the scoring of a "<strategy>-tuned" row
+VARIANTS = {  # "<strategy>-<variant>[-<variant>]" rows: what each variant adds to the config
+    "tuned": {"tune_steps": 20, "score": "likelihood"},
+    "sens": {"start": "sensitivity"},
+}
 
 
 TABLES = {"fashion-mnist": "search_fmnist", "cifar10": "search_cifar10"}
@@ -72,10 +77,14 @@ def pruned_model(method: str, base: nn.Module, x: torch.Tensor, macs: float, see
         result = sensitivity(model, x, lambda m: evaluate(m, small, batch_size=512).accuracy,
                              progress=False)  # fmt: skip
         ts.prune(model, x, {"ratio": 0.0, "ratios": ratios_for_target(result, macs)})
-    elif method.removesuffix("-tuned") in SEARCHED:
-        cfg = {"strategy": method.removesuffix("-tuned"), "macs": macs, "trials": args.trials,
-               "seed": seed, "eval_images": args.eval_images, "bn_images": args.bn_images,
-               **(TUNED if method.endswith("-tuned") else {})}  # fmt: skip
+    elif method.split("-")[0] in SEARCHED:
+        strategy, *variants = method.split("-")
+        cfg = {"strategy": strategy, "macs": macs, "trials": args.trials, "seed": seed,
+               "eval_images": args.eval_images, "bn_images": args.bn_images}  # fmt: skip
+        for variant in variants:
+            if variant not in VARIANTS:
+                raise SystemExit(f"unknown variant {variant!r} of {method!r}: one of {VARIANTS}")
+            cfg.update(VARIANTS[variant])
         model = ts.search(model, x, cfg, data=plain, progress=False).model
     else:
         raise SystemExit(f"unknown method {method!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -461,3 +462,50 @@ def test_the_likelihood_score_is_100_exp_minus_the_held_out_loss() -> None:
     assert res.score != pytest.approx(100 * found.accuracy)
     with pytest.raises(ConfigError, match="score"):
         SearchConfig(score="loss")
+
+
+def test_a_sensitivity_start_prunes_the_less_sensitive_group_more() -> None:
+    net, x, _ = model_and_data()
+    space = PruneSpace(net, x)
+    cfg = SearchConfig(macs=0.5, start="sensitivity")
+    calm, touchy = space.variable_names
+    space.losses = {calm: [(0.0, 0.0), (0.8, 1.0)], touchy: [(0.0, 0.0), (0.8, 40.0)]}
+    chosen = space.start(cfg)
+    assert chosen[calm] > chosen[touchy] and space.meets(chosen, cfg)
+    # the lowest threshold that fits: one choice less on the pruned group is over budget
+    options = space.variables(cfg)[calm]
+    less = {**chosen, calm: options[options.index(chosen[calm]) - 1]}
+    assert space.loss(calm, less[calm]) < space.loss(touchy, chosen[touchy]) or not space.meets(
+        less, cfg
+    )
+    space.losses = {calm: [(0.0, 0.0), (0.8, 40.0)], touchy: [(0.0, 0.0), (0.8, 1.0)]}
+    flipped = space.start(cfg)
+    assert flipped[touchy] > flipped[calm]
+
+
+def test_a_search_can_start_from_its_sensitivity_analysis(tmp_path: Path, monkeypatch) -> None:
+    from torchslim.auto.space import SENSITIVITY_POINTS
+
+    spaces = []
+    measure = PruneSpace.measure_sensitivity
+
+    def spy(self, *args, **kwargs):
+        spaces.append(self)
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(PruneSpace, "measure_sensitivity", spy)
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "trials": 3, "start": "sensitivity"}
+    res = ts.search(net, x, cfg, data=data, out_dir=tmp_path, progress=False)
+    (space,) = spaces
+    for points in space.losses.values():  # (0, 0) first, then at most 8 ratios, loss rising
+        assert points[0] == (0.0, 0.0) and len(points) <= 1 + SENSITIVITY_POINTS
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(points))
+    first = res.study.trials[0].params
+    assert first == space.sensitivity_choice(SearchConfig(**cfg))
+    assert space.meets(first, SearchConfig(**cfg))
+    ts.search(net, x, {**cfg, "trials": 5}, data=data, out_dir=tmp_path, resume=True,
+              progress=False)  # fmt: skip
+    assert len(spaces) == 1  # resumed: not measured again
+    with pytest.raises(ConfigError, match="start"):
+        SearchConfig(space="bits", bytes=0.2, start="sensitivity")

@@ -7,6 +7,7 @@ forward pass, and a pruned copy is built only for a candidate worth evaluating.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs, input_tuple
 from torchslim.analysis import analyze
@@ -23,6 +25,8 @@ from torchslim.errors import ConfigError
 from torchslim.latency import LatencyModel
 from torchslim.prune.apply import Keep
 from torchslim.prune.pruner import Pruner, kept_count, pruned_copy, top_channels
+
+SENSITIVITY_POINTS = 8  # start: sensitivity measures each variable at this many ratios at most
 
 if TYPE_CHECKING:
     from torchslim.auto.config import SearchConfig
@@ -49,6 +53,15 @@ def _tied(names: list[str], tie: Sequence[str]) -> dict[str, str]:
         sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         raise ConfigError(f"tie: {unused[0]!r} matches no prunable group (they are: {sample})")
     return variable_of
+
+
+def _spread(options: Sequence[float], most: int) -> list[float]:
+    """Up to ``most`` of the non-zero ``options``, evenly spread, the largest included."""
+    options = [o for o in options if o > 0]
+    if len(options) <= most:
+        return list(options)
+    step = (len(options) - 1) / (most - 1)
+    return [options[round(k * step)] for k in range(most)]
 
 
 class PruneSpace:
@@ -95,6 +108,9 @@ class PruneSpace:
         self.base_ms = 0.0
         self.tune_steps, self.tune_lr = tune_steps, tune_lr  # a candidate's fine-tune (0: none)
         self.score = score
+        # per variable, (ratio, score loss) of the variable pruned alone, ratio ascending
+        # (measure_sensitivity; empty: the search starts uniform)
+        self.losses: dict[str, list[tuple[float, float]]] = {}
 
     def add_latency(self, batch_size: int = 1, threads: int | None = None, *,
                     grid: Sequence[float] = (), random_variants: int = 3,
@@ -231,11 +247,73 @@ class PruneSpace:
         return self.choices(cfg.grid)
 
     def start(self, cfg: SearchConfig) -> dict[str, float]:
-        """The first candidate: the smallest uniform ratio in budget, for every variable (as
-        the choice that keeps the same channels)."""
+        """The first candidate: after :meth:`measure_sensitivity`, its allocation if one meets
+        the budget; else the smallest uniform ratio in budget, for every variable (as the
+        choice that keeps the same channels)."""
+        if self.losses:
+            found = self.sensitivity_choice(cfg)
+            if found is not None:
+                return found
         r = self.uniform(cfg.grid, *self.budgets(cfg))
         return {var: max(c for c in options if c <= r)
                 for var, options in self.variables(cfg).items()}  # fmt: skip
+
+    def measure_sensitivity(self, cfg: SearchConfig, held_out: Dataset, bn_data: Dataset, *,
+                            progress: bool = True) -> None:  # fmt: skip
+        """PaddleSlim's sensitivity analysis on the search's own terms: each variable pruned
+        alone (the others whole) at up to ``SENSITIVITY_POINTS`` of its choices, evenly
+        spread, and scored as a candidate is (BatchNorm re-estimated, no ``tune_steps``); its
+        loss is the unpruned model's score minus that, made non-decreasing in the ratio.
+        :meth:`start` then begins the search from :meth:`sensitivity_choice`."""
+        variables = self.variables(cfg)
+        whole = dict.fromkeys(self.variable_names, 0.0)
+
+        def measure(params: Mapping[str, float]) -> float:
+            return score(self.pruned(self.expand(params)), held_out, bn_data, cfg.batch_size,
+                         kind=self.score)  # fmt: skip
+
+        todo = {var: _spread(options, SENSITIVITY_POINTS) for var, options in variables.items()}
+        total = 1 + sum(len(v) for v in todo.values())
+        with tqdm(total=total, desc="sensitivity", unit="candidate",
+                  disable=None if progress else True) as bar:  # fmt: skip
+            base = measure(whole)
+            bar.update()
+            for var, ratios in todo.items():
+                points, worst = [(0.0, 0.0)], 0.0
+                for r in ratios:
+                    worst = max(worst, base - measure({**whole, var: r}))
+                    points.append((r, worst))
+                    bar.update()
+                self.losses[var] = points
+
+    def loss(self, var: str, ratio: float) -> float:
+        """The measured score loss of ``var`` pruned alone at ``ratio``, linear between the
+        measured ratios (after :meth:`measure_sensitivity`)."""
+        points = self.losses[var]
+        for (r0, l0), (r1, l1) in itertools.pairwise(points):
+            if ratio <= r1:
+                return l0 + (l1 - l0) * (ratio - r0) / max(r1 - r0, 1e-12)
+        return points[-1][1]
+
+    def sensitivity_choice(self, cfg: SearchConfig) -> dict[str, float] | None:
+        """Each variable's largest choice whose :meth:`loss` is at most one threshold, at the
+        lowest threshold that meets the config's budgets (``None``: not even the largest
+        does). Needs :meth:`measure_sensitivity` first."""
+        variables = self.variables(cfg)
+
+        def at(threshold: float) -> dict[str, float]:
+            return {var: max((c for c in options if self.loss(var, c) <= threshold + 1e-12),
+                             default=options[0])
+                    for var, options in variables.items()}  # fmt: skip
+
+        levels = sorted({self.loss(v, c) for v, options in variables.items() for c in options})
+        lo, hi = 0, len(levels) - 1
+        if not self.meets(at(levels[hi]), cfg):
+            return None
+        while lo < hi:  # ratios only grow with the threshold: bisect for the lowest that fits
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self.meets(at(levels[mid]), cfg) else (mid + 1, hi)
+        return at(levels[lo])
 
     def meets(self, params: Mapping[str, float], cfg: SearchConfig) -> bool:
         """Whether a candidate meets the config's budgets."""

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from torchslim._tensors import Inputs
 from torchslim.auto.bits import BitSpace
-from torchslim.auto.config import FLOAT_BITS, SearchConfig, SpaceKind
+from torchslim.auto.config import FLOAT_BITS, SearchConfig, SpaceKind, Start
 from torchslim.auto.evaluate import holdout_split
 from torchslim.auto.joint import RATIO, JointSpace
 from torchslim.auto.samplers import make_sampler, pareto
@@ -127,12 +127,17 @@ Space = PruneSpace | BitSpace | JointSpace
 
 
 def _open(cfg: SearchConfig, space: Space, out_dir: str | Path | None, resume: bool,
-          sampler: optuna.samplers.BaseSampler) -> optuna.Study:  # fmt: skip
+          sampler: optuna.samplers.BaseSampler, scoring: tuple[Dataset, Dataset],
+          progress: bool) -> optuna.Study:  # fmt: skip
     """The study (made, or loaded to resume or join); a new one gets its first candidate:
-    the smallest uniform ratio (the most bits) that meets the budget."""
+    the smallest uniform ratio (the most bits) that meets the budget, or with ``start:
+    sensitivity`` the allocation of a sensitivity analysis on the ``scoring`` data (held-out,
+    BatchNorm images)."""
     storage = _storage(cfg, Path(out_dir) if out_dir is not None else None)
     study = _study(cfg, storage, sampler, resume)
     if not study.trials:
+        if cfg.start is Start.SENSITIVITY and isinstance(space, PruneSpace):
+            space.measure_sensitivity(cfg, *scoring, progress=progress)
         study.enqueue_trial(space.start(cfg))
     return study
 
@@ -222,7 +227,7 @@ def search(
             return finish(_run(cfg, space, held_out, bn_data, feasible, out_dir, resume,
                                progress))  # fmt: skip
         # The study is made (or checked for resume) here first, then the others join it.
-        _open(cfg, space, out_dir, resume, make_sampler(cfg))
+        _open(cfg, space, out_dir, resume, make_sampler(cfg), (held_out, bn_data), progress)
         spawn = multiprocessing.get_context("spawn")
         helpers = [spawn.Process(target=_join, args=(model, example_inputs, asdict(alone), data,
                                                      out_dir), daemon=True)
@@ -266,7 +271,9 @@ def _run(
     one in storage, made or loaded)."""
     variables = space.variables(cfg)
     if study is None:
-        study = _open(cfg, space, out_dir, resume, make_sampler(cfg, feasible))
+        study = _open(
+            cfg, space, out_dir, resume, make_sampler(cfg, feasible), (held_out, bn_data), progress
+        )
     # the trial the objective last finished, scored or pruned (value None), to recognise one
     # a peer marked failed while it ran
     last: dict[str, Any] = {}
