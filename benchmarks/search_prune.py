@@ -85,7 +85,14 @@ def pruned_model(method: str, base: nn.Module, x: torch.Tensor, macs: float, see
             if variant not in VARIANTS:
                 raise SystemExit(f"unknown variant {variant!r} of {method!r}: one of {VARIANTS}")
             cfg.update(VARIANTS[variant])
-        model = ts.search(model, x, cfg, data=plain, progress=False).model
+        found = ts.search(model, x, cfg, data=plain, progress=False)
+        first, best = found.study.trials[0], found.study.best_trial
+        print(
+            f"  search: chose trial {best.number} ({best.value:.2f}) of "
+            f"{len(found.study.trials)}; the first scored {first.value:.2f}",
+            flush=True,
+        )
+        model = found.model
     else:
         raise SystemExit(f"unknown method {method!r}")
     return model, time.perf_counter() - start
