@@ -509,3 +509,18 @@ def test_a_search_can_start_from_its_sensitivity_analysis(tmp_path: Path, monkey
     assert len(spaces) == 1  # resumed: not measured again
     with pytest.raises(ConfigError, match="start"):
         SearchConfig(space="bits", bytes=0.2, start="sensitivity")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BERT's mask check reads values
+def test_a_hugging_face_classifier_is_searched_from_keyword_batches() -> None:
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(HERE.parent))
+    from hf_classifier import TokenDataset, example_tokens, tiny_classifier
+
+    bert, x = tiny_classifier(), example_tokens()
+    cfg = {"macs": 0.6, "trials": 3, "eval_images": 32, "bn_images": 32, "batch_size": 16,
+           "tune_steps": 2, "score": "likelihood"}  # fmt: skip
+    res = ts.search(bert, x, cfg, data=TokenDataset(), progress=False)
+    assert len([t for t in res.study.trials if t.state.name == "COMPLETE"]) == 3
+    assert 0 < res.score <= 100 and res.macs_ratio <= 0.6
+    assert res.model(**x).logits.shape == (2, 3)

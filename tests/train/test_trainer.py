@@ -357,3 +357,18 @@ def test_resolve_device_keeps_the_index_and_refuses_what_is_not_there(
         resolve_device("cuda:1")
     with pytest.raises(ConfigError, match="'gpu' is not a device"):
         resolve_device("gpu")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BERT's mask check reads values
+def test_a_hugging_face_classifier_trains_and_evaluates_on_keyword_batches() -> None:
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from hf_classifier import TokenDataset, tiny_classifier
+
+    model, data = tiny_classifier(), TokenDataset()
+    before = evaluate(model, data, batch_size=32)
+    cfg = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "progress": False}
+    result = Trainer(model, cfg, data, data).fit()
+    after = evaluate(model, data, batch_size=32)
+    assert after.samples == 96 and after.loss < before.loss
+    assert result.final["eval_acc"] == pytest.approx(after.accuracy)

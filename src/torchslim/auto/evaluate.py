@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from torchslim._tensors import call_model, first_tensor, model_args
 from torchslim.errors import ConfigError
 from torchslim.quant.report import sqnr_db
 from torchslim.train.evaluate import evaluate, split_batch
@@ -60,7 +61,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any]) -> nn.Module
             m.train()
     try:
         for batch in batches:
-            model(batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0])
+            inputs = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
+            call_model(model, model_args(inputs))
     finally:
         for m, momentum in saved:
             m.momentum = momentum
@@ -126,7 +128,8 @@ def few_step_tune(model: nn.Module, data: Dataset, batch_size: int, steps: int,
     while done < steps:
         for batch in loader:
             inputs, targets = split_batch(batch)
-            loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+            logits = first_tensor(call_model(model, model_args(inputs)))
+            loss = torch.nn.functional.cross_entropy(logits, targets)
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"search: a candidate's fine-tune loss is {loss.item()} at step {done}; "
@@ -156,6 +159,6 @@ def output_sqnr(reference: nn.Module, model: nn.Module, data: Dataset, batch_siz
     refs, outs = [], []
     for batch in DataLoader(data, batch_size=batch_size):
         inputs = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
-        refs.append(reference(inputs))
-        outs.append(model(inputs))
+        refs.append(first_tensor(call_model(reference, model_args(inputs))))
+        outs.append(first_tensor(call_model(model, model_args(inputs))))
     return sqnr_db(torch.cat(refs), torch.cat(outs))

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from torchslim._tensors import module_mode
+from torchslim._tensors import call_model, first_tensor, model_args, module_mode
 from torchslim.data.coco import IGNORE_INDEX, optional_import
 from torchslim.train.config import Task
 from torchslim.train.distributed import all_reduce_sum, current
@@ -209,10 +209,11 @@ def _evaluate_classification(
     loss_sum, correct, seen = 0.0, 0, 0
     for batch in batches:
         inputs, targets = split_batch(batch)
-        inputs, targets = inputs.to(device), targets.to(device)
-        if channels_last and inputs.ndim == 4:
+        inputs, targets = to_device(inputs, device), targets.to(device)
+        if channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        outputs = model(inputs)
+        # keyword inputs (a tokenizer's dict) as keywords; a Hugging Face output's logits
+        outputs = first_tensor(call_model(model, model_args(inputs)))
         loss_sum += float(loss_fn(outputs, targets)) * len(targets)
         correct += correct_count(outputs, targets)
         seen += len(targets)

@@ -499,7 +499,10 @@ class Trainer:
             parts: dict[str, torch.Tensor] = {}
             if self.task is Task.CLASSIFICATION:
                 outputs = call_model(model, model_args(inputs))
-                task = self.task_weight * self.loss_fn(outputs, targets)
+                # the default loss reads logits: a Hugging Face output's (a given loss_fn gets
+                # the output as it is)
+                logits = outputs if self._given_loss_fn else first_tensor(outputs)
+                task = self.task_weight * self.loss_fn(logits, targets)
             elif self.task is Task.UNLABELLED:  # the extra losses are the whole loss
                 outputs = call_model(model, model_args(inputs))
                 task = torch.zeros((), device=self.device)
@@ -585,7 +588,8 @@ class Trainer:
         sums["n"] = sums.get("n", 0.0) + batch
         sums["train_loss"] = sums.get("train_loss", 0.0) + logs["loss"] * batch
         if self.task is Task.CLASSIFICATION:
-            sums["train_acc"] = sums.get("train_acc", 0.0) + correct_count(outputs, targets)
+            hits = correct_count(first_tensor(outputs), targets)
+            sums["train_acc"] = sums.get("train_acc", 0.0) + hits
         for name, value in terms.items():
             logs[name] = float(value.detach())
             sums[name] = sums.get(name, 0.0) + logs[name] * batch
