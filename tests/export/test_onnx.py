@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import math
 from pathlib import Path
 
@@ -221,6 +222,42 @@ def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
     ops = ort_kernels(tmp_path / "dyn.onnx", level="extended")
     assert ops["DynamicQuantizeMatMul"] == 2
     assert ops["Gemm"] + ops["FusedGemm"] + ops["MatMul"] == 0
+
+
+class _QKV(nn.Module):
+    """Three Linears reading one input (attention's query, key and value), smoothed or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(64, 64) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(x) * self.k(x) + self.v(x)
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.5])
+def test_a_dynamic_int8_file_quantizes_a_shared_input_once_and_halves_its_vectors(
+    tmp_path: Path, smooth: float
+) -> None:
+    torch.manual_seed(0)
+    net, x = _QKV().eval(), torch.randn(4, 10, 64)
+    q = ts.quantize(net, [x], {"dynamic": True, "smooth": smooth}, progress=False)
+    report = ts.export_onnx(q, x, tmp_path / "qkv.onnx")
+    full = ts.export_onnx(q, x, tmp_path / "full.onnx", compact=False)
+    assert report.max_abs_error < 1e-4  # the same numbers as the PyTorch model
+    graph = onnx.load(str(tmp_path / "qkv.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    # unsmoothed, one quantizer for the three; smoothed, each Linear scales its input first
+    assert ops["DynamicQuantizeLinear"] == (1 if not smooth else 3)
+    halves = [n for n in graph.node if n.op_type == "Constant"
+              and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT16]  # fmt: skip
+    halves += [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    # per Linear: its weight scales and bias (and its smoothing vector)
+    assert len(halves) == 3 * (2 if not smooth else 3)
+    assert report.file_bytes < full.file_bytes
+    kernels = ort_kernels(tmp_path / "qkv.onnx", level="extended")  # integer kernels still
+    assert kernels["DynamicQuantizeMatMul"] + kernels["MatMulIntegerToFloat"] == 3
+    assert kernels["MatMul"] + kernels["Gemm"] == 0
 
 
 def test_dynamic_export_handles_token_inputs_and_missing_bias(tmp_path: Path) -> None:

@@ -75,6 +75,35 @@ def quantize_dequantize(
     return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero.reshape(()), qmin, qmax)
 
 
+FLOAT16_TINY, FLOAT16_MAX = 2.0**-14, 65504.0  # float16's smallest normal, its largest
+
+
+def float16_values(t: torch.Tensor, *, up: bool = False) -> torch.Tensor:
+    """``t`` (float32) rounded to values float16 holds exactly (``up``: never below ``t``),
+    so that a file can store them in half the bytes without changing them; ``t`` as it is
+    where a non-zero magnitude is outside float16's normal range (subnormals lose digits).
+
+    Example:
+        >>> float16_values(torch.tensor([0.1, 3.0])).tolist()  # 0.1 is not a float16 value
+        [0.0999755859375, 3.0]
+        >>> float16_values(torch.tensor([0.1, 1e-9])).tolist() == torch.tensor([0.1, 1e-9]).tolist()
+        True
+        >>> x = float16_values(torch.tensor([0.1, 3.0]), up=True)
+        >>> bool((x >= torch.tensor([0.1, 3.0])).all()), x.half().float().equal(x)
+        (True, True)
+    """
+    mag = t.detach().abs()
+    if not torch.isfinite(t).all() or ((mag > 0) & (mag < FLOAT16_TINY)).any():
+        return t
+    if mag.max() > FLOAT16_MAX / 2:
+        return t
+    if not up:
+        return t.half().float()
+    # x (1 + 2^-10) rounded to the nearest float16 is at least x: a float16 step is 2^-10 x
+    # at most, so rounding goes down by at most half of it
+    return torch.where(t > 0, (t * (1 + 2.0**-10)).half().float(), t.half().float())
+
+
 class WeightQuantize(nn.Module):
     """Fake-quantizes a weight with qparams computed from the weight itself on every call.
 
@@ -91,12 +120,15 @@ class WeightQuantize(nn.Module):
         self.enabled = True
         self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None
         self.fixed: FixedQuantize | None = None  # a learned grid (LSQ) kept after convert
+        # scales rounded up to float16 values (a dynamic int8 file stores them in 2 bytes)
+        self.half_scales = False
 
     def qparams_of(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point for ``w``: the fixed grid if there is one, else from ``w``."""
         if self.fixed is not None:
             return self.fixed.scale, self.fixed.zero_point
-        return weight_qparams(w, self.spec)
+        scale, zero = weight_qparams(w, self.spec)
+        return (float16_values(scale, up=True), zero) if self.half_scales else (scale, zero)
 
     def freeze(self, w: torch.Tensor) -> torch.Tensor:
         """Fix scale and zero point as constants and return ``w`` on its quantization grid.

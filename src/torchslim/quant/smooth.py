@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from torchslim.quant.fake_quant import float16_values
+
 
 @torch.no_grad()
 def smoothing_factors(layers: Sequence[nn.Linear], input_amax: torch.Tensor,
@@ -47,6 +49,10 @@ def smooth_linear(layer: nn.Linear, input_amax: torch.Tensor, alpha: float) -> t
         >>> torch.allclose(layer(x), before, atol=0.05)  # through its int8 weight
         True
     """
-    s = smoothing_factors([layer], input_amax, alpha)
-    layer.register_buffer("input_smooth", (1.0 / s).to(layer.weight.dtype))
-    return s
+    s = smoothing_factors([layer], input_amax, alpha)  # the weight's columns times s
+    # 1 / s as float16 values (a file stores them in half the bytes), the weight to match
+    inverse = float16_values((1.0 / s).float())
+    with torch.no_grad():
+        layer.weight.mul_((1.0 / (inverse * s)).to(layer.weight.dtype))
+    layer.register_buffer("input_smooth", inverse.to(layer.weight.dtype))
+    return 1.0 / inverse
