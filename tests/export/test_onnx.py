@@ -247,13 +247,13 @@ def test_a_dynamic_int8_file_quantizes_a_shared_input_once_and_halves_its_vector
     assert report.max_abs_error < 1e-4  # the same numbers as the PyTorch model
     graph = onnx.load(str(tmp_path / "qkv.onnx")).graph
     ops = collections.Counter(n.op_type for n in graph.node)
-    # unsmoothed, one quantizer for the three; smoothed, each Linear scales its input first
-    assert ops["DynamicQuantizeLinear"] == (1 if not smooth else 3)
+    # one quantizer for the three (smoothed: after the one smoothing Mul they share)
+    assert ops["DynamicQuantizeLinear"] == 1 and ops["Mul"] == 7 + (1 if smooth else 0)
     halves = [n for n in graph.node if n.op_type == "Constant"
               and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT16]  # fmt: skip
     halves += [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
-    # per Linear: its weight scales and bias (and its smoothing vector)
-    assert len(halves) == 3 * (2 if not smooth else 3)
+    # per Linear: its weight scales and bias (and one smoothing vector, stored once)
+    assert len(halves) == 3 * 2 + (1 if smooth else 0)
     assert report.file_bytes < full.file_bytes
     kernels = ort_kernels(tmp_path / "qkv.onnx", level="extended")  # integer kernels still
     assert kernels["DynamicQuantizeMatMul"] + kernels["MatMulIntegerToFloat"] == 3

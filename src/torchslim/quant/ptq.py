@@ -368,13 +368,19 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
     if not names:
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
     amax = input_amax(model, names, batches) if cfg.smooth else {}
+    # Linears that read one input (Q, K, V) share one smoothing vector: their Muls are then
+    # the same node, and so are their input quantizers (one in ONNX Runtime, as unsmoothed)
+    groups = shared_input_groups(model, names, batches[0]) if cfg.smooth else {}
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
-        if name in amax:
-            smooth_linear(layer, amax[name], cfg.smooth)
-        _half_vectors(layer)
+    for name in amax:
+        group = groups.get(name, (name,))
+        if name == group[0]:
+            smooth_linear([model.get_submodule(n) for n in group], amax[name], cfg.smooth)
+    for name in names:
+        _half_vectors(model.get_submodule(name))
     check_layer_bits(cfg, names)
     embeddings = quantize_embeddings(model, cfg, skip)
     for name in embeddings:

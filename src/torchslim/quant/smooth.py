@@ -35,9 +35,12 @@ def smoothing_factors(layers: Sequence[nn.Linear], input_amax: torch.Tensor,
     return s
 
 
-def smooth_linear(layer: nn.Linear, input_amax: torch.Tensor, alpha: float) -> torch.Tensor:
-    """:func:`smoothing_factors` for one Linear that scales its own input: ``1 / s`` is kept
-    as its ``input_smooth`` buffer, applied in its forward (a ``Mul`` in ONNX). Returns ``s``.
+def smooth_linear(layers: nn.Linear | Sequence[nn.Linear], input_amax: torch.Tensor,
+                  alpha: float) -> torch.Tensor:  # fmt: skip
+    """:func:`smoothing_factors` for Linears that each scale their own input (one Linear, or
+    several reading one input: they get the same factors): ``1 / s``, as float16 values (a
+    file stores them in half the bytes), is kept as each one's ``input_smooth`` buffer,
+    applied in its forward (a ``Mul`` in ONNX). Returns ``s``.
 
     Example:
         >>> from torchslim.quant.observers import QuantSpec
@@ -49,10 +52,11 @@ def smooth_linear(layer: nn.Linear, input_amax: torch.Tensor, alpha: float) -> t
         >>> torch.allclose(layer(x), before, atol=0.05)  # through its int8 weight
         True
     """
-    s = smoothing_factors([layer], input_amax, alpha)  # the weight's columns times s
-    # 1 / s as float16 values (a file stores them in half the bytes), the weight to match
+    layers = [layers] if isinstance(layers, nn.Linear) else list(layers)
+    s = smoothing_factors(layers, input_amax, alpha)  # the weights' columns times s
     inverse = float16_values((1.0 / s).float())
     with torch.no_grad():
-        layer.weight.mul_((1.0 / (inverse * s)).to(layer.weight.dtype))
-    layer.register_buffer("input_smooth", inverse.to(layer.weight.dtype))
+        for layer in layers:  # the columns times 1 / inverse instead
+            layer.weight.mul_((1.0 / (inverse * s)).to(layer.weight.dtype))
+            layer.register_buffer("input_smooth", inverse.to(layer.weight.dtype))
     return 1.0 / inverse
