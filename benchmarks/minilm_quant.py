@@ -203,8 +203,8 @@ def main() -> None:
         for name, path in files.items():
             size = path.stat().st_size
             fid = embedding_fidelity(reference, encode(OnnxModule(path), corpus))
-            print(f"{name:40s} {size / 1e6:6.1f} MB  {fid}", flush=True)
-            res.add([name], "file MB", round(size / 1e6, 2), "MB", 2)
+            print(f"{name:40s} {size:12,d} bytes  {fid}", flush=True)
+            res.add([name], "file bytes", size, "bytes", 0)
             res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)
             res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
             res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1)
