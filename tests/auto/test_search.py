@@ -524,3 +524,11 @@ def test_a_hugging_face_classifier_is_searched_from_keyword_batches() -> None:
     assert len([t for t in res.study.trials if t.state.name == "COMPLETE"]) == 3
     assert 0 < res.score <= 100 and res.macs_ratio <= 0.6
     assert res.model(**x).logits.shape == (2, 3)
+    # the hidden size (behind the classifier head, a variable too) left whole by ignore
+    hidden = {**cfg, "trials": 2, "macs": 0.8, "ignore": ["bert.embeddings"]}
+    res = ts.search(bert, x, hidden, data=TokenDataset(), progress=False)
+    assert "bert.encoder.layer.0.attention.output.dense" not in res.channels  # its producer
+    assert res.model.bert.embeddings.word_embeddings.embedding_dim == 48
+    with pytest.raises(ConfigError, match="nothing"):
+        ts.search(bert, x, {**hidden, "ignore": ["no.such.module"]}, data=TokenDataset(),
+                  progress=False)  # fmt: skip

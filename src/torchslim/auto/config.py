@@ -218,6 +218,9 @@ class SearchConfig:
     # at a few ratios and scored first: about 8 evaluations per variable more)
     start: Start = Start.UNIFORM
     importance: str = "l1"  # which channels a ratio removes (a pruning importance criterion)
+    # prune / joint space: modules left whole (torchslim.selection patterns, as ts.prune's
+    # ignore): the channel groups they touch are not variables
+    ignore: tuple[str, ...] = ()
     # accuracy (%), likelihood (100 exp(-cross-entropy), %), or sqnr (dB, bits space only)
     score: Score = Score.ACCURACY
     # prune space: SGD steps (batches of batch_size from the BatchNorm images) each

@@ -71,7 +71,8 @@ class PruneSpace:
     :func:`~torchslim.auto.evaluate.held_out_score`) after ``tune_steps`` SGD steps
     (``tune_lr``; 0: none) and BatchNorm re-estimation. ``tie`` (globs over group names)
     gives the groups one glob matches one shared ratio variable, named by the glob: a
-    lower-dimensional search.
+    lower-dimensional search. ``ignore`` (module patterns, as :func:`torchslim.prune`'s)
+    leaves those modules whole: the groups they touch are not variables.
 
     Example:
         >>> import torch
@@ -86,12 +87,13 @@ class PruneSpace:
     def __init__(
         self, model: nn.Module, example_inputs: Inputs, *, importance: str = "l1",
         round_to: int = 1, tune_steps: int = 0, tune_lr: float = 0.01,
-        tie: Sequence[str] = (), score: str = "accuracy",
+        tie: Sequence[str] = (), score: str = "accuracy", ignore: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.model = model.eval()
         self.inputs = input_tuple(example_inputs)
         self.round_to = round_to
-        pruner = Pruner(model, self.inputs, {"ratio": 0.5, "importance": importance})
+        pruner = Pruner(model, self.inputs, {"ratio": 0.5, "importance": importance,
+                                             "ignore": tuple(ignore)})  # fmt: skip
         self.graph, self.groups, self.scores = pruner.graph_and_scores()
         if not self.groups:
             raise ConfigError(

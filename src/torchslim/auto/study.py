@@ -153,7 +153,7 @@ def _make_space(cfg: SearchConfig, model: nn.Module, example_inputs: Inputs,
             return bits
     space = PruneSpace(model, example_inputs, importance=cfg.importance, round_to=cfg.round_to,
                        tune_steps=cfg.tune_steps, tune_lr=cfg.tune_lr, tie=cfg.tie,
-                       score=cfg.score.value)  # fmt: skip
+                       score=cfg.score.value, ignore=cfg.ignore)  # fmt: skip
     if cfg.latency is not None:
         space.add_latency(cfg.latency_batch_size, cfg.latency_threads, grid=cfg.grid,
                           seed=cfg.seed)  # fmt: skip
