@@ -529,6 +529,6 @@ def test_a_hugging_face_classifier_is_searched_from_keyword_batches() -> None:
     res = ts.search(bert, x, hidden, data=TokenDataset(), progress=False)
     assert "bert.encoder.layer.0.attention.output.dense" not in res.channels  # its producer
     assert res.model.bert.embeddings.word_embeddings.embedding_dim == 48
-    with pytest.raises(ConfigError, match="nothing"):
+    with pytest.raises(ConfigError, match="matches no module"):
         ts.search(bert, x, {**hidden, "ignore": ["no.such.module"]}, data=TokenDataset(),
                   progress=False)  # fmt: skip
