@@ -204,6 +204,11 @@ def provenance(rec: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
+def _run_of(prov: tuple[str, str, str, str]) -> tuple[str, str, str]:
+    """A provenance without its date: command, machine, source."""
+    return prov[0], prov[1], prov[3]
+
+
 def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -296,7 +301,13 @@ def render_table(
                       if (r["metric"], split(r)[1]) == col and r.get("peer")), None)  # fmt: skip
         if first:
             peer_titles[col] = first.get("label") or first.get("name", "peer")
-    provs = _unique(provenance(r) for r in recs)
+    # a run is a command on a machine: its re-runs (other dates) are one run, dated from its
+    # first date with "(+n more)", as the headline dates them
+    provs = _unique(_run_of(provenance(r)) for r in recs)
+    dates: dict[tuple[str, str, str], list[str]] = {}
+    for rec in recs:
+        prov = provenance(rec)
+        dates.setdefault(_run_of(prov), []).append(prov[2])
     several = len(provs) > 1
     header = row_header + [h for col in columns for h in (title(*col), peer_titles.get(col)) if h]
     if several:
@@ -326,12 +337,14 @@ def render_table(
                     named = head != peer_titles[col]
                     cells.append((f"{head}: " if named else "") + fmt_value(peer))
         if several:
-            ids = _unique(provs.index(provenance(r)) + 1 for r in by_column.values())
+            ids = _unique(provs.index(_run_of(provenance(r))) + 1 for r in by_column.values())
             cells.append(", ".join(f"[{i}]" for i in sorted(ids)))
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
 
-    def shown(prov: tuple[str, str, str, str]) -> str:
-        command, machine, date, source = prov
+    def shown(run: tuple[str, str, str]) -> str:
+        command, machine, source = run
+        when = sorted(set(dates[run]))
+        date = when[0] + (f" (+{len(when) - 1} more)" if len(when) > 1 else "")
         parts = [command] + ([machine] if machine != defaults[0] else []) + [date]
         return " · ".join(parts + ([source] if source != defaults[1] else []))
 

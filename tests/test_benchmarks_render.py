@@ -174,3 +174,13 @@ def test_committed_page_is_rendered_from_the_committed_results() -> None:
     # before the CIFAR-10 search table and the transformer results; 44,000 before the ViT;
     # 45,000 before MobileNetV2's mixed precision and the Fashion-MNIST 50% search table)
     assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 48_000
+
+
+def test_re_runs_of_one_command_are_one_run_dated_from_the_first() -> None:
+    a = _record("a", "top-1", 90.0, "%", 2, date="2026-12-06 10:00")
+    b = _record("b", "top-1", 91.0, "%", 2, date="2026-12-06 11:00")
+    c = _record("c", "top-1", 92.0, "%", 2, command="python other.py", date="2026-12-06 12:00")
+    body, runs = render.render_table([a, b, c])
+    assert "| a | 90.00% | [1] |" in body and "| b | 91.00% | [1] |" in body
+    assert "| c | 92.00% | [2] |" in body
+    assert runs.count("\n- [") == 2 and "2026-12-06 10:00 (+1 more)" in runs
