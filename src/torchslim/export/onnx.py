@@ -783,8 +783,8 @@ def half_float_vectors(graph: onnx.GraphProto, *, min_size: int = 16) -> int:
     that only ``Mul`` and ``Add`` nodes read and whose values float16 holds exactly (a
     dynamic int8 model's biases, weight and smoothing scales: ``ts.quantize`` makes them so)
     as float16, cast back to float32 in the graph: the same values in half the bytes (a
-    MiniLM's 0.17 MB); ONNX Runtime folds the ``Cast`` once at session start, so the kernels
-    see float32. Returns how many vectors were converted.
+    MiniLM's 0.17 MB of them take 0.09 MB); ONNX Runtime folds the ``Cast`` once at session
+    start, so the kernels see float32. Returns how many vectors were converted.
 
     Example:
         >>> b = numpy_helper.from_array(np.ones(32, np.float32), "b")

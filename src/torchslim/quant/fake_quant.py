@@ -93,9 +93,9 @@ def float16_values(t: torch.Tensor, *, up: bool = False) -> torch.Tensor:
         (True, True)
     """
     mag = t.detach().abs()
-    if not torch.isfinite(t).all() or ((mag > 0) & (mag < FLOAT16_TINY)).any():
+    if not t.numel() or not torch.isfinite(t).all() or mag.max() > FLOAT16_MAX / 2:
         return t
-    if mag.max() > FLOAT16_MAX / 2:
+    if ((mag > 0) & (mag < FLOAT16_TINY)).any():
         return t
     if not up:
         return t.half().float()
