@@ -271,8 +271,7 @@ class PruneSpace:
         whole = dict.fromkeys(self.variable_names, 0.0)
 
         def measure(params: Mapping[str, float]) -> float:
-            return score(self.pruned(self.expand(params)), held_out, bn_data, cfg.batch_size,
-                         kind=self.score)  # fmt: skip
+            return self.evaluate(params, held_out, bn_data, cfg.batch_size, tune=False)
 
         todo = {var: _spread(options, SENSITIVITY_POINTS) for var, options in variables.items()}
         total = 1 + sum(len(v) for v in todo.values())
@@ -331,11 +330,11 @@ class PruneSpace:
         return found
 
     def evaluate(self, params: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
-                 batch_size: int) -> float:  # fmt: skip
+                 batch_size: int, *, tune: bool = True) -> float:  # fmt: skip
         """A candidate's score: top-1 or likelihood (%) of its pruned copy after BatchNorm
-        re-estimation (and ``tune_steps`` SGD steps first, if set)."""
+        re-estimation (and ``tune_steps`` SGD steps first, if set and ``tune``)."""
         return score(self.pruned(self.expand(params)), held_out, bn_data, batch_size,
-                     self.tune_steps, self.tune_lr, self.score)  # fmt: skip
+                     self.tune_steps if tune else 0, self.tune_lr, self.score)  # fmt: skip
 
     def fields(self, params: Mapping[str, float]) -> dict[str, Any]:
         """A candidate's search-result fields: ratios per group, channels, predicted cost
