@@ -225,13 +225,19 @@ def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
 
 
 class _QKV(nn.Module):
-    """Three Linears reading one input (attention's query, key and value), smoothed or not."""
+    """Three Linears reading one normalized input (attention's query, key and value)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(64)
         self.q, self.k, self.v = (nn.Linear(64, 64) for _ in range(3))
+        with torch.no_grad():  # a bias element under float16's smallest normal
+            self.q.bias[0] = 1e-6
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.1, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
         return self.q(x) * self.k(x) + self.v(x)
 
 
@@ -252,8 +258,9 @@ def test_a_dynamic_int8_file_quantizes_a_shared_input_once_and_halves_its_vector
     halves = [n for n in graph.node if n.op_type == "Constant"
               and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT16]  # fmt: skip
     halves += [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
-    # per Linear: its weight scales and bias (and one smoothing vector, stored once)
-    assert len(halves) == 3 * 2 + (1 if smooth else 0)
+    # per Linear: its weight scales and bias; the LayerNorm's weight and bias (and one
+    # smoothing vector, stored once)
+    assert len(halves) == 3 * 2 + 2 + (1 if smooth else 0)
     assert report.file_bytes < full.file_bytes
     kernels = ort_kernels(tmp_path / "qkv.onnx", level="extended")  # integer kernels still
     assert kernels["DynamicQuantizeMatMul"] + kernels["MatMulIntegerToFloat"] == 3

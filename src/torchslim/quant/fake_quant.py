@@ -78,10 +78,12 @@ def quantize_dequantize(
 FLOAT16_TINY, FLOAT16_MAX = 2.0**-14, 65504.0  # float16's smallest normal, its largest
 
 
-def float16_values(t: torch.Tensor, *, up: bool = False) -> torch.Tensor:
+def float16_values(t: torch.Tensor, *, up: bool = False, additive: bool = False) -> torch.Tensor:
     """``t`` (float32) rounded to values float16 holds exactly (``up``: never below ``t``),
     so that a file can store them in half the bytes without changing them; ``t`` as it is
     where a non-zero magnitude is outside float16's normal range (subnormals lose digits).
+    ``additive``: ``t`` is added, not multiplied (a bias), so magnitudes under float16's
+    smallest normal are rounded too (to its subnormals: an absolute error under 2^-25).
 
     Example:
         >>> float16_values(torch.tensor([0.1, 3.0])).tolist()  # 0.1 is not a float16 value
@@ -91,11 +93,14 @@ def float16_values(t: torch.Tensor, *, up: bool = False) -> torch.Tensor:
         >>> x = float16_values(torch.tensor([0.1, 3.0]), up=True)
         >>> bool((x >= torch.tensor([0.1, 3.0])).all()), x.half().float().equal(x)
         (True, True)
+        >>> b = float16_values(torch.tensor([0.1, 1e-6]), additive=True)
+        >>> b.half().float().equal(b), abs(b[1].item() - 1e-6) < 2**-25
+        (True, True)
     """
     mag = t.detach().abs()
     if not t.numel() or not torch.isfinite(t).all() or mag.max() > FLOAT16_MAX / 2:
         return t
-    if ((mag > 0) & (mag < FLOAT16_TINY)).any():
+    if not additive and ((mag > 0) & (mag < FLOAT16_TINY)).any():
         return t
     if not up:
         return t.half().float()

@@ -385,19 +385,29 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
     embeddings = quantize_embeddings(model, cfg, skip)
     for name in embeddings:
         _half_vectors(model.get_submodule(name))
+    for layer in model.modules():
+        if isinstance(layer, nn.LayerNorm):
+            _half_vectors(layer)
     model.quant_state = QuantState(cfg, names, sorted(skip), embeddings=embeddings)
     return model
 
 
 def _half_vectors(layer: nn.Module) -> None:
-    """A dynamic int8 layer's weight scales and bias as float16 values (float32 tensors), so
-    its ONNX file stores them in half the bytes unchanged (``export_onnx``): a relative
-    rounding of 2^-11, far below the int8 weight's own."""
-    layer.weight_fake_quant.half_scales = True
+    """A dynamic int8 layer's weight scales and bias (a LayerNorm's weight and bias) as
+    float16 values (float32 tensors), so its ONNX file stores them in half the bytes
+    unchanged (``export_onnx``): a relative rounding of 2^-11, far below the int8 weight's
+    own."""
+    if isinstance(layer, nn.LayerNorm):
+        weight = layer.weight
+        if isinstance(weight, torch.Tensor):
+            with torch.no_grad():
+                weight.copy_(float16_values(weight.float()).to(weight.dtype))
+    else:
+        layer.weight_fake_quant.half_scales = True
     bias = getattr(layer, "bias", None)
     if isinstance(bias, torch.Tensor):
         with torch.no_grad():
-            bias.copy_(float16_values(bias.float()).to(bias.dtype))
+            bias.copy_(float16_values(bias.float(), additive=True).to(bias.dtype))
 
 
 def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> list[str]:
