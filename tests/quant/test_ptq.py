@@ -460,6 +460,28 @@ def test_static_smoothquant_linears_reading_one_tensor_share_one_scaled_quantize
     assert ops.count("Mul") == 2 and ops.count("QuantizeLinear") == 1, ops  # q * k, the smoothing
 
 
+def test_smooth_layers_smooths_only_the_selected_linears() -> None:
+    from torchslim.quant.fake_quant import SmoothQuantize
+
+    model, x = _residual_mlp(), _outlier_inputs()
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    chosen = linears[-1]
+    static = ts.quantize(model, [x], {"smooth": 0.5, "smooth_layers": [chosen]},
+                         progress=False, report=False)  # fmt: skip
+    inputs = static.quant_state.layer_input
+    smoothed = [n for n in static.quant_state.layers
+                if isinstance(static.get_submodule(inputs[n]), SmoothQuantize)]  # fmt: skip
+    assert smoothed == [chosen]
+    dynamic = ts.quantize(model, [x], {"dynamic": True, "smooth": 0.5, "smooth_layers": [chosen]},
+                          progress=False, report=False)  # fmt: skip
+    assert [n for n in linears if "input_smooth" in dict(dynamic.get_submodule(n).named_buffers())
+            ] == [chosen]  # fmt: skip
+    with pytest.raises(ConfigError, match="smooth_layers: selector 'nope' matches no"):
+        ts.quantize(model, [x], {"smooth": 0.5, "smooth_layers": ["nope"]}, report=False)
+    with pytest.raises(ConfigError, match="smooth_layers: set smooth"):
+        ts.quantize(model, [x], {"smooth_layers": [chosen]}, report=False)
+
+
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()

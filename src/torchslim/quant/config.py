@@ -98,6 +98,10 @@ class QuantConfig:
     # outlier channels stop setting the per-tensor range; needs calib_data. Static: the
     # Linears reading one tensor (Q, K, V) share s and one scaled quantizer (a Mul, then Q/DQ)
     smooth: float = 0.0
+    # the Linears SmoothQuant smooths (torchslim.selection patterns; empty: every quantized
+    # Linear): in a BERT, its FFN's second Linear ("*.output.dense", reading GELU outputs
+    # whose outlier tokens set the range) needs it most, and each smoothed input costs a Mul
+    smooth_layers: tuple[str, ...] = ()
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
@@ -177,6 +181,9 @@ class QuantConfig:
             raise ConfigError(f"auto_skip: a number of layers >= 0, got {self.auto_skip}")
         if not 0.0 <= self.smooth <= 1.0:
             raise ConfigError(f"smooth: a migration strength in [0, 1], got {self.smooth}")
+        if self.smooth_layers and not self.smooth:
+            raise ConfigError("smooth_layers: set smooth (the migration strength, e.g. 0.75) "
+                              "too; without it nothing is smoothed")  # fmt: skip
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self._check_weight_only()

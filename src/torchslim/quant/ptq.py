@@ -63,6 +63,7 @@ from torchslim.quant.weight_only import (
     is_weight_only_target,
     to_weight_only,
 )
+from torchslim.selection import Selection
 from torchslim.train.tasks import Task, infer_task
 
 log = logging.getLogger("torchslim.quant")
@@ -133,6 +134,25 @@ def skipped_layers(model: nn.Module, cfg: QuantConfig) -> set[str]:
         what="quantizable layer (Conv1d/2d/3d, Linear)",
         field="skip",
     )
+
+
+def smoothed_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) -> list[str]:
+    """Those of the quantized ``linears`` that SmoothQuant smooths: the ones
+    ``cfg.smooth_layers`` selects (every one when it is empty; a pattern that selects none
+    is a :class:`ConfigError`), in model order.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))
+        >>> cfg = QuantConfig(smooth=0.5, smooth_layers=("2",))
+        >>> smoothed_layers(net, cfg, ["0", "2"])
+        ['2']
+    """
+    if not cfg.smooth_layers:
+        return list(linears)
+    wanted = set(linears)
+    return list(Selection(targets=cfg.smooth_layers).select(
+        model, candidates=lambda n, _: n in wanted, what="quantized Linear",
+        fields=("smooth_layers", "skip")))  # fmt: skip
 
 
 def _build_static(
@@ -367,7 +387,7 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
              if isinstance(m, nn.Linear) and is_quantizable(m) and n not in skip]  # fmt: skip
     if not names:
         raise ConfigError("ts.quantize(dynamic=True): the model has no nn.Linear to quantize")
-    amax = input_amax(model, names, batches) if cfg.smooth else {}
+    amax = input_amax(model, smoothed_layers(model, cfg, names), batches) if cfg.smooth else {}
     # Linears that read one input (Q, K, V) share one smoothing vector: their Muls are then
     # the same node, and so are their input quantizers (one in ONNX Runtime, as unsmoothed)
     groups = shared_input_groups(model, names, batches[0]) if amax else {}
@@ -630,7 +650,7 @@ def quantize(
         linears = [f"{name}.{n}" if name else n for name in parts
                    for n, m in float_model.get_submodule(name).named_modules()
                    if type(m) is nn.Linear]  # fmt: skip
-        linears = [n for n in linears if n not in skip]
+        linears = smoothed_layers(float_model, cfg, [n for n in linears if n not in skip])
         smoothing = Smoothing(
             amax=input_amax(float_model, linears, keep),
             groups=shared_input_groups(float_model, linears, keep[0]),
