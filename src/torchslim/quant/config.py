@@ -99,8 +99,7 @@ class QuantConfig:
     # Linears reading one tensor (Q, K, V) share s and one scaled quantizer (a Mul, then Q/DQ)
     smooth: float = 0.0
     # the Linears SmoothQuant smooths (torchslim.selection patterns; empty: every quantized
-    # Linear): in a BERT, its FFN's second Linear ("*.output.dense", reading GELU outputs
-    # whose outlier tokens set the range) needs it most, and each smoothed input costs a Mul
+    # Linear); each smoothed input costs a Mul at run time
     smooth_layers: tuple[str, ...] = ()
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
