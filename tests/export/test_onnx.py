@@ -267,6 +267,24 @@ def test_a_dynamic_int8_file_quantizes_a_shared_input_once_and_halves_its_vector
     assert kernels["MatMul"] + kernels["Gemm"] == 0
 
 
+def test_a_static_int8_file_stores_its_linear_vectors_as_float16(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net, x = _QKV().eval(), torch.randn(4, 10, 64)
+    q = ts.quantize(net, [x], {"smooth": 0.5}, progress=False, report=False)
+    report = ts.export_onnx(q, x, tmp_path / "qkv.onnx")
+    full = ts.export_onnx(q, x, tmp_path / "full.onnx", compact=False)
+    assert report.max_abs_error < 1e-3 and report.file_bytes < full.file_bytes
+    graph = onnx.load(str(tmp_path / "qkv.onnx")).graph
+    halves = [n for n in graph.node if n.op_type == "Constant"
+              and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT16]  # fmt: skip
+    halves += [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    # per Linear its weight scales and bias, the LayerNorm's two, the one smoothing vector
+    assert len(halves) == 3 * 2 + 2 + 1
+    kernels = ort_kernels(tmp_path / "qkv.onnx", level="extended")  # integer kernels still
+    assert kernels["MatMulIntegerToFloat"] + kernels["QLinearMatMul"] == 3, kernels
+    assert kernels["MatMul"] + kernels["Gemm"] == 0
+
+
 def test_dynamic_export_handles_token_inputs_and_missing_bias(tmp_path: Path) -> None:
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(32, 64, bias=False), nn.GELU(), nn.Linear(64, 8)).eval()

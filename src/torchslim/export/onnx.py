@@ -174,8 +174,8 @@ def export_onnx(
             int8 = count_int8_weights(proto.graph)
             if any(n.op_type == "DynamicQuantizeLinear" for n in proto.graph.node):
                 share_dynamic_quantizers(proto.graph)
-                if compact:
-                    half_float_vectors(proto.graph)
+            if compact:
+                half_float_vectors(proto.graph)
             if int4 and opset < INT4_OPSET:  # DequantizeLinear takes INT4 from opset 21 on
                 proto = onnx.version_converter.convert_version(proto, INT4_OPSET)
         if compact and not _has_subgraphs(proto.graph):  # If/Loop bodies read outer names
@@ -778,11 +778,16 @@ def share_dynamic_quantizers(graph: onnx.GraphProto) -> int:
     return len(rename) // 3
 
 
+# the ops whose float vector inputs half_float_vectors stores as float16 (a DequantizeLinear's
+# float input is its scale: the data is integer)
+_HALF_READERS = {"Mul", "Add", "LayerNormalization", "DequantizeLinear"}
+
+
 def half_float_vectors(graph: onnx.GraphProto, *, min_size: int = 16) -> int:
     """Store float32 vectors (constants or initializers of at least ``min_size`` elements)
-    that only ``Mul``, ``Add`` and ``LayerNormalization`` nodes read and whose values float16
-    holds exactly (a dynamic int8 model's biases, weight and smoothing scales and LayerNorm
-    parameters: ``ts.quantize`` makes them so)
+    that only ``Mul``, ``Add``, ``LayerNormalization`` and ``DequantizeLinear`` nodes read and
+    whose values float16 holds exactly (an int8 model's biases, weight and smoothing scales
+    and LayerNorm parameters: ``ts.quantize`` makes them so)
     as float16, cast back to float32 in the graph: the same values in half the bytes (a
     MiniLM's 0.17 MB of them take 0.09 MB); ONNX Runtime folds the ``Cast`` once at session
     start, so the kernels see float32. Returns how many vectors were converted.
@@ -803,7 +808,7 @@ def half_float_vectors(graph: onnx.GraphProto, *, min_size: int = 16) -> int:
     def wanted(tensor: onnx.TensorProto, name: str) -> bool:
         if (tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) != 1
                 or tensor.dims[0] < min_size or name in outputs or not readers[name]
-                or not readers[name] <= {"Mul", "Add", "LayerNormalization"}):  # fmt: skip
+                or not readers[name] <= _HALF_READERS):  # fmt: skip
             return False
         array = numpy_helper.to_array(tensor)
         return bool(np.array_equal(array.astype(np.float16).astype(np.float32), array))

@@ -55,7 +55,7 @@ from torchslim.quant.placement import (
 )
 from torchslim.quant.qmodules import is_quantizable, to_quantized
 from torchslim.quant.report import QuantReport, layer_report
-from torchslim.quant.smooth import smooth_linear, smoothing_factors
+from torchslim.quant.smooth import half_inverse, smooth_linear, smoothing_factors
 from torchslim.quant.weight_only import (
     WeightOnlyQuantize,
     as_linear,
@@ -226,6 +226,9 @@ def _build_static(
             model = gm
     check_layer_bits(cfg, state.layers)
     state.embeddings = quantize_embeddings(model, cfg, skip)
+    # Linears only: a convolution's int32 bias must stay on the grid its scales make
+    linears = [n for n in state.layers if isinstance(model.get_submodule(n), nn.Linear)]
+    _half_model_vectors(model, [*linears, *state.embeddings])
     model.quant_state = state
     return model
 
@@ -260,8 +263,8 @@ def _smooth_inputs(
             members = [model.get_submodule(k) for k in key]
             seen = torch.stack([amax[name] for name in key]).amax(0)
             bits = cfg.input_bits(None, None, None, list(key))
-            s = smoothing_factors(members, seen, cfg.smooth)
-            smoothers[key] = SmoothQuantize(cfg.act_spec(bits), 1.0 / s)
+            inverse = half_inverse(members, smoothing_factors(members, seen, cfg.smooth))
+            smoothers[key] = SmoothQuantize(cfg.act_spec(bits), inverse)
         quantizer = f"smooth_quant_{src.name}"
         gm.add_submodule(quantizer, smoothers[key])
         with gm.graph.inserting_after(src):
@@ -399,24 +402,26 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
         group = groups.get(name, (name,))
         if name == group[0]:
             smooth_linear([model.get_submodule(n) for n in group], amax[name], cfg.smooth)
-    for name in names:
-        _half_vectors(model.get_submodule(name))
     check_layer_bits(cfg, names)
     embeddings = quantize_embeddings(model, cfg, skip)
-    for name in embeddings:
-        _half_vectors(model.get_submodule(name))
-    for layer in model.modules():
-        if isinstance(layer, nn.LayerNorm):
-            _half_vectors(layer)
+    _half_model_vectors(model, [*names, *embeddings])
     model.quant_state = QuantState(cfg, names, sorted(skip), embeddings=embeddings)
     return model
 
 
+def _half_model_vectors(model: nn.Module, layers: Sequence[str]) -> None:
+    """:func:`_half_vectors` of the quantized ``layers`` and of every LayerNorm."""
+    for name in layers:
+        _half_vectors(model.get_submodule(name))
+    for layer in model.modules():
+        if isinstance(layer, nn.LayerNorm):
+            _half_vectors(layer)
+
+
 def _half_vectors(layer: nn.Module) -> None:
-    """A dynamic int8 layer's weight scales and bias (a LayerNorm's weight and bias) as
-    float16 values (float32 tensors), so its ONNX file stores them in half the bytes
-    unchanged (``export_onnx``): a relative rounding of 2^-11, far below the int8 weight's
-    own."""
+    """An int8 layer's weight scales and bias (a LayerNorm's weight and bias) as float16
+    values (float32 tensors), so its ONNX file stores them in half the bytes unchanged
+    (``export_onnx``): a relative rounding of 2^-11, far below the int8 weight's own."""
     if isinstance(layer, nn.LayerNorm):
         weight = layer.weight
         if isinstance(weight, torch.Tensor):

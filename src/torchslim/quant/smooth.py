@@ -53,10 +53,29 @@ def smooth_linear(layers: nn.Linear | Sequence[nn.Linear], input_amax: torch.Ten
         True
     """
     layers = [layers] if isinstance(layers, nn.Linear) else list(layers)
-    s = smoothing_factors(layers, input_amax, alpha)  # the weights' columns times s
-    inverse = float16_values((1.0 / s).float())
-    with torch.no_grad():
-        for layer in layers:  # the columns times 1 / inverse instead
-            layer.weight.mul_((1.0 / (inverse * s)).to(layer.weight.dtype))
-            layer.register_buffer("input_smooth", inverse.to(layer.weight.dtype))
+    inverse = half_inverse(layers, smoothing_factors(layers, input_amax, alpha))
+    for layer in layers:
+        layer.register_buffer("input_smooth", inverse.to(layer.weight.dtype))
     return 1.0 / inverse
+
+
+@torch.no_grad()
+def half_inverse(layers: Sequence[nn.Linear], s: torch.Tensor) -> torch.Tensor:
+    """The input's multiplier ``1 / s`` of Linears smoothed by ``s`` (their weight columns
+    hold ``s``), as float16 values (a file stores it in half the bytes): the columns are
+    corrected to hold ``1 / inverse`` instead, so the product is unchanged. Returns it.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> x = torch.tensor([[1.0, 50.0, -0.5]])
+        >>> before = layer(x)
+        >>> inverse = half_inverse([layer], smoothing_factors([layer], x.abs().amax(0), 0.5))
+        >>> torch.allclose(layer(x * inverse), before, atol=1e-5)
+        True
+        >>> inverse.half().float().equal(inverse)
+        True
+    """
+    inverse = float16_values((1.0 / s).float())
+    for layer in layers:  # the columns times 1 / inverse instead of s
+        layer.weight.mul_((1.0 / (inverse * s)).to(layer.weight.dtype))
+    return inverse
