@@ -341,15 +341,24 @@ def render_table(
             cells.append(", ".join(f"[{i}]" for i in sorted(ids)))
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
 
+    # the machine and source every run shares (and the page's usual ones) are said once
+    shared = [
+        None if len({p[k] for p in provs}) > 1 or provs[0][k] == defaults[k - 1] else provs[0][k]
+        for k in (1, 2)
+    ]
+    usual = (shared[0] or defaults[0], shared[1] or defaults[1]) if several else defaults
+
     def shown(run: tuple[str, str, str]) -> str:
         command, machine, source = run
         when = sorted(set(dates[run]))
         date = when[0] + (f" (+{len(when) - 1} more)" if len(when) > 1 else "")
-        parts = [command] + ([machine] if machine != defaults[0] else []) + [date]
-        return " · ".join(parts + ([source] if source != defaults[1] else []))
+        parts = [command] + ([machine] if machine != usual[0] else []) + [date]
+        return " · ".join(parts + ([source] if source != usual[1] else []))
 
     if several:
-        runs = ["Runs:"] + [f"- [{i}] " + shown(p) for i, p in enumerate(provs, 1)]
+        common = "; ".join(x for x in shared if x)
+        runs = [f"Runs{f' ({common})' if common else ''}:"]
+        runs += [f"- [{i}] " + shown(p) for i, p in enumerate(provs, 1)]
     else:
         runs = ["Run: " + shown(provs[0])]
     return "\n".join(lines), "\n".join(runs)

@@ -184,3 +184,16 @@ def test_re_runs_of_one_command_are_one_run_dated_from_the_first() -> None:
     assert "| a | 90.00% | [1] |" in body and "| b | 91.00% | [1] |" in body
     assert "| c | 92.00% | [2] |" in body
     assert runs.count("\n- [") == 2 and "2026-12-06 10:00 (+1 more)" in runs
+
+
+def test_the_machine_every_run_shares_is_said_once() -> None:
+    a = _record("a", "top-1", 90.0, "%", 2, command="python one.py")
+    b = _record("b", "top-1", 91.0, "%", 2, command="python two.py")
+    _, runs = render.render_table([a, b])
+    head, *lines = runs.splitlines()
+    assert head.startswith("Runs (test box") and len(lines) == 2
+    assert not any("test box" in line for line in lines)
+    other = {"label": "other box", "cpu": "a CPU", "flags": "avx2", "threads": 2}
+    c = _record("c", "top-1", 92.0, "%", 2, command="python three.py", machine=other)
+    head, *lines = render.render_table([a, c])[1].splitlines()
+    assert "box" not in head and "test box" in lines[0] and "other box" in lines[1]
