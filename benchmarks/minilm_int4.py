@@ -19,6 +19,8 @@ Files compared, all from the same pretrained weights, for each block size of ``-
   batches of 32 sentences, the first of the corpus (which the fidelity corpus holds too, as in
   ``minilm_quant.py``); every Linear in forward order, each on the outputs of the ones already
   quantized;
+* ``torchslim GPTQ act-order int4 gG``: GPTQ with ``"act_order": True`` (each Linear's input
+  channels quantized most active first), ``--rows gptq-ao``;
 * ``torchslim GPTQ int4 gG, value+FFN-up int8``: GPTQ with ``layer_bits`` 8 for the
   attention values and the FFN's first Linear (the two kinds whose int4 rounding alone costs
   the most cosine; 41% of the Linear weights), int4 elsewhere (``--rows mixed``);
@@ -91,7 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--groups", default="32,128", help="block sizes (group_size)")
     parser.add_argument(
-        "--rows", default="rtn,gptq,mixed,ort", help="which int4 files: rtn, gptq, mixed, ort"
+        "--rows",
+        default="rtn,gptq,mixed,ort",
+        help="which int4 files: rtn, gptq, gptq-ao, mixed, ort",
     )
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,32")
@@ -140,6 +144,8 @@ def main() -> None:
             for key, label, cfg, data in (
                 ("rtn", f"torchslim RTN int4 g{g}", base, None),
                 ("gptq", f"torchslim GPTQ int4 g{g}", gptq, calib),
+                ("gptq-ao", f"torchslim GPTQ act-order int4 g{g}", {**gptq, "act_order": True},
+                 calib),
                 ("mixed", f"torchslim GPTQ int4 g{g}, value+FFN-up int8",
                  {**gptq, "layer_bits": MIXED}, calib),
             ):  # fmt: skip

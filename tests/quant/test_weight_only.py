@@ -200,6 +200,29 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs() -> None:
     assert errors["gptq"] < 0.5 * errors["rtn"], errors
 
 
+def test_act_order_helps_where_a_few_correlated_channels_dominate(tmp_path) -> None:
+    torch.manual_seed(0)
+    mix, scale = torch.randn(32, 128), torch.ones(128)
+    scale[torch.randperm(128)[:6]] = 10.0  # a few outlier input channels
+
+    def batch() -> torch.Tensor:
+        return (torch.randn(256, 32) @ mix + 0.3 * torch.randn(256, 128)) * scale
+
+    net = nn.Sequential(nn.Linear(128, 64)).eval()
+    calib, test = [batch() for _ in range(16)], batch()
+    errors, models = {}, {}
+    for order in (False, True):
+        cfg = {**WEIGHT_ONLY, "algorithm": "gptq", "act_order": order, "accuracy_level": 1}
+        models[order] = ts.quantize(net, calib, cfg, progress=False, report=False)
+        with torch.no_grad():
+            errors[order] = float((models[order](test) - net(test)).pow(2).mean())
+    assert errors[True] < errors[False], errors
+    # its groups are contiguous as ever: MatMulNBits runs it as the PyTorch model does
+    report = ts.export_onnx(models[True], test, tmp_path / "ordered.onnx")
+    assert _ops(str(tmp_path / "ordered.onnx")).count("MatMulNBits") == 1
+    assert report.max_abs_error < 1e-3 * float(net(test).abs().max())
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -212,6 +235,7 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs() -> None:
         ({**WEIGHT_ONLY, "accuracy_level": 2}, "accuracy_level: 0 or 1"),
         ({"group_size": 32}, r"group_size=32: apply to weight-only quantization; set weight_only"),
         ({"algorithm": "gptq"}, "algorithm='gptq': apply to weight-only"),
+        ({**WEIGHT_ONLY, "act_order": True}, "act_order: orders GPTQ's columns"),
     ],
 )
 def test_config_errors(config: dict, message: str) -> None:

@@ -117,6 +117,10 @@ class QuantConfig:
     weight_only: bool = False
     group_size: int = 128  # weight_only: input channels per scale (a power of two, >= 16)
     algorithm: WeightOnlyAlgorithm = WeightOnlyAlgorithm.RTN  # weight_only: rtn or gptq
+    # gptq: quantize the input channels in descending order of their Hessian diagonal (the
+    # most active first, while the most columns remain to take their error); the groups stay
+    # contiguous runs of channels with scales from the unquantized weights
+    act_order: bool = False
     # weight_only: MatMulNBits compute; 4: the input is rounded to int8 per group and the
     # products summed in int32 (fast on CPU; the PyTorch model rounds the same), 0 or 1: float
     accuracy_level: int = 4
@@ -205,10 +209,14 @@ class QuantConfig:
             ]
             if self.algorithm is not WeightOnlyAlgorithm.RTN:
                 changed.append(f"algorithm={self.algorithm.value!r}")
+            if self.act_order:
+                changed.append("act_order=True")
             if changed:
                 raise ConfigError(f"{', '.join(changed)}: apply to weight-only quantization; "
                                   "set weight_only=True")  # fmt: skip
             return
+        if self.act_order and self.algorithm is not WeightOnlyAlgorithm.GPTQ:
+            raise ConfigError("act_order: orders GPTQ's columns; set algorithm='gptq'")
         if self.dynamic:
             raise ConfigError(
                 "weight_only and dynamic: choose one (weight_only keeps the "

@@ -505,7 +505,7 @@ def _quantize_weight_only(float_model: nn.Module, calib_data: Iterable[Any] | No
     if gptq:
         gptq_layers(model, names, bits, batches, group_size=cfg.group_size,
                     accuracy_level=cfg.accuracy_level, run=calib_forward,
-                    progress=progress)  # fmt: skip
+                    progress=progress, act_order=cfg.act_order)  # fmt: skip
     else:
         for name in names:
             layer = model.get_submodule(name)

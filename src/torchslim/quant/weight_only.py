@@ -280,16 +280,19 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, *,
-                  damp: float = 0.01,
-                  block: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def gptq_quantize(
+    weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, *,
+    damp: float = 0.01, block: int = 128, act_order: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """GPTQ (Frantar et al., 2022) of ``weight [N, K]`` with the input Hessian ``H [K, K]``:
     the columns are quantized in order, and each one's rounding error, weighted by the upper
     Cholesky factor of ``H^-1``, is pushed onto the columns not yet quantized. A group's scale
     and zero point are computed from its (already updated) weights when its first column is
     reached. ``damp`` adds that fraction of ``H``'s mean diagonal to it; inputs that are always
-    zero get their weights zeroed. Returns ``(codes [N, K], scale, zero)``, as
-    :func:`quantize_groups` and :func:`group_qparams` do.
+    zero get their weights zeroed. ``act_order`` quantizes the columns in descending order of
+    ``H``'s diagonal instead, each group's scale and zero point computed beforehand from the
+    unquantized weights (the groups stay contiguous, as ``MatMulNBits`` needs). Returns
+    ``(codes [N, K], scale, zero)``, as :func:`quantize_groups` and :func:`group_qparams` do.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -302,6 +305,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
         >>> gptq = dequantize_groups(codes, scale, zero, 32)
         >>> bool((x @ (gptq - w).t()).norm() < (x @ (rtn - w).t()).norm())
         True
+        >>> ordered = dequantize_groups(*gptq_quantize(w, h, 4, 32, act_order=True), 32)
+        >>> bool((x @ (ordered - w).t()).norm() < (x @ (rtn - w).t()).norm())
+        True
     """
     w = weight.detach().to(torch.float32).clone()
     n, k = w.shape
@@ -309,11 +315,17 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    upper = _inverse_cholesky(h, damp).to(torch.float32)
     groups = math.ceil(k / group_size)
     codes = torch.zeros(n, k, dtype=torch.uint8)
     scale = torch.ones(n, groups)
     zero = torch.zeros(n, groups, dtype=torch.uint8)
+    order = torch.arange(k)
+    if act_order:  # the groups' qparams now, from the weights as they are
+        fixed = group_qparams(w, bits, group_size)
+        scale[:], zero[:] = fixed
+        order = torch.argsort(torch.diag(h), descending=True, stable=True)
+        w, h = w[:, order], h[order][:, order]
+    upper = _inverse_cholesky(h, damp).to(torch.float32)
     block = max(block // group_size, 1) * group_size  # whole groups in every block
     s = z = None
     for i1 in range(0, k, block):
@@ -322,8 +334,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
         errors = torch.zeros_like(w1)
         u1 = upper[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col = i1 + i
-            if col % group_size == 0:
+            col = int(order[i1 + i])  # the column's place in the weight
+            if act_order:
+                g = col // group_size
+                s, z = scale[:, g : g + 1], zero[:, g : g + 1]
+            elif col % group_size == 0:
                 s, z = group_qparams(w1[:, i : i + group_size], bits, group_size)
                 scale[:, col // group_size], zero[:, col // group_size] = s[:, 0], z[:, 0]
             column = w1[:, i : i + 1]
@@ -345,7 +360,7 @@ Run = Callable[[nn.Module, tuple[Any, ...], int], Any]  # (model, inputs, batch 
 
 def gptq_layers(model: nn.Module, names: Sequence[str], bits: Mapping[str, int],
                 batches: Sequence[tuple[Any, ...]], *, group_size: int, accuracy_level: int,
-                run: Run, progress: bool = True) -> None:  # fmt: skip
+                run: Run, progress: bool = True, act_order: bool = False) -> None:  # fmt: skip
     """GPTQ of the ``nn.Linear`` layers ``names`` of ``model`` (made :class:`WeightOnlyLinear`
     in place), one after another in the order the forward runs them: each layer's Hessian is
     measured on its inputs in the model whose earlier layers are quantized already (so it
@@ -371,7 +386,8 @@ def gptq_layers(model: nn.Module, names: Sequence[str], bits: Mapping[str, int],
                     wq = WeightOnlyQuantize.round_to_nearest(layer.weight, **options)
                 else:
                     try:
-                        grid = gptq_quantize(layer.weight.cpu(), hessian, bits[name], group_size)
+                        grid = gptq_quantize(layer.weight.cpu(), hessian, bits[name],
+                                             group_size, act_order=act_order)  # fmt: skip
                     except ValueError as exc:
                         raise ConfigError(f"gptq: layer {name!r}: {exc}") from exc
                     wq = WeightOnlyQuantize(*grid, **options, algorithm="gptq")
