@@ -96,11 +96,13 @@ QUANT_HELP: dict[str, str] = {
     "embedding_bits": "bits of the nn.Embedding tables (0: float)",
     "embedding_scales": "int8 embedding scales per row (token) or per column (channel)",
     "smooth": "SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
+    "smooth_layers": "the Linears SmoothQuant smooths: names/globs/types (default: all)",
     "act_placement": "static: int8 activations at every layer input and output (all), at "
     "layer inputs only (inputs: transformers), or auto (inputs when no conv is quantized)",
     "weight_only": "weights only, int4/int8 per group, activations float (ONNX MatMulNBits)",
     "group_size": "weight_only: input channels per scale (a power of two >= 16)",
     "algorithm": "weight_only: rtn (round to nearest) or gptq (needs calibration data)",
+    "act_order": "gptq: quantize the most active input channels first",
     "accuracy_level": "weight_only: MatMulNBits compute (4: int8 inputs per group; 0: float)",
     "reduce_range": "7-bit weights for CPUs without VNNI (default: detected)",
     "first_layer_bits": "weight bits of the first quantized layer (default: weight_bits)",
