@@ -460,6 +460,17 @@ def test_static_smoothquant_linears_reading_one_tensor_share_one_scaled_quantize
     assert ops.count("Mul") == 2 and ops.count("QuantizeLinear") == 1, ops  # q * k, the smoothing
 
 
+class _QKV(nn.Module):
+    """Three Linears reading one input, as an attention block's query, key and value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(x) * self.k(x) + self.v(x)
+
+
 def test_smooth_layers_smooths_only_the_selected_linears() -> None:
     from torchslim.quant.fake_quant import SmoothQuantize
 
@@ -476,6 +487,10 @@ def test_smooth_layers_smooths_only_the_selected_linears() -> None:
                           progress=False, report=False)  # fmt: skip
     assert [n for n in linears if "input_smooth" in dict(dynamic.get_submodule(n).named_buffers())
             ] == [chosen]  # fmt: skip
+    q = ts.quantize(_QKV().eval(), [torch.randn(16, 8)], {"dynamic": True, "smooth": 0.5,
+                    "smooth_layers": ["k"]}, progress=False, report=False)  # fmt: skip
+    # k alone of the three readers of one input: it alone is smoothed
+    assert [k for k in "qkv" if "input_smooth" in dict(getattr(q, k).named_buffers())] == ["k"]
     with pytest.raises(ConfigError, match="smooth_layers: selector 'nope' matches no"):
         ts.quantize(model, [x], {"smooth": 0.5, "smooth_layers": ["nope"]}, report=False)
     with pytest.raises(ConfigError, match="smooth_layers: set smooth"):

@@ -393,7 +393,7 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
     amax = input_amax(model, smoothed_layers(model, cfg, names), batches) if cfg.smooth else {}
     # Linears that read one input (Q, K, V) share one smoothing vector: their Muls are then
     # the same node, and so are their input quantizers (one in ONNX Runtime, as unsmoothed)
-    groups = shared_input_groups(model, names, batches[0]) if amax else {}
+    groups = shared_input_groups(model, list(amax), batches[0]) if amax else {}
     for i, name in enumerate(names):
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
