@@ -28,6 +28,7 @@ it); where the same (table, row, metric) was recorded more than once, the last l
 from __future__ import annotations
 
 import argparse
+import collections
 import difflib
 import json
 import operator
@@ -341,12 +342,17 @@ def render_table(
             cells.append(", ".join(f"[{i}]" for i in sorted(ids)))
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
 
-    # the machine and source every run shares (and the page's usual ones) are said once
-    shared = [
-        None if len({p[k] for p in provs}) > 1 or provs[0][k] == defaults[k - 1] else provs[0][k]
-        for k in (1, 2)
-    ]
-    usual = (shared[0] or defaults[0], shared[1] or defaults[1]) if several else defaults
+    # the machine and the source most runs share (unless the page's usual ones) are said once
+    # above the list; a run on another names its own
+    def majority(k: int) -> tuple[str | None, str]:
+        counts = collections.Counter(p[k] for p in provs)
+        value, n = counts.most_common(1)[0]
+        if not several or n <= len(provs) / 2 or value == defaults[k - 1]:
+            return None, ""
+        return value, value + (" unless given" if len(counts) > 1 else "")
+
+    (machine, machine_text), (source, source_text) = majority(1), majority(2)
+    usual = (machine or defaults[0], source or defaults[1])
 
     def shown(run: tuple[str, str, str]) -> str:
         command, machine, source = run
@@ -356,7 +362,7 @@ def render_table(
         return " · ".join(parts + ([source] if source != usual[1] else []))
 
     if several:
-        common = "; ".join(x for x in shared if x)
+        common = "; ".join(x for x in (machine_text, source_text) if x)
         runs = [f"Runs{f' ({common})' if common else ''}:"]
         runs += [f"- [{i}] " + shown(p) for i, p in enumerate(provs, 1)]
     else:

@@ -197,3 +197,6 @@ def test_the_machine_every_run_shares_is_said_once() -> None:
     c = _record("c", "top-1", 92.0, "%", 2, command="python three.py", machine=other)
     head, *lines = render.render_table([a, c])[1].splitlines()
     assert "box" not in head and "test box" in lines[0] and "other box" in lines[1]
+    head, *lines = render.render_table([a, b, c])[1].splitlines()  # two of three on one box
+    assert "(test box, 2 threads unless given" in head and "other box" in lines[2]
+    assert not any("test box" in line for line in lines)
