@@ -422,17 +422,15 @@ def _half_vectors(layer: nn.Module) -> None:
     """An int8 layer's weight scales and bias (a LayerNorm's weight and bias) as float16
     values (float32 tensors), so its ONNX file stores them in half the bytes unchanged
     (``export_onnx``): a relative rounding of 2^-11, far below the int8 weight's own."""
-    if isinstance(layer, nn.LayerNorm):
-        weight = layer.weight
-        if isinstance(weight, torch.Tensor):
+    norm = isinstance(layer, nn.LayerNorm)
+    if not norm:
+        layer.weight_fake_quant.half_scales = True  # the int8 weight itself stays as it is
+    for name in ("weight", "bias") if norm else ("bias",):
+        tensor = getattr(layer, name, None)
+        if isinstance(tensor, torch.Tensor):
             with torch.no_grad():
-                weight.copy_(float16_values(weight.float()).to(weight.dtype))
-    else:
-        layer.weight_fake_quant.half_scales = True
-    bias = getattr(layer, "bias", None)
-    if isinstance(bias, torch.Tensor):
-        with torch.no_grad():
-            bias.copy_(float16_values(bias.float(), additive=True).to(bias.dtype))
+                rounded = float16_values(tensor.float(), additive=name == "bias")
+                tensor.copy_(rounded.to(tensor.dtype))
 
 
 def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> list[str]:
