@@ -66,6 +66,43 @@ def test_every_candidate_evaluated_meets_the_budget(strategy: str) -> None:
     assert res.front and res.front[0].value == res.score
 
 
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
+def test_sampled_candidates_are_filled_to_the_edge_of_the_budget(strategy: str) -> None:
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "round_to": 1, "trials": 8, "strategy": strategy}
+
+    space = PruneSpace(net, x, round_to=1)
+    choices = space.variables(SearchConfig(**cfg))
+
+    def proposed(fill: bool) -> list:
+        res = ts.search(net, x, {**cfg, "fill": fill}, data=data, progress=False)
+        done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+        assert len(done) == 8 and all(t.user_attrs["macs_ratio"] <= 0.5 + 1e-9 for t in done)
+        return done[1:]  # after the enqueued start
+
+    for t in proposed(True):  # every proposal spends the budget: no ratio can step down
+        assert t.user_attrs["macs_ratio"] > 0.4
+        for n, r in t.params.items():
+            i = choices[n].index(r)
+            assert i == 0 or space.macs_ratio({**t.params, n: choices[n][i - 1]}) > 0.5
+    # drawn from the whole space, some are far under it
+    assert min(t.user_attrs["macs_ratio"] for t in proposed(False)) < 0.4
+    space = BitSpace(net, x, data, choices=(4, 8), batch_size=32, calib_batches=1)
+    budget = (
+        space.bytes_ratio(dict.fromkeys(space.names, 4))
+        + space.bytes_ratio(dict.fromkeys(space.names, 8))
+    ) / 2
+    bits_cfg = {**CONFIG, "macs": None, "space": "bits", "bytes": budget, "trials": 4,
+                "calib_batches": 1, "strategy": strategy}  # fmt: skip
+    res = ts.search(net, x, bits_cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"][1:]
+    assert done
+    for t in done:  # in budget, and no 4-bit layer could take 8 bits
+        assert space.bytes_ratio(t.params) <= budget + 1e-9
+        for n, b in t.params.items():
+            assert b == 8 or space.bytes_ratio({**t.params, n: 8}) > budget
+
+
 def test_the_first_candidate_is_the_uniform_ratio_that_meets_the_budget() -> None:
     net, x, data = model_and_data()
     space = PruneSpace(net, x)

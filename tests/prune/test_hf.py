@@ -71,6 +71,25 @@ def test_bert_prunes_heads_and_ffn_from_keyword_inputs() -> None:
     assert (ffn.channels_before, ffn.channels_after) == (96, 48)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BERT's mask check reads values
+def test_global_ratio_counts_a_head_as_the_channels_it_spans() -> None:
+    bert = tiny_bert()
+    with torch.no_grad():  # heads 0-2 of every layer do nothing: the first units to go
+        for layer in bert.encoder.layer:
+            for lin in (layer.attention.self.query, layer.attention.self.key,
+                        layer.attention.self.value):  # fmt: skip
+                lin.weight[:24] = 0
+                lin.bias[:24] = 0
+            layer.attention.output.dense.weight[:, :24] = 0
+    ts.prune(bert, tokens(), {"ratio": 0.25, "mode": "global", "round_to": 1})
+    heads = [layer.attention.self.num_attention_heads for layer in bert.encoder.layer]
+    ffn = [layer.intermediate.dense.out_features for layer in bert.encoder.layer]
+    assert heads == [3, 3]
+    # a quarter of 2 x (6 heads x 8 + 96) channels is 72: the idle heads' 48, then 24 FFN
+    # channels (counting a head as one unit would take 45)
+    assert 2 * 96 - sum(ffn) == 24
+
+
 def test_pruning_leaves_a_shared_config_alone() -> None:
     cfg = tiny_bert().config
     first, second = transformers.BertModel(cfg), transformers.BertModel(cfg)

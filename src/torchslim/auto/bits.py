@@ -138,6 +138,11 @@ class BitSpace:
         acts = dict.fromkeys((ACT + n for n in self.names), self.act_choices)
         return {**dict.fromkeys(self.names, self.choices), **(acts if self.act_choices else {})}
 
+    def by_size(self, cfg: SearchConfig) -> dict[str, list[int]]:
+        """Each layer's weight bits from the most to the fewest (activation bits cost no
+        bytes: not listed, so filling a candidate to the budget leaves them as they are)."""
+        return dict.fromkeys(self.names, self.choices[::-1])
+
     def start(self, cfg: SearchConfig) -> dict[str, int]:
         """The first candidate: for every layer, the most weight bits that fit the budget
         (and the most activation bits)."""

@@ -237,6 +237,10 @@ class SearchConfig:
     grace_seconds: int = 30
     workers: int = 1
     sa: AnnealingConfig = field(default_factory=AnnealingConfig)
+    # move each proposed candidate onto the edge of the budget, keeping its proportions
+    # (torchslim.auto.samplers.fill_to_budget); None: on for tpe, random and nsga2, which draw
+    # from the whole space, off for sa, whose walk moves a step at a time
+    fill: bool | None = None
     # bits space: the rest of post-training quantization (activation bits, calibration...)
     quant: QuantConfig = field(default_factory=QuantConfig)
 
@@ -288,6 +292,16 @@ class SearchConfig:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.bn_images < 1 or self.eval_images < 1:
             raise ConfigError("bn_images and eval_images must be >= 1")
+
+    @property
+    def fills(self) -> bool:
+        """Whether proposed candidates are moved onto the budget's edge (``fill``, resolved).
+
+        Example:
+            >>> SearchConfig(strategy="tpe").fills, SearchConfig(strategy="sa").fills
+            (True, False)
+        """
+        return self.fill if self.fill is not None else self.strategy is not Strategy.SA
 
     def fraction(self, name: str, total: float) -> float | None:
         """Budget ``name`` as a fraction of ``total`` (the unpruned / float model's MACs,

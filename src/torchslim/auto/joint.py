@@ -74,6 +74,12 @@ class JointSpace:
         ratios = {RATIO + n: v for n, v in self.prune.variables(cfg).items()}
         return {**ratios, **{BITS + n: v for n, v in self.bits.variables(cfg).items()}}
 
+    def by_size(self, cfg: SearchConfig) -> dict[str, list[Any]]:
+        """Each variable's choices from the largest model to the smallest: the pruning
+        space's ratios, then the bits space's weight bits."""
+        ratios = {RATIO + n: v for n, v in self.prune.by_size(cfg).items()}
+        return {**ratios, **{BITS + n: v for n, v in self.bits.by_size(cfg).items()}}
+
     def start(self, cfg: SearchConfig) -> dict[str, Any]:
         """The first candidate: the pruning space's first ratios, then the most bits for
         every layer that fit the bytes budget with them (the fewest if none do)."""

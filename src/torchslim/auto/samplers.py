@@ -112,10 +112,12 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
                 choices = list(dist.choices)
                 i = choices.index(params[name]) + rng.randint(-step, step)
                 params[name] = choices[min(max(i, 0), len(choices) - 1)]
-            if self.constraint is None or self.constraint(params):
-                if _key(params) not in tried:
+            # a set look-up first: the constraint may predict a latency
+            new = _key(params) not in tried
+            if (new or fallback is None) and (self.constraint is None or self.constraint(params)):
+                if new:
                     return params
-                fallback = fallback or params
+                fallback = params
         return fallback or dict(state.params)  # no new feasible neighbour: a repeat
 
     def sample_independent(
@@ -128,22 +130,170 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
 
+def fill_to_budget(
+    params: Mapping[str, Any],
+    order: Mapping[str, Sequence[Any]],
+    meets: Callable[[Params], bool],
+    steps: int = 12,
+) -> Params:
+    """``params`` moved onto the edge of the budget: every variable named in ``order`` (its
+    choices from the largest model to the smallest) moves from its choice by one common
+    fraction ``t`` of the way to its first choice (a candidate that meets the budget: the
+    largest ``t`` that still does, found by bisection in ``steps`` halvings) or to its last (one
+    that does not: the smallest ``t`` that does); then the variables in turn take a step
+    more toward the larger model while the budget still allows one. The candidate keeps its shape
+    (which layers it prunes more) and spends what the budget allows; one that no ``t`` brings
+    into the budget comes back unchanged.
+
+    Example:
+        >>> order = {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 4]}
+        >>> def meets(p):  # a budget: at least 5 steps of compression in all
+        ...     return p["a"] + p["b"] >= 5
+        >>> fill_to_budget({"a": 4, "b": 4}, order, meets)  # under budget: grows
+        {'a': 2, 'b': 3}
+        >>> fill_to_budget({"a": 0, "b": 2}, order, meets)  # over budget: shrinks
+        {'a': 2, 'b': 3}
+    """
+    index = {n: list(choices).index(params[n]) for n, choices in order.items() if n in params}
+    fits = meets(dict(params))
+
+    def at(t: float) -> Params:
+        out = dict(params)
+        for n, i in index.items():
+            end = 0 if fits else len(order[n]) - 1
+            out[n] = order[n][math.floor(i + t * (end - i) + 0.5)]
+        return out
+
+    if meets(at(1.0)) == fits:  # all the way still fits, or even the smallest model does not
+        return at(1.0) if fits else dict(params)
+    lo, hi = 0.0, 1.0  # fits: at(lo) meets, at(hi) does not; else the other way round
+    best = dict(params) if fits else at(1.0)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        candidate = at(mid)
+        if meets(candidate) == fits:
+            lo = mid
+            if fits:
+                best = candidate
+        else:
+            hi = mid
+            if not fits:
+                best = candidate
+    grown = True
+    while grown:  # what one common fraction leaves: a step more for each, while one fits
+        grown = False
+        for n in index:
+            i = list(order[n]).index(best[n])
+            if i > 0 and meets(larger := {**best, n: order[n][i - 1]}):
+                best, grown = larger, True
+    return best
+
+
+class FillingSampler(optuna.samplers.BaseSampler):
+    """Another sampler's candidates, each moved onto the edge of the budget
+    (:func:`fill_to_budget`) before it is evaluated.
+
+    TPE, random sampling and NSGA-II draw every variable from its whole range, so under a
+    tight budget most of their candidates are over it (rejected, at no cost) and those that
+    fit are often far under it: a smaller model than the budget pays for, scored against
+    larger ones. Filled, every candidate spends the budget, in the proportions the sampler
+    chose; the sampler learns from the filled candidates (the trials hold them).
+    ``order``: each variable's choices from the largest model to the smallest; ``meets``:
+    whether a candidate meets the budget. The variables come from the study's first finished
+    trial (before it, candidates are the inner sampler's, unfilled).
+
+    Example:
+        >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> grid = [0, 1, 2, 3, 4]  # steps of compression: 0 is the largest model
+        >>> sampler = FillingSampler(optuna.samplers.RandomSampler(seed=0),
+        ...                          {"a": grid, "b": grid}, lambda p: p["a"] + p["b"] >= 4)
+        >>> study = optuna.create_study(direction="maximize", sampler=sampler)
+        >>> study.enqueue_trial({"a": 2, "b": 2})
+        >>> study.optimize(lambda t: t.suggest_categorical("a", grid)
+        ...                - t.suggest_categorical("b", grid), n_trials=10)
+        >>> sorted({t.params["a"] + t.params["b"] for t in study.trials[1:]})
+        [4]
+    """
+
+    def __init__(
+        self,
+        inner: optuna.samplers.BaseSampler,
+        order: Mapping[str, Sequence[Any]],
+        meets: Callable[[Params], bool],
+    ) -> None:
+        self.inner, self.order, self.meets = inner, order, meets
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return dict(done[0].distributions) if done else {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> Params:
+        if not search_space:
+            return {}
+        inner_space = self.inner.infer_relative_search_space(study, trial)
+        params = dict(self.inner.sample_relative(study, trial, inner_space)) if inner_space else {}
+        for name, dist in search_space.items():
+            if name not in params:
+                params[name] = self.inner.sample_independent(study, trial, name, dist)
+        return fill_to_budget(params, self.order, self.meets)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+
 def make_sampler(
-    config: SearchConfig, constraint: Callable[[Params], bool] | None = None
+    config: SearchConfig,
+    constraint: Callable[[Params], bool] | None = None,
+    order: Mapping[str, Sequence[Any]] | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``config.strategy``, seeded with ``config.seed``.
+    """The Optuna sampler of ``config.strategy``, seeded with ``config.seed``; with
+    ``config.fill`` (the default for TPE, random and NSGA-II), ``constraint`` (the budget)
+    and ``order`` (each variable's choices from the largest model to the smallest) given, a
+    :class:`FillingSampler` around it.
 
     Example:
         >>> type(make_sampler(SearchConfig(strategy="tpe"))).__name__
         'TPESampler'
+        >>> type(make_sampler(SearchConfig(strategy="tpe"), lambda p: True, {"a": [0, 1]})).__name__
+        'FillingSampler'
     """
     if config.strategy is Strategy.SA:
         return AnnealingSampler(config.sa, seed=config.seed, constraint=constraint)
     if config.strategy is Strategy.TPE:
-        return optuna.samplers.TPESampler(seed=config.seed)
-    if config.strategy is Strategy.NSGA2:
-        return optuna.samplers.NSGAIISampler(seed=config.seed)
-    return optuna.samplers.RandomSampler(seed=config.seed)
+        inner: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=config.seed)
+    elif config.strategy is Strategy.NSGA2:
+        inner = optuna.samplers.NSGAIISampler(seed=config.seed)
+    else:
+        inner = optuna.samplers.RandomSampler(seed=config.seed)
+    if config.fills and constraint is not None and order is not None:
+        return FillingSampler(inner, order, constraint)
+    return inner
 
 
 def pareto(trials: Sequence[FrozenTrial], keys: Mapping[str, bool]) -> list[FrozenTrial]:

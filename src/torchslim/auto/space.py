@@ -107,6 +107,7 @@ class PruneSpace:
         self.base_macs = stats.macs
         self.base_params = sum(math.prod(t.shape) for t in self.graph.tensors.values())
         self.latency: LatencyModel | None = None
+        self._predicted: dict[tuple[int, ...], float] = {}  # kept counts -> latency ratio
         self.base_ms = 0.0
         self.tune_steps, self.tune_lr = tune_steps, tune_lr  # a candidate's fine-tune (0: none)
         self.score = score
@@ -135,6 +136,7 @@ class PruneSpace:
             keeps,
         )  # fmt: skip
         self.latency, self.base_ms = latency, latency.predict_ms()
+        self._predicted.clear()
         self.latency_correction = 1.0  # measured / predicted ratio of a verified candidate
 
     def measured_latency_ratio(self, ratios: Mapping[str, float]) -> float:
@@ -151,8 +153,18 @@ class PruneSpace:
         choice by measurement)."""
         if self.latency is None:
             return None
-        predicted = self.latency.predict_ms(self.keep(ratios)) / max(self.base_ms, 1e-9)
-        return predicted * self.latency_correction
+        # the prediction depends on the kept counts alone; a search asks for the same ones
+        # often (annealing's neighbours, filling's bisection)
+        counts = self.counts(ratios)
+        if counts not in self._predicted:
+            ms = self.latency.predict_ms(self.keep(ratios))
+            self._predicted[counts] = ms / max(self.base_ms, 1e-9)
+        return self._predicted[counts] * self.latency_correction
+
+    def counts(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
+        """Channels each group keeps at ``ratios``, in :attr:`names` order."""
+        return tuple(kept_count(size, float(ratios.get(name, 0.0)), self.round_to)
+                     for name, size in zip(self.names, self.sizes, strict=True))  # fmt: skip
 
     def keep(self, ratios: Mapping[str, float]) -> Keep:
         """Kept channel indices per group: the highest-scored ``1 - ratio`` of each (a group
@@ -247,6 +259,11 @@ class PruneSpace:
     def variables(self, cfg: SearchConfig) -> dict[str, list[float]]:
         """What each variable may take: :meth:`choices` of the config's grid."""
         return self.choices(cfg.grid)
+
+    def by_size(self, cfg: SearchConfig) -> dict[str, list[float]]:
+        """Each variable's choices from the largest model to the smallest (ratios ascending;
+        what :func:`~torchslim.auto.samplers.fill_to_budget` moves along)."""
+        return self.variables(cfg)
 
     def start(self, cfg: SearchConfig) -> dict[str, float]:
         """The first candidate: after :meth:`measure_sensitivity`, its allocation if one meets

@@ -272,7 +272,13 @@ def _run(
     variables = space.variables(cfg)
     if study is None:
         study = _open(
-            cfg, space, out_dir, resume, make_sampler(cfg, feasible), (held_out, bn_data), progress
+            cfg,
+            space,
+            out_dir,
+            resume,
+            make_sampler(cfg, feasible, space.by_size(cfg)),
+            (held_out, bn_data),
+            progress,
         )
     # the trial the objective last finished, scored or pruned (value None), to recognise one
     # a peer marked failed while it ran

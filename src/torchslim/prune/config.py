@@ -45,8 +45,9 @@ class RatioMode(str, enum.Enum):
 
     ``uniform``: every group loses ``ratio`` of its channels. ``global``: each group's scores
     are divided by that group's mean score, and one threshold over these normalised scores of
-    all groups removes ``ratio`` of all channels, so groups lose different fractions (each at
-    most ``max_ratio``). With per-layer ``ratios`` given, ``global`` spreads them as ``uniform``.
+    all groups removes ``ratio`` of all channels (an attention head counts as its ``head_dim``
+    channels), so groups lose different fractions (each at most ``max_ratio``). With
+    per-layer ``ratios`` given, ``global`` spreads them as ``uniform``.
     """
 
     UNIFORM = "uniform"

@@ -91,8 +91,13 @@ def select_channels(
     if config.mode == RatioMode.GLOBAL and not config.ratios:
         normed = {g.id: scores[g.id] / (scores[g.id].mean() + 1e-12) for g in groups}
         everything = torch.cat(list(normed.values()))
-        n_remove = int(len(everything) * min(config.ratio * scale, config.max_ratio))
-        threshold = everything.sort().values[n_remove - 1] if n_remove > 0 else -float("inf")
+        # a unit counts as the channels it spans (an attention head: its head_dim), so that
+        # ``ratio`` of all channels go, not ``ratio`` of all units
+        widths = torch.cat([torch.full((g.size,), float(unit_width(g))) for g in groups])
+        order = everything.argsort()
+        target = float(widths.sum()) * min(config.ratio * scale, config.max_ratio)
+        n_remove = int((widths[order].cumsum(0) <= target + 1e-6).sum())
+        threshold = everything[order[n_remove - 1]] if n_remove > 0 else -float("inf")
         for g in groups:
             removable = int((normed[g.id] <= threshold).sum())
             ratio = min(removable / g.size, config.max_ratio)
@@ -103,6 +108,24 @@ def select_channels(
             scores[g.id], kept_count(g.size, _group_ratio(g, config, scale), config.round_to)
         )
     return keep
+
+
+def unit_width(group: Group) -> int:
+    """How many channels one of the group's units spans: 1 for a channel, ``head_dim`` for an
+    attention head (the fewest of any weight running along it: a packed Q/K/V projection has
+    three ``head_dim`` rows per head, the output projection ``head_dim`` columns).
+
+    Example:
+        >>> import torch
+        >>> from torchslim.prune.importance import Member
+        >>> qkv, out = nn.Linear(4, 12), nn.Linear(4, 4)
+        >>> heads = [Member("weight", qkv, qkv.weight, 0, torch.arange(12).reshape(2, 6)),
+        ...          Member("weight", out, out.weight, 1, torch.arange(4).reshape(2, 2))]
+        >>> unit_width(Group(0, 2, "attn", heads))
+        2
+    """
+    weights = [m for m in group.members if m.param.ndim >= 2]
+    return min((int(m.positions.shape[1]) for m in weights), default=1)
 
 
 def top_channels(score: torch.Tensor, k: int) -> torch.Tensor:
