@@ -45,6 +45,7 @@ from torchslim._tensors import (
     split_inputs,
 )
 from torchslim.errors import TorchslimError
+from torchslim.export.masks import finite_attention_masks
 from torchslim.quant.fake_quant import (
     DynamicQuantize,
     FakeQuantize,
@@ -164,6 +165,7 @@ def export_onnx(
                               input_names=names, output_names=["output"],
                               dynamic_axes=axes, custom_opsets=custom)  # fmt: skip
         proto = onnx.load(str(tmp))
+        finite_attention_masks(proto.graph)
         int8 = int4 = 0
         nbits = sum(n.op_type == "MatMulNBits" for n in proto.graph.node)
         if quantized:
