@@ -165,7 +165,8 @@ def export_onnx(
                               input_names=names, output_names=["output"],
                               dynamic_axes=axes, custom_opsets=custom)  # fmt: skip
         proto = onnx.load(str(tmp))
-        finite_attention_masks(proto.graph)
+        if finite_attention_masks(proto.graph):
+            _prune_unused(proto.graph)  # the -inf constants the masks no longer read
         int8 = int4 = 0
         nbits = sum(n.op_type == "MatMulNBits" for n in proto.graph.node)
         if quantized:
