@@ -21,7 +21,33 @@ def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
-class AnnealingSampler(optuna.samplers.BaseSampler):
+class _RelativeSampler(optuna.samplers.BaseSampler):
+    """A sampler that proposes every variable at once (``sample_relative``), the variables
+    read from the study's first finished trial; ``self.inner`` samples a variable on its own
+    (before any trial finished, or one the relative proposal left out)."""
+
+    inner: optuna.samplers.BaseSampler
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return dict(done[0].distributions) if done else {}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+
+class AnnealingSampler(_RelativeSampler):
     """PaddleSlim's simulated annealing on categorical grids, as an Optuna sampler.
 
     The walk's state is read back from the study's finished trials in order: a trial that
@@ -60,16 +86,7 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
         self.seed = seed
         self.constraint = constraint
         self.tries = tries
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
-
-    def reseed_rng(self) -> None:
-        self._fallback.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return dict(done[0].distributions) if done else {}
+        self.inner = optuna.samplers.RandomSampler(seed=seed)
 
     def current(self, study: optuna.Study) -> FrozenTrial | None:
         """The walk's state: replayed over the finished trials in trial-number order. If the
@@ -119,15 +136,6 @@ class AnnealingSampler(optuna.samplers.BaseSampler):
                     return params
                 fallback = params
         return fallback or dict(state.params)  # no new feasible neighbour: a repeat
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
 
 def fill_to_budget(
@@ -189,7 +197,7 @@ def fill_to_budget(
     return best
 
 
-class FillingSampler(optuna.samplers.BaseSampler):
+class FillingSampler(_RelativeSampler):
     """Another sampler's candidates, each moved onto the edge of the budget
     (:func:`fill_to_budget`) before it is evaluated.
 
@@ -224,15 +232,6 @@ class FillingSampler(optuna.samplers.BaseSampler):
     ) -> None:
         self.inner, self.order, self.meets = inner, order, meets
 
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return dict(done[0].distributions) if done else {}
-
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> Params:
@@ -244,15 +243,6 @@ class FillingSampler(optuna.samplers.BaseSampler):
             if name not in params:
                 params[name] = self.inner.sample_independent(study, trial, name, dist)
         return fill_to_budget(params, self.order, self.meets)
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.inner.before_trial(study, trial)
