@@ -8,8 +8,8 @@ there. On all-MiniLM-L6-v2 at 128 tokens (a short sentence, mostly padding) the 
 third of the int8 model's time at batch 1.
 
 :func:`finite_attention_masks` gives those masks a finite fill instead, :data:`MASK_FILL`: a
-masked key then gets ``exp(-40)`` (4e-18) of the weight of a key scoring as high, nothing a
-float32 sum of weights can hold, and its ``exp`` argument stays in the fast range unless its
+masked key then gets ``exp(-40)`` (4e-18) of the weight of a key scoring as high, lost in a
+float32 sum of weights, and its ``exp`` argument stays in the fast range unless its
 score sits more than 47 below the row's highest. One difference remains: a row whose keys are
 all masked (a sequence of padding only) averages them instead of giving zeros.
 """
