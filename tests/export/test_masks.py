@@ -1,4 +1,4 @@
-"""Attention masks exported with a finite fill: ONNX Runtime's Softmax is about ten times
+"""Attention masks exported with a finite fill: ONNX Runtime's Softmax is much
 slower on the ``exp`` of the -inf (or float32 minimum) a padded key gets otherwise."""
 
 from __future__ import annotations

@@ -376,5 +376,5 @@ class PruneSpace:
             >>> PruneSpace(net, torch.randn(1, 3, 8, 8)).channels({"0": 0.25})
             {'0': [8, 6]}
         """
-        return {n: [size, kept_count(size, float(ratios.get(n, 0.0)), self.round_to)]
-                for n, size in zip(self.names, self.sizes, strict=True)}  # fmt: skip
+        kept = self.counts(ratios)
+        return {n: [size, k] for n, size, k in zip(self.names, self.sizes, kept, strict=True)}

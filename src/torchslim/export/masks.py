@@ -2,10 +2,11 @@
 
 PyTorch's exporter writes a masked attention as ``Softmax(scores + Where(mask, 0, -inf))``
 (Hugging Face's own masks fill with float32's minimum). ONNX Runtime's Softmax computes
-``exp(x - max)``, and its vectorised ``exp`` takes a path about ten times slower for arguments
-under about -87, where the result underflows: every masked key of a padded sentence lands
-there. On all-MiniLM-L6-v2 at 128 tokens (a short sentence, mostly padding) the Softmax was a
-third of the int8 model's time at batch 1.
+``exp(x - max)``, and its vectorised ``exp`` takes a much slower path for arguments under
+about -87, where the result underflows: every masked key of a padded sentence lands there. On
+all-MiniLM-L6-v2 at 128 tokens (a short sentence, mostly padding) the finite fill took the
+dynamic int8 model from 13.7 to 10.0 ms at batch 1, one thread (``benchmarks/minilm_quant.py``
+before and after).
 
 :func:`finite_attention_masks` gives those masks a finite fill instead, :data:`MASK_FILL`: a
 masked key then gets ``exp(-40)`` (4e-18) of the weight of a key scoring as high, lost in a
@@ -26,19 +27,6 @@ _FILL_BELOW = -1e4  # a constant at or under this, in a mask feeding a Softmax, 
 _MASK_OPS = {"Add", "Where", "Mul", "Expand", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Sub"}
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if _small(t.dims)}
-    for node in graph.node:
-        attr = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
-        if attr is not None and attr.name == "value" and _small(attr.t.dims):
-            values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
-
-
-def _small(dims: list[int] | tuple[int, ...]) -> bool:
-    return int(np.prod(dims)) <= 1  # a scalar fill value
-
-
 def finite_attention_masks(graph: onnx.GraphProto, fill: float = MASK_FILL) -> int:
     """Replace the ``-inf`` (or any value at most -1e4) a ``Where`` or ``Mul`` puts into the
     input of a ``Softmax`` by ``fill``; returns how many were replaced. Other users of the same
@@ -57,8 +45,10 @@ def finite_attention_masks(graph: onnx.GraphProto, fill: float = MASK_FILL) -> i
         >>> finite_attention_masks(g), [n.input[2] for n in g.node if n.op_type == "Where"]
         (1, ['attention_mask_fill_float32'])
     """
+    from torchslim.export.onnx import _constants  # that module runs this pass
+
     producer = {o: n for n in graph.node for o in n.output}
-    values = _constant_values(graph)
+    values = _constants(graph, max_size=1)  # a fill value is a scalar
     fills: dict[np.dtype, str] = {}  # one fill constant per dtype the masks are in
     replaced, seen = 0, set()
     stack = [(n.input[0], 0) for n in graph.node if n.op_type == "Softmax"]

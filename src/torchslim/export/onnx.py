@@ -342,11 +342,18 @@ def evaluate_onnx(path: str | Path, data: Any, *, batch_size: int = 256,
 # ---- the int8 rewrite -------------------------------------------------------------------------
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+def _constants(graph: onnx.GraphProto, max_size: int | None = None) -> dict[str, np.ndarray]:
+    """Values of the initializers and ``Constant`` nodes (those of at most ``max_size``
+    elements, if given), and of the ``Identity`` copies of them."""
+
+    def fits(dims: Any) -> bool:
+        return max_size is None or math.prod(dims) <= max_size
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if fits(t.dims)}
     for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        attr = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
+        if attr is not None and attr.name == "value" and fits(attr.t.dims):
+            values[node.output[0]] = numpy_helper.to_array(attr.t)
         elif node.op_type == "Identity" and node.input[0] in values:  # deduplicated constants
             values[node.output[0]] = values[node.input[0]]
     return values
