@@ -45,10 +45,10 @@ def finite_attention_masks(graph: onnx.GraphProto, fill: float = MASK_FILL) -> i
         >>> finite_attention_masks(g), [n.input[2] for n in g.node if n.op_type == "Where"]
         (1, ['attention_mask_fill_float32'])
     """
-    from torchslim.export.onnx import _constants  # that module runs this pass
+    from torchslim.export.onnx import constant_values  # that module runs this pass
 
     producer = {o: n for n in graph.node for o in n.output}
-    values = _constants(graph, max_size=1)  # a fill value is a scalar
+    values = constant_values(graph, max_size=1)  # a fill value is a scalar
     fills: dict[np.dtype, str] = {}  # one fill constant per dtype the masks are in
     replaced, seen = 0, set()
     stack = [(n.input[0], 0) for n in graph.node if n.op_type == "Softmax"]

@@ -342,7 +342,7 @@ def evaluate_onnx(path: str | Path, data: Any, *, batch_size: int = 256,
 # ---- the int8 rewrite -------------------------------------------------------------------------
 
 
-def _constants(graph: onnx.GraphProto, max_size: int | None = None) -> dict[str, np.ndarray]:
+def constant_values(graph: onnx.GraphProto, max_size: int | None = None) -> dict[str, np.ndarray]:
     """Values of the initializers and ``Constant`` nodes (those of at most ``max_size``
     elements, if given), and of the ``Identity`` copies of them."""
 
@@ -392,7 +392,7 @@ def quantize_array(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int
 def fold_weight_quantization(model: onnx.ModelProto) -> int:
     """Replace ``QuantizeLinear(constant)`` by its int8 result; returns how many were folded."""
     graph = model.graph
-    consts = _constants(graph)
+    consts = constant_values(graph)
     folded, drop = 0, []
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] not in consts:
@@ -436,7 +436,7 @@ def pack_int4_weights(model: onnx.ModelProto) -> int:
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    consts = _constants(graph)
+    consts = constant_values(graph)
     users: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
@@ -545,7 +545,7 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 def quantize_biases(model: onnx.ModelProto) -> int:
     """Store Conv/Gemm float biases as int32 with scale ``s_input * s_weight``."""
     graph = model.graph
-    consts = _constants(graph)
+    consts = constant_values(graph)
     producer = {o: n for n in graph.node for o in n.output}
     count, position = 0, 0
     new_nodes: list[onnx.NodeProto] = []
