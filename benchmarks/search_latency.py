@@ -14,8 +14,9 @@ For each seed and batch size:
    latency at that batch size, predicted by the look-up table (``torchslim.latency``).
 2. The uniform L1 model (``ts.prune`` with ``target_macs``) of equal latency: uniform prunes
    at MACs targets 0.25..0.95 are measured with the dense and the searched model (rounds
-   interleaved), the target whose latency ratio meets the searched model's is interpolated
-   and pruned to.
+   interleaved), the target whose latency ratio meets the searched model's is interpolated,
+   then bisected on measurements beside the searched model until within 2% (the closest of
+   six tries).
 3. The dense, searched and matched models measured whole in ORT, their rounds interleaved
    (each the lowest of 5 round medians). Target (issue 19): the searched model's measured
    latency within 5% of the budget.
@@ -70,6 +71,28 @@ def _matched_macs(points: list[tuple[float, float]], target: float) -> float:
             return m0 + (m1 - m0) * (target - r0) / (r1 - r0)
     below = [m for m, r in points if r <= target]
     return max(below) if below else points[0][0]
+
+
+def _equal_latency(base: nn.Module, searched: nn.Module, x: torch.Tensor, xb: torch.Tensor,
+                   threads: int, round_to: int | None, start: float,
+                   steps: int = 6) -> tuple[float, nn.Module]:  # fmt: skip
+    """The uniform model (and its MACs target) whose measured latency comes closest to
+    ``searched``'s: bisection on the target from ``start``, each candidate measured beside the
+    searched model (rounds interleaved), until within 2%; a sweep read off alone can miss by
+    tens of percent where one of its points caught a slow or fast spell."""
+    lo, hi, target = 0.2, 1.0, start
+    best: tuple[float, float, nn.Module] | None = None
+    for _ in range(steps):
+        model = _uniform(base, x, target, round_to)
+        searched_ms, uniform_ms = measure_many([searched, model], xb, threads)
+        ratio = uniform_ms / searched_ms
+        if best is None or abs(ratio - 1) < abs(best[0] - 1):
+            best = (ratio, target, model)
+        if abs(ratio - 1) <= 0.02:
+            break
+        lo, hi = (lo, target) if ratio > 1 else (target, hi)
+        target = (lo + hi) / 2
+    return best[1], best[2]
 
 
 def main() -> None:
@@ -129,8 +152,9 @@ def main() -> None:
             points = sorted((m, t / ms[0]) for (m, _), t in zip(sweep, ms[2:], strict=True))
             print("  uniform sweep (MACs target, latency ratio): "
                   + ", ".join(f"({m:.2f}, {r:.3f})" for m, r in points), flush=True)  # fmt: skip
-            target = _matched_macs(points, ms[1] / ms[0])
-            matched = _uniform(base, x, target, args.round_to)
+            start_target = _matched_macs(points, ms[1] / ms[0])
+            target, matched = _equal_latency(base, found.model, x, xb, args.threads,
+                                             args.round_to, start_target)  # fmt: skip
             dense, searched_ms, matched_ms = measure_many([base, found.model, matched], xb,
                                                           args.threads)  # fmt: skip
             searched, matched_ratio = searched_ms / dense, matched_ms / dense
