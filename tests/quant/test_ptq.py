@@ -497,6 +497,26 @@ def test_smooth_layers_smooths_only_the_selected_linears() -> None:
         ts.quantize(model, [x], {"smooth_layers": [chosen]}, report=False)
 
 
+def test_token_scale_layers_take_each_tokens_own_range() -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(2, 12, 16)
+    x[0, 3] *= 200  # one outlier token: per batch, it sets every token's int8 step
+    plain = ts.quantize(mlp, None, {"dynamic": True})
+    tokens = ts.quantize(mlp, None, {"dynamic": True, "token_scale_layers": ["Linear"]})
+    assert tokens[0].input_fake_quant.per_token and tokens[2].input_fake_quant.per_token
+    first = ts.quantize(mlp, None, {"dynamic": True, "token_scale_layers": ["0"]})
+    assert first[0].input_fake_quant.per_token and not first[2].input_fake_quant.per_token
+    with torch.no_grad():
+        ref, rest = mlp(x), torch.ones(2, 12, dtype=torch.bool)
+        rest[0, 3] = False  # the other tokens: lost in the outlier's range without it
+        assert sqnr_db(ref[rest], tokens(x)[rest]) > sqnr_db(ref[rest], plain(x)[rest]) + 20
+    with pytest.raises(ConfigError, match="token_scale_layers: selector 'nope' matches no"):
+        ts.quantize(mlp, None, {"dynamic": True, "token_scale_layers": ["nope"]})
+    with pytest.raises(ConfigError, match="token_scale_layers: scales the run-time range"):
+        ts.quantize(mlp, [x], {"token_scale_layers": ["0"]}, report=False)
+
+
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()

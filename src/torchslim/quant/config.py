@@ -101,6 +101,11 @@ class QuantConfig:
     # the Linears SmoothQuant smooths (torchslim.selection patterns; empty: every quantized
     # Linear); each smoothed input costs a Mul at run time
     smooth_layers: tuple[str, ...] = ()
+    # dynamic: the Linears (torchslim.selection patterns) whose input is divided per token
+    # (row) by its largest magnitude before the per-batch range is taken, and the output
+    # multiplied back: one outlier token no longer sets every token's step (an Abs, ReduceMax,
+    # Div and Mul at run time)
+    token_scale_layers: tuple[str, ...] = ()
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
@@ -187,6 +192,9 @@ class QuantConfig:
         if self.smooth_layers and not self.smooth:
             raise ConfigError("smooth_layers: set smooth (the migration strength, e.g. 0.75) "
                               "too; without it nothing is smoothed")  # fmt: skip
+        if self.token_scale_layers and not self.dynamic:
+            raise ConfigError("token_scale_layers: scales the run-time range of dynamic "
+                              "quantization; set dynamic: true too")  # fmt: skip
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self._check_weight_only()

@@ -174,10 +174,23 @@ class DynamicQuantize(nn.Module):
         [0.0, 1.0, 2.549999952316284]
     """
 
-    def __init__(self, bits: int = 8) -> None:
+    def __init__(self, bits: int = 8, per_token: bool = False) -> None:
         super().__init__()
         self.bits = bits
         self.enabled = True
+        # the layer divides each token (row) by token_scales() first and multiplies after
+        self.per_token = per_token
+
+    def token_scales(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest magnitude of each row of ``x`` (last axis), ``(..., 1)``; an all-zero
+        row gets 1.
+
+        Example:
+            >>> DynamicQuantize(8).token_scales(torch.tensor([[1.0, -3.0], [0.0, 0.0]])).tolist()
+            [[3.0], [1.0]]
+        """
+        amax = x.detach().abs().amax(-1, keepdim=True)
+        return torch.where(amax > 0, amax, torch.ones_like(amax))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

@@ -155,6 +155,24 @@ def smoothed_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) -> l
         fields=("smooth_layers", "skip")))  # fmt: skip
 
 
+def token_scaled_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) -> list[str]:
+    """Those of the dynamically quantized ``linears`` that ``cfg.token_scale_layers`` selects
+    (none when it is empty; a pattern that selects none is a :class:`ConfigError`).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))
+        >>> cfg = QuantConfig(dynamic=True, token_scale_layers=("2",))
+        >>> token_scaled_layers(net, cfg, ["0", "2"])
+        ['2']
+    """
+    if not cfg.token_scale_layers:
+        return []
+    wanted = set(linears)
+    return list(Selection(targets=cfg.token_scale_layers).select(
+        model, candidates=lambda n, _: n in wanted, what="dynamically quantized Linear",
+        fields=("token_scale_layers", "skip")))  # fmt: skip
+
+
 def _build_static(
     float_model: nn.Module,
     cfg: QuantConfig,
@@ -398,6 +416,8 @@ def _build_dynamic(float_model: nn.Module, cfg: QuantConfig, skip: set[str],
         layer = to_quantized(model.get_submodule(name), cfg.weight_spec(
             cfg.layer_weight_bits(i, len(names), name)))  # fmt: skip
         layer.input_fake_quant = DynamicQuantize(cfg.act_bits)  # QuantLinear applies it
+    for name in token_scaled_layers(model, cfg, names):
+        model.get_submodule(name).input_fake_quant.per_token = True
     for name in amax:
         group = groups.get(name, (name,))
         if name == group[0]:

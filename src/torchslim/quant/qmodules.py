@@ -44,19 +44,29 @@ class QuantLinear(_QuantWeight, nn.Linear):
     quantized with its own range on every call, and the ONNX export is the integer pattern ONNX
     Runtime fuses into ``DynamicQuantizeMatMul`` (see :class:`DynamicInt8Linear`). An
     ``input_smooth`` buffer (SmoothQuant, see :func:`smooth_linear`) scales the input's
-    channels first (a ``Mul`` in ONNX)."""
+    channels first (a ``Mul`` in ONNX). A dynamic quantizer with ``per_token`` set divides each
+    token by its largest magnitude before the range is taken and multiplies the output back."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         smooth = self._buffers.get("input_smooth")  # SmoothQuant: 1 / s per input channel
         if smooth is not None:
             x = x * smooth
         dynamic = self._modules.get("input_fake_quant")
-        if dynamic is not None:
-            onnx_form = getattr(self, "onnx_int8", None)
-            if onnx_form is not None and torch.onnx.is_in_onnx_export():
-                return DynamicInt8Linear.apply(x, *onnx_form, self.bias)
-            x = dynamic(x)
-        return F.linear(x, self.quantized_weight(), self.bias)
+        if dynamic is None:
+            return F.linear(x, self.quantized_weight(), self.bias)
+        rows = dynamic.token_scales(x) if getattr(dynamic, "per_token", False) else None
+        bias = self.bias if rows is None else None
+        if rows is not None:
+            x = x / rows
+        onnx_form = getattr(self, "onnx_int8", None)
+        if onnx_form is not None and torch.onnx.is_in_onnx_export():
+            out = DynamicInt8Linear.apply(x, *onnx_form, bias)
+        else:
+            out = F.linear(dynamic(x), self.quantized_weight(), bias)
+        if rows is None:
+            return out
+        out = out * rows
+        return out if self.bias is None else out + self.bias
 
 
 class QuantEmbedding(_QuantWeight, nn.Embedding):
