@@ -850,8 +850,8 @@ def half_float_vectors(graph: onnx.GraphProto, *, min_size: int = 16) -> int:
 
 
 def compact_names(graph: onnx.GraphProto) -> None:
-    """Short names instead of module paths: tensors ``t01f``, nodes ``n01f``; the graph's inputs
-    and outputs keep theirs.
+    """Short names instead of module paths: tensors ``t01z``, nodes ``n01z`` (base 36); the
+    graph's inputs and outputs keep theirs.
 
     The names have one width per family, so appending characters to one never gives another:
     tools that derive new names that way (ONNX Runtime's quantizer names the copy of a shared
@@ -872,8 +872,8 @@ def compact_names(graph: onnx.GraphProto) -> None:
     seen += [n for node in graph.node for n in (*node.input, *node.output)]
     seen += [v.name for v in graph.value_info]
     order = [n for n in dict.fromkeys(seen) if n and n not in keep]
-    width = len(f"{max(len(order), len(graph.node), 1) - 1:x}")
-    names = {name: f"t{i:0{width}x}" for i, name in enumerate(order)}
+    width = len(_base36(max(len(order), len(graph.node), 1) - 1))
+    names = {name: "t" + _base36(i).rjust(width, "0") for i, name in enumerate(order)}
 
     def short(name: str) -> str:
         return names.get(name, name)
@@ -881,12 +881,22 @@ def compact_names(graph: onnx.GraphProto) -> None:
     for tensor in graph.initializer:
         tensor.name = short(tensor.name)
     for i, node in enumerate(graph.node):
-        node.name = f"n{i:0{width}x}"
+        node.name = "n" + _base36(i).rjust(width, "0")
         node.doc_string = ""
         node.input[:] = [short(n) for n in node.input]
         node.output[:] = [short(n) for n in node.output]
     for info in graph.value_info:
         info.name = short(info.name)
+
+
+def _base36(i: int) -> str:
+    """``i`` in digits 0-9a-z: a name of a thousand tensors in two characters, not three."""
+    digits = ""
+    while True:
+        i, d = divmod(i, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not i:
+            return digits
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:

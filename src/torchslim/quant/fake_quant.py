@@ -182,15 +182,15 @@ class DynamicQuantize(nn.Module):
         self.per_token = per_token
 
     def token_scales(self, x: torch.Tensor) -> torch.Tensor:
-        """The largest magnitude of each row of ``x`` (last axis), ``(..., 1)``; an all-zero
-        row gets 1.
+        """The largest magnitude of each row of ``x`` (last axis), ``(..., 1)``, plus the
+        dtype's smallest normal number (an all-zero row is then divided by that, not by 0).
 
         Example:
-            >>> DynamicQuantize(8).token_scales(torch.tensor([[1.0, -3.0], [0.0, 0.0]])).tolist()
-            [[3.0], [1.0]]
+            >>> s = DynamicQuantize(8).token_scales(torch.tensor([[1.0, -3.0], [0.0, 0.0]]))
+            >>> s[0].tolist(), bool(s[1] > 0)
+            ([3.0], True)
         """
-        amax = x.detach().abs().amax(-1, keepdim=True)
-        return torch.where(amax > 0, amax, torch.ones_like(amax))
+        return x.detach().abs().amax(-1, keepdim=True) + torch.finfo(x.dtype).tiny
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
