@@ -149,10 +149,7 @@ def smoothed_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) -> l
     """
     if not cfg.smooth_layers:
         return list(linears)
-    wanted = set(linears)
-    return list(Selection(targets=cfg.smooth_layers).select(
-        model, candidates=lambda n, _: n in wanted, what="quantized Linear",
-        fields=("smooth_layers", "skip")))  # fmt: skip
+    return _selected_linears(model, cfg.smooth_layers, linears, "smooth_layers")
 
 
 def token_scaled_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) -> list[str]:
@@ -167,10 +164,15 @@ def token_scaled_layers(model: nn.Module, cfg: QuantConfig, linears: list[str]) 
     """
     if not cfg.token_scale_layers:
         return []
+    return _selected_linears(model, cfg.token_scale_layers, linears, "token_scale_layers")
+
+
+def _selected_linears(model: nn.Module, patterns: Sequence[str], linears: list[str],
+                      field: str) -> list[str]:  # fmt: skip
     wanted = set(linears)
-    return list(Selection(targets=cfg.token_scale_layers).select(
-        model, candidates=lambda n, _: n in wanted, what="dynamically quantized Linear",
-        fields=("token_scale_layers", "skip")))  # fmt: skip
+    return list(Selection(targets=tuple(patterns)).select(
+        model, candidates=lambda n, _: n in wanted, what="quantized Linear",
+        fields=(field, "skip")))  # fmt: skip
 
 
 def _build_static(
