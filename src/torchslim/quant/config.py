@@ -103,7 +103,7 @@ class QuantConfig:
     smooth_layers: tuple[str, ...] = ()
     # dynamic: the Linears (torchslim.selection patterns) whose input is divided per token
     # (row) by its largest magnitude before the per-batch range is taken, and the output
-    # multiplied back: one outlier token no longer sets every token's step (an Abs, ReduceMax,
+    # multiplied back: one outlier token no longer sets every token's step (Abs, ReduceMax, Add,
     # Div and Mul at run time)
     token_scale_layers: tuple[str, ...] = ()
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
