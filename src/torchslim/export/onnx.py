@@ -872,8 +872,8 @@ def compact_names(graph: onnx.GraphProto) -> None:
     seen += [n for node in graph.node for n in (*node.input, *node.output)]
     seen += [v.name for v in graph.value_info]
     order = [n for n in dict.fromkeys(seen) if n and n not in keep]
-    width = len(_base36(max(len(order), len(graph.node), 1) - 1))
-    names = {name: "t" + _base36(i).rjust(width, "0") for i, name in enumerate(order)}
+    width = len(np.base_repr(max(len(order), len(graph.node), 1) - 1, 36))
+    names = {name: f"t{np.base_repr(i, 36).lower():0>{width}}" for i, name in enumerate(order)}
 
     def short(name: str) -> str:
         return names.get(name, name)
@@ -881,22 +881,12 @@ def compact_names(graph: onnx.GraphProto) -> None:
     for tensor in graph.initializer:
         tensor.name = short(tensor.name)
     for i, node in enumerate(graph.node):
-        node.name = "n" + _base36(i).rjust(width, "0")
+        node.name = f"n{np.base_repr(i, 36).lower():0>{width}}"
         node.doc_string = ""
         node.input[:] = [short(n) for n in node.input]
         node.output[:] = [short(n) for n in node.output]
     for info in graph.value_info:
         info.name = short(info.name)
-
-
-def _base36(i: int) -> str:
-    """``i`` in digits 0-9a-z: a name of a thousand tensors in two characters, not three."""
-    digits = ""
-    while True:
-        i, d = divmod(i, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
-        if not i:
-            return digits
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:
