@@ -103,6 +103,59 @@ def test_sampled_candidates_are_filled_to_the_edge_of_the_budget(strategy: str) 
             assert b == 8 or space.bytes_ratio({**t.params, n: 8}) > budget
 
 
+def test_annealing_with_fill_walks_on_the_edge_of_the_budget() -> None:
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "round_to": 1, "trials": 8, "fill": True}
+    space = PruneSpace(net, x, round_to=1)
+    choices = space.variables(SearchConfig(**cfg))
+    res = ts.search(net, x, cfg, data=data, progress=False)
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 8
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 8  # still no repeats
+    for t in done[1:]:  # every neighbour spends the budget: no ratio can step down
+        assert t.user_attrs["macs_ratio"] <= 0.5 + 1e-9
+        for n, r in t.params.items():
+            i = choices[n].index(r)
+            assert i == 0 or space.macs_ratio({**t.params, n: choices[n][i - 1]}) > 0.5
+
+
+def test_annealing_fills_by_default_under_a_latency_budget_only() -> None:
+    from torchslim.auto.samplers import AnnealingSampler, make_sampler
+
+    def sampler(**cfg: object) -> AnnealingSampler:
+        made = make_sampler(SearchConfig(**cfg), lambda p: True, {"a": [0.0, 0.5]})
+        assert isinstance(made, AnnealingSampler)
+        return made
+
+    assert sampler(latency=0.7).order is not None
+    assert sampler(macs=0.5).order is None
+    assert sampler(macs=0.5, fill=True).order is not None
+    assert sampler(latency=0.7, fill=False).order is None
+
+
+def test_filling_annealing_walks_back_into_a_tightened_budget() -> None:
+    from torchslim.auto.config import AnnealingConfig
+    from torchslim.auto.samplers import AnnealingSampler
+
+    limit = {"x": 10}
+    grid = list(range(11))
+    meets = lambda p: p["x"] + p["y"] <= limit["x"]  # noqa: E731
+    sampler = AnnealingSampler(AnnealingConfig(), seed=0, constraint=meets,
+                               order={"x": grid[::-1], "y": grid[::-1]})  # fmt: skip
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial({"x": 5, "y": 5})
+
+    def objective(t: optuna.Trial) -> float:
+        return t.suggest_categorical("x", grid) + 0.5 * t.suggest_categorical("y", grid)
+
+    study.optimize(objective, n_trials=4)
+    assert all(t.params["x"] + t.params["y"] == 10 for t in study.trials)  # on the edge
+    limit["x"] = 4  # no trial fits the corrected budget: the walk shrinks its best into it
+    assert sampler.current(study) is None
+    study.optimize(objective, n_trials=3)
+    assert all(t.params["x"] + t.params["y"] == 4 for t in study.trials[4:])
+
+
 def test_the_first_candidate_is_the_uniform_ratio_that_meets_the_budget() -> None:
     net, x, data = model_and_data()
     space = PruneSpace(net, x)

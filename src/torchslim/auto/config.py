@@ -239,7 +239,8 @@ class SearchConfig:
     sa: AnnealingConfig = field(default_factory=AnnealingConfig)
     # move each proposed candidate onto the edge of the budget, keeping its proportions
     # (torchslim.auto.samplers.fill_to_budget); None: on for tpe, random and nsga2, which draw
-    # from the whole space, off for sa, whose walk moves a step at a time
+    # from the whole space; for sa, whose walk moves a step at a time, on under a latency
+    # budget (a budget the user means to spend: the walk otherwise drifts below it)
     fill: bool | None = None
     # bits space: the rest of post-training quantization (activation bits, calibration...)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -300,8 +301,12 @@ class SearchConfig:
         Example:
             >>> SearchConfig(strategy="tpe").fills, SearchConfig(strategy="sa").fills
             (True, False)
+            >>> SearchConfig(strategy="sa", latency=0.7).fills
+            True
         """
-        return self.fill if self.fill is not None else self.strategy is not Strategy.SA
+        if self.fill is not None:
+            return self.fill
+        return self.strategy is not Strategy.SA or self.latency is not None
 
     def fraction(self, name: str, total: float) -> float | None:
         """Budget ``name`` as a fraction of ``total`` (the unpruned / float model's MACs,

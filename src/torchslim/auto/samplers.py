@@ -57,9 +57,12 @@ class AnnealingSampler(_RelativeSampler):
     ``moves`` variables moved one grid step up or down (further once the nearest neighbours
     have all been tried), redrawn (up to ``tries`` times) until
     ``constraint`` accepts it and no trial of the study (any worker's, finished or running)
-    has it, so infeasible or repeated candidates are never evaluated. Because the state
-    lives in the storage, a resumed search, or several workers on one storage, continue the
-    same walk.
+    has it, so infeasible or repeated candidates are never evaluated. With ``order`` (each
+    variable's choices from the largest model to the smallest; needs ``constraint``), every
+    neighbour is moved onto the edge of the budget (:func:`fill_to_budget`) before those
+    checks: a step walk under a budget otherwise drifts below it, each accepted shrink leaving
+    slack no later move spends. Because the state lives in the storage, a resumed search, or
+    several workers on one storage, continue the same walk.
 
     Example:
         >>> import optuna
@@ -80,11 +83,15 @@ class AnnealingSampler(_RelativeSampler):
         *,
         seed: int = 0,
         constraint: Callable[[Params], bool] | None = None,
+        order: Mapping[str, Sequence[Any]] | None = None,
         tries: int = 200,
     ) -> None:
+        if order is not None and constraint is None:
+            raise ValueError("AnnealingSampler: order (filling to the budget) needs a constraint")
         self.config = config or AnnealingConfig()
         self.seed = seed
         self.constraint = constraint
+        self.order = order
         self.tries = tries
         self.inner = optuna.samplers.RandomSampler(seed=seed)
 
@@ -113,6 +120,11 @@ class AnnealingSampler(_RelativeSampler):
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> Params:
         state = self.current(study)
+        if state is None and self.order is not None:
+            # no finished trial meets the (corrected) budget: walk on from the best one, whose
+            # neighbours filling shrinks into the budget
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            state = max(done, key=lambda t: t.value) if done else None
         if state is None or not search_space:
             return {}
         rng = random.Random(f"{self.seed}:move:{trial.number}")
@@ -129,6 +141,9 @@ class AnnealingSampler(_RelativeSampler):
                 choices = list(dist.choices)
                 i = choices.index(params[name]) + rng.randint(-step, step)
                 params[name] = choices[min(max(i, 0), len(choices) - 1)]
+            if self.order is not None:
+                assert self.constraint is not None
+                params = fill_to_budget(params, self.order, self.constraint)
             # a set look-up first: the constraint may predict a latency
             new = _key(params) not in tried
             if (new or fallback is None) and (self.constraint is None or self.constraint(params)):
@@ -265,7 +280,7 @@ def make_sampler(
     """The Optuna sampler of ``config.strategy``, seeded with ``config.seed``; with
     ``config.fill`` (the default for TPE, random and NSGA-II), ``constraint`` (the budget)
     and ``order`` (each variable's choices from the largest model to the smallest) given, a
-    :class:`FillingSampler` around it.
+    :class:`FillingSampler` around it (simulated annealing fills its own neighbours).
 
     Example:
         >>> type(make_sampler(SearchConfig(strategy="tpe"))).__name__
@@ -273,15 +288,18 @@ def make_sampler(
         >>> type(make_sampler(SearchConfig(strategy="tpe"), lambda p: True, {"a": [0, 1]})).__name__
         'FillingSampler'
     """
+    fill = config.fills and constraint is not None and order is not None
     if config.strategy is Strategy.SA:
-        return AnnealingSampler(config.sa, seed=config.seed, constraint=constraint)
+        return AnnealingSampler(config.sa, seed=config.seed, constraint=constraint,
+                                order=order if fill else None)  # fmt: skip
     if config.strategy is Strategy.TPE:
         inner: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=config.seed)
     elif config.strategy is Strategy.NSGA2:
         inner = optuna.samplers.NSGAIISampler(seed=config.seed)
     else:
         inner = optuna.samplers.RandomSampler(seed=config.seed)
-    if config.fills and constraint is not None and order is not None:
+    if fill:
+        assert constraint is not None and order is not None
         return FillingSampler(inner, order, constraint)
     return inner
 
