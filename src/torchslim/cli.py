@@ -98,6 +98,8 @@ QUANT_HELP: dict[str, str] = {
     "smooth": "SmoothQuant migration strength alpha, 0-1 (0: off; needs calibration)",
     "smooth_layers": "the Linears SmoothQuant smooths: names/globs/types (default: all)",
     "token_scale_layers": "dynamic: Linears whose input range is taken per token (patterns)",
+    "auto_token_scale": "dynamic: also take per-token input ranges in the K Linears where "
+    "that gains the most output SQNR (needs calibration)",
     "act_placement": "static: int8 activations at every layer input and output (all), at "
     "layer inputs only (inputs: transformers), or auto (inputs when no conv is quantized)",
     "weight_only": "weights only, int4/int8 per group, activations float (ONNX MatMulNBits)",

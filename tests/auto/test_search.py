@@ -266,15 +266,18 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     assert res.measured_latency_ratio == pytest.approx(res.latency_ratio, rel=1e-6)
 
 
-def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(monkeypatch) -> None:
+@pytest.mark.parametrize("factor", [1.2, 0.85])
+def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(
+    monkeypatch, factor: float
+) -> None:
     from torchslim.latency import LatencyModel, LatencyTable
 
     monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
                         * math.prod(op.weight[:1] + op.weight[2:]))  # fmt: skip
 
-    def measure_many(self, models, rounds=5):  # a pruned model measures 20% slower than the fit
+    def measure_many(self, models, rounds=5):  # a pruned model measures slower / faster
         true = [0.01 + self.table.total_ms(op_shapes(trace(m, self.inputs))) for m in models]
-        return true if len(models) != 2 else [true[0], 1.2 * true[1]]
+        return true if len(models) != 2 else [true[0], factor * true[1]]
 
     monkeypatch.setattr(LatencyModel, "measure_many", measure_many)
     net, x, data = model_and_data()
@@ -284,6 +287,9 @@ def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(monkeyp
     assert res.latency_ratio == pytest.approx(res.measured_latency_ratio, rel=0.05)
     done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert res.score <= max(t.value for t in done)  # the best that meets the corrected budget
+    # and it spends that budget: the candidates filled to the uncorrected edge are all over
+    # it (slower) or well under it (faster), so the search went on under the corrected one
+    assert len(done) > 8 and res.measured_latency_ratio >= 0.95 * 0.7
     with pytest.raises(ConfigError, match="verify_latency"):
         SearchConfig(latency=0.5, verify_latency=-1)
 

@@ -517,6 +517,32 @@ def test_token_scale_layers_take_each_tokens_own_range() -> None:
         ts.quantize(mlp, [x], {"token_scale_layers": ["0"]}, report=False)
 
 
+def test_auto_token_scale_picks_the_linear_whose_input_has_outlier_tokens() -> None:
+    from torchslim.quant.report import token_scale_gains
+
+    torch.manual_seed(0)
+    # LayerNorm evens the tokens out: only the first Linear reads an outlier token
+    net = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.Linear(32, 4)).eval()
+    x = torch.randn(2, 12, 16)
+    x[0, 3] *= 200
+    cfg = {"dynamic": True, "embedding_bits": 0}
+    gains = token_scale_gains(net, ts.quantize(net, None, cfg), [(x,)])
+    assert gains["0"] > 10 > abs(gains["2"])
+    q = ts.quantize(net, [x], {**cfg, "auto_token_scale": 1}, report=False)
+    assert q[0].input_fake_quant.per_token and not q[2].input_fake_quant.per_token
+    assert q.quant_state.config.token_scale_layers == ("0",)  # what was chosen is recorded
+    # a layer already named is kept and not scored again; the k more come from the rest
+    both = ts.quantize(net, [x], {**cfg, "token_scale_layers": ["2"], "auto_token_scale": 1},
+                       report=False)  # fmt: skip
+    assert both.quant_state.config.token_scale_layers == ("2", "0")
+    with pytest.raises(ConfigError, match="auto_token_scale: needs calib_data"):
+        ts.quantize(net, None, {**cfg, "auto_token_scale": 1})
+    with pytest.raises(ConfigError, match="auto_token_scale: scales the run-time range"):
+        ts.quantize(net, [x], {"auto_token_scale": 1}, report=False)
+    with pytest.raises(ConfigError, match="auto_token_scale: a number of layers >= 0"):
+        ts.quantize(net, [x], {**cfg, "auto_token_scale": -1}, report=False)
+
+
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()

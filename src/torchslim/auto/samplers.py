@@ -21,6 +21,20 @@ def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
+def _memo(meets: Callable[[Params], bool]) -> Callable[[Params], bool]:
+    """``meets``, each candidate's answer kept (for one proposal: the budget may change
+    between trials, a corrected latency prediction)."""
+    known: dict[tuple[tuple[str, Any], ...], bool] = {}
+
+    def cached(params: Params) -> bool:
+        key = _key(params)
+        if key not in known:
+            known[key] = meets(params)
+        return known[key]
+
+    return cached
+
+
 class _RelativeSampler(optuna.samplers.BaseSampler):
     """A sampler that proposes every variable at once (``sample_relative``), the variables
     read from the study's first finished trial; ``self.inner`` samples a variable on its own
@@ -131,6 +145,8 @@ class AnnealingSampler(_RelativeSampler):
         names = sorted(search_space)
         # Candidates any worker has tried or is trying are not proposed again.
         tried = {_key(t.params) for t in study.get_trials(deepcopy=False) if t.params}
+        # one proposal's tries and fills ask about the same candidates again and again
+        meets = _memo(self.constraint) if self.constraint is not None else None
         fallback = None
         for attempt in range(self.tries):
             params = dict(state.params)
@@ -142,11 +158,11 @@ class AnnealingSampler(_RelativeSampler):
                 i = choices.index(params[name]) + rng.randint(-step, step)
                 params[name] = choices[min(max(i, 0), len(choices) - 1)]
             if self.order is not None:
-                assert self.constraint is not None
-                params = fill_to_budget(params, self.order, self.constraint)
+                assert meets is not None
+                params = fill_to_budget(params, self.order, meets)
             # a set look-up first: the constraint may predict a latency
             new = _key(params) not in tried
-            if (new or fallback is None) and (self.constraint is None or self.constraint(params)):
+            if (new or fallback is None) and (meets is None or meets(params)):
                 if new:
                     return params
                 fallback = params
@@ -257,7 +273,7 @@ class FillingSampler(_RelativeSampler):
         for name, dist in search_space.items():
             if name not in params:
                 params[name] = self.inner.sample_independent(study, trial, name, dist)
-        return fill_to_budget(params, self.order, self.meets)
+        return fill_to_budget(params, self.order, _memo(self.meets))
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.inner.before_trial(study, trial)

@@ -398,12 +398,17 @@ def _result(cfg: SearchConfig, space: Space, study: optuna.Study,
                         **fields)  # fmt: skip
 
 
+def _latency(prune: PruneSpace, ratios: Mapping[str, float]) -> float:
+    return prune.latency_ratio(ratios) or 1.0
+
+
 def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: optuna.Study,
                     more: Callable[[int], None]) -> tuple[FrozenTrial, float]:  # fmt: skip
     """Measure the best candidate whole; where the table's prediction is off by more than 5%,
     correct it by the measured ratio (``prune.latency_correction``) and choose again among the
-    evaluated candidates that meet the budget so corrected (none: evaluate a quarter of
-    ``cfg.trials`` more, at least 10, proposed under the corrected budget); up to
+    evaluated candidates that meet the budget so corrected (none, or the best of them more
+    than 5% under it: evaluate a quarter of ``cfg.trials`` more, at least 10, proposed under
+    the corrected budget); up to
     ``cfg.verify_latency`` measurements. Returns the chosen trial and its measured latency
     ratio."""
 
@@ -419,18 +424,26 @@ def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: o
         return prune.expand({n: trial.params[RATIO + n if prune is not space else n]
                              for n in names})  # fmt: skip
 
+    budget = cfg.fraction("latency", prune.base_ms) or 1.0
+
+    def rank(trial: FrozenTrial) -> tuple[float, float]:  # equal scores: the one spending more
+        return trial.value, _latency(prune, ratios(trial))
+
     for _ in range(cfg.verify_latency):
         if best.number not in measured:
             measured[best.number] = prune.measured_latency_ratio(ratios(best))
-        predicted = prune.latency_ratio(ratios(best)) or 1.0
+        predicted = _latency(prune, ratios(best))
         log.info("search: the chosen candidate's latency ratio: predicted %.3f, measured %.3f",
                  predicted, measured[best.number])  # fmt: skip
         if abs(measured[best.number] / predicted - 1) <= 0.05:
             break
         prune.latency_correction *= measured[best.number] / predicted
         fits = [t for t in done if space.meets(t.params, cfg)]
-        if not fits:  # nothing evaluated meets the corrected budget: search on under it
-            log.info("search: no evaluated candidate meets the corrected latency budget; "
+        if not fits or _latency(prune, ratios(max(fits, key=rank))) < 0.95 * budget:
+            # nothing evaluated meets the corrected budget, or the best that does leaves
+            # more than 5% of it unspent (candidates filled to the old edge are all over
+            # the new one): search on under the corrected budget
+            log.info("search: no evaluated candidate near the corrected latency budget; "
                      "evaluating more")  # fmt: skip
             study.enqueue_trial(space.start(cfg))  # uniform, within the corrected budget
             more(len(done) + max(10, cfg.trials // 4))
@@ -438,7 +451,7 @@ def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: o
             fits = [t for t in done if space.meets(t.params, cfg)]
         if not fits:  # still none: keep this one, measured
             break
-        best = max(fits, key=lambda t: t.value)
+        best = max(fits, key=rank)
     if best.number not in measured:
         measured[best.number] = prune.measured_latency_ratio(ratios(best))
     return best, measured[best.number]

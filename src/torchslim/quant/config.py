@@ -106,6 +106,10 @@ class QuantConfig:
     # multiplied back: one outlier token no longer sets every token's step (Abs, ReduceMax, Add,
     # Div and Mul at run time)
     token_scale_layers: tuple[str, ...] = ()
+    # dynamic: also scale per token the k Linears where that alone raises the model output's
+    # SQNR most (each tried on two calibration batches with the rest of the model quantized;
+    # only those that gain); needs calib_data
+    auto_token_scale: int = 0
     reduce_range: bool | None = None  # 7-bit weights for CPUs without VNNI (None: detect)
     first_layer_bits: int | None = None  # bits of the first layer's weights and input
     last_layer_bits: int | None = None  # bits of the last layer's weights and input
@@ -192,9 +196,14 @@ class QuantConfig:
         if self.smooth_layers and not self.smooth:
             raise ConfigError("smooth_layers: set smooth (the migration strength, e.g. 0.75) "
                               "too; without it nothing is smoothed")  # fmt: skip
-        if self.token_scale_layers and not self.dynamic:
-            raise ConfigError("token_scale_layers: scales the run-time range of dynamic "
-                              "quantization; set dynamic: true too")  # fmt: skip
+        if self.auto_token_scale < 0:
+            raise ConfigError(
+                f"auto_token_scale: a number of layers >= 0, got {self.auto_token_scale}"
+            )
+        for key in ("token_scale_layers", "auto_token_scale"):
+            if getattr(self, key) and not self.dynamic:
+                raise ConfigError(f"{key}: scales the run-time range of dynamic quantization; "
+                                  "set dynamic: true too")  # fmt: skip
         if self.embedding_bits and not 2 <= self.embedding_bits <= 8:
             raise ConfigError(f"embedding_bits: 0 (float) or 2..8, got {self.embedding_bits}")
         self._check_weight_only()

@@ -6,7 +6,7 @@ import copy
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -54,7 +54,7 @@ from torchslim.quant.placement import (
     trace_for_quant,
 )
 from torchslim.quant.qmodules import is_quantizable, to_quantized
-from torchslim.quant.report import QuantReport, layer_report
+from torchslim.quant.report import QuantReport, layer_report, token_scale_gains
 from torchslim.quant.smooth import half_inverse, smooth_linear, smoothing_factors
 from torchslim.quant.weight_only import (
     WeightOnlyQuantize,
@@ -478,12 +478,15 @@ def quantize_embeddings(model: nn.Module, cfg: QuantConfig, skip: set[str]) -> l
 
 def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
                       cfg: QuantConfig, skip: set[str], progress: bool) -> nn.Module:  # fmt: skip
-    """Dynamic quantization; with ``auto_skip``, the layers whose quantization alone hurts the
-    output most (on two calibration batches) are kept float and the model is built again."""
-    needs = [key for key in ("smooth", "auto_skip") if getattr(cfg, key)]
+    """Dynamic quantization; with ``auto_token_scale``, the Linears scaled per token are chosen
+    first; with ``auto_skip``, the layers whose quantization alone hurts the output most (on
+    two calibration batches) are kept float and the model is built again."""
+    needs = [key for key in ("smooth", "auto_skip", "auto_token_scale") if getattr(cfg, key)]
     if needs and calib_data is None:
         raise ConfigError(f"{' and '.join(needs)}: needs calib_data (a few batches of inputs)")
     batches = list(calib_inputs(calib_data, cfg.calib_batches)) if needs else []
+    if cfg.auto_token_scale:
+        cfg = _choose_token_scaled(float_model, cfg, skip, batches, progress)
     qmodel = _build_dynamic(float_model, cfg, skip, batches)
     table = None
     if cfg.auto_skip:
@@ -496,6 +499,27 @@ def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
     qmodel.quant_report = table  # deprecated attribute: ts.report(qmodel)
     reports.record(qmodel, "quantize", table)
     return qmodel
+
+
+def _choose_token_scaled(
+    float_model: nn.Module,
+    cfg: QuantConfig,
+    skip: set[str],
+    batches: list[tuple[Any, ...]],
+    progress: bool,
+) -> QuantConfig:
+    """``cfg`` with ``token_scale_layers`` naming, besides those it selects, the
+    ``cfg.auto_token_scale`` Linears whose per-token scaling raises the output SQNR most
+    (:func:`~torchslim.quant.report.token_scale_gains` on two calibration batches)."""
+    qmodel = _build_dynamic(float_model, cfg, skip, batches)
+    gains = token_scale_gains(float_model, qmodel, batches[:2], progress=progress)
+    ranked = sorted((g, n) for n, g in gains.items() if g > 0)[::-1]
+    chosen = [n for _, n in ranked[: cfg.auto_token_scale]]
+    named = ", ".join(f"{n} (+{gains[n]:.2f} dB)" for n in chosen)
+    log.info("auto_token_scale: per-token input ranges for %s", named or "no layer (none gains)")
+    given = token_scaled_layers(qmodel, cfg, qmodel.quant_state.layers)
+    # the choice as names: the recorded config rebuilds this model as it is
+    return replace(cfg, token_scale_layers=(*given, *chosen), auto_token_scale=0)
 
 
 def _quantize_weight_only(float_model: nn.Module, calib_data: Iterable[Any] | None,

@@ -1,5 +1,5 @@
 """Per-layer quantization error: SQNR of each layer's output, and of the model output when only
-that layer is quantized (which layer hurts)."""
+that layer is quantized (which layer hurts), and what per-token input ranges would gain."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from torchslim._tensors import call_model, first_tensor
-from torchslim.quant.fake_quant import set_quantizers
+from torchslim.quant.fake_quant import DynamicQuantize, set_quantizers
 from torchslim.tables import text_table
 
 
@@ -171,6 +171,19 @@ def layer_report(
     return report
 
 
+def _output_sqnr(model: nn.Module, batches: Sequence[tuple], refs: Sequence[torch.Tensor]) -> float:
+    """SQNR (dB) of ``model``'s output against ``refs`` over ``batches``; nan where the
+    shapes differ (outputs of data-dependent size: no comparison)."""
+    s = noise = 0.0
+    for inputs, ref in zip(batches, refs, strict=True):
+        out = output_tensor(call_model(model, inputs))
+        if out.shape != ref.shape:
+            return math.nan
+        s += float(ref.float().pow(2).sum())
+        noise += float((ref.float() - out.float()).pow(2).sum())
+    return _db(s, noise)
+
+
 def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
               batches: Sequence[tuple], progress: bool) -> dict[str, float]:  # fmt: skip
     refs = [output_tensor(call_model(float_model, inputs)) for inputs in batches]
@@ -179,14 +192,42 @@ def _isolated(float_model: nn.Module, qmodel: nn.Module, names: Sequence[str],
         set_quantizers(qmodel, enabled=False)
         for m in _quantizers_of(qmodel, n):
             m.enabled = True
-        s = noise = 0.0
-        for inputs, ref in zip(batches, refs, strict=True):
-            out = output_tensor(call_model(qmodel, inputs))
-            if out.shape != ref.shape:  # outputs of data-dependent size: no comparison
-                s = noise = math.nan
-                break
-            s += float(ref.float().pow(2).sum())
-            noise += float((ref.float() - out.float()).pow(2).sum())
-        result[n] = _db(s, noise)
+        result[n] = _output_sqnr(qmodel, batches, refs)
     set_quantizers(qmodel, enabled=True)
     return result
+
+
+@torch.no_grad()
+def token_scale_gains(
+    float_model: nn.Module,
+    qmodel: nn.Module,
+    batches: Sequence[tuple],
+    progress: bool = False,
+) -> dict[str, float]:
+    """For each dynamically quantized Linear of ``qmodel`` not yet scaled per token: the
+    model output SQNR (dB, against ``float_model`` on ``batches``) gained by dividing its
+    input per token (``DynamicQuantize.per_token``), the rest of the model as it is.
+
+    Example:
+        >>> import torch, torchslim as ts
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+        >>> x = torch.randn(16, 8) * torch.logspace(-2, 2, 16)[:, None]  # rows of all sizes
+        >>> q = ts.quantize(net, [x], {"dynamic": True, "embedding_bits": 0})
+        >>> gains = token_scale_gains(net, q, [(x,)])
+        >>> sorted(gains), min(gains.values()) > 0
+        (['0', '2'], True)
+    """
+    refs = [output_tensor(call_model(float_model, inputs)) for inputs in batches]
+    base = _output_sqnr(qmodel, batches, refs)
+    quantizers = {n: qmodel.get_submodule(n)._modules.get("input_fake_quant")
+                  for n in qmodel.quant_state.layers}  # fmt: skip
+    names = [n for n, q in quantizers.items()
+             if isinstance(q, DynamicQuantize) and not q.per_token]  # fmt: skip
+    gains = {}
+    for n in tqdm(names, disable=not progress, desc="per-token scaling", unit="layer"):
+        quantizers[n].per_token = True
+        try:
+            gains[n] = _output_sqnr(qmodel, batches, refs) - base
+        finally:
+            quantizers[n].per_token = False
+    return gains
