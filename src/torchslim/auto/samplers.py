@@ -294,7 +294,8 @@ def make_sampler(
     order: Mapping[str, Sequence[Any]] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``config.strategy``, seeded with ``config.seed``; with
-    ``config.fill`` (the default for TPE, random and NSGA-II), ``constraint`` (the budget)
+    ``config.fills`` (by default for TPE, random and NSGA-II, and for annealing under a
+    latency budget), ``constraint`` (the budget)
     and ``order`` (each variable's choices from the largest model to the smallest) given, a
     :class:`FillingSampler` around it (simulated annealing fills its own neighbours).
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
-from torchslim._tensors import call_model, first_tensor
+from torchslim._tensors import call_model, first_tensor, token_mask
 from torchslim.quant.fake_quant import DynamicQuantize, set_quantizers
 from torchslim.tables import text_table
 
@@ -141,14 +141,17 @@ def layer_report(
     for inputs in batches:
         ref, ref_out, logits = _outputs(float_model, names, inputs)
         got, out, _ = _outputs(qmodel, names, inputs)
+        mask = token_mask(inputs)
         for n in names:
-            signal[n] += float(ref[n].float().pow(2).sum())
-            noise[n] += float((ref[n].float() - got[n].float()).pow(2).sum())
+            r, q = _real_tokens(ref[n], mask), _real_tokens(got[n], mask)
+            signal[n] += float(r.pow(2).sum())
+            noise[n] += float((r - q).pow(2).sum())
         if ref_out.shape != out.shape:  # a detector: as many boxes as each model keeps
             out_signal, out_noise = math.nan, math.nan
             continue
-        out_signal += float(ref_out.float().pow(2).sum())
-        out_noise += float((ref_out.float() - out.float()).pow(2).sum())
+        r, q = _real_tokens(ref_out, mask), _real_tokens(out, mask)
+        out_signal += float(r.pow(2).sum())
+        out_noise += float((r - q).pow(2).sum())
         if logits and ref_out.ndim == 2:
             agree += int((ref_out.argmax(1) == out.argmax(1)).sum())
             total += ref_out.shape[0]
@@ -171,6 +174,15 @@ def layer_report(
     return report
 
 
+def _real_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` as float; with a ``[batch, seq]`` attention mask and an output that starts with
+    those axes, only its real tokens (padding's outputs are computed, never used)."""
+    x = x.float()
+    if mask is not None and x.dim() >= 2 and x.shape[:2] == mask.shape:
+        return x[mask]
+    return x
+
+
 def _output_sqnr(model: nn.Module, batches: Sequence[tuple], refs: Sequence[torch.Tensor]) -> float:
     """SQNR (dB) of ``model``'s output against ``refs`` over ``batches``; nan where the
     shapes differ (outputs of data-dependent size: no comparison)."""
@@ -179,8 +191,10 @@ def _output_sqnr(model: nn.Module, batches: Sequence[tuple], refs: Sequence[torc
         out = output_tensor(call_model(model, inputs))
         if out.shape != ref.shape:
             return math.nan
-        s += float(ref.float().pow(2).sum())
-        noise += float((ref.float() - out.float()).pow(2).sum())
+        mask = token_mask(inputs)
+        r, q = _real_tokens(ref, mask), _real_tokens(out, mask)
+        s += float(r.pow(2).sum())
+        noise += float((r - q).pow(2).sum())
     return _db(s, noise)
 
 
