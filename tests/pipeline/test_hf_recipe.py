@@ -177,3 +177,26 @@ def test_training_sentences_are_never_evaluation_sentences(tmp_path: Path) -> No
     assert DataSpec(name="text:python-docs").task.value == "unlabelled"
     with pytest.raises(ConfigError, match="train_text: goes with text data"):
         DataSpec(train_text=str(extra))
+
+
+def test_a_prune_stage_reconstructs_the_layers_that_lost_inputs(
+    tiny_bert: Path, tmp_path: Path, quick_latency: None
+) -> None:
+    raw = _recipe(f"hf:{tiny_bert}")
+    pruned = {**raw["stages"][1], "importance": "l1"}
+    refit = {**pruned, "name": "refit", "input": "float", "reconstruct": 32}
+    raw["stages"] = [raw["stages"][0], pruned, refit]
+    raw["report"]["latency"] = False
+    rows = {r.stage: r for r in compress(parse_recipe(raw), tmp_path / "run",
+                                         progress=False).report.rows}  # fmt: skip
+    refit = rows["refit"].reconstruct
+    # each layer's attention output and FFN output: fit on 32 training sentences
+    assert sorted(refit) == [f"encoder.layer.{i}.{n}.dense" for i in (0, 1)
+                             for n in ("attention.output", "output")]  # fmt: skip
+    assert all(after < before for before, after in refit.values())
+    assert rows["pruned"].reconstruct == {}
+    assert rows["refit"].accuracy > rows["pruned"].accuracy  # closer to the starting model
+    with pytest.raises(ConfigError, match="reconstruct: expected an integer"):
+        parse_recipe({**raw, "stages": [{**pruned, "reconstruct": "all"}]})
+    with pytest.raises(ConfigError, match="reconstruct: a number of training samples"):
+        parse_recipe({**raw, "stages": [{**pruned, "reconstruct": -1}]})

@@ -129,7 +129,8 @@ def _parse_stage(raw: Any, index: int, names: set[str]) -> Stage:
         if key in _NESTED and value is not None:
             with problems.collect():
                 stage_args[key] = from_dict(_NESTED[key], value, path)
-        elif key == "calib" and (isinstance(value, bool) or not isinstance(value, int)):
+        elif key in ("calib", "reconstruct") and (isinstance(value, bool)
+                                                  or not isinstance(value, int)):  # fmt: skip
             problems.add(f"{path}: expected an integer, got {value!r}")
         elif key == "teacher" and isinstance(value, list) and value:
             if not all(isinstance(v, str) for v in value):

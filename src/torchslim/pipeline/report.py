@@ -72,6 +72,8 @@ class StageRow:
     seconds: float = 0.0  # wall time of the stage itself
     channels: dict[str, list[int]] = field(default_factory=dict)  # prune: layer -> [before, after]
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> ratio->acc
+    # prune with reconstruct: layer -> [relative output error before, after the refit]
+    reconstruct: dict[str, list[float]] = field(default_factory=dict)
     # search: the chosen ratios, its score and the trajectory [[trial, score, MACs ratio]...]
     search: dict[str, Any] = field(default_factory=dict)
     # text: embeddings against the starting model's (cosine min/mean, top-10 neighbour

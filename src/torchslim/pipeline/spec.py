@@ -127,7 +127,9 @@ class Stage:
     training of train/qat stages, ``finetune`` the optional fine-tune after prune/sparsify;
     ``calib`` the calibration images of quantize/qat; ``path`` the file of an export stage;
     ``sensitivity`` (prune, with ``target_macs``) derives per-layer ratios from a sensitivity
-    analysis on the test data instead of one uniform ratio.
+    analysis on held-out training data instead of one uniform ratio; ``reconstruct`` (prune)
+    refits, after pruning, the Linears that lost input channels by least squares on that
+    many training samples (images or sentences; ``torchslim.prune.reconstruct``; 0: none).
     ``config`` holds the method's config (its fields sit beside these keys in YAML).
     """
 
@@ -141,12 +143,16 @@ class Stage:
     calib: int = 512
     path: str | None = None
     sensitivity: SensitivityConfig | None = None
+    reconstruct: int = 0
     config: Any = None
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.calib < 1:
             raise ConfigError(f"calib: a number of calibration images, got {self.calib}")
+        if self.reconstruct < 0:
+            raise ConfigError(f"reconstruct: a number of training samples (0: none), got "
+                              f"{self.reconstruct}")  # fmt: skip
 
     @property
     def teachers(self) -> tuple[str, ...]:

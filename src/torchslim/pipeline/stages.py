@@ -424,9 +424,12 @@ def _prune(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple[
         from torchslim.train.sentence import contrastive_loss
 
         scoring = {"data": ctx.text.scoring(config.taylor_batches), "loss_fn": contrastive_loss}
+    original = copy.deepcopy(model).eval() if stage.reconstruct else None
     prune(model, ctx.example_one, config, **scoring)
     report = report_of(model, "prune")
     log.info("%s", report)
+    if original is not None:
+        extra["reconstruct"] = _reconstruct(ctx, stage, model, original)
     channels = {r.name: [r.channels_before, r.channels_after] for r in report.layers
                 if r.channels_before}  # fmt: skip
     if stage.finetune is not None:
@@ -473,6 +476,20 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
 SENSITIVITY_IMAGES = 2000  # held-out training images that score a sensitivity analysis
 
 
+def _reconstruct(ctx: Context, stage: Stage, model: nn.Module,
+                 original: nn.Module) -> dict[str, list[float]]:  # fmt: skip
+    """The prune stage's least-squares refit on ``stage.reconstruct`` training samples (the
+    calibration ones); per refit layer, its relative output error before and after."""
+    from torchslim.prune.refit import reconstruct
+
+    # a classifier's calibration batches are (images, labels): the refit runs the images
+    batches = [b[0] if isinstance(b, list | tuple) and ctx.text is None else b
+               for b in ctx.calib(stage.reconstruct)]  # fmt: skip
+    result = reconstruct(model, original, batches, batches=len(batches), progress=ctx.progress)
+    log.info("%s", result)
+    return {n: [result.error_before[n], result.error_after[n]] for n in result.layers}
+
+
 def _sensitivity_ratios(ctx: Context, stage: Stage, model: nn.Module) -> tuple[Any, dict]:
     """PaddleSlim's recipe: prune each group alone, evaluate, pick per-group ratios that meet
     ``target_macs`` with the least predicted accuracy loss. Each pruning is scored on held-out
@@ -514,7 +531,7 @@ def _quantize(ctx: Context, stage: Stage, model: nn.Module,
 
     model.eval()
     cfg = stage.config
-    if cfg.dynamic and not (cfg.smooth or cfg.auto_skip):  # nothing to calibrate
+    if cfg.dynamic and not (cfg.smooth or cfg.auto_skip or cfg.auto_token_scale):  # no calib
         return quantize(model, None, cfg, progress=ctx.progress), {}
     calib = ctx.calib(stage.calib)  # every one of the stage's `calib` images is used
     config = replace(stage.config, calib_batches=len(calib))
@@ -561,7 +578,7 @@ class StageType:
 STAGE_TYPES: dict[str, StageType] = {
     "train": StageType(_train, frozenset({"model", "train"})),
     "distill": StageType(_distill, frozenset({"model", "teacher"}), DistillConfig),
-    "prune": StageType(_prune, frozenset({"finetune", "sensitivity"}), PruneConfig),
+    "prune": StageType(_prune, frozenset({"finetune", "sensitivity", "reconstruct"}), PruneConfig),
     "search": StageType(_search, frozenset({"finetune"}), SearchConfig),
     "sparsify": StageType(_sparsify, frozenset({"finetune"}), SparsityConfig),
     "quantize": StageType(_quantize, frozenset({"calib"}), QuantConfig),
