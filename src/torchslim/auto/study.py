@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import random
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -319,14 +320,16 @@ def _run(
             costs = ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" for k, v in measures.items())
             raise optuna.TrialPruned(f"over budget: {costs}")
         # Only a candidate about to be scored takes a place in the budget (a pruned one never
-        # completes). Mark it, then count the marked running trials numbered before it: of two
-        # workers marking at once, the later-numbered trial always sees the earlier one, so
-        # the budget is neither overrun nor left short by both giving way.
+        # completes). Mark it, then count every other marked running trial: each worker
+        # writes its mark before it reads the others', so of two workers marking at once at
+        # least one sees the other and the budget is never overrun. Both may give way: the
+        # trial is dropped (not the search), and after a short random wait the worker checks
+        # again whether the others' trials completed the budget.
         trial.set_user_attr("scoring", True)
-        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                 if t.number < trial.number and t.user_attrs.get("scoring")]  # fmt: skip
-        if complete() + len(ahead) >= cfg.trials:
-            study.stop()  # the other workers' running trials complete the budget
+        others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if t.number != trial.number and t.user_attrs.get("scoring")]  # fmt: skip
+        if complete() + len(others) >= cfg.trials:
+            time.sleep(random.uniform(0.05, 0.5))
             raise optuna.TrialPruned("the trial budget is taken (by other workers' trials)")
         return space.evaluate(ratios, held_out, bn_data, cfg.batch_size)
 
