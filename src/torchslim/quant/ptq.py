@@ -485,9 +485,9 @@ def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
     if needs and calib_data is None:
         raise ConfigError(f"{' and '.join(needs)}: needs calib_data (a few batches of inputs)")
     batches = list(calib_inputs(calib_data, cfg.calib_batches)) if needs else []
-    if cfg.auto_token_scale:
-        cfg = _choose_token_scaled(float_model, cfg, skip, batches, progress)
     qmodel = _build_dynamic(float_model, cfg, skip, batches)
+    if cfg.auto_token_scale:
+        cfg = _choose_token_scaled(float_model, qmodel, batches, progress)
     table = None
     if cfg.auto_skip:
         table = layer_report(float_model, qmodel, batches[:2], isolated=True, progress=progress)
@@ -502,24 +502,23 @@ def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
 
 
 def _choose_token_scaled(
-    float_model: nn.Module,
-    cfg: QuantConfig,
-    skip: set[str],
-    batches: list[tuple[Any, ...]],
-    progress: bool,
+    float_model: nn.Module, qmodel: nn.Module, batches: list[tuple[Any, ...]], progress: bool
 ) -> QuantConfig:
-    """``cfg`` with ``token_scale_layers`` naming, besides those it selects, the
-    ``cfg.auto_token_scale`` Linears whose per-token scaling raises the output SQNR most
-    (:func:`~torchslim.quant.report.token_scale_gains` on two calibration batches)."""
-    qmodel = _build_dynamic(float_model, cfg, skip, batches)
+    """Scale per token, in ``qmodel`` (built with its config's ``token_scale_layers``), also the
+    ``auto_token_scale`` Linears whose per-token scaling raises the output SQNR most
+    (:func:`~torchslim.quant.report.token_scale_gains` on two calibration batches); returns
+    the config with the scaled Linears named (recorded on ``qmodel``: it rebuilds as it is)."""
+    state = qmodel.quant_state
     gains = token_scale_gains(float_model, qmodel, batches[:2], progress=progress)
     ranked = sorted((g, n) for n, g in gains.items() if g > 0)[::-1]
-    chosen = [n for _, n in ranked[: cfg.auto_token_scale]]
+    chosen = [n for _, n in ranked[: state.config.auto_token_scale]]
     named = ", ".join(f"{n} (+{gains[n]:.2f} dB)" for n in chosen)
     log.info("auto_token_scale: per-token input ranges for %s", named or "no layer (none gains)")
-    given = token_scaled_layers(qmodel, cfg, qmodel.quant_state.layers)
-    # the choice as names: the recorded config rebuilds this model as it is
-    return replace(cfg, token_scale_layers=(*given, *chosen), auto_token_scale=0)
+    for n in chosen:
+        qmodel.get_submodule(n).input_fake_quant.per_token = True
+    given = token_scaled_layers(qmodel, state.config, state.layers)
+    state.config = replace(state.config, token_scale_layers=(*given, *chosen), auto_token_scale=0)
+    return state.config
 
 
 def _quantize_weight_only(float_model: nn.Module, calib_data: Iterable[Any] | None,

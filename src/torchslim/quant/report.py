@@ -25,8 +25,7 @@ def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
         >>> round(sqnr_db(torch.tensor([1.0, 1.0]), torch.tensor([1.1, 0.9])), 2)
         20.0
     """
-    noise = float((ref.float() - test.float()).pow(2).sum())
-    return _db(float(ref.float().pow(2).sum()), noise)
+    return _db(*_energies(ref, test, None))
 
 
 def output_tensor(out: Any) -> torch.Tensor:
@@ -143,15 +142,15 @@ def layer_report(
         got, out, _ = _outputs(qmodel, names, inputs)
         mask = token_mask(inputs)
         for n in names:
-            r, q = _real_tokens(ref[n], mask), _real_tokens(got[n], mask)
-            signal[n] += float(r.pow(2).sum())
-            noise[n] += float((r - q).pow(2).sum())
+            s, e = _energies(ref[n], got[n], mask)
+            signal[n] += s
+            noise[n] += e
         if ref_out.shape != out.shape:  # a detector: as many boxes as each model keeps
             out_signal, out_noise = math.nan, math.nan
             continue
-        r, q = _real_tokens(ref_out, mask), _real_tokens(out, mask)
-        out_signal += float(r.pow(2).sum())
-        out_noise += float((r - q).pow(2).sum())
+        s, e = _energies(ref_out, out, mask)
+        out_signal += s
+        out_noise += e
         if logits and ref_out.ndim == 2:
             agree += int((ref_out.argmax(1) == out.argmax(1)).sum())
             total += ref_out.shape[0]
@@ -174,13 +173,16 @@ def layer_report(
     return report
 
 
-def _real_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``x`` as float; with a ``[batch, seq]`` attention mask and an output that starts with
-    those axes, only its real tokens (padding's outputs are computed, never used)."""
-    x = x.float()
-    if mask is not None and x.dim() >= 2 and x.shape[:2] == mask.shape:
-        return x[mask]
-    return x
+def _energies(
+    ref: torch.Tensor, test: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[float, float]:
+    """``|ref|²`` and ``|ref - test|²``; with a ``[batch, seq]`` attention mask and outputs
+    that start with those axes, over the real tokens only (padding's outputs are computed,
+    never used)."""
+    ref, test = ref.float(), test.float()
+    if mask is not None and ref.dim() >= 2 and ref.shape[:2] == mask.shape:
+        ref, test = ref[mask], test[mask]
+    return float(ref.pow(2).sum()), float((ref - test).pow(2).sum())
 
 
 def _output_sqnr(model: nn.Module, batches: Sequence[tuple], refs: Sequence[torch.Tensor]) -> float:
@@ -191,10 +193,9 @@ def _output_sqnr(model: nn.Module, batches: Sequence[tuple], refs: Sequence[torc
         out = output_tensor(call_model(model, inputs))
         if out.shape != ref.shape:
             return math.nan
-        mask = token_mask(inputs)
-        r, q = _real_tokens(ref, mask), _real_tokens(out, mask)
-        s += float(r.pow(2).sum())
-        noise += float((r - q).pow(2).sum())
+        signal, error = _energies(ref, out, token_mask(inputs))
+        s += signal
+        noise += error
     return _db(s, noise)
 
 
