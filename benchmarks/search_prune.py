@@ -21,7 +21,9 @@ fine-tune's seed and the search's). Choices come from training data only:
 * ``sa-tuned`` (any strategy ``-tuned``): the same, each candidate first fine-tuned for 20 SGD
   steps on the BatchNorm images and scored by its likelihood (``score: likelihood``);
   ``sa-sens``: started from the search's own sensitivity analysis (``start: sensitivity``,
-  about 8 more candidates scored per variable); ``sa-sens-tuned``: both.
+  about 8 more candidates scored per variable); ``sa-sens-tuned``: both; ``-final``: the 4
+  best candidates and the start each fine-tuned 200 SGD steps (``finalists: 4``), the best
+  of them after it chosen.
 
 Prints a Markdown table and appends its figures to ``--results`` for benchmarks/render.py.
 """
@@ -57,6 +59,7 @@ SEARCHED = ("sa", "tpe", "nsga2", "random")
 VARIANTS = {  # "<strategy>-<variant>[-<variant>]" rows: what each variant adds to the config
     "tuned": {"tune_steps": 20, "score": "likelihood"},
     "sens": {"start": "sensitivity"},
+    "final": {"finalists": 4},
 }
 
 
@@ -88,10 +91,16 @@ def pruned_model(method: str, base: nn.Module, x: torch.Tensor, macs: float, see
         found = ts.search(model, x, cfg, data=plain, progress=False)
         first, best = found.study.trials[0], found.study.best_trial
         print(
-            f"  search: chose trial {best.number} ({best.value:.2f}) of "
+            f"  search: best trial {best.number} ({best.value:.2f}) of "
             f"{len(found.study.trials)}; the first scored {first.value:.2f}",
             flush=True,
         )
+        finals = found.study.user_attrs.get("final_scores", {})
+        if finals:
+            tuned = ", ".join(f"{n}: {found.study.trials[int(n)].value:.2f} -> {v:.2f}"
+                              for n, v in finals.items())  # fmt: skip
+            print(f"  finalists (score -> after the fine-tune): {tuned}; chose "
+                  f"{found.final_score:.2f}", flush=True)  # fmt: skip
         model = found.model
     else:
         raise SystemExit(f"unknown method {method!r}")

@@ -482,6 +482,64 @@ def test_candidates_can_be_fine_tuned_a_few_steps_before_scoring(monkeypatch) ->
     assert calls == [(2, 0.05)] * 3 and res.macs_ratio <= 0.5
 
 
+def test_finalists_are_fine_tuned_on_the_training_images_outside_the_held_out_split(
+    monkeypatch, tmp_path: Path
+) -> None:
+    import torchslim.auto.evaluate as evaluate_module
+
+    calls = []
+    tune = evaluate_module.few_step_tune
+
+    def spy(model, data, batch_size, steps, lr):
+        calls.append((len(data), steps, lr))
+        return tune(model, data, batch_size, steps, lr)
+
+    monkeypatch.setattr(evaluate_module, "few_step_tune", spy)
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "trials": 6, "finalists": 2, "final_steps": 3, "final_lr": 0.05}
+    res = ts.search(net, x, cfg, data=data, out_dir=tmp_path, progress=False)
+    done = sorted((t for t in res.study.trials if t.state.name == "COMPLETE"),
+                  key=lambda t: -t.value)  # fmt: skip
+    finals = {int(k): v for k, v in res.study.user_attrs["final_scores"].items()}
+    # the two best by score and the start (trial 0), each fine-tuned once, on the 64 images
+    # the 32 held-out ones leave
+    assert set(finals) == {done[0].number, done[1].number, 0}
+    assert calls == [(len(data) - CONFIG["eval_images"], 3, 0.05)] * len(finals)
+    chosen = max(finals, key=lambda n: (finals[n], res.study.trials[n].value))
+    assert res.final_score == finals[chosen] and str(res.final_score)[:4] in str(res)
+    assert res.ratios == PruneSpace(net, x).expand(res.study.trials[chosen].params)
+    # the model returned is pruned, not fine-tuned: a fresh pruning of the chosen candidate
+    fresh = PruneSpace(net, x).outcome(res.study.trials[chosen].params)[0].state_dict()
+    assert all(torch.equal(p, fresh[n]) for n, p in res.model.state_dict().items())
+    calls.clear()  # resumed: the finalists' scores are kept in the study, none tuned again
+    again = ts.search(net, x, cfg, data=data, out_dir=tmp_path, resume=True, progress=False)
+    assert calls == [] and again.ratios == res.ratios
+
+
+def test_the_finalists_fine_tune_decides_not_the_score(monkeypatch) -> None:
+    net, x, data = model_and_data()
+    # a fine-tune that reverses the ranking: the lowest-scored finalist wins
+    monkeypatch.setattr(PruneSpace, "final_score",
+                        lambda self, params, *a: -self.evaluate(params, *a[:2], 32))  # fmt: skip
+    res = ts.search(net, x, {**CONFIG, "trials": 6, "finalists": 3}, data=data, progress=False)
+    finals = {int(k) for k in res.study.user_attrs["final_scores"]}
+    lowest = min(finals, key=lambda n: res.study.trials[n].value)
+    best = res.study.best_trial
+    if res.study.trials[lowest].value < best.value:  # else every finalist ties
+        assert res.score == res.study.trials[lowest].value < best.value
+    assert res.final_score == -res.study.trials[lowest].value
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"finalists": -1}, {"finalists": 2, "final_steps": 0}, {"finalists": 2, "final_lr": 0},
+     {"finalists": 2, "space": "bits", "bytes": 0.3, "macs": None}],
+)  # fmt: skip
+def test_finalists_settings_are_checked(bad: dict) -> None:
+    with pytest.raises(ConfigError, match="final"):
+        SearchConfig(**bad)
+
+
 def test_a_bits_search_scored_by_sqnr_needs_no_labels() -> None:
     net, x, data = model_and_data()
     cfg = {**CONFIG, "macs": None, "space": "bits", "bytes": 0.3, "score": "sqnr",

@@ -227,6 +227,15 @@ class SearchConfig:
     # candidate is fine-tuned for before it is scored (0: BatchNorm re-estimation only)
     tune_steps: int = 0
     tune_lr: float = 0.01  # the learning rate of those steps (SGD, momentum 0.9)
+    # the `finalists` best candidates by score, and the search's first (its start: uniform or
+    # the sensitivity allocation), each fine-tuned `final_steps` SGD steps (`final_lr`,
+    # momentum 0.9) on the training images outside the held-out split, BatchNorm re-estimated
+    # and scored again; the best of them is the result (0: the best score wins as it is).
+    # Where scores right after pruning rank candidates poorly (aggressive budgets), this ranks
+    # the last few by what a fine-tune makes of them.
+    finalists: int = 0
+    final_steps: int = 200
+    final_lr: float = 0.01
     bn_images: int = 512  # training images that re-estimate BatchNorm statistics
     eval_images: int = 1000  # held-out training images a candidate is scored on
     batch_size: int = 128  # batch size of the BatchNorm re-estimation and the scoring
@@ -289,6 +298,11 @@ class SearchConfig:
         if self.tune_steps < 0 or self.tune_lr <= 0:
             raise ConfigError(f"tune_steps must be >= 0 and tune_lr > 0, got {self.tune_steps}, "
                               f"{self.tune_lr}")  # fmt: skip
+        if self.finalists < 0 or self.final_steps < 1 or self.final_lr <= 0:
+            raise ConfigError(f"finalists must be >= 0, final_steps >= 1 and final_lr > 0, got "
+                              f"{self.finalists}, {self.final_steps}, {self.final_lr}")  # fmt: skip
+        if self.finalists and self.space is not SpaceKind.PRUNE:
+            raise ConfigError("finalists: fine-tunes pruning candidates (space: prune)")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches: must be >= 1, got {self.calib_batches}")
         if self.bn_images < 1 or self.eval_images < 1:

@@ -28,14 +28,33 @@ def holdout_split(data: Dataset, eval_images: int, bn_images: int,
         >>> len(held), len(bn), set(held.indices) & set(bn.indices)
         (3, 4, set())
     """
+    held, rest = _split(data, eval_images, seed)
+    return Subset(data, held), Subset(data, rest[:bn_images])
+
+
+def tuning_split(data: Dataset, eval_images: int, seed: int) -> Dataset:
+    """Every image of ``data`` outside :func:`holdout_split`'s held-out images (same
+    ``eval_images`` and ``seed``): what a search's finalists are fine-tuned on.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.arange(10))
+        >>> held, _ = holdout_split(data, 3, 4, seed=0)
+        >>> rest = tuning_split(data, 3, seed=0)
+        >>> len(rest), set(held.indices) & set(rest.indices)
+        (7, set())
+    """
+    return Subset(data, _split(data, eval_images, seed)[1])
+
+
+def _split(data: Dataset, eval_images: int, seed: int) -> tuple[list[int], list[int]]:
+    """(held-out indices, the others), by a seeded permutation."""
     n = len(data)  # type: ignore[arg-type]
     if n < 2:
         raise ConfigError(f"data: the search needs training images to score on, got {n}")
     eval_images = min(eval_images, n // 2)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = order[:eval_images]
-    rest = order[eval_images:]
-    return Subset(data, held), Subset(data, rest[:bn_images])
+    return order[:eval_images], order[eval_images:]
 
 
 @torch.no_grad()
@@ -97,11 +116,14 @@ def held_out_score(model: nn.Module, held_out: Dataset, batch_size: int,
 
 
 def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int,
-          tune_steps: int = 0, tune_lr: float = 0.01, kind: str = "accuracy") -> float:  # fmt: skip
+          tune_steps: int = 0, tune_lr: float = 0.01, kind: str = "accuracy",
+          tune_data: Dataset | None = None) -> float:  # fmt: skip
     """:func:`held_out_score` (top-1 or likelihood, %) on ``held_out`` after ``tune_steps`` SGD
-    steps on ``bn_data`` (if any) and re-estimating BatchNorm on it."""
+    steps on ``tune_data`` (default ``bn_data``; if any steps) and re-estimating BatchNorm on
+    ``bn_data``."""
     if tune_steps:
-        few_step_tune(model, bn_data, batch_size, tune_steps, tune_lr)
+        few_step_tune(model, bn_data if tune_data is None else tune_data, batch_size,
+                      tune_steps, tune_lr)  # fmt: skip
     recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
     return held_out_score(model, held_out, batch_size, kind)
 

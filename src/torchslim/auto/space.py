@@ -353,6 +353,13 @@ class PruneSpace:
         return score(self.pruned(self.expand(params)), held_out, bn_data, batch_size,
                      self.tune_steps if tune else 0, self.tune_lr, self.score)  # fmt: skip
 
+    def final_score(self, params: Mapping[str, float], held_out: Dataset, bn_data: Dataset,
+                    tune_data: Dataset, cfg: SearchConfig) -> float:  # fmt: skip
+        """A finalist's score: as :meth:`evaluate`'s, after ``cfg.final_steps`` SGD steps
+        (``cfg.final_lr``) on ``tune_data`` instead of the candidate's own ``tune_steps``."""
+        return score(self.pruned(self.expand(params)), held_out, bn_data, cfg.batch_size,
+                     cfg.final_steps, cfg.final_lr, self.score, tune_data)  # fmt: skip
+
     def fields(self, params: Mapping[str, float]) -> dict[str, Any]:
         """A candidate's search-result fields: ratios per group, channels, predicted cost
         ratios."""

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from torchslim._tensors import Inputs
 from torchslim.auto.bits import BitSpace
 from torchslim.auto.config import FLOAT_BITS, SearchConfig, SpaceKind, Start
-from torchslim.auto.evaluate import holdout_split
+from torchslim.auto.evaluate import holdout_split, tuning_split
 from torchslim.auto.joint import RATIO, JointSpace
 from torchslim.auto.samplers import make_sampler, pareto
 from torchslim.auto.space import PruneSpace
@@ -60,6 +60,8 @@ class SearchResult:
     score_unit: str = "%"  # "dB" where candidates were scored by SQNR
     # a latency budget: the chosen model's latency over the model's, measured in ORT
     measured_latency_ratio: float | None = None
+    # with finalists: the chosen candidate's score after its final_steps fine-tune
+    final_score: float | None = None
 
     @property
     def front(self) -> list[FrozenTrial]:
@@ -82,6 +84,8 @@ class SearchResult:
                                for b in sorted(set(values)))  # fmt: skip
             parts.append(f"bytes {self.bytes_ratio:.3f} of the float model ({spread})")
         score = f"{self.score:.2f}{'%' if self.score_unit == '%' else ' ' + self.score_unit}"
+        if self.final_score is not None:
+            score += f" ({self.final_score:.2f}{self.score_unit} after the finalists' fine-tune)"
         return f"best of {done} evaluated candidates: score {score}, " + "; ".join(parts)
 
 
@@ -206,6 +210,7 @@ def search(
         in_memory(part) for part in holdout_split(dataset, cfg.eval_images, cfg.bn_images, cfg.seed)
     )
     space = _make_space(cfg, model, example_inputs, bn_data)
+    tune_data = tuning_split(dataset, cfg.eval_images, cfg.seed)  # the finalists' fine-tune
 
     def feasible(params: Mapping[str, Any]) -> bool:
         return space.meets(params, cfg)
@@ -221,7 +226,11 @@ def search(
             _run(replace(alone, trials=trials), space, held_out, bn_data, feasible, out_dir,
                  True, progress, study)  # fmt: skip
 
-        return _result(cfg, space, study, more)
+        def rescore(params: Mapping[str, Any]) -> float:
+            assert isinstance(space, PruneSpace)  # finalists: space prune (SearchConfig)
+            return space.final_score(params, held_out, bn_data, tune_data, cfg)
+
+        return _result(cfg, space, study, more, rescore, progress)
 
     try:
         if cfg.workers == 1:
@@ -252,7 +261,8 @@ def _join(model: nn.Module, example_inputs: Inputs, config: dict[str, Any], data
           out_dir: str | Path | None) -> None:  # fmt: skip
     """A worker process: join the study and evaluate candidates until it holds enough."""
     torch.set_num_threads(1)
-    config = {**config, "verify_latency": 0}  # the main process verifies the chosen one
+    # the main process verifies and fine-tunes the finalists
+    config = {**config, "verify_latency": 0, "finalists": 0}
     search(model, example_inputs, config, data=data, out_dir=out_dir, resume=True,
            progress=False)  # fmt: skip
 
@@ -389,16 +399,56 @@ def _failed_by_peer(study: optuna.Study, last: Mapping[str, Any], keep: bool) ->
 
 
 def _result(cfg: SearchConfig, space: Space, study: optuna.Study,
-            more: Callable[[int], None]) -> SearchResult:  # fmt: skip
+            more: Callable[[int], None], rescore: Callable[[Mapping[str, Any]], float],
+            progress: bool) -> SearchResult:  # fmt: skip
     """The search's result: its best trial, after the latency check if there is one (which
-    may evaluate more candidates: ``more(n)`` runs the search on until ``n`` are done)."""
-    best, measured = study.best_trial, None
+    may evaluate more candidates: ``more(n)`` runs the search on until ``n`` are done), and
+    with ``finalists``, the best of those after their fine-tune (``rescore``)."""
+    best, measured, final = study.best_trial, None, None
     prune = space.prune if isinstance(space, JointSpace) else space
     if isinstance(prune, PruneSpace) and prune.latency is not None and cfg.verify_latency:
         best, measured = _verify_latency(cfg, space, prune, study, more)
+    if cfg.finalists and isinstance(space, PruneSpace):
+        verified = best
+        best, final = _finalists(cfg, space, study, best, rescore, progress)
+        if measured is not None and best.number != verified.number:
+            measured = space.measured_latency_ratio(space.expand(best.params))
     model, fields = space.outcome(best.params)
     return SearchResult(model, float(best.value), study, measured_latency_ratio=measured,
-                        **fields)  # fmt: skip
+                        final_score=final, **fields)  # fmt: skip
+
+
+FINAL_SCORES = "final_scores"  # study user attribute: {trial number: finalist score}
+
+
+def _finalists(cfg: SearchConfig, space: PruneSpace, study: optuna.Study, best: FrozenTrial,
+               rescore: Callable[[Mapping[str, Any]], float],
+               progress: bool) -> tuple[FrozenTrial, float]:  # fmt: skip
+    """(the finalist with the highest score after its fine-tune, that score). Finalists:
+    ``best``, the search's first candidate (its start) and the next best by score, up to
+    ``cfg.finalists`` besides the start, all within the budget. Scores are kept in the
+    study (a resumed search does not fine-tune a finalist again)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    fits = sorted((t for t in done if space.meets(t.params, cfg)), key=lambda t: -t.value)
+    picks = {best.number: best}
+    for trial in fits:
+        if len(picks) >= cfg.finalists:
+            break
+        picks.setdefault(trial.number, trial)
+    start = min(fits, key=lambda t: t.number, default=None)
+    if start is not None and start.number == 0:  # the enqueued start, not a later proposal
+        picks.setdefault(start.number, start)
+    scores: dict[str, float] = dict(study.user_attrs.get(FINAL_SCORES, {}))
+    for trial in tqdm(list(picks.values()), desc="finalists", unit="candidate",
+                      disable=None if progress else True):  # fmt: skip
+        key = str(trial.number)
+        if key not in scores:
+            scores[key] = rescore(trial.params)
+            study.set_user_attr(FINAL_SCORES, scores)
+        log.info("search: finalist trial %d: score %.2f, after %d fine-tune steps %.2f",
+                 trial.number, trial.value, cfg.final_steps, scores[key])  # fmt: skip
+    chosen = max(picks.values(), key=lambda t: (scores[str(t.number)], t.value))
+    return chosen, scores[str(chosen.number)]
 
 
 def _latency(prune: PruneSpace, ratios: Mapping[str, float]) -> float:
