@@ -216,6 +216,7 @@ def test_dynamic_quantized_model_exports_int8_weights(tmp_path: Path) -> None:
     report = ts.export_onnx(q, torch.randn(8, 256), tmp_path / "dyn.onnx")
     assert report.int8_weights == 2 and report.top1_agreement == 1.0
     assert report.max_abs_error < 1e-4
+    assert "dynamic int8" in str(report) and "QDQ" not in str(report)  # what the file holds
     float_bytes = ts.export_onnx(mlp, torch.randn(8, 256), tmp_path / "f.onnx").file_bytes
     assert report.file_bytes < 0.3 * float_bytes
     # ONNX Runtime runs each layer as one integer kernel, not a float Gemm on dequantized data

@@ -79,9 +79,16 @@ class ExportReport:
     top1_agreement: float | None = None  # argmax agreement (2-D outputs)
     int4_weights: int = 0  # weight tensors of 4-bit layers, stored packed as ONNX INT4
     nbits_layers: int = 0  # weight-only layers written as com.microsoft::MatMulNBits
+    # activations quantized at run time (DynamicQuantizeLinear nodes), and ahead of it
+    # (QuantizeLinear nodes: static QDQ)
+    dynamic_quantizers: int = 0
+    static_quantizers: int = 0
 
     def __str__(self) -> str:
-        kind = "int8 QDQ" if self.quantized else "float"
+        kind = "float"
+        if self.quantized:
+            kinds = {"int8 QDQ": self.static_quantizers, "dynamic int8": self.dynamic_quantizers}
+            kind = " and ".join(k for k, n in kinds.items() if n) or "int8 weights"
         if self.nbits_layers:
             kind = f"{self.nbits_layers} MatMulNBits weight-only layers"
         parity = ""
@@ -193,8 +200,10 @@ def export_onnx(
             raise
         raise ExportError(f"export_onnx: exporting {type(model).__name__} failed: "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+    ops = [n.op_type for n in proto.graph.node]
     report = ExportReport(path, path.stat().st_size, quantized, int8, int4_weights=int4,
-                          nbits_layers=nbits)  # fmt: skip
+                          nbits_layers=nbits, dynamic_quantizers=ops.count("DynamicQuantizeLinear"),
+                          static_quantizers=ops.count("QuantizeLinear"))  # fmt: skip
     if check:
         report.max_abs_error, report.top1_agreement = ort_parity(model, inputs, path)
     return report
