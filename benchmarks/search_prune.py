@@ -23,7 +23,7 @@ fine-tune's seed and the search's). Choices come from training data only:
   ``sa-sens``: started from the search's own sensitivity analysis (``start: sensitivity``,
   about 8 more candidates scored per variable); ``sa-sens-tuned``: both; ``-final``: the 4
   best candidates and the start each fine-tuned 200 SGD steps (``finalists: 4``), the best
-  of them after it chosen.
+  of them after it chosen; ``-wide``: ratios up to 0.9 (``max_ratio``; default 0.8).
 
 Prints a Markdown table and appends its figures to ``--results`` for benchmarks/render.py.
 """
@@ -60,6 +60,7 @@ VARIANTS = {  # "<strategy>-<variant>[-<variant>]" rows: what each variant adds 
     "tuned": {"tune_steps": 20, "score": "likelihood"},
     "sens": {"start": "sensitivity"},
     "final": {"finalists": 4},
+    "wide": {"max_ratio": 0.9},
 }
 
 
