@@ -328,7 +328,8 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
         "stages": [
             {"name": "baseline", "type": "train", "train": quick},
             {"name": "searched", "type": "search", "macs": 0.5, "trials": 3,
-             "eval_images": 32, "bn_images": 32, "finetune": quick},
+             "eval_images": 32, "bn_images": 32, "finalists": 2, "final_steps": 2,
+             "finetune": quick},
             {"name": "mixed", "type": "search", "input": "baseline", "space": "bits",
              "bytes": 0.2, "trials": 2, "eval_images": 32, "bn_images": 32, "batch_size": 32,
              "calib_batches": 1},
@@ -342,6 +343,8 @@ def test_a_recipe_search_stage_prunes_to_its_budget_and_fine_tunes(tmp_path: Pat
     assert rows["searched"].macs <= 0.5 * rows["baseline"].macs
     found = rows["searched"].search
     assert len(found["trials"]) == 3 and found["macs_ratio"] <= 0.5
+    assert found["final_score"] == max(found["finalists"].values())  # 2 best and the start
+    assert len(found["finalists"]) in (2, 3)
     assert any(after < before for before, after in rows["searched"].channels.values())
     mixed = rows["mixed"].search
     assert mixed["bytes_ratio"] <= 0.2 and set(mixed["bits"].values()) <= {4, 8}

@@ -469,7 +469,8 @@ def _search(ctx: Context, stage: Stage, model: nn.Module, folder: Path) -> tuple
              "latency_ratio": result.latency_ratio, "bits": result.bits,
              "act_bits": result.act_bits,
              "bytes_ratio": result.bytes_ratio, "cost": cost,
-             "trials": trajectory}  # fmt: skip
+             "trials": trajectory, "final_score": result.final_score,
+             "finalists": result.study.user_attrs.get("final_scores")}  # fmt: skip
     return pruned, {"channels": result.channels, "search": found}
 
 
