@@ -234,8 +234,8 @@ class SearchConfig:
     # Where scores right after pruning rank candidates poorly (aggressive budgets), this ranks
     # the last few by what a fine-tune makes of them.
     finalists: int = 0
-    final_steps: int = 200
-    final_lr: float = 0.01
+    final_steps: int = 200  # the SGD steps each finalist is fine-tuned for (batch_size images)
+    final_lr: float = 0.01  # their learning rate (SGD, momentum 0.9, constant)
     bn_images: int = 512  # training images that re-estimate BatchNorm statistics
     eval_images: int = 1000  # held-out training images a candidate is scored on
     batch_size: int = 128  # batch size of the BatchNorm re-estimation and the scoring
