@@ -543,6 +543,23 @@ def test_auto_token_scale_picks_the_linear_whose_input_has_outlier_tokens() -> N
         ts.quantize(net, [x], {**cfg, "auto_token_scale": -1}, report=False)
 
 
+@pytest.mark.parametrize("scaled", [{"token_scale_layers": ["2"]}, {"auto_token_scale": 2}])
+def test_a_per_token_linear_that_auto_skip_keeps_float_is_dropped_from_the_scaled(
+    scaled: dict,
+) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    with torch.no_grad():  # an outlier channel into the last Linear: the most harmful one
+        net[0].weight[0] *= 300
+        net[0].bias[0] = 50
+    x = torch.randn(2, 12, 16)
+    q = ts.quantize(net, [x], {"dynamic": True, "auto_skip": 1, **scaled}, report=False)
+    assert q.quant_state.layers == ["0"] and isinstance(q[2], nn.Linear)  # "2" kept float
+    assert "2" not in q.quant_state.config.token_scale_layers
+    again = ts.quantize(net, [x], q.quant_state.config, report=False)  # rebuilds as recorded
+    assert again.quant_state.layers == ["0"]
+
+
 def test_static_int8_stores_embedding_tables_int8_per_row(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(1000, 32), nn.Linear(32, 4)).eval()

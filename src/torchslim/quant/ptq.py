@@ -493,6 +493,9 @@ def _quantize_dynamic(float_model: nn.Module, calib_data: Iterable[Any] | None,
         table = layer_report(float_model, qmodel, batches[:2], isolated=True, progress=progress)
         worst = table.most_harmful(cfg.auto_skip)
         log.info("auto_skip: keeping %s in float", ", ".join(worst))
+        if cfg.token_scale_layers:  # a Linear kept float has no input range to scale
+            scaled = token_scaled_layers(qmodel, cfg, qmodel.quant_state.layers)
+            cfg = replace(cfg, token_scale_layers=tuple(n for n in scaled if n not in worst))
         qmodel = _build_dynamic(float_model, cfg, skip | set(worst), batches)
         table = layer_report(float_model, qmodel, batches[:2], isolated=False,
                              isolated_from=table)  # fmt: skip
