@@ -474,9 +474,9 @@ def test_candidates_can_be_fine_tuned_a_few_steps_before_scoring(monkeypatch) ->
     calls = []
     tune = evaluate_module.few_step_tune
 
-    def spy(model, data, batch_size, steps, lr):
+    def spy(model, data, batch_size, steps, lr, *rest):
         calls.append((steps, lr))
-        return tune(model, data, batch_size, steps, lr)
+        return tune(model, data, batch_size, steps, lr, *rest)
 
     monkeypatch.setattr(evaluate_module, "few_step_tune", spy)
     net, x, data = model_and_data()
@@ -493,9 +493,9 @@ def test_finalists_are_fine_tuned_on_the_training_images_outside_the_held_out_sp
     calls = []
     tune = evaluate_module.few_step_tune
 
-    def spy(model, data, batch_size, steps, lr):
+    def spy(model, data, batch_size, steps, lr, *rest):
         calls.append((len(data), steps, lr))
-        return tune(model, data, batch_size, steps, lr)
+        return tune(model, data, batch_size, steps, lr, *rest)
 
     monkeypatch.setattr(evaluate_module, "few_step_tune", spy)
     net, x, data = model_and_data()
@@ -531,6 +531,13 @@ def test_the_finalists_fine_tune_decides_not_the_score(monkeypatch) -> None:
     if res.study.trials[lowest].value < best.value:  # else every finalist ties
         assert res.score == res.study.trials[lowest].value < best.value
     assert res.final_score == -res.study.trials[lowest].value
+
+
+def test_a_finalist_whose_fine_tune_diverges_names_final_lr() -> None:
+    net, x, data = model_and_data()
+    cfg = {**CONFIG, "trials": 2, "finalists": 1, "final_steps": 20, "final_lr": 1e12}
+    with pytest.raises(ConfigError, match=r"lower final_lr \(it is 1e\+12\)"):
+        ts.search(net, x, cfg, data=data, progress=False)
 
 
 @pytest.mark.parametrize(

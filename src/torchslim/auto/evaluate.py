@@ -121,15 +121,15 @@ def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int
     """:func:`held_out_score` (top-1 or likelihood, %) on ``held_out`` after ``tune_steps`` SGD
     steps on ``tune_data`` (default ``bn_data``; if any steps) and re-estimating BatchNorm on
     ``bn_data``."""
-    if tune_steps:
-        few_step_tune(model, bn_data if tune_data is None else tune_data, batch_size,
-                      tune_steps, tune_lr)  # fmt: skip
+    if tune_steps:  # the finalists' steps (on tune_data), or every candidate's
+        few_step_tune(model, bn_data if tune_data is None else tune_data, batch_size, tune_steps,
+                      tune_lr, "tune_lr" if tune_data is None else "final_lr")  # fmt: skip
     recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
     return held_out_score(model, held_out, batch_size, kind)
 
 
 def few_step_tune(model: nn.Module, data: Dataset, batch_size: int, steps: int,
-                  lr: float) -> nn.Module:  # fmt: skip
+                  lr: float, lr_key: str = "tune_lr") -> nn.Module:  # fmt: skip
     """``steps`` SGD steps (momentum 0.9, cross-entropy) on batches of ``data`` (cycled,
     shuffled with a fixed seed); returns the model in eval mode. A cheap fine-tune that lets
     a pruned candidate's remaining channels adapt before it is scored.
@@ -155,7 +155,7 @@ def few_step_tune(model: nn.Module, data: Dataset, batch_size: int, steps: int,
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"search: a candidate's fine-tune loss is {loss.item()} at step {done}; "
-                    "lower tune_lr"
+                    f"lower {lr_key} (it is {lr:g})"
                 )
             opt.zero_grad()
             loss.backward()
