@@ -117,13 +117,13 @@ def held_out_score(model: nn.Module, held_out: Dataset, batch_size: int,
 
 def score(model: nn.Module, held_out: Dataset, bn_data: Dataset, batch_size: int,
           tune_steps: int = 0, tune_lr: float = 0.01, kind: str = "accuracy",
-          tune_data: Dataset | None = None) -> float:  # fmt: skip
+          tune_data: Dataset | None = None, lr_key: str = "tune_lr") -> float:  # fmt: skip
     """:func:`held_out_score` (top-1 or likelihood, %) on ``held_out`` after ``tune_steps`` SGD
     steps on ``tune_data`` (default ``bn_data``; if any steps) and re-estimating BatchNorm on
-    ``bn_data``."""
-    if tune_steps:  # the finalists' steps (on tune_data), or every candidate's
+    ``bn_data``; ``lr_key`` names the setting a diverging fine-tune should lower."""
+    if tune_steps:
         few_step_tune(model, bn_data if tune_data is None else tune_data, batch_size, tune_steps,
-                      tune_lr, "tune_lr" if tune_data is None else "final_lr")  # fmt: skip
+                      tune_lr, lr_key)  # fmt: skip
     recalibrate_batchnorm(model, DataLoader(bn_data, batch_size=batch_size))
     return held_out_score(model, held_out, batch_size, kind)
 

@@ -358,7 +358,7 @@ class PruneSpace:
         """A finalist's score: as :meth:`evaluate`'s, after ``cfg.final_steps`` SGD steps
         (``cfg.final_lr``) on ``tune_data`` instead of the candidate's own ``tune_steps``."""
         return score(self.pruned(self.expand(params)), held_out, bn_data, cfg.batch_size,
-                     cfg.final_steps, cfg.final_lr, self.score, tune_data)  # fmt: skip
+                     cfg.final_steps, cfg.final_lr, self.score, tune_data, "final_lr")  # fmt: skip
 
     def fields(self, params: Mapping[str, float]) -> dict[str, Any]:
         """A candidate's search-result fields: ratios per group, channels, predicted cost

@@ -435,8 +435,8 @@ def _finalists(cfg: SearchConfig, space: PruneSpace, study: optuna.Study, best: 
         if len(picks) >= cfg.finalists:
             break
         picks.setdefault(trial.number, trial)
-    start = min(fits, key=lambda t: t.number, default=None)
-    if start is not None and start.number == 0:  # the enqueued start, not a later proposal
+    start = next((t for t in fits if t.number == 0), None)  # the enqueued start, if in budget
+    if start is not None:
         picks.setdefault(start.number, start)
     scores: dict[str, float] = dict(study.user_attrs.get(FINAL_SCORES, {}))
     for trial in tqdm(list(picks.values()), desc="finalists", unit="candidate",
