@@ -167,9 +167,12 @@ def main() -> None:
         else "prune_latency_custom"
     )
     target = 0.8 if table == "prune_latency_default" else 0.85
+    # the default's figures name the channel multiple the CPU gave, so one row per CPU kind
+    by_cpu = table == "prune_latency_default"
+    row_header = ["model", "backend", *(["round_to"] if by_cpu else []), "batch"]
     res = Results(args.results, table=table, area="pruning",
                   claim="CPU latency of torchvision models pruned to 50% MACs, dense vs pruned",
-                  row_header=["model", "backend", "batch"], threads=args.threads,
+                  row_header=row_header, threads=args.threads,
                   settings={**config, "round_to": round_to, "rounds": args.rounds,
                             "weights": "random (torchvision / torchslim zoo)",
                             "timing": "dense and pruned timed in turn, median of the round "
@@ -198,7 +201,7 @@ def main() -> None:
                     print(f"| {name} | {kept:.3f} | {backend} | {batch} | {d:.1f} | {p:.1f} | "
                           f"{speedup:.2f}x | {reduction:.2f}x | {speedup / reduction:.2f} |",
                           flush=True)  # fmt: skip
-                    row = [name, backend, str(batch)]
+                    row = [name, backend, *([str(round_to)] if by_cpu else []), str(batch)]
                     for metric, value, unit, digits in (
                         ("MACs kept", kept, "ratio", 3), ("dense ms", d, "ms", 1),
                         ("pruned ms", p, "ms", 1), ("speedup", speedup, "x", 2),

@@ -172,8 +172,9 @@ def test_committed_page_is_rendered_from_the_committed_results() -> None:
     # a results page, not a log (27,000 before the detection, segmentation, timm, YOLO results;
     # 33,000 before compression search and latency; 37,000 before the search tables; 40,000
     # before the CIFAR-10 search table and the transformer results; 44,000 before the ViT;
-    # 45,000 before MobileNetV2's mixed precision and the Fashion-MNIST 50% search table)
-    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 48_000
+    # 45,000 before MobileNetV2's mixed precision and the Fashion-MNIST 50% search table;
+    # 48,000 before the default channel multiple's AVX2 run)
+    assert len((ROOT / "BENCHMARKS.md").read_bytes()) <= 49_000
 
 
 def test_re_runs_of_one_command_are_one_run_dated_from_the_first() -> None:
