@@ -22,7 +22,7 @@ For each seed and batch size:
    latency within 5% of the budget.
 4. Both get the same fine-tune (``--epochs`` on the training set, seeded); target: the
    searched model is more accurate on the test set (mean over ``--seeds``: each seed seeds the
-   search and the fine-tunes).
+   search and the fine-tunes). ``--epochs 0`` stops after step 3.
 
 Steps 1-3 time things: run on a quiet machine (``--pause PID`` stops that process during them
 and resumes it for the fine-tunes). Pruning uses its default ``round_to`` (the CPU's vector
@@ -191,6 +191,8 @@ def main() -> None:
                 round(100 * abs(worst), 1), "%", 1,
                 note=", ".join(f"{100 * e:+.1f}" for e in errs),
                 target={"text": "≤ 5", "op": "<=", "value": 5.0})  # fmt: skip
+    if args.epochs == 0:  # the latency part only
+        return
     if args.pause:  # the fine-tunes share the cores with the resumed process
         torch.set_num_threads(1)
     accs: dict[tuple[int, str], list[float]] = {}

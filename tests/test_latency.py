@@ -172,14 +172,19 @@ def test_prune_to_a_latency_target(tmp_path, fake_timing, monkeypatch) -> None:
     assert any(key.startswith("conv|4x") for key in fake_timing)  # timed at batch 4
 
 
-def test_a_latency_target_is_verified_by_measuring_it(tmp_path, fake_timing, monkeypatch) -> None:
+# 1.04: 4% slower than predicted, inside the 5% a target is held to, but not with room for
+# the next measurement's noise: corrected too
+@pytest.mark.parametrize("factor", [1.2, 1.04])
+def test_a_latency_target_is_verified_by_measuring_it(
+    tmp_path, fake_timing, monkeypatch, factor: float
+) -> None:
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
     calls = []
 
-    def measure_many(self, models, rounds=5):  # the pruned model measures 20% slower
+    def measure_many(self, models, rounds=5):  # the pruned model measures slower
         calls.append(len(models))
         ms = [_whole_model_ms(m, self) for m in models]
-        return ms if len(models) != 2 else [ms[0], 1.2 * ms[1]]
+        return ms if len(models) != 2 else [ms[0], factor * ms[1]]
 
     monkeypatch.setattr(LatencyModel, "measure_many", measure_many)
     torch.manual_seed(0)
@@ -187,7 +192,7 @@ def test_a_latency_target_is_verified_by_measuring_it(tmp_path, fake_timing, mon
     x = torch.randn(1, 3, 32, 32)
     dense_ms = _whole_model_ms(model, None, x)
     ts.prune(model, x, {"target_latency": 0.5})
-    assert 1.2 * _whole_model_ms(model, None, x) / dense_ms == pytest.approx(0.5, rel=0.06)
+    assert factor * _whole_model_ms(model, None, x) / dense_ms == pytest.approx(0.5, rel=0.06)
     assert calls[0] == 3 and len(calls) >= 3  # calibrated, then measured and corrected
     with pytest.raises(ConfigError, match="verify_latency"):
         PruneConfig(target_latency=0.5, verify_latency=-1)

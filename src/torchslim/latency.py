@@ -51,6 +51,10 @@ from torchslim.runtime import (
 
 log = logging.getLogger("torchslim.latency")
 
+# a measured whole model may differ from the table's prediction by this much before the
+# prediction is corrected and the channels chosen again: half the 5% a latency budget is
+# promised within, so that the next measurement's noise (1-3% between runs) stays inside it
+VERIFY_TOLERANCE = 0.025
 TABLE_VERSION = 1  # bump when what an entry means changes: older files are then ignored
 _LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose"}  # ORT's layout plumbing
 _clock = time.perf_counter

@@ -266,7 +266,8 @@ def test_a_latency_budget_rejects_slow_candidates_before_scoring(monkeypatch) ->
     assert res.measured_latency_ratio == pytest.approx(res.latency_ratio, rel=1e-6)
 
 
-@pytest.mark.parametrize("factor", [1.2, 0.85])
+# 1.04: a prediction 4% fast, which the budget's 5% would hold but not the next measurement
+@pytest.mark.parametrize("factor", [1.2, 1.04, 0.85])
 def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(
     monkeypatch, factor: float
 ) -> None:
@@ -287,9 +288,11 @@ def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(
     assert res.latency_ratio == pytest.approx(res.measured_latency_ratio, rel=0.05)
     done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert res.score <= max(t.value for t in done)  # the best that meets the corrected budget
-    # and it spends that budget: the candidates filled to the uncorrected edge are all over
-    # it (slower) or well under it (faster), so the search went on under the corrected one
-    assert len(done) > 8 and res.measured_latency_ratio >= 0.95 * 0.7
+    # and it spends that budget: with the prediction far off, the candidates filled to the
+    # uncorrected edge are all over it (slower) or well under it (faster), so the search went
+    # on under the corrected one
+    assert res.measured_latency_ratio >= 0.95 * 0.7
+    assert len(done) > 8 or abs(factor - 1) < 0.05
     with pytest.raises(ConfigError, match="verify_latency"):
         SearchConfig(latency=0.5, verify_latency=-1)
 

@@ -30,6 +30,7 @@ from torchslim.auto.space import PruneSpace
 from torchslim.config import from_dict
 from torchslim.data.sampling import in_memory
 from torchslim.errors import ConfigError
+from torchslim.latency import VERIFY_TOLERANCE
 from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.search")
@@ -457,11 +458,11 @@ def _latency(prune: PruneSpace, ratios: Mapping[str, float]) -> float:
 
 def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: optuna.Study,
                     more: Callable[[int], None]) -> tuple[FrozenTrial, float]:  # fmt: skip
-    """Measure the best candidate whole; where the table's prediction is off by more than 5%,
-    correct it by the measured ratio (``prune.latency_correction``) and choose again among the
-    evaluated candidates that meet the budget so corrected (none, or the best of them more
-    than 5% under it: evaluate a quarter of ``cfg.trials`` more, at least 10, proposed under
-    the corrected budget); up to
+    """Measure the best candidate whole; where the table's prediction is off by more than
+    ``VERIFY_TOLERANCE`` (2.5%), correct it by the measured ratio
+    (``prune.latency_correction``) and choose again among the evaluated candidates that meet
+    the budget so corrected (none, or the best of them more than 5% under it: evaluate a
+    quarter of ``cfg.trials`` more, at least 10, proposed under the corrected budget); up to
     ``cfg.verify_latency`` measurements. Returns the chosen trial and its measured latency
     ratio."""
 
@@ -488,7 +489,7 @@ def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: o
         predicted = _latency(prune, ratios(best))
         log.info("search: the chosen candidate's latency ratio: predicted %.3f, measured %.3f",
                  predicted, measured[best.number])  # fmt: skip
-        if abs(measured[best.number] / predicted - 1) <= 0.05:
+        if abs(measured[best.number] / predicted - 1) <= VERIFY_TOLERANCE:
             break
         prune.latency_correction *= measured[best.number] / predicted
         fits = [t for t in done if space.meets(t.params, cfg)]

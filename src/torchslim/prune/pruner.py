@@ -22,7 +22,7 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
-from torchslim.latency import LatencyModel
+from torchslim.latency import VERIFY_TOLERANCE, LatencyModel
 from torchslim.models.specs import remember_spec
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.config import PruneConfig as PruneConfig
@@ -394,8 +394,8 @@ class Pruner:
                       top: float) -> Keep:  # fmt: skip
         """Kept channels whose predicted latency meets ``target_latency``; then the pruned
         model is measured whole with the dense one, and where the prediction is off by more
-        than 5% it is corrected by the measured ratio and the channels chosen again (up to
-        ``verify_latency`` measurements)."""
+        than ``VERIFY_TOLERANCE`` (2.5%) it is corrected by the measured ratio and the
+        channels chosen again (up to ``verify_latency`` measurements)."""
         cfg = self.config
         latency = self._latency_model(graph, select, top)
         dense, correction = latency.predict_ms(), 1.0
@@ -417,7 +417,7 @@ class Pruner:
             log.info("target_latency: predicted %.3f of the model's latency, measured %.3f "
                      "(ONNX Runtime, batch %d)", predicted, part / whole,
                      cfg.latency_batch_size)  # fmt: skip
-            if abs(part / whole / predicted - 1) <= 0.05:
+            if abs(part / whole / predicted - 1) <= VERIFY_TOLERANCE:
                 break
             correction *= part / whole / predicted
             keep = choose()
