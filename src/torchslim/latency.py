@@ -366,6 +366,43 @@ def measure_ms(model: nn.Module, inputs: Inputs, threads: int, rounds: int = 5) 
     return measure_many([model], inputs, threads, rounds)[0]
 
 
+@dataclass(frozen=True)
+class LatencyCorrection:
+    """Predicted latency ratios corrected by one measured model: through its (predicted,
+    measured) point, the ratio scaled (``ratio``: measured / predicted) and the saving
+    scaled (``saving``: (1 - measured) / (1 - predicted), the unpruned model staying at 1); a
+    prediction becomes the larger of the two. Each alone misleads: scaling every ratio down
+    after a fast measurement lets the unpruned model meet a budget, and scaling the saving
+    alone overshoots where the table is off by a constant factor; their upper envelope keeps
+    the unpruned model at 1 or more, and measuring again from the next choice converges on
+    either kind of error. Both factors are clamped to [0.25, 4] (a pruned model measured no
+    faster than the whole says more about that measurement than about the table).
+
+    Example:
+        >>> fix = LatencyCorrection.measured(0.7, 0.56)  # ran faster than predicted
+        >>> round(fix(0.7), 3), round(fix(1.0), 3), round(fix(0.5), 3)
+        (0.56, 1.0, 0.4)
+        >>> LatencyCorrection()(0.5)  # no measurement yet
+        0.5
+    """
+
+    ratio: float = 1.0
+    saving: float = 1.0
+
+    @classmethod
+    def measured(cls, predicted: float, measured: float) -> LatencyCorrection:
+        """The correction a model predicted at ``predicted`` and measured at ``measured``
+        (latency ratios to the unpruned model) gives."""
+        if not 0 < predicted < 1:
+            return cls()
+        ratio = min(max(measured / predicted, 0.25), 4.0)
+        saving = min(max((1 - measured) / (1 - predicted), 0.25), 4.0)
+        return cls(ratio, saving)
+
+    def __call__(self, predicted: float) -> float:
+        return max(predicted * self.ratio, 1 - (1 - predicted) * self.saving)
+
+
 def measure_many(
     models: Sequence[nn.Module], inputs: Inputs, threads: int, rounds: int = 5
 ) -> list[float]:

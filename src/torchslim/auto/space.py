@@ -22,7 +22,7 @@ from torchslim._tensors import Inputs, input_tuple
 from torchslim.analysis import analyze
 from torchslim.auto.evaluate import score
 from torchslim.errors import ConfigError
-from torchslim.latency import LatencyModel
+from torchslim.latency import LatencyCorrection, LatencyModel
 from torchslim.prune.apply import Keep
 from torchslim.prune.pruner import Pruner, kept_count, pruned_copy, top_channels
 
@@ -137,7 +137,8 @@ class PruneSpace:
         )  # fmt: skip
         self.latency, self.base_ms = latency, latency.predict_ms()
         self._predicted.clear()
-        self.latency_correction = 1.0  # measured / predicted ratio of a verified candidate
+        # predictions corrected by a verified candidate's measurement (none yet)
+        self.latency_fix = LatencyCorrection()
 
     def measured_latency_ratio(self, ratios: Mapping[str, float]) -> float:
         """The pruned model's measured latency over the model's, measured together (rounds
@@ -149,8 +150,8 @@ class PruneSpace:
 
     def latency_ratio(self, ratios: Mapping[str, float]) -> float | None:
         """The pruned model's predicted latency over the model's (``None`` before
-        :meth:`add_latency`), times ``latency_correction`` (1 until a search verified its
-        choice by measurement)."""
+        :meth:`add_latency`), corrected by ``latency_fix`` (none until a search verified its
+        choice by measurement: :meth:`correct_latency`)."""
         if self.latency is None:
             return None
         # the prediction depends on the kept counts alone; a search asks for the same ones
@@ -159,7 +160,15 @@ class PruneSpace:
         if counts not in self._predicted:
             ms = self.latency.predict_ms(self.keep(ratios))
             self._predicted[counts] = ms / max(self.base_ms, 1e-9)
-        return self._predicted[counts] * self.latency_correction
+        return self.latency_fix(self._predicted[counts])
+
+    def correct_latency(self, ratios: Mapping[str, float], measured: float) -> None:
+        """Correct every candidate's predicted latency by a measurement of one (``measured``:
+        its latency over the model's; see :class:`~torchslim.latency.LatencyCorrection`)."""
+        self.latency_fix = LatencyCorrection()
+        predicted = self.latency_ratio(ratios)
+        if predicted is not None:
+            self.latency_fix = LatencyCorrection.measured(predicted, measured)
 
     def counts(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         """Channels each group keeps at ``ratios``, in :attr:`names` order."""

@@ -459,8 +459,8 @@ def _latency(prune: PruneSpace, ratios: Mapping[str, float]) -> float:
 def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: optuna.Study,
                     more: Callable[[int], None]) -> tuple[FrozenTrial, float]:  # fmt: skip
     """Measure the best candidate whole; where the table's prediction is off by more than
-    ``VERIFY_TOLERANCE`` (2.5%), correct it by the measured ratio
-    (``prune.latency_correction``) and choose again among the evaluated candidates that meet
+    ``VERIFY_TOLERANCE`` (2.5%), correct it by the measured saving
+    (``prune.correct_latency``) and choose again among the evaluated candidates that meet
     the budget so corrected (none, or the best of them more than 5% under it: evaluate a
     quarter of ``cfg.trials`` more, at least 10, proposed under the corrected budget); up to
     ``cfg.verify_latency`` measurements. Returns the chosen trial and its measured latency
@@ -491,7 +491,7 @@ def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: o
                  predicted, measured[best.number])  # fmt: skip
         if abs(measured[best.number] / predicted - 1) <= VERIFY_TOLERANCE:
             break
-        prune.latency_correction *= measured[best.number] / predicted
+        prune.correct_latency(ratios(best), measured[best.number])
         fits = [t for t in done if space.meets(t.params, cfg)]
         if not fits or _latency(prune, ratios(max(fits, key=rank))) < 0.95 * budget:
             # nothing evaluated meets the corrected budget, or the best that does leaves

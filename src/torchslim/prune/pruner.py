@@ -22,7 +22,7 @@ from torchslim.config import from_dict
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph.execution import ShapesOnly, measuring, shape_only_modules
 from torchslim.graph.trace import ChannelGraph, trace
-from torchslim.latency import VERIFY_TOLERANCE, LatencyModel
+from torchslim.latency import VERIFY_TOLERANCE, LatencyCorrection, LatencyModel
 from torchslim.models.specs import remember_spec
 from torchslim.prune.apply import Keep, channel_positions, shrink_modules, slice_tensors
 from torchslim.prune.config import PruneConfig as PruneConfig
@@ -394,20 +394,24 @@ class Pruner:
                       top: float) -> Keep:  # fmt: skip
         """Kept channels whose predicted latency meets ``target_latency``; then the pruned
         model is measured whole with the dense one, and where the prediction is off by more
-        than ``VERIFY_TOLERANCE`` (2.5%) it is corrected by the measured ratio and the
-        channels chosen again (up to ``verify_latency`` measurements)."""
+        than ``VERIFY_TOLERANCE`` (2.5%) the predictions are corrected by the measurement
+        (``LatencyCorrection``) and the channels chosen again (up to ``verify_latency``
+        measurements)."""
         cfg = self.config
         latency = self._latency_model(graph, select, top)
-        dense, correction = latency.predict_ms(), 1.0
+        dense, fix = latency.predict_ms(), LatencyCorrection()
+
+        def ratio(keep: Keep) -> float:  # predicted, corrected by the last measurement
+            return fix(latency.predict_ms(keep) / dense)
 
         def choose() -> Keep:
             return search_keep(graph, groups, scores, select, dense, cfg.target_latency, top,
-                               cfg.round_to, cost=lambda k: correction * latency.predict_ms(k),
+                               cfg.round_to, cost=lambda k: dense * ratio(k),
                                name="target_latency")  # fmt: skip
 
         keep = choose()
         for _ in range(cfg.verify_latency):
-            predicted = correction * latency.predict_ms(keep) / dense
+            predicted = ratio(keep)
             try:
                 pruned = pruned_copy(self.model, graph, keep, self.inputs)
             except Exception as exc:  # the repair loop deals with it; the table's guess stands
@@ -419,7 +423,7 @@ class Pruner:
                      cfg.latency_batch_size)  # fmt: skip
             if abs(part / whole / predicted - 1) <= VERIFY_TOLERANCE:
                 break
-            correction *= part / whole / predicted
+            fix = LatencyCorrection.measured(latency.predict_ms(keep) / dense, part / whole)
             keep = choose()
         return keep
 
