@@ -459,7 +459,7 @@ def _latency(prune: PruneSpace, ratios: Mapping[str, float]) -> float:
 def _verify_latency(cfg: SearchConfig, space: Space, prune: PruneSpace, study: optuna.Study,
                     more: Callable[[int], None]) -> tuple[FrozenTrial, float]:  # fmt: skip
     """Measure the best candidate whole; where the table's prediction is off by more than
-    ``VERIFY_TOLERANCE`` (2.5%), correct it by the measured saving
+    ``VERIFY_TOLERANCE`` (2.5%), correct the predictions by the measurement
     (``prune.correct_latency``) and choose again among the evaluated candidates that meet
     the budget so corrected (none, or the best of them more than 5% under it: evaluate a
     quarter of ``cfg.trials`` more, at least 10, proposed under the corrected budget); up to
