@@ -300,7 +300,8 @@ def test_a_latency_budget_is_corrected_by_measuring_the_chosen_candidate(
 def test_a_fast_measurement_never_makes_the_unpruned_model_fit(monkeypatch) -> None:
     # Found on a noisy shared CPU: the chosen candidate measured far faster than predicted,
     # every predicted ratio was scaled down by that, the unpruned model (ratio 1) then met the
-    # budget, and the search returned it. Corrections now scale the predicted saving.
+    # budget, and the search returned it. A correction now keeps the larger of the scaled
+    # ratio and the scaled saving (LatencyCorrection): the unpruned model stays at 1.
     from torchslim.latency import LatencyModel, LatencyTable
 
     monkeypatch.setattr(LatencyTable, "ms", lambda self, op: 1e-6 * math.prod(op.shape)
