@@ -53,7 +53,7 @@ log = logging.getLogger("torchslim.latency")
 
 # a measured whole model may differ from the table's prediction by this much before the
 # prediction is corrected and the channels chosen again: half the 5% a latency budget is
-# promised within, so that the next measurement's noise (1-3% between runs) stays inside it
+# promised within, leaving room for the next measurement's noise (1-3% on a quiet machine)
 VERIFY_TOLERANCE = 0.025
 TABLE_VERSION = 1  # bump when what an entry means changes: older files are then ignored
 _LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose"}  # ORT's layout plumbing

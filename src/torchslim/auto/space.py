@@ -152,6 +152,11 @@ class PruneSpace:
         """The pruned model's predicted latency over the model's (``None`` before
         :meth:`add_latency`), corrected by ``latency_fix`` (none until a search verified its
         choice by measurement: :meth:`correct_latency`)."""
+        raw = self._table_ratio(ratios)
+        return None if raw is None else self.latency_fix(raw)
+
+    def _table_ratio(self, ratios: Mapping[str, float]) -> float | None:
+        """:meth:`latency_ratio` before any correction."""
         if self.latency is None:
             return None
         # the prediction depends on the kept counts alone; a search asks for the same ones
@@ -160,15 +165,14 @@ class PruneSpace:
         if counts not in self._predicted:
             ms = self.latency.predict_ms(self.keep(ratios))
             self._predicted[counts] = ms / max(self.base_ms, 1e-9)
-        return self.latency_fix(self._predicted[counts])
+        return self._predicted[counts]
 
     def correct_latency(self, ratios: Mapping[str, float], measured: float) -> None:
         """Correct every candidate's predicted latency by a measurement of one (``measured``:
         its latency over the model's; see :class:`~torchslim.latency.LatencyCorrection`)."""
-        self.latency_fix = LatencyCorrection()
-        predicted = self.latency_ratio(ratios)
-        if predicted is not None:
-            self.latency_fix = LatencyCorrection.measured(predicted, measured)
+        raw = self._table_ratio(ratios)
+        if raw is not None:
+            self.latency_fix = LatencyCorrection.measured(raw, measured)
 
     def counts(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         """Channels each group keeps at ``ratios``, in :attr:`names` order."""

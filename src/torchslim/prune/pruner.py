@@ -401,17 +401,17 @@ class Pruner:
         latency = self._latency_model(graph, select, top)
         dense, fix = latency.predict_ms(), LatencyCorrection()
 
-        def ratio(keep: Keep) -> float:  # predicted, corrected by the last measurement
-            return fix(latency.predict_ms(keep) / dense)
+        def cost(keep: Keep) -> float:  # predicted ms, corrected by the last measurement
+            return dense * fix(latency.predict_ms(keep) / dense)
 
         def choose() -> Keep:
             return search_keep(graph, groups, scores, select, dense, cfg.target_latency, top,
-                               cfg.round_to, cost=lambda k: dense * ratio(k),
-                               name="target_latency")  # fmt: skip
+                               cfg.round_to, cost=cost, name="target_latency")  # fmt: skip
 
         keep = choose()
         for _ in range(cfg.verify_latency):
-            predicted = ratio(keep)
+            raw = latency.predict_ms(keep) / dense
+            predicted = fix(raw)
             try:
                 pruned = pruned_copy(self.model, graph, keep, self.inputs)
             except Exception as exc:  # the repair loop deals with it; the table's guess stands
@@ -423,7 +423,7 @@ class Pruner:
                      cfg.latency_batch_size)  # fmt: skip
             if abs(part / whole / predicted - 1) <= VERIFY_TOLERANCE:
                 break
-            fix = LatencyCorrection.measured(latency.predict_ms(keep) / dense, part / whole)
+            fix = LatencyCorrection.measured(raw, part / whole)
             keep = choose()
         return keep
 
