@@ -174,6 +174,23 @@ def test_annealing_never_repeats_a_candidate() -> None:
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.parametrize("strategy", ["sa", "random"])
+def test_a_search_that_has_scored_every_reachable_candidate_stops(strategy: str, caplog) -> None:
+    # Two variables of 0-0.8 in 0.05 steps, filled to the edge of 50% MACs: far fewer than
+    # 200 distinct candidates. The samplers then only repeat scored ones; each repeat was a
+    # pruned trial, thousands of them, until the trial budget's cap of proposals.
+    from torchslim.auto.study import EXHAUSTED_AFTER
+
+    net, x, data = model_and_data()
+    with caplog.at_level("WARNING", logger="torchslim.search"):
+        res = ts.search(net, x, {**CONFIG, "trials": 200, "strategy": strategy}, data=data,
+                        progress=False)  # fmt: skip
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert 1 < len(done) < 200
+    assert len(res.study.trials) < len(done) + 2 * EXHAUSTED_AFTER + 200
+    assert f"stopped at {len(done)} of 200 trials" in caplog.text
+
+
 def test_annealing_restarts_from_a_feasible_trial_when_its_budget_tightens() -> None:
     from torchslim.auto.config import AnnealingConfig
     from torchslim.auto.samplers import AnnealingSampler

@@ -147,6 +147,7 @@ class AnnealingSampler(_RelativeSampler):
         tried = {_key(t.params) for t in study.get_trials(deepcopy=False) if t.params}
         # one proposal's tries and fills ask about the same candidates again and again
         meets = _memo(self.constraint) if self.constraint is not None else None
+        filled: dict[tuple[tuple[str, Any], ...], Params] = {}  # a small space repeats moves
         fallback = None
         for attempt in range(self.tries):
             params = dict(state.params)
@@ -159,7 +160,10 @@ class AnnealingSampler(_RelativeSampler):
                 params[name] = choices[min(max(i, 0), len(choices) - 1)]
             if self.order is not None:
                 assert meets is not None
-                params = fill_to_budget(params, self.order, meets)
+                moved = _key(params)
+                if moved not in filled:
+                    filled[moved] = fill_to_budget(params, self.order, meets)
+                params = dict(filled[moved])
             # a set look-up first: the constraint may predict a latency
             new = _key(params) not in tried
             if (new or fallback is None) and (meets is None or meets(params)):

@@ -34,6 +34,9 @@ from torchslim.latency import VERIFY_TOLERANCE
 from torchslim.train.trainer import as_dataset
 
 log = logging.getLogger("torchslim.search")
+# proposals in a row that repeat scored candidates after which a search stops: the candidates
+# its sampler can reach within the budget are all scored (a small space)
+EXHAUSTED_AFTER = 100
 
 STORAGE_FILE = "search.db"
 
@@ -295,6 +298,7 @@ def _run(
     # the trial the objective last finished, scored or pruned (value None), to recognise one
     # a peer marked failed while it ran
     last: dict[str, Any] = {}
+    repeats = [0]  # proposals in a row of candidates already scored
 
     def objective(trial: optuna.Trial) -> float:
         last.clear()
@@ -323,7 +327,15 @@ def _run(
             # two workers drew one at once (the sampler saw neither): the trial that sees the
             # other gives way, so no candidate is evaluated twice.
             trial.set_user_attr("duplicate_of", same[0])
+            repeats[0] += 1
+            if repeats[0] >= EXHAUSTED_AFTER:  # a small space: every candidate near the
+                # budget is scored; the sampler only repeats them
+                log.warning("search: stopped at %d of %d trials: the last %d proposals "
+                            "were all candidates already scored (the space within the budget "
+                            "is exhausted)", complete(), cfg.trials, repeats[0])  # fmt: skip
+                study.stop()
             raise optuna.TrialPruned(f"trial {same[0]} has this candidate")
+        repeats[0] = 0
         measures = space.measures(ratios)
         for key, value in measures.items():
             trial.set_user_attr(key, value)
@@ -360,7 +372,7 @@ def _run(
             study.stop()
 
     try:
-        while complete() < cfg.trials:
+        while complete() < cfg.trials and repeats[0] < EXHAUSTED_AFTER:
             try:
                 study.optimize(objective, n_trials=50 * cfg.trials, callbacks=[on_trial])
                 break
