@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent / "train"))
 from test_checkpoint import payload_file
 from test_run_folder import hold_folder
 
+TINY_TRAIN = ["--subset", "100", "--test-subset", "100", "--epochs", "1", "--batch-size", "50",
+              "--no-progress"]  # fmt: skip
+
 
 @pytest.fixture(autouse=True)
 def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,18 +76,30 @@ def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture)
 def test_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     args = ["train", "--model", "smallcnn", "--data", "fashion-mnist", "--subset", "200"]
-    args += ["--epochs", "1", "--batch-size", "50", "--no-progress", "--out", str(out)]
+    args += [
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "done: 1 epochs, test top-1" in printed
     assert (out / "last.pt").exists() and (out / "metrics.csv").exists()
-    assert main(["eval", "--checkpoint", str(out)]) == 0
-    assert "smallcnn on fashion-mnist (test): top-1" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out), "--test-subset", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "smallcnn on fashion-mnist (test): top-1" in printed and "(100 samples)" in printed
 
 
 def test_train_then_distill_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     teacher, out = tmp_path / "teacher", tmp_path / "student"
-    common = ["--subset", "100", "--epochs", "1", "--batch-size", "50", "--no-progress"]
+    common = ["--subset", "100", "--test-subset", "100", "--epochs", "1", "--batch-size", "50"]
+    common += ["--no-progress"]
     assert main(["train", "--model", "smallcnn", *common, "--out", str(teacher)]) == 0
     args = ["distill", "--teacher", str(teacher), "--student", "mlp", "--model-arg", "hidden=[16]"]
     args += ["--loss", "kd:T=4,alpha=0.8", "--loss", "sp:student=net.2,teacher=features"]
@@ -227,10 +242,10 @@ def test_prune_command_target_macs_from_a_run(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
-    args = ["train", "--model", "smallcnn", "--subset", "100", "--epochs", "1", "--batch-size"]
-    assert main([*args, "50", "--no-progress", "--out", str(run)]) == 0
+    assert main(["train", "--model", "smallcnn", *TINY_TRAIN, "--out", str(run)]) == 0
     out = tmp_path / "p.pt"
     argv = ["prune", "--checkpoint", str(run), "--target-macs", "0.5", "--out", str(out)]
+    argv += ["--test-subset", "100"]
     assert main(argv) == 0
     assert "after" in capsys.readouterr().out and out.exists()
 
@@ -241,21 +256,17 @@ def test_quantize_command_writes_int8_onnx_and_compares_accuracy(
     import onnx
 
     run = tmp_path / "run"
-    args = ["train", "--model", "smallcnn", "--subset", "200", "--epochs", "1", "--batch-size"]
-    assert main([*args, "50", "--no-progress", "--out", str(run)]) == 0
+    assert main(["train", "--model", "smallcnn", *TINY_TRAIN, "--out", str(run)]) == 0
     capsys.readouterr()
     out = tmp_path / "q.onnx"
     argv = ["quantize", "--checkpoint", str(run), "--calib", "64", "--observer", "kl",
-            "--per-channel", "--bits", "8", "--out", str(out)]  # fmt: skip
+            "--per-channel", "--bits", "8", "--test-subset", "100", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "model output SQNR" in text and "int8 QDQ" in text
     assert "test top-1 in ONNX Runtime" in text and "int8 (" in text
     kinds = {t.data_type for t in onnx.load(str(out)).graph.initializer}
     assert onnx.TensorProto.INT8 in kinds
-
-
-TINY_TRAIN = ["--subset", "100", "--epochs", "1", "--batch-size", "50", "--no-progress"]
 
 
 def test_bad_train_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

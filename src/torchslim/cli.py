@@ -260,6 +260,9 @@ def _data_options(parser: argparse.ArgumentParser, required: bool = True) -> Non
         default=None,
         help="where the dataset lives (default: $TORCHSLIM_DATA or ~/.cache/torchslim/data)",
     )
+    parser.add_argument("--test-subset", type=int, default=0, metavar="N",
+                        help="evaluate on a class-balanced subset of N test samples (a quick "
+                        "check; default: the whole test set)")  # fmt: skip
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -370,13 +373,16 @@ def _run_alone(ctx: Any, stage: Any, model: Any, out: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from torchslim.data import get_dataset
+    from torchslim.data import dataset_info, get_dataset, stratified_subset
     from torchslim.train import evaluate
     from torchslim.train.trainer import resolve_device
 
     model, meta = _load_run(Path(args.checkpoint))
     data = args.data or meta.get("data", "fashion-mnist")
     dataset = get_dataset(data, train=args.split == "train", root=args.data_root)
+    if args.test_subset:
+        per_class = max(1, args.test_subset // dataset_info(data).num_classes)
+        dataset = stratified_subset(dataset, per_class=per_class)
     device = resolve_device(args.device)
     result = evaluate(model.to(device), dataset, batch_size=args.batch_size, progress=True)
     print(f"{meta['model']} on {data} ({args.split}): {result}")
@@ -525,6 +531,7 @@ def _one_stage(args: argparse.Namespace, data: str | None, kind: str, **keys: An
     train = keys.get("train") or getattr(keys.get("config"), "train", None)
     dataspec = DataSpec(name=data or "fashion-mnist", root=args.data_root, augment=augment,
                         subset=getattr(args, "subset", 0),
+                        test_subset=getattr(args, "test_subset", 0),
                         seed=train.seed if train is not None else 0)  # fmt: skip
     recipe = Recipe(model=spec, stages=(stage,), data=dataspec)
     ctx = Context(recipe, progress=not args.quiet, resume=getattr(args, "resume", False),
@@ -545,7 +552,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
     import torchslim as ts
-    from torchslim.data import dataset_info, get_dataset
+    from torchslim.data import dataset_info
     from torchslim.export import evaluate_onnx
     from torchslim.pipeline.stages import STAGE_TYPES
     from torchslim.quant import QuantConfig
@@ -571,7 +578,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = ts.export_onnx(qmodel, example, args.out)
     print(report)
     if data and not args.no_eval:
-        test = get_dataset(data, train=False, root=args.data_root)
+        test = ctx.test_set  # --test-subset honoured
         fp32 = Path(args.out).with_suffix(".fp32.onnx")
         ts.export_onnx(model, example, fp32, check=False)
         base, acc = evaluate_onnx(fp32, test), evaluate_onnx(report.path, test)
