@@ -193,3 +193,26 @@ def test_package_module_callable_names_a_users_own_model() -> None:
         create("no_such_package.models:build")
     with pytest.raises(ConfigError, match=r"not an nn\.Module"):
         create("collections:OrderedDict", a=1)
+
+
+def test_a_torchvision_builder_that_reads_tensor_values_is_recognised_from_shapes() -> None:
+    # RegNet's builders compute their widths with tensors, so they cannot run on the meta
+    # device; they are built for real with torch.nn.init skipped (regnet_y_128gf, tried before
+    # regnet_y_400mf, took 17 s to initialise), and the initialisers are restored afterwards.
+    import torchvision
+    from torch.nn import init
+
+    from torchslim.models.specs import _build_shapes, torchvision_spec
+
+    before = {n: getattr(init, n) for n in ("kaiming_normal_", "normal_", "zeros_", "ones_")}
+    _build_shapes.cache_clear()
+    model = torchvision.models.regnet_x_400mf(num_classes=7)
+    assert torchvision_spec(model) == {"name": "regnet_x_400mf", "num_classes": 7,
+                                       "in_channels": 3, "kwargs": {}}  # fmt: skip
+    assert _build_shapes("regnet_x_400mf", 7) == {
+        k: tuple(v.shape) for k, v in model.state_dict().items()
+    }
+    assert all(getattr(init, n) is fn for n, fn in before.items())
+    w = torch.empty(4, 4)
+    init.ones_(w)
+    assert torch.equal(w, torch.ones(4, 4))
