@@ -10,7 +10,7 @@ from torchslim.pipeline.report import Report
 from torchslim.tables import markdown_table
 
 # --quick: the same stages on 5,000 training / 2,000 test images with 3 epochs instead of 4 (a
-# smoke run of the whole pipeline in about 2 minutes; its accuracies are far from converged)
+# smoke run of the whole pipeline in 2-3 minutes on 2 cores; its accuracies are far from converged)
 QUICK = (
     "data.subset=5000",
     "data.test_subset=2000",
