@@ -261,8 +261,8 @@ def _data_options(parser: argparse.ArgumentParser, required: bool = True) -> Non
         help="where the dataset lives (default: $TORCHSLIM_DATA or ~/.cache/torchslim/data)",
     )
     parser.add_argument("--test-subset", type=int, default=0, metavar="N",
-                        help="evaluate on a class-balanced subset of N test samples (a quick "
-                        "check; default: the whole test set)")  # fmt: skip
+                        help="evaluate on a class-balanced subset of N samples of the test "
+                        "set (eval: of --split; a quick check; default: all of it)")  # fmt: skip
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
